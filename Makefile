@@ -1,0 +1,48 @@
+# Model Factory. `make run` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+# Tests use the real PostgreSQL and Redis on this machine unless told otherwise.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/modelfactory
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
+PYTEST_ARGS ?=
+
+.PHONY: run test lint bench deps browser clean-var help
+
+help:
+	@echo "make run    - install, migrate, seed the demo once, start web + worker + chain on http://127.0.0.1:8000"
+	@echo "make test   - the test suite on PostgreSQL + Redis (127.0.0.1)"
+	@echo "make lint   - ruff"
+	@echo "make bench  - benchmarks; tables printed and written to benchmarks/results/"
+
+.venv/.stamp-deps: requirements.txt
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements.txt
+	touch $@
+
+node_modules/.stamp-npm: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+deps: .venv/.stamp-deps node_modules/.stamp-npm
+
+# Playwright drives Debian's chromium: its own browser download cannot work without internet.
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the browser tests"; \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
+	  || { echo "could not install chromium: run 'sudo apt-get install chromium'"; exit 1; }; }
+
+run: deps
+	./scripts/run.sh
+
+test: deps browser
+	@echo "database: $(TEST_DATABASE_URL)   broker: $(TEST_BROKER_URL)"
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) manage.py makemigrations --check --dry-run >/dev/null
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: .venv/.stamp-deps
+	.venv/bin/ruff check .
+
+bench: deps
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) benchmarks/run_all.py

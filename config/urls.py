@@ -1,0 +1,36 @@
+from django.conf import settings
+from django.conf.urls.static import static
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from config.api import api_root
+from core import views as core_views
+
+api_v1 = [
+    path("", api_root, name="api-root"),
+    path("", include("accounts.api.urls")),
+    path("", include("datanets.api.urls")),
+    path("", include("factory.api.urls")),
+    path("", include("attribution.api.urls")),
+    path("", include("ledger.api.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+urlpatterns = [
+    path("", core_views.home, name="home"),
+    path("healthz", core_views.healthz, name="healthz"),
+    path("accounts/", include("accounts.urls")),
+    path("datanets/", include("datanets.urls")),
+    path("factory/", include("factory.urls")),
+    path("attribution/", include("attribution.urls")),
+    path("ledger/", include("ledger.urls")),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+]
+if settings.DEBUG:
+    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+
+admin.site.site_header = "Model Factory console"
+admin.site.site_title = "Model Factory"

@@ -1,0 +1,127 @@
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+# OPEN amounts in whole tokens with 18 decimals, as on-chain.
+TOKEN_DIGITS = dict(max_digits=38, decimal_places=18)
+
+
+class Datanet(models.Model):
+    class Domain(models.TextChoices):
+        FINANCE = "finance", "Finance"
+        HEALTHCARE = "healthcare", "Healthcare"
+        DEPIN = "depin", "DePIN"
+        GAMING = "gaming", "Gaming"
+        OTHER = "other", "Other"
+
+    class Task(models.TextChoices):
+        CLASSIFICATION = "classification", "Text classification"
+        GENERATION = "generation", "Text generation"
+
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=120, unique=True)
+    domain = models.CharField(max_length=20, choices=Domain.choices, default=Domain.OTHER, db_index=True)
+    description = models.TextField(blank=True)
+    task = models.CharField(max_length=20, choices=Task.choices, default=Task.CLASSIFICATION)
+    labels = models.JSONField(default=list, blank=True, help_text="Allowed labels (classification only).")
+    license = models.CharField(max_length=120, blank=True)
+    max_text_length = models.PositiveIntegerField(default=10_000)
+    min_stake = models.DecimalField(**TOKEN_DIGITS, default=Decimal("10"))
+    slash_fraction = models.DecimalField(
+        max_digits=5, decimal_places=4, default=Decimal("0.5"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
+    )
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_datanets")
+    curators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="curated_datanets")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Contribution(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending review"
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+
+    class IngestState(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Ingesting"
+        DONE = "done", "Ingested"
+        FAILED = "failed", "Failed"
+
+    datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="contributions")
+    contributor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="contributions")
+    file = models.FileField(upload_to="uploads/%Y/%m/", blank=True)
+    file_name = models.CharField(max_length=255)
+    file_sha256 = models.CharField(max_length=64, db_index=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    ingest_state = models.CharField(max_length=10, choices=IngestState.choices, default=IngestState.QUEUED)
+    ingest_progress = models.FloatField(default=0.0)
+    ingest_errors = models.JSONField(default=list, blank=True)
+    options = models.JSONField(default=dict, blank=True, help_text="Column mapping, drop_bad_rows, ...")
+    record_count = models.PositiveIntegerField(default=0)
+    duplicates_dropped = models.PositiveIntegerField(default=0)
+    conflicts = models.PositiveIntegerField(default=0)
+    stake = models.DecimalField(**TOKEN_DIGITS, default=Decimal("0"))
+    curator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="reviewed_contributions")
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["datanet", "file_sha256"], name="unique_file_per_datanet"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} -> {self.datanet}"
+
+
+class Record(models.Model):
+    datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="records")
+    contribution = models.ForeignKey(Contribution, on_delete=models.CASCADE, related_name="records")
+    contributor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="records")
+    text = models.TextField()
+    label = models.CharField(max_length=120, blank=True)
+    sha256 = models.CharField(max_length=64, help_text="sha256 of the canonical (text, label) form")
+    row_number = models.PositiveIntegerField(default=0)
+    is_conflict = models.BooleanField(default=False, help_text="Same text with another label elsewhere")
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["datanet", "sha256"])]
+
+    def __str__(self) -> str:
+        return f"record {self.pk}"
+
+
+class DatanetVersion(models.Model):
+    """An immutable snapshot of a Datanet's accepted records."""
+
+    datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    records = models.ManyToManyField(Record, related_name="versions")
+    merkle_root = models.CharField(max_length=66)
+    record_count = models.PositiveIntegerField(default=0)
+    contributor_count = models.PositiveIntegerField(default=0)
+    label_counts = models.JSONField(default=dict, blank=True)
+    export_path = models.CharField(max_length=500, blank=True, help_text="Folder of the Arrow dataset export")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["datanet", "-number"]
+        constraints = [models.UniqueConstraint(fields=["datanet", "number"], name="unique_version_number")]
+
+    def __str__(self) -> str:
+        return f"{self.datanet.slug} v{self.number}"

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Start the whole app on one machine: the chain (anvil, state in var/), a Celery worker, the web server.
+# Embedded defaults: SQLite and a file-system broker under var/, unless DATABASE_URL / CELERY_BROKER_URL are set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+mkdir -p var/chain var/log
+PORT=${PORT:-8000}
+CHAIN_PORT=${CHAIN_PORT:-8545}
+pids=()
+cleanup() { trap - EXIT INT TERM; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+if [ -z "${WEB3_PROVIDER_URI:-}" ]; then
+  export WEB3_PROVIDER_URI="http://127.0.0.1:${CHAIN_PORT}"
+  if ! (exec 3<>/dev/tcp/127.0.0.1/"$CHAIN_PORT") 2>/dev/null; then
+    echo "chain: anvil on :$CHAIN_PORT, state in var/chain/state.json"
+    # --state loads and saves the chain so contracts and balances survive restarts.
+    node_modules/.bin/anvil --port "$CHAIN_PORT" --host 127.0.0.1 --state var/chain/state.json --silent \
+      >var/log/anvil.log 2>&1 &
+    pids+=($!)
+    for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/"$CHAIN_PORT") 2>/dev/null && break; sleep 0.2; done
+  fi
+fi
+
+$PY manage.py migrate --noinput
+$PY manage.py bootstrap   # contracts deployed and demo seeded, each once
+
+echo "worker: celery on queues cpu,gpu (concurrency 2) and ledger (concurrency 1); logs in var/log/"
+$PY -m celery -A config worker -Q cpu,gpu -c 2 -n main@%h --loglevel=INFO >var/log/worker.log 2>&1 &
+pids+=($!)
+$PY -m celery -A config worker -Q ledger -c 1 -n ledger@%h --loglevel=INFO >var/log/worker-ledger.log 2>&1 &
+pids+=($!)
+$PY -m celery -A config beat --loglevel=INFO -s var/celerybeat-schedule >var/log/beat.log 2>&1 &
+pids+=($!)
+
+echo "web: http://127.0.0.1:${PORT}/"
+$PY manage.py runserver "127.0.0.1:${PORT}" &
+pids+=($!)
+wait -n "${pids[@]}"
