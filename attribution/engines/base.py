@@ -9,7 +9,7 @@ tokenizer or None for a text-span engine) and in what the index holds, not in ho
     result = engine.attribute(index, queries, top_k=10, return_matrix=False)
     result.queries[0].record_ids, result.queries[0].scores   # best first
     engine.self_influence(index)                  # np.ndarray, one score per record
-    index.save(directory); index = engine.load_index(directory)
+    index.save(directory); index = engine.load_index(directory, model=model)
 
 Scores are "higher = this record pushed the model towards this query's output more". They may be
 negative (a record that pushed against it). Contributor shares are computed from scores by
@@ -81,6 +81,10 @@ class IndexBase:
     contributors: list[str | None]
     labels: list[Any] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    # The model the index was fitted with (not saved): engines that need it to answer queries (the
+    # gradient engines compute query gradients) read it here. `fit` sets it; `load_index(dir, model=...)`
+    # sets it again after a reload.
+    model: Any = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.record_ids)
@@ -139,8 +143,8 @@ class AttributionEngine(abc.ABC):
         """One float per indexed record: how much the record influences its own prediction."""
 
     @abc.abstractmethod
-    def load_index(self, directory: str | os.PathLike) -> IndexBase:
-        """Read back an index written by `index.save(directory)`."""
+    def load_index(self, directory: str | os.PathLike, *, model: Any = None) -> IndexBase:
+        """Read back an index written by `index.save(directory)`, bound to `model` (see IndexBase.model)."""
 
 
 def top_k_from_scores(scores: np.ndarray, record_ids: Sequence[str], top_k: int) -> list[QueryAttribution]:
