@@ -1,0 +1,205 @@
+"""Span engine: suffix-array answers checked against brute force on small random corpora."""
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attribution.engines.base import Query, Record
+from attribution.engines.spans import SpanEngine, SpanIndex, SpanIndexError
+
+# Small alphabets make repeats likely; ids above 255 and 65535 exercise 2- and 4-byte tokens.
+ALPHABETS = [[0, 1, 2], [5, 300, 301], [7, 70000, 70001, 1]]
+
+
+def occurrences(docs, pat):
+    out = Counter()
+    m = len(pat)
+    for d, doc in enumerate(docs):
+        for i in range(len(doc) - m + 1):
+            if doc[i : i + m] == pat:
+                out[d] += 1
+    return out
+
+
+def brute_spans(docs, q, n):
+    length = len(q)
+
+    def occurs(i, j):
+        return bool(occurrences(docs, q[i:j]))
+
+    found = []
+    for i in range(length):
+        for j in range(i + n, length + 1):
+            if not occurs(i, j):
+                break
+            if (i == 0 or not occurs(i - 1, j)) and (j == length or not occurs(i, j + 1)):
+                occ = occurrences(docs, q[i:j])
+                found.append((i, j, sum(occ.values()), dict(occ)))
+    return found
+
+
+@st.composite
+def corpus_and_query(draw):
+    alphabet = draw(st.sampled_from(ALPHABETS))
+    tok = st.sampled_from(alphabet)
+    docs = draw(st.lists(st.lists(tok, max_size=25), min_size=1, max_size=8))
+    if draw(st.booleans()) and any(docs):
+        # Queries that copy a piece of the corpus, so long spans occur.
+        src = draw(st.sampled_from([d for d in docs if d]))
+        a = draw(st.integers(0, len(src) - 1))
+        b = draw(st.integers(a + 1, len(src)))
+        q = draw(st.lists(tok, max_size=4)) + src[a:b] + draw(st.lists(tok, max_size=4))
+    else:
+        q = draw(st.lists(tok, max_size=20))
+    n = draw(st.integers(1, 4))
+    return docs, q, n
+
+
+@settings(max_examples=80, deadline=None)
+@given(corpus_and_query())
+def test_spans_match_brute_force(data):
+    docs, q, n = data
+    with tempfile.TemporaryDirectory() as d:
+        index = SpanIndex.create_from_lists(d, docs)
+        result = index.spans(q, min_len=n, max_occurrences=10_000)
+        got = [(s.start, s.end, s.count, s.rows) for s in result.spans]
+        assert got == brute_spans(docs, q, n)
+        assert all(not s.truncated for s in result.spans)
+
+
+@settings(max_examples=60, deadline=None)
+@given(corpus_and_query(), st.integers(1, 5))
+def test_counts_and_longest_suffix_exact(data, m):
+    docs, q, _ = data
+    with tempfile.TemporaryDirectory() as d:
+        index = SpanIndex.create_from_lists(d, docs)
+        for i in range(0, max(1, len(q) - m + 1)):
+            pat = q[i : i + m]
+            if pat:
+                assert index.count(pat) == sum(occurrences(docs, pat).values())
+        best = 0
+        for k in range(1, len(q) + 1):
+            if occurrences(docs, q[len(q) - k :]):
+                best = k
+        want = (best, sum(occurrences(docs, q[len(q) - best :]).values())) if best else (0, 0)
+        assert index.longest_suffix_count(q) == want
+
+
+@settings(max_examples=40, deadline=None)
+@given(corpus_and_query(), st.data())
+def test_delta_segments_merge_like_one_index(data, draw):
+    docs, q, n = data
+    cut = draw.draw(st.integers(0, len(docs) - 1))
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        whole = SpanIndex.create_from_lists(a, docs)
+        inc = SpanIndex.create_from_lists(b, docs[: cut + 1])
+        for doc in docs[cut + 1 :]:
+            inc = inc.add([doc])  # one delta segment per record
+        assert len(inc.segments) == len(docs) - cut
+        want = [(s.start, s.end, s.count, s.rows) for s in whole.spans(q, min_len=n).spans]
+        assert [(s.start, s.end, s.count, s.rows) for s in inc.spans(q, min_len=n).spans] == want
+        compacted = inc.compact()
+        assert len(compacted.segments) == 1
+        assert [(s.start, s.end, s.count, s.rows) for s in compacted.spans(q, min_len=n).spans] == want
+
+
+def test_on_disk_format_is_compact_and_memory_mapped(tmp_path):
+    rng = np.random.default_rng(1)
+    docs = [rng.integers(0, 50, size=200).tolist() for _ in range(50)]
+    index = SpanIndex.create_from_lists(tmp_path, docs)
+    seg = index.segments[0]
+    assert isinstance(seg.tokens, np.memmap) and isinstance(seg.sa, np.memmap)
+    assert seg.tokens.dtype == np.dtype(">u2") and seg.sa.dtype == np.uint32
+    # 2 bytes per token + 4 per suffix-array entry, and a little per record and file header.
+    assert index.nbytes < 6 * (10_000 + 50) + 8 * 50 + 4096
+    # The suffix array is sorted: consecutive suffixes are in non-decreasing order.
+    toks = np.asarray(seg.tokens).astype(np.int64)
+    for a, b in zip(seg.sa[:-1], seg.sa[1:], strict=True):
+        x, y = toks[a : a + 30].tolist(), toks[b : b + 30].tolist()
+        assert x[: len(y)] <= y[: len(x)]
+
+
+def test_max_occurrences_caps_listed_records(tmp_path):
+    docs = [[1, 2, 3, 4]] * 30
+    index = SpanIndex.create_from_lists(tmp_path, docs)
+    (span,) = index.spans([9, 1, 2, 3, 4, 9], min_len=2, max_occurrences=5).spans
+    assert span.count == 30 and sum(span.rows.values()) == 5 and span.truncated
+    assert (span.start, span.end) == (1, 5)
+
+
+def test_bad_input_is_refused(tmp_path):
+    with pytest.raises(SpanIndexError, match="at least one record"):
+        SpanIndex.create_from_lists(tmp_path / "a", [])
+    with pytest.raises(SpanIndexError, match=">= 0"):
+        SpanIndex.create_from_lists(tmp_path / "b", [[1, -2]])
+    with pytest.raises(SpanIndexError, match="no span index"):
+        SpanIndex(tmp_path / "missing")
+    index = SpanIndex.create_from_lists(tmp_path / "c", [[1, 2, 3]])
+    with pytest.raises(SpanIndexError, match=">= 0"):
+        index.spans([1, -1])
+    with pytest.raises(SpanIndexError, match="min_len"):
+        index.spans([1, 2], min_len=0)
+    # A query token the corpus's token width cannot hold matches nothing (and crosses no separator).
+    assert index.spans([1, 2, 3, 70000, 1, 2], min_len=1).spans[0].end == 3
+    assert index.spans([], min_len=1).spans == []
+
+
+LINES = [
+    "To be, or not to be, that is the question:",
+    "Whether 'tis nobler in the mind to suffer",
+    "The slings and arrows of outrageous fortune,",
+    "Now is the winter of our discontent",
+]
+
+
+def test_engine_explains_generated_text_with_char_offsets(tmp_path):
+    records = [Record(id=f"r{i}", text=t, contributor=f"c{i % 2}") for i, t in enumerate(LINES)]
+    engine = SpanEngine(min_span=12)
+    index = engine.fit(None, records, directory=tmp_path / "idx")
+    generated = "He said: the slings and arrows of outrageous fortune — and then the winter of our discontent!"
+    out = engine.explain(index, generated)
+    texts = [s["text"] for s in out["spans"]]
+    assert texts == ["he slings and arrows of outrageous fortune", " the winter of our discontent"]
+    assert {s["records"].popitem()[0] for s in out["spans"]} == {"r2", "r3"}
+    assert out["records"][0]["record_id"] == "r2"  # the longer span weighs more
+    assert set(out["contributor_shares"]) == {"c0", "c1"}
+    assert abs(sum(out["contributor_shares"].values()) - 1) < 1e-9
+
+    result = engine.attribute(index, [Query(text="prompt", label=generated)], top_k=1, return_matrix=True)
+    assert result.queries[0].record_ids == ["r2"] and result.matrix.shape == (1, 4)
+
+    # Saved and loaded back; an added record is found through its delta segment without a rebuild.
+    loaded = engine.load_index(tmp_path / "idx")
+    assert loaded.record_ids == index.record_ids
+    engine.add_records(loaded, [Record(id="r9", text="Friends, Romans, countrymen, lend me your ears", contributor="c9")])
+    assert len(loaded.spans.segments) == 2
+    out = engine.explain(engine.load_index(tmp_path / "idx"), "friends, Romans, countrymen, lend me")
+    assert out["records"][0]["record_id"] == "r9" and out["contributor_shares"] == {"c9": 1.0}
+    engine.rebuild(loaded)
+    assert len(engine.load_index(tmp_path / "idx").spans.segments) == 1
+    assert engine.self_influence(loaded).tolist() == [1.0] * 5
+
+    with pytest.raises(SpanIndexError, match="unique"):
+        engine.add_records(loaded, [Record(id="r9", text="again")])
+    with pytest.raises(SpanIndexError, match="no records"):
+        engine.fit(None, [], directory=tmp_path / "empty")
+
+
+def test_engine_with_a_subword_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(LINES * 5, trainers.BpeTrainer(vocab_size=300, special_tokens=["[UNK]"]))
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok)
+    engine = SpanEngine(tokenizer=hf, min_span=3)
+    index = engine.fit(None, [Record(id=str(i), text=t) for i, t in enumerate(LINES)], directory=tmp_path)
+    out = engine.explain(index, "Now is the winter of our discontent")
+    assert out["spans"][0]["text"] == "Now is the winter of our discontent"
+    assert out["records"][0]["record_id"] == "3"
