@@ -28,3 +28,8 @@ class ProfileForm(forms.Form):
     wallet_address = forms.CharField(required=False, max_length=42, validators=[wallet_validator],
                                      help_text="0x followed by 40 hexadecimal characters.")
     bio = forms.CharField(required=False, max_length=280, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(max_length=80, help_text="What this key is for, e.g. 'pricing bot'.")
+    rate_limit_per_minute = forms.IntegerField(min_value=1, max_value=10_000, initial=60)

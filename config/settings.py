@@ -128,6 +128,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
+# Rate-limit counters must be shared by all web processes: Redis when REDIS_CACHE_URL is set.
+CACHES = {"default": env.cache("REDIS_CACHE_URL", default="locmemcache://")}
+
 # Uploads: larger files go to a temporary file, never whole into memory.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -136,10 +139,12 @@ DATANET_UPLOAD_MAX_BYTES = env.int("DATANET_UPLOAD_MAX_BYTES", default=200 * 102
 # --- REST API ---
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.authentication.ApiKeyRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
@@ -220,8 +225,38 @@ if not DEBUG:
 
 # Every variable the settings read, for docs and the docker-compose check.
 ENV_VARS = (
-    "VAR_DIR", "DJANGO_DEBUG", "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DJANGO_CSRF_TRUSTED_ORIGINS",
+    "VAR_DIR", "REDIS_CACHE_URL", "DJANGO_DEBUG", "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DJANGO_CSRF_TRUSTED_ORIGINS",
     "DATABASE_URL", "MEDIA_ROOT", "DATANET_UPLOAD_MAX_BYTES", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
     "WORKER_HEARTBEAT_SECONDS", "WORKER_STALE_SECONDS", "WEB3_PROVIDER_URI", "LEDGER_PRIVATE_KEY",
     "LEDGER_CONFIRMATIONS", "MODELS_DIR", "HF_HOME", "LOG_LEVEL", "DJANGO_SECURE_COOKIES",
+)
+
+# --- datanets ---
+# A compressed upload (.gz, .zip) or a Parquet file may decompress to at most this many bytes.
+DATANET_DECOMPRESSED_MAX_BYTES = env.int("DATANET_DECOMPRESSED_MAX_BYTES", default=2 * 1024 * 1024 * 1024)
+# Rows per batch written to the staging table (and between progress updates) during ingest.
+DATANET_INGEST_BATCH_ROWS = env.int("DATANET_INGEST_BATCH_ROWS", default=20_000)
+ENV_VARS += ("DATANET_DECOMPRESSED_MAX_BYTES", "DATANET_INGEST_BATCH_ROWS")
+
+# --- ledger ---
+# Slashes and unclaimed rewards go to the treasury (default: the signer's own address).
+LEDGER_TREASURY_ADDRESS = env.str("LEDGER_TREASURY_ADDRESS", default="")
+# Seconds a governance proposal (fee split) waits in the timelock before it can be executed.
+LEDGER_GOVERNANCE_DELAY_SECONDS = env.int("LEDGER_GOVERNANCE_DELAY_SECONDS", default=3600)
+# Custodial demo wallets: keys derived from this secret (default: DJANGO_SECRET_KEY). See docs/ledger.md.
+LEDGER_CUSTODIAL_SECRET = env.str("LEDGER_CUSTODIAL_SECRET", default="")
+LEDGER_EPOCH_SECONDS = env.int("LEDGER_EPOCH_SECONDS", default=600)
+LEDGER_CLAIM_WINDOW_DAYS = env.int("LEDGER_CLAIM_WINDOW_DAYS", default=30)
+LEDGER_SWEEP_SECONDS = env.int("LEDGER_SWEEP_SECONDS", default=30)
+# Crash injection for the outbox tests (after_sign | after_send | mid_epoch); honoured only with DEBUG on.
+LEDGER_CRASH_AT = env.str("LEDGER_CRASH_AT", default="")
+CELERY_BEAT_SCHEDULE["ledger-outbox-sweep"] = {
+    "task": "ledger.tasks.outbox_sweep_task", "schedule": LEDGER_SWEEP_SECONDS, "options": {"queue": "ledger"},
+}
+CELERY_BEAT_SCHEDULE["ledger-reward-epoch"] = {
+    "task": "ledger.tasks.rewards_epoch_close_task", "schedule": LEDGER_EPOCH_SECONDS, "options": {"queue": "ledger"},
+}
+ENV_VARS += (
+    "LEDGER_TREASURY_ADDRESS", "LEDGER_GOVERNANCE_DELAY_SECONDS", "LEDGER_CUSTODIAL_SECRET", "LEDGER_EPOCH_SECONDS",
+    "LEDGER_CLAIM_WINDOW_DAYS", "LEDGER_SWEEP_SECONDS", "LEDGER_CRASH_AT",
 )

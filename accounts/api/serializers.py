@@ -19,3 +19,17 @@ class MeSerializer(serializers.Serializer):
         data = super().to_representation(user)
         data["wallet_address"] = getattr(getattr(user, "profile", None), "wallet_address", "")
         return data
+
+
+class ApiKeySerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(max_length=80)
+    prefix = serializers.CharField(read_only=True)
+    rate_limit_per_minute = serializers.IntegerField(min_value=1, max_value=10_000, default=60)
+    created_at = serializers.DateTimeField(read_only=True)
+    last_used_at = serializers.DateTimeField(read_only=True)
+    revoked_at = serializers.DateTimeField(read_only=True)
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    key = serializers.CharField(read_only=True, help_text="Shown once; store it now.")

@@ -1,9 +1,10 @@
 from drf_spectacular.utils import extend_schema
+from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api.serializers import MeSerializer
-from accounts.services import profile_get, profile_update
+from accounts.api.serializers import ApiKeyCreatedSerializer, ApiKeySerializer, MeSerializer
+from accounts.services import api_key_create, api_key_revoke, profile_get, profile_update
 
 
 class MeApi(APIView):
@@ -27,3 +28,27 @@ class MeApi(APIView):
         )
         request.user.refresh_from_db()
         return Response(MeSerializer(request.user).data)
+
+
+class ApiKeyListCreateApi(APIView):
+    """The caller's API keys. POST creates one and returns its secret once."""
+
+    @extend_schema(responses=ApiKeySerializer(many=True))
+    def get(self, request):
+        return Response(ApiKeySerializer(request.user.api_keys.all(), many=True).data)
+
+    @extend_schema(request=ApiKeySerializer, responses={201: ApiKeyCreatedSerializer})
+    def post(self, request):
+        serializer = ApiKeySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        key, raw = api_key_create(user=request.user, **serializer.validated_data)
+        data = ApiKeySerializer(key).data
+        data["key"] = raw
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+class ApiKeyRevokeApi(APIView):
+    @extend_schema(responses={204: None})
+    def delete(self, request, key_id: int):
+        api_key_revoke(user=request.user, key_id=key_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)

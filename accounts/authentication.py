@@ -1,0 +1,52 @@
+"""`Authorization: Api-Key <prefix>.<secret>` for integrators, with a per-key rate limit."""
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+from rest_framework.throttling import SimpleRateThrottle
+
+from accounts.models import ApiKey
+from accounts.services import api_key_authenticate
+
+KEYWORD = "Api-Key"
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode(errors="replace")
+        if not header.startswith(KEYWORD + " "):
+            return None
+        key = api_key_authenticate(raw=header[len(KEYWORD) + 1:].strip())
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        # Cheap enough at API rates; a busy deployment could batch these.
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+        return key.user, key
+
+    def authenticate_header(self, request):
+        return KEYWORD
+
+
+class ApiKeyRateThrottle(SimpleRateThrottle):
+    """Requests per minute by API key (its own limit); users without a key fall back to USER_RATE."""
+
+    scope = "api_key"
+    USER_RATE = "600/min"
+
+    def get_rate(self):
+        return self.USER_RATE
+
+    def allow_request(self, request, view):
+        key = request.auth if isinstance(request.auth, ApiKey) else None
+        if key is not None:
+            self.rate = f"{key.rate_limit_per_minute}/min"
+        else:
+            self.rate = self.USER_RATE
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request, view)
+
+    def get_cache_key(self, request, view):
+        key = request.auth if isinstance(request.auth, ApiKey) else None
+        if key is not None:
+            return f"throttle_{self.scope}_{key.prefix}"
+        if request.user and request.user.is_authenticated:
+            return f"throttle_{self.scope}_user_{request.user.pk}"
+        return f"throttle_{self.scope}_ip_{self.get_ident(request)}"
