@@ -1,0 +1,77 @@
+"""Contributor weights from attribution scores: what the ledger pays by.
+
+Rule (the same for every method):
+
+* Per query: each contributor's share is the sum of the POSITIVE scores of their records divided by the
+  sum of all positive scores. Negative influence (a record that pushed against the prediction) is
+  clipped to zero: it earns nothing, and it does not subtract from what the contributor's other records
+  earned (a contributor's payment never goes below zero; negative influence is reported separately, as
+  `negative`, for curation). A query with no positive score at all has no shares (empty dict) and is
+  left out of model-level weights.
+* Per model: the mean of the per-query share vectors over the validation queries that have shares, so
+  each query counts once whatever the scale of its scores; normalised to sum to 1. If no query has any
+  positive influence, every contributor with records in the index gets an equal share.
+
+Shares are computed in float64 over contributors sorted by name, so they are deterministic for fixed
+scores (and the scores are deterministic for a fixed seed). Records without a contributor are pooled
+under "" (unattributed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _codes(contributors: Sequence[str | None]) -> tuple[list[str], np.ndarray]:
+    names = sorted({c or "" for c in contributors})
+    position = {name: i for i, name in enumerate(names)}
+    return names, np.array([position[c or ""] for c in contributors], dtype=np.int64)
+
+
+def contributor_shares_matrix(
+    scores: np.ndarray, contributors: Sequence[str | None]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per-query shares for a (n_queries, n_records) score matrix.
+
+    Returns (contributor names sorted, shares (n_queries, n_contributors) with rows summing to 1 or all 0
+    when the query has no positive score, negative mass (n_queries, n_contributors) <= 0).
+    """
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    if scores.shape[1] != len(contributors):
+        raise ValueError(f"{scores.shape[1]} scores per query but {len(contributors)} records")
+    names, codes = _codes(contributors)
+    positive = np.zeros((scores.shape[0], len(names)))
+    negative = np.zeros((scores.shape[0], len(names)))
+    for c in range(len(names)):
+        cols = scores[:, codes == c]
+        positive[:, c] = np.clip(cols, 0, None).sum(axis=1)
+        negative[:, c] = np.clip(cols, None, 0).sum(axis=1)
+    total = positive.sum(axis=1, keepdims=True)
+    shares = np.divide(positive, total, out=np.zeros_like(positive), where=total > 0)
+    return names, shares, negative
+
+
+def contributor_shares(scores: np.ndarray, contributors: Sequence[str | None]) -> dict[str, float]:
+    """One query: {contributor: share of positive influence}, summing to 1 (empty if none is positive)."""
+    names, shares, _ = contributor_shares_matrix(np.asarray(scores)[None, :], contributors)
+    if shares[0].sum() == 0:
+        return {}
+    return {name: float(s) for name, s in zip(names, shares[0], strict=True) if s > 0}
+
+
+def model_contributor_weights(scores: np.ndarray, contributors: Sequence[str | None]) -> dict[str, float]:
+    """Model level: mean per-query share over validation queries, normalised; every contributor listed."""
+    names, shares, _ = contributor_shares_matrix(scores, contributors)
+    with_signal = shares.sum(axis=1) > 0
+    if not with_signal.any():
+        return {name: 1.0 / len(names) for name in names}
+    mean = shares[with_signal].mean(axis=0)
+    mean = mean / mean.sum()
+    return {name: float(w) for name, w in zip(names, mean, strict=True)}
+
+
+def contributor_ranking(weights: dict[str, float]) -> list[str]:
+    """Contributors from highest to lowest weight (ties by name)."""
+    return sorted(weights, key=lambda name: (-weights[name], name))
