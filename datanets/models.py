@@ -51,6 +51,7 @@ class Contribution(models.Model):
         REJECTED = "rejected", "Rejected"
 
     class IngestState(models.TextChoices):
+        MAPPING = "mapping", "Needs column mapping"
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Ingesting"
         DONE = "done", "Ingested"
@@ -66,6 +67,12 @@ class Contribution(models.Model):
     ingest_progress = models.FloatField(default=0.0)
     ingest_errors = models.JSONField(default=list, blank=True)
     options = models.JSONField(default=dict, blank=True, help_text="Column mapping, drop_bad_rows, ...")
+    file_size = models.BigIntegerField(default=0)
+    format = models.CharField(max_length=10, blank=True, help_text="csv, tsv, jsonl, parquet or text")
+    compression = models.CharField(max_length=10, blank=True)
+    encoding = models.CharField(max_length=40, blank=True)
+    rows_total = models.PositiveIntegerField(default=0, help_text="Data rows read from the file")
+    rows_bad = models.PositiveIntegerField(default=0, help_text="Rows that failed validation")
     record_count = models.PositiveIntegerField(default=0)
     duplicates_dropped = models.PositiveIntegerField(default=0)
     conflicts = models.PositiveIntegerField(default=0)
@@ -94,12 +101,13 @@ class Record(models.Model):
     text = models.TextField()
     label = models.CharField(max_length=120, blank=True)
     sha256 = models.CharField(max_length=64, help_text="sha256 of the canonical (text, label) form")
+    text_sha256 = models.CharField(max_length=64, blank=True, default="", help_text="sha256 of the canonical text")
     row_number = models.PositiveIntegerField(default=0)
     is_conflict = models.BooleanField(default=False, help_text="Same text with another label elsewhere")
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["datanet", "sha256"])]
+        indexes = [models.Index(fields=["datanet", "sha256"]), models.Index(fields=["datanet", "text_sha256"])]
 
     def __str__(self) -> str:
         return f"record {self.pk}"
@@ -125,3 +133,23 @@ class DatanetVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.datanet.slug} v{self.number}"
+
+
+class CurationDecision(models.Model):
+    """The audit trail: who accepted or rejected which contribution, when and why. Never edited."""
+
+    class Decision(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+
+    contribution = models.ForeignKey(Contribution, on_delete=models.CASCADE, related_name="decisions")
+    curator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="curation_decisions")
+    decision = models.CharField(max_length=10, choices=Decision.choices)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.curator} {self.decision} contribution {self.contribution_id}"

@@ -1,0 +1,707 @@
+"""Datanet business logic: create, upload and ingest, curate, stake (through the ledger outbox), version.
+
+Ingest is two phases. Phase 1 streams the file, validates and hashes each row and writes it to a
+temporary staging table in batches (PostgreSQL COPY; executemany elsewhere), updating progress between
+batches; nothing the rest of the app reads is touched. Phase 2 is one transaction: it moves the rows that
+are new to the Datanet into `Record` (duplicates within the file and against the Datanet are dropped in
+SQL), flags conflicts, and records the stake in the ledger outbox. A failure in either phase stores no
+records; the contribution says why.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import Group, Permission
+from django.core.files import File
+from django.db import connection, transaction
+from django.db.models import Count, Max, Min, Q
+from django.utils import timezone
+from django.utils.text import slugify
+
+from core.errors import ApplicationError
+from core.merkle import merkle_proof, merkle_root, merkle_verify
+from core.roles import CONTRIBUTOR, CURATOR, user_has_role
+from datanets import readers
+from datanets.models import Contribution, CurationDecision, Datanet, DatanetVersion, Record
+from datanets.readers import ReadError
+from ledger.services import enqueue
+
+logger = logging.getLogger(__name__)
+
+ERR_OVERSIZE = "The file is {size} bytes; the limit is {limit} bytes."
+ERR_NOT_CONTRIBUTOR = "Only contributors can upload data."
+ERR_NOT_CURATOR = "You are not a curator of the Datanet '{datanet}'."
+ERR_OWN_CONTRIBUTION = "You cannot review your own contribution."
+ERR_ALREADY_DECIDED = "Contribution {id} was already {status}."
+ERR_NOT_INGESTED = "Contribution {id} is not ingested yet ({state}); it cannot be reviewed."
+ERR_REASON_REQUIRED = "A rejection needs a reason."
+ERR_ROWS_INVALID = "{bad} of {total} rows failed validation; nothing was stored. Fix them, or upload again choosing to drop bad rows."
+ERR_NO_VALID_ROWS = "No valid rows in the file; nothing was stored."
+ERR_TEXT_NEEDS_GENERATION = "Plain text has no labels: upload it to a text-generation Datanet, or use CSV/JSONL/Parquet with a label column."
+ERR_NEED_TEXT_COLUMN = "Choose the column that holds the text."
+ERR_NEED_LABEL_COLUMN = "Choose the column that holds the label (this Datanet classifies text)."
+ERR_NOT_MAPPING = "Contribution {id} is {state}; its columns can no longer be changed."
+ERR_NO_ACCEPTED = "The Datanet has no accepted records to version."
+ERR_LABELS = "A classification Datanet needs at least two labels, each on one line and unique."
+ERRORS_KEPT = 100
+
+
+def decimal_str(value: Decimal) -> str:
+    """A decimal as a plain string without exponent or trailing zeros: Decimal('10.000') -> '10'."""
+    return format(Decimal(value).normalize(), "f")
+
+
+# --- Datanets and curators ----------------------------------------------------------------------------
+
+@transaction.atomic
+def datanet_create(*, owner, name: str, domain: str = Datanet.Domain.OTHER, task: str = Datanet.Task.CLASSIFICATION,
+                   labels: list[str] | tuple[str, ...] = (), description: str = "", license: str = "",
+                   min_stake: Decimal = Decimal("10"), slash_fraction: Decimal = Decimal("0.5"),
+                   max_text_length: int = 10_000, curators=(), slug: str = "") -> Datanet:
+    """Create a Datanet and register it on-chain (outbox). Labels are required for classification."""
+    labels = [str(label).strip() for label in labels if str(label).strip()]
+    if task == Datanet.Task.CLASSIFICATION and (len(labels) < 2 or len(set(labels)) != len(labels)
+                                                  or any("\n" in label for label in labels)):
+        raise ApplicationError(ERR_LABELS)
+    if task == Datanet.Task.GENERATION:
+        labels = []
+    base = slug or slugify(name)[:100] or "datanet"
+    slug, i = base, 2
+    while Datanet.objects.filter(slug=slug).exists():
+        slug, i = f"{base}-{i}", i + 1
+    datanet = Datanet(owner=owner, name=name, slug=slug, domain=domain, task=task, labels=labels,
+                      description=description, license=license, min_stake=Decimal(min_stake),
+                      slash_fraction=Decimal(slash_fraction), max_text_length=max_text_length)
+    datanet.full_clean()
+    datanet.save()
+    for curator in curators:
+        curator_appoint(datanet=datanet, user=curator)
+    enqueue("datanet_create", {"datanet_id": datanet.id}, f"datanet_create:{datanet.id}")
+    return datanet
+
+
+CURATOR_PERMISSIONS = ("view_datanet", "view_contribution", "change_contribution", "view_record",
+                       "view_datanetversion", "add_datanetversion", "view_curationdecision")
+
+
+def curator_group_ensure() -> Group:
+    """The curator group with the admin permissions its members need (view and decide, never delete)."""
+    group, _ = Group.objects.get_or_create(name=CURATOR)
+    perms = Permission.objects.filter(content_type__app_label="datanets", codename__in=CURATOR_PERMISSIONS)
+    group.permissions.add(*perms)
+    return group
+
+
+@transaction.atomic
+def curator_appoint(*, datanet: Datanet, user) -> None:
+    """Make `user` a curator of `datanet`: curator group (with its admin permissions) and is_staff.
+
+    Django's admin only admits staff, so curators get is_staff; the admin then scopes them to the
+    Datanets they curate (see `datanets.selectors.datanets_curated_by`).
+    """
+    group = curator_group_ensure()
+    user.groups.add(group)
+    if not user.is_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    user._role_cache = None
+    datanet.curators.add(user)
+
+
+def user_can_curate(*, user, datanet: Datanet) -> bool:
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    if datanet.curators.filter(pk=user.pk).exists():
+        return True
+    # Staff who are not curators are admins: they may curate everything.
+    return user.is_staff and not user.groups.filter(name=CURATOR).exists()
+
+
+# --- upload -------------------------------------------------------------------------------------------
+
+@dataclass
+class UploadResult:
+    contribution: Contribution
+    created: bool
+
+
+def _sha256_of(fileobj) -> str:
+    h = hashlib.sha256()
+    fileobj.seek(0)
+    if hasattr(fileobj, "chunks"):
+        for chunk in fileobj.chunks():
+            h.update(chunk)
+    else:
+        while chunk := fileobj.read(readers.CHUNK):
+            h.update(chunk)
+    fileobj.seek(0)
+    return h.hexdigest()
+
+
+def _file_size(fileobj) -> int:
+    size = getattr(fileobj, "size", None)
+    if size is None:
+        fileobj.seek(0, io.SEEK_END)
+        size = fileobj.tell()
+        fileobj.seek(0)
+    return size
+
+
+def _inspect(contribution: Contribution) -> None:
+    """Format, encoding, columns and a preview of the stored file, into the contribution. Raises ReadError."""
+    path = contribution.file.path
+    limit = settings.DATANET_DECOMPRESSED_MAX_BYTES
+    raw, fmt, compression = readers.open_payload(path, contribution.file_name, max_decompressed=limit)
+    with raw:
+        encoding = "" if fmt == "parquet" else readers.detect_encoding(raw)
+    if fmt == "text" and contribution.datanet.task != Datanet.Task.GENERATION:
+        raise ReadError(ERR_TEXT_NEEDS_GENERATION)
+    raw, fmt, compression = readers.open_payload(path, contribution.file_name, max_decompressed=limit)
+    with raw:
+        columns, preview = readers.read_columns(raw, fmt, encoding)
+    if fmt == "parquet":
+        with open(path, "rb") as fh:
+            if readers.parquet_uncompressed_bytes(fh) > limit:
+                raise ReadError(readers.ERR_BOMB.format(limit=limit))
+    if fmt in ("csv", "tsv", "jsonl", "parquet") and not columns:
+        raise ReadError(readers.ERR_NO_COLUMNS.format(fmt=fmt.upper()))
+    text_col, label_col = readers.guess_columns(columns, preview, contribution.datanet.labels)
+    contribution.format, contribution.compression, contribution.encoding = fmt, compression, encoding
+    contribution.options = {
+        **contribution.options, "columns": columns, "preview": preview[:10],
+        "guess": {"text_column": text_col, "label_column": label_col},
+    }
+
+
+def _mapping_complete(contribution: Contribution, options: dict) -> bool:
+    if contribution.format == "text":
+        return True
+    if not options.get("text_column"):
+        return False
+    return contribution.datanet.task == Datanet.Task.GENERATION or bool(options.get("label_column"))
+
+
+def contribution_upload(*, datanet: Datanet, contributor, file, file_name: str = "", text_column: str = "",
+                        label_column: str = "", text_mode: str = "line", drop_bad_rows: bool = False,
+                        auto_start: bool = True, extra_options: dict | None = None) -> UploadResult:
+    """Store an uploaded file as a Contribution and, when its columns are known, queue its ingest.
+
+    Idempotent on the file's sha256 per Datanet: a second upload of the same bytes returns the first
+    contribution (unless that one failed, which is then retried with the new options). Raises
+    ApplicationError for oversize, empty, unsupported or binary files; nothing is stored then.
+    """
+    if not user_has_role(contributor, CONTRIBUTOR):
+        raise ApplicationError(ERR_NOT_CONTRIBUTOR, status_code=403)
+    file_name = Path(file_name or getattr(file, "name", "") or "upload").name
+    size = _file_size(file)
+    limit = settings.DATANET_UPLOAD_MAX_BYTES
+    if size > limit:
+        raise ApplicationError(ERR_OVERSIZE.format(size=size, limit=limit), extra={"size": size, "limit": limit})
+    if size == 0:
+        raise ApplicationError(readers.ERR_EMPTY)
+    try:
+        readers.detect_format(file_name, _head(file))
+    except ReadError as exc:
+        raise ApplicationError(str(exc)) from exc
+    if text_mode not in readers.TEXT_MODES:
+        raise ApplicationError(f"Text mode must be one of {', '.join(readers.TEXT_MODES)}.")
+    digest = _sha256_of(file)
+    options = {"text_column": text_column, "label_column": label_column, "text_mode": text_mode,
+               "drop_bad_rows": bool(drop_bad_rows), **(extra_options or {})}
+    with transaction.atomic():
+        existing = Contribution.objects.select_for_update().filter(datanet=datanet, file_sha256=digest).first()
+        if existing and existing.ingest_state != Contribution.IngestState.FAILED:
+            return UploadResult(existing, False)
+        contribution = existing or Contribution(datanet=datanet, contributor=contributor, file_sha256=digest)
+        if existing:
+            existing.file.delete(save=False)
+        contribution.file_name = file_name[:255]
+        contribution.file_size = size
+        contribution.options = options
+        contribution.ingest_errors, contribution.rows_bad, contribution.rows_total = [], 0, 0
+        contribution.ingest_progress = 0.0
+        contribution.file.save(f"{uuid.uuid4().hex}{''.join(Path(file_name).suffixes[-2:])}", File(file), save=False)
+        try:
+            _inspect(contribution)
+        except ReadError as exc:
+            contribution.file.delete(save=False)
+            raise ApplicationError(str(exc)) from exc
+        opts = contribution.options
+        guess = opts["guess"]
+        opts["text_column"] = opts["text_column"] or guess["text_column"]
+        if datanet.task == Datanet.Task.CLASSIFICATION:
+            opts["label_column"] = opts["label_column"] or guess["label_column"]
+        else:
+            opts["label_column"] = ""
+        for key in ("text_column", "label_column"):
+            if opts[key] and contribution.format != "text" and opts[key] not in opts["columns"]:
+                contribution.file.delete(save=False)
+                raise ApplicationError(readers.ERR_COLUMN_MISSING.format(column=opts[key], columns=", ".join(opts["columns"])))
+        ready = auto_start and _mapping_complete(contribution, opts)
+        contribution.ingest_state = Contribution.IngestState.QUEUED if ready else Contribution.IngestState.MAPPING
+        contribution.save()
+        if ready:
+            _queue_ingest(contribution)
+    return UploadResult(contribution, existing is None)
+
+
+def _head(file) -> bytes:
+    file.seek(0)
+    head = file.read(readers.SNIFF_BYTES)
+    file.seek(0)
+    return head
+
+
+def _queue_ingest(contribution: Contribution) -> None:
+    from datanets.tasks import contribution_ingest_task
+
+    cid = contribution.id
+    transaction.on_commit(lambda: contribution_ingest_task.apply_async(args=[cid], queue="cpu"))
+
+
+@transaction.atomic
+def contribution_start(*, contribution: Contribution, user, text_column: str = "", label_column: str = "",
+                       text_mode: str = "line", drop_bad_rows: bool = False) -> Contribution:
+    """The mapping step: set the columns (and options) of a contribution waiting for them and queue it."""
+    contribution = Contribution.objects.select_for_update().select_related("datanet").get(pk=contribution.pk)
+    if contribution.contributor_id != user.pk and not user.is_superuser:
+        raise ApplicationError("This is not your contribution.", status_code=403)
+    if contribution.ingest_state != Contribution.IngestState.MAPPING:
+        raise ApplicationError(ERR_NOT_MAPPING.format(id=contribution.id, state=contribution.get_ingest_state_display()))
+    if text_mode not in readers.TEXT_MODES:
+        raise ApplicationError(f"Text mode must be one of {', '.join(readers.TEXT_MODES)}.")
+    opts = contribution.options
+    columns = opts.get("columns", [])
+    if contribution.format != "text":
+        if not text_column:
+            raise ApplicationError(ERR_NEED_TEXT_COLUMN)
+        if contribution.datanet.task == Datanet.Task.CLASSIFICATION and not label_column:
+            raise ApplicationError(ERR_NEED_LABEL_COLUMN)
+        for column in (text_column, label_column):
+            if column and column not in columns:
+                raise ApplicationError(readers.ERR_COLUMN_MISSING.format(column=column, columns=", ".join(columns)))
+        if text_column == label_column:
+            raise ApplicationError("Text and label must be different columns.")
+    opts.update(text_column=text_column, label_column=label_column if contribution.datanet.task == Datanet.Task.CLASSIFICATION else "",
+                text_mode=text_mode, drop_bad_rows=bool(drop_bad_rows))
+    contribution.options = opts
+    contribution.ingest_state = Contribution.IngestState.QUEUED
+    contribution.save(update_fields=["options", "ingest_state", "updated_at"])
+    _queue_ingest(contribution)
+    return contribution
+
+
+# --- ingest -------------------------------------------------------------------------------------------
+
+@dataclass
+class _Stats:
+    total: int = 0
+    bad: int = 0
+    errors: list = field(default_factory=list)
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+class _Staging:
+    """A temporary table on this connection holding validated, hashed rows of one ingest."""
+
+    COLUMNS = ("row_number", "text", "label", "sha256", "text_sha256")
+
+    def __init__(self):
+        self.name = f"mf_ingest_{uuid.uuid4().hex[:12]}"
+        self.postgres = connection.vendor == "postgresql"
+
+    def create(self) -> None:
+        with connection.cursor() as cur:
+            cur.execute(f"CREATE TEMPORARY TABLE {self.name} (row_number integer NOT NULL, text text NOT NULL, "
+                        "label varchar(120) NOT NULL, sha256 char(64) NOT NULL, text_sha256 char(64) NOT NULL)")
+
+    def write(self, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        with connection.cursor() as cur:
+            if self.postgres:
+                # COPY text format: backslash, tab, newline and CR escaped; a NUL never gets here.
+                buf = "".join(
+                    f"{n}\t{t.translate(_COPY_ESCAPES) if _needs_escape(t) else t}\t{lab.translate(_COPY_ESCAPES)}\t{h}\t{th}\n"
+                    for n, t, lab, h, th in rows)
+                with cur.cursor.copy(f"COPY {self.name} ({', '.join(self.COLUMNS)}) FROM STDIN") as copy:
+                    copy.write(buf)
+            else:
+                cur.executemany(f"INSERT INTO {self.name} ({', '.join(self.COLUMNS)}) VALUES (%s, %s, %s, %s, %s)", rows)  # noqa: S608 - generated name
+
+    def drop(self) -> None:
+        try:
+            with connection.cursor() as cur:
+                cur.execute(f"DROP TABLE IF EXISTS {self.name}")
+        except Exception:  # the connection may be broken; a temp table dies with it anyway
+            logger.warning("could not drop staging table %s", self.name, exc_info=True)
+
+
+def _needs_escape(text: str) -> bool:
+    return "\\" in text or "\t" in text or "\n" in text or "\r" in text
+
+
+def _progress(contribution_id: int, value: float) -> None:
+    Contribution.objects.filter(pk=contribution_id).update(ingest_progress=round(min(value, 1.0), 4))
+
+
+def _fail(contribution: Contribution, errors: list[dict], stats: _Stats | None = None) -> Contribution:
+    Contribution.objects.filter(pk=contribution.pk).update(
+        ingest_state=Contribution.IngestState.FAILED, ingest_errors=errors[:ERRORS_KEPT],
+        rows_total=stats.total if stats else 0, rows_bad=stats.bad if stats else 0, updated_at=timezone.now())
+    contribution.refresh_from_db()
+    return contribution
+
+
+def _stage(contribution: Contribution, staging: _Staging) -> _Stats:
+    """Phase 1: stream, validate, hash and stage every row. Raises ReadError for a file-level problem."""
+    datanet = contribution.datanet
+    opts = contribution.options
+    classification = datanet.task == Datanet.Task.CLASSIFICATION
+    allowed = frozenset(datanet.labels)
+    max_len = datanet.max_text_length
+    limit = settings.DATANET_DECOMPRESSED_MAX_BYTES
+    batch_rows = settings.DATANET_INGEST_BATCH_ROWS
+    path = contribution.file.path
+    size = max(1, Path(path).stat().st_size)
+    raw, fmt, _ = readers.open_payload(path, contribution.file_name, max_decompressed=limit)
+    if fmt != "parquet" and not contribution.encoding:
+        with raw:
+            contribution.encoding = readers.detect_encoding(raw)
+        raw, fmt, _ = readers.open_payload(path, contribution.file_name, max_decompressed=limit)
+    stats = _Stats()
+    batch: list[tuple] = []
+    canonical, rec_hash, txt_hash = readers.canonical_text, readers.record_sha256, readers.text_sha256
+    compressed_pos = _position_reader(raw, path)
+    with raw:
+        for row in readers.iter_rows(raw, fmt, contribution.encoding, text_column=opts.get("text_column", ""),
+                                     label_column=opts.get("label_column", ""), text_mode=opts.get("text_mode", "line"),
+                                     max_decompressed=limit):
+            stats.total += 1
+            error = row.error
+            if not error:
+                text = canonical(row.text)
+                label = row.label.strip() if classification else ""
+                if not text:
+                    error = "empty text"
+                elif len(text) > max_len:
+                    error = f"text is {len(text)} characters; the limit is {max_len}"
+                elif "\x00" in text:
+                    error = "text holds a NUL character"
+                elif classification and not label:
+                    error = "no label"
+                elif classification and label not in allowed:
+                    error = f"unknown label '{label[:60]}' (allowed: {', '.join(datanet.labels)})"
+            if error:
+                stats.bad += 1
+                if len(stats.errors) < ERRORS_KEPT:
+                    stats.errors.append({"row": row.number, "error": error})
+                continue
+            batch.append((row.number, text, label, rec_hash(text, label), txt_hash(text)))
+            if len(batch) >= batch_rows:
+                staging.write(batch)
+                batch = []
+                _progress(contribution.pk, 0.85 * compressed_pos() / size)
+        staging.write(batch)
+    return stats
+
+
+def _position_reader(raw, path):
+    """A callable giving how far through the stored (possibly compressed) file the reader is."""
+    inner = getattr(raw, "raw", None)
+    if isinstance(inner, readers.LimitedReader):
+        src = inner.raw
+        fileobj = getattr(src, "fileobj", None) or getattr(src, "_fileobj", None)
+        return (lambda: fileobj.tell()) if fileobj is not None and hasattr(fileobj, "tell") else (lambda: 0)
+    return lambda: raw.tell() if not raw.closed else 0
+
+
+def contribution_ingest(*, contribution_id: int) -> Contribution:
+    """Ingest a queued contribution's file into Records; safe to run again (a finished one is left alone).
+
+    All or nothing: rows that fail validation fail the whole file unless the contributor chose
+    `drop_bad_rows`. Duplicates (same canonical text and label) within the file and against the Datanet's
+    live records are dropped and counted; the same text with another label is kept and flagged.
+    """
+    contribution = Contribution.objects.select_related("datanet").get(pk=contribution_id)
+    if contribution.ingest_state == Contribution.IngestState.DONE:
+        return contribution
+    if contribution.ingest_state == Contribution.IngestState.MAPPING:
+        raise ApplicationError("Choose the columns before ingesting.")
+    Contribution.objects.filter(pk=contribution.pk).update(
+        ingest_state=Contribution.IngestState.RUNNING, ingest_progress=0.0, ingest_errors=[])
+    staging = _Staging()
+    try:
+        staging.create()
+        try:
+            stats = _stage(contribution, staging)
+        except ReadError as exc:
+            return _fail(contribution, [{"row": None, "error": str(exc)}])
+        if stats.bad and not contribution.options.get("drop_bad_rows"):
+            return _fail(contribution, [{"row": None, "error": ERR_ROWS_INVALID.format(bad=stats.bad, total=stats.total)},
+                                        *stats.errors], stats)
+        if stats.total - stats.bad == 0:
+            return _fail(contribution, [{"row": None, "error": ERR_NO_VALID_ROWS}, *stats.errors], stats)
+        _progress(contribution.pk, 0.9)
+        with transaction.atomic():
+            _commit_records(contribution, staging, stats)
+    finally:
+        staging.drop()
+    contribution.refresh_from_db()
+    return contribution
+
+
+def _commit_records(contribution: Contribution, staging: _Staging, stats: _Stats) -> None:
+    """Phase 2 (inside a transaction): staged rows -> Records, counts, conflicts, the stake."""
+    c = Contribution.objects.select_for_update().select_related("datanet").get(pk=contribution.pk)
+    datanet = c.datanet
+    s = staging.name
+    live = "c.status <> 'rejected' AND c.ingest_state = 'done'"
+    with connection.cursor() as cur:
+        cur.execute(f"CREATE INDEX {s}_sha ON {s} (sha256)")
+        cur.execute(
+            f"INSERT INTO datanets_record (datanet_id, contribution_id, contributor_id, text, label, sha256, "  # noqa: S608 - generated table name; values are parameters
+            f"text_sha256, row_number, is_conflict) "
+            f"SELECT %s, %s, %s, s.text, s.label, s.sha256, s.text_sha256, s.row_number, %s FROM {s} s "
+            f"WHERE s.row_number IN (SELECT MIN(row_number) FROM {s} GROUP BY sha256) "
+            f"AND NOT EXISTS (SELECT 1 FROM datanets_record r JOIN datanets_contribution c ON c.id = r.contribution_id "
+            f"WHERE r.datanet_id = %s AND r.sha256 = s.sha256 AND {live}) ORDER BY s.row_number",
+            [datanet.id, c.id, c.contributor_id, False, datanet.id])
+        inserted = cur.rowcount
+        conflicts = 0
+        if datanet.task == Datanet.Task.CLASSIFICATION:
+            # Same canonical text, more than one label among this contribution and the live ones.
+            cur.execute(
+                f"UPDATE datanets_record SET is_conflict = %s WHERE datanet_id = %s AND text_sha256 IN ("  # noqa: S608 - values are parameters
+                f"SELECT r.text_sha256 FROM datanets_record r JOIN datanets_contribution c ON c.id = r.contribution_id "
+                f"WHERE r.datanet_id = %s AND (c.id = %s OR ({live})) AND r.text_sha256 IN "
+                f"(SELECT text_sha256 FROM datanets_record WHERE contribution_id = %s) "
+                f"GROUP BY r.text_sha256 HAVING COUNT(DISTINCT r.label) > 1)",
+                [True, datanet.id, datanet.id, c.id, c.id])
+            conflicts = Record.objects.filter(contribution=c, is_conflict=True).count()
+    c.record_count = inserted
+    c.duplicates_dropped = stats.total - stats.bad - inserted
+    c.conflicts = conflicts
+    c.rows_total, c.rows_bad = stats.total, stats.bad
+    c.ingest_errors = stats.errors
+    c.ingest_state = Contribution.IngestState.DONE
+    c.ingest_progress = 1.0
+    c.stake = datanet.min_stake
+    c.save()
+    enqueue("contribution_stake", {
+        "contribution_id": c.id, "datanet_id": datanet.id, "contributor_id": c.contributor_id,
+        "content_hash": "0x" + c.file_sha256, "stake": decimal_str(c.stake),
+    }, f"contribution_stake:{c.id}")
+
+
+# --- curation -----------------------------------------------------------------------------------------
+
+def _decide(*, contribution: Contribution, curator, decision: str, reason: str) -> Contribution:
+    c = Contribution.objects.select_for_update().select_related("datanet").get(pk=contribution.pk)
+    if c.contributor_id == curator.pk:
+        raise ApplicationError(ERR_OWN_CONTRIBUTION, status_code=403)
+    if not user_can_curate(user=curator, datanet=c.datanet):
+        raise ApplicationError(ERR_NOT_CURATOR.format(datanet=c.datanet.name), status_code=403)
+    if c.status != Contribution.Status.PENDING:
+        raise ApplicationError(ERR_ALREADY_DECIDED.format(id=c.id, status=c.get_status_display().lower()))
+    if c.ingest_state != Contribution.IngestState.DONE:
+        raise ApplicationError(ERR_NOT_INGESTED.format(id=c.id, state=c.get_ingest_state_display().lower()))
+    c.status = decision
+    c.curator = curator
+    c.reason = reason
+    c.decided_at = timezone.now()
+    c.save(update_fields=["status", "curator", "reason", "decided_at", "updated_at"])
+    CurationDecision.objects.create(contribution=c, curator=curator, decision=decision, reason=reason)
+    return c
+
+
+@transaction.atomic
+def contribution_accept(*, contribution: Contribution, curator, reason: str = "") -> Contribution:
+    """Accept: the records join the Datanet and the stake is released (outbox)."""
+    c = _decide(contribution=contribution, curator=curator, decision=Contribution.Status.ACCEPTED, reason=reason)
+    enqueue("contribution_accept", {"contribution_id": c.id, "datanet_id": c.datanet_id,
+                                    "content_hash": "0x" + c.file_sha256}, f"contribution_accept:{c.id}")
+    return c
+
+
+@transaction.atomic
+def contribution_reject(*, contribution: Contribution, curator, reason: str) -> Contribution:
+    """Reject: the Datanet's slash fraction of the stake is slashed (outbox). A reason is required."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ApplicationError(ERR_REASON_REQUIRED)
+    c = _decide(contribution=contribution, curator=curator, decision=Contribution.Status.REJECTED, reason=reason)
+    enqueue("contribution_reject", {"contribution_id": c.id, "datanet_id": c.datanet_id,
+                                    "content_hash": "0x" + c.file_sha256,
+                                    "slash_fraction": decimal_str(c.datanet.slash_fraction), "reason": reason},
+            f"contribution_reject:{c.id}")
+    return c
+
+
+def contributions_decide(*, contributions, curator, decision: str, reason: str = "") -> tuple[list, list[str]]:
+    """Bulk accept/reject; each in its own transaction. Returns (decided, error messages)."""
+    done, errors = [], []
+    for c in contributions:
+        try:
+            fn = contribution_accept if decision == Contribution.Status.ACCEPTED else contribution_reject
+            done.append(fn(contribution=c, curator=curator, reason=reason))
+        except ApplicationError as exc:
+            errors.append(f"#{c.id} {c.file_name}: {exc.message}")
+    return done, errors
+
+
+# --- versions -----------------------------------------------------------------------------------------
+
+def version_leaves(*, version: DatanetVersion) -> list[bytes]:
+    return [bytes.fromhex(h) for h in version.records.values_list("sha256", flat=True).iterator(chunk_size=10_000)]
+
+
+def _export_dir(datanet: Datanet, number: int) -> Path:
+    return Path(settings.MEDIA_ROOT) / "datanets" / datanet.slug / f"v{number}"
+
+
+EXPORT_BATCH = 10_000
+
+
+def _export(version: DatanetVersion, out: Path) -> None:
+    """Write data.parquet and data.jsonl by streaming, then the Arrow dataset (save_to_disk) from the Parquet."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("text", pa.string()), ("label", pa.string()), ("record_id", pa.int64()),
+                        ("contributor", pa.int64())])
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    qs = version.records.order_by("id").values_list("text", "label", "id", "contributor_id")
+    with pq.ParquetWriter(tmp / "data.parquet", schema) as pw, open(tmp / "data.jsonl", "w", encoding="utf-8") as jl:
+        batch: list[tuple] = []
+        for row in qs.iterator(chunk_size=EXPORT_BATCH):
+            batch.append(row)
+            jl.write(json.dumps({"text": row[0], "label": row[1], "record_id": row[2], "contributor": row[3]},
+                                ensure_ascii=False) + "\n")
+            if len(batch) >= EXPORT_BATCH:
+                pw.write_table(pa.Table.from_pylist([dict(zip(schema.names, r, strict=True)) for r in batch], schema))
+                batch = []
+        if batch:
+            pw.write_table(pa.Table.from_pylist([dict(zip(schema.names, r, strict=True)) for r in batch], schema))
+    cache = tmp / "cache"
+    ds = datasets.Dataset.from_parquet(str(tmp / "data.parquet"), cache_dir=str(cache), keep_in_memory=False)
+    ds.save_to_disk(str(tmp / "arrow"))
+    del ds
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def datanet_version_create(*, datanet: Datanet, user) -> DatanetVersion:
+    """Freeze the accepted records: Merkle root over their sha256s, exports, and an outbox registration."""
+    if not user_can_curate(user=user, datanet=datanet):
+        raise ApplicationError(ERR_NOT_CURATOR.format(datanet=datanet.name), status_code=403)
+    with transaction.atomic():
+        Datanet.objects.select_for_update().get(pk=datanet.pk)
+        accepted = Record.objects.filter(datanet=datanet, contribution__status=Contribution.Status.ACCEPTED)
+        # One record per canonical hash (the first), should two accepted contributions share one.
+        ids = list(accepted.values("sha256").annotate(first=Min("id")).values_list("first", flat=True))
+        if not ids:
+            raise ApplicationError(ERR_NO_ACCEPTED)
+        number = (datanet.versions.aggregate(m=Max("number"))["m"] or 0) + 1
+        records = Record.objects.filter(id__in=ids)
+        leaves = [bytes.fromhex(h) for h in records.values_list("sha256", flat=True).iterator(chunk_size=10_000)]
+        root = "0x" + merkle_root(leaves).hex()
+        label_counts = dict(records.values_list("label").annotate(n=Count("id")).order_by())
+        version = DatanetVersion.objects.create(
+            datanet=datanet, number=number, merkle_root=root, record_count=len(ids),
+            contributor_count=records.values("contributor").distinct().count(),
+            label_counts={k or "": v for k, v in label_counts.items()}, created_by=user)
+        through = DatanetVersion.records.through
+        for i in range(0, len(ids), 50_000):
+            through.objects.bulk_create([through(datanetversion_id=version.id, record_id=r) for r in ids[i:i + 50_000]])
+        out = _export_dir(datanet, number)
+        _export(version, out)
+        version.export_path = str(out)
+        version.save(update_fields=["export_path"])
+        enqueue("version_register", {"version_id": version.id, "datanet_id": datanet.id, "number": number,
+                                     "merkle_root": root, "record_count": len(ids)}, f"version_register:{version.id}")
+    return version
+
+
+@dataclass
+class RecordProof:
+    record_id: int
+    leaf: str
+    proof: list[str]
+    root: str
+    verified: bool
+
+
+def version_record_proof(*, version: DatanetVersion, record_id: int) -> RecordProof:
+    """Inclusion proof of one record in a version's Merkle tree (sorted-pair sha256)."""
+    record = version.records.filter(pk=record_id).first()
+    if record is None:
+        raise ApplicationError(f"Record {record_id} is not in {version}.", status_code=404)
+    leaf = bytes.fromhex(record.sha256)
+    leaves = version_leaves(version=version)
+    proof = merkle_proof(leaves, leaf)
+    root = bytes.fromhex(version.merkle_root[2:])
+    return RecordProof(record_id, "0x" + leaf.hex(), ["0x" + p.hex() for p in proof], version.merkle_root,
+                       merkle_verify(leaf, proof, root))
+
+
+@dataclass
+class VersionCheck:
+    stored_root: str
+    db_root: str
+    export_root: str
+    bad_hashes: list[int]
+    export_rows: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad_hashes and self.stored_root == self.db_root == self.export_root
+
+
+def version_verify(*, version: DatanetVersion) -> VersionCheck:
+    """Recompute the root from the records' text and label (not their stored hashes), and from the export."""
+    bad, leaves = [], []
+    for rid, text, label, sha in version.records.values_list("id", "text", "label", "sha256").iterator(chunk_size=10_000):
+        h = readers.record_sha256(text, label)
+        if h != sha:
+            bad.append(rid)
+        leaves.append(bytes.fromhex(h))
+    db_root = "0x" + merkle_root(leaves).hex() if leaves else ""
+    export_root, export_rows = "", 0
+    arrow = Path(version.export_path) / "arrow"
+    if arrow.exists():
+        import datasets
+
+        ds = datasets.load_from_disk(str(arrow))
+        export_rows = len(ds)
+        ex = [bytes.fromhex(readers.record_sha256(r["text"], r["label"])) for r in ds.select_columns(["text", "label"])]
+        export_root = "0x" + merkle_root(ex).hex() if ex else ""
+    return VersionCheck(version.merkle_root, db_root, export_root, bad, export_rows)
+
+
+def contribution_label_counts(*, contribution: Contribution) -> dict[str, int]:
+    return dict(contribution.records.values_list("label").annotate(n=Count("id")).order_by("-n"))
+
+
+def datanet_stats(*, datanet: Datanet) -> dict:
+    accepted = Q(contribution__status=Contribution.Status.ACCEPTED)
+    return Record.objects.filter(datanet=datanet).aggregate(
+        records=Count("id"), accepted=Count("id", filter=accepted),
+        contributors=Count("contributor", filter=accepted, distinct=True))

@@ -1,0 +1,10 @@
+"""Thin Celery tasks (queue `cpu`): they take ids and call one service."""
+from celery import shared_task
+
+from datanets import services
+
+
+@shared_task(name="datanets.tasks.contribution_ingest_task", acks_late=True, ignore_result=True)
+def contribution_ingest_task(contribution_id: int) -> None:
+    """Ingest one contribution. A redelivered task starts phase 1 again; a finished one is a no-op."""
+    services.contribution_ingest(contribution_id=contribution_id)
