@@ -1,4 +1,10 @@
+from decimal import Decimal
+
+from django.conf import settings
 from django.db import models
+
+TOKEN_DIGITS = dict(max_digits=38, decimal_places=18)
+WEI_DIGITS = dict(max_digits=78, decimal_places=0)
 
 
 class LedgerTransaction(models.Model):
@@ -20,6 +26,9 @@ class LedgerTransaction(models.Model):
     tx_hash = models.CharField(max_length=66, blank=True)
     nonce = models.BigIntegerField(null=True, blank=True)
     block_number = models.BigIntegerField(null=True, blank=True)
+    raw_tx = models.TextField(blank=True, help_text="The signed transaction, kept for a rebroadcast after a crash.")
+    from_address = models.CharField(max_length=42, blank=True)
+    steps = models.PositiveIntegerField(default=0, help_text="Transactions confirmed for this row.")
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -31,3 +40,111 @@ class LedgerTransaction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} [{self.status}] {self.idempotency_key}"
+
+
+
+class ContractDeployment(models.Model):
+    """Where our contracts live on a chain; `deploy_contracts` writes these rows."""
+
+    chain_id = models.BigIntegerField()
+    name = models.CharField(max_length=64)
+    address = models.CharField(max_length=42)
+    tx_hash = models.CharField(max_length=66, blank=True)
+    block_number = models.BigIntegerField(null=True, blank=True)
+    deployed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["chain_id", "name"]
+        constraints = [models.UniqueConstraint(fields=["chain_id", "name"], name="unique_contract_per_chain")]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.address} (chain {self.chain_id})"
+
+
+class ChainParameter(models.Model):
+    """A value read from the chain and cached (e.g. the governance fee split)."""
+
+    chain_id = models.BigIntegerField()
+    name = models.CharField(max_length=64)
+    value = models.JSONField(default=dict)
+    fetched_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["chain_id", "name"], name="unique_parameter_per_chain")]
+
+    def __str__(self) -> str:
+        return f"{self.name} on chain {self.chain_id}"
+
+
+class RewardEpoch(models.Model):
+    """One settlement: the Merkle root of (account, amount) published and funded on-chain; its pk is the epoch id."""
+
+    class Status(models.TextChoices):
+        PUBLISHING = "publishing", "Publishing"
+        PUBLISHED = "published", "Published"
+
+    root = models.CharField(max_length=66)
+    total_wei = models.DecimalField(**WEI_DIGITS)
+    deadline = models.DateTimeField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PUBLISHING)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"epoch {self.pk}"
+
+    @property
+    def total(self) -> Decimal:
+        return self.total_wei / Decimal(10**18)
+
+
+class RewardClaim(models.Model):
+    """One account's share of an epoch, with its Merkle proof."""
+
+    class Status(models.TextChoices):
+        UNCLAIMED = "unclaimed", "Unclaimed"
+        QUEUED = "queued", "Claim queued"
+        CLAIMED = "claimed", "Claimed"
+
+    epoch = models.ForeignKey(RewardEpoch, on_delete=models.CASCADE, related_name="claims")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reward_claims")
+    account = models.CharField(max_length=42)
+    custodial = models.BooleanField(default=True)
+    amount_wei = models.DecimalField(**WEI_DIGITS)
+    proof = models.JSONField(default=list)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.UNCLAIMED)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-epoch_id", "id"]
+        constraints = [models.UniqueConstraint(fields=["epoch", "account"], name="unique_claim_per_account")]
+
+    def __str__(self) -> str:
+        return f"claim {self.account} in epoch {self.epoch_id}"
+
+    @property
+    def amount(self) -> Decimal:
+        return self.amount_wei / Decimal(10**18)
+
+
+class RewardAccrual(models.Model):
+    """OPEN owed to a user for one source event (an inference fee, a bonus); settled in an epoch."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reward_accruals")
+    amount = models.DecimalField(**TOKEN_DIGITS)
+    source = models.CharField(max_length=64)
+    reference = models.CharField(max_length=200)
+    model_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    epoch = models.ForeignKey(RewardEpoch, null=True, blank=True, on_delete=models.PROTECT, related_name="accruals")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "reference", "user"], name="unique_accrual_per_event"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.amount} OPEN to user {self.user_id} for {self.source}:{self.reference}"

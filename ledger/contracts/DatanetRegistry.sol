@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+
+/// @title Datanets, stakes on contributions, curation decisions and versions.
+/// @notice Ids are the application's database ids. A stake is paid by its `staker` (the contributor or a
+/// sponsor such as the operator for custodial demo wallets). Accept releases the stake to the staker;
+/// reject sends `amount * slashBps / 10000` (rounded down) to the treasury and the rest, dust included,
+/// back to the staker. Curators decide directly (msg.sender) or by an EIP-712 signature that anyone relays.
+contract DatanetRegistry is AccessControl, ReentrancyGuard, EIP712 {
+    using SafeERC20 for IERC20;
+
+    bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
+    bytes32 public constant DECISION_TYPEHASH =
+        keccak256("Decision(uint256 datanetId,bytes32 contentHash,bool accept)");
+    uint16 public constant BPS = 10_000;
+    uint256 public constant MAX_CURATORS = 32;
+
+    enum StakeStatus { None, Pending, Accepted, Rejected }
+
+    struct Datanet {
+        address owner;
+        uint16 slashBps;
+        bool exists;
+        uint128 minStake;
+        uint32 curatorCount;
+        uint32 versionCount;
+    }
+
+    struct Stake {
+        address contributor;
+        address staker;
+        uint128 amount;
+        StakeStatus status;
+    }
+
+    struct Version {
+        bytes32 merkleRoot;
+        uint64 recordCount;
+        uint64 registeredAt;
+    }
+
+    IERC20 public immutable token;
+    address public immutable treasury;
+
+    mapping(uint256 => Datanet) public datanets;
+    mapping(uint256 => mapping(address => bool)) public isCurator;
+    mapping(uint256 => mapping(bytes32 => Stake)) public stakes;
+    mapping(uint256 => mapping(uint256 => Version)) public versions;
+
+    event DatanetCreated(uint256 indexed datanetId, address indexed owner, uint128 minStake, uint16 slashBps);
+    event CuratorSet(uint256 indexed datanetId, address indexed curator, bool enabled);
+    event Staked(uint256 indexed datanetId, bytes32 indexed contentHash, address indexed contributor, address staker, uint128 amount);
+    event Accepted(uint256 indexed datanetId, bytes32 indexed contentHash, address indexed curator, uint128 released);
+    event Rejected(uint256 indexed datanetId, bytes32 indexed contentHash, address indexed curator, uint128 slashed, uint128 returned);
+    event VersionRegistered(uint256 indexed datanetId, uint256 indexed number, bytes32 merkleRoot, uint64 recordCount);
+
+    error ZeroAddress();
+    error DatanetExists(uint256 datanetId);
+    error UnknownDatanet(uint256 datanetId);
+    error BadSlash(uint16 slashBps);
+    error TooManyCurators(uint256 count);
+    error NotCurator(address account);
+    error NotOwnerOrOperator(address account);
+    error StakeTooSmall(uint128 amount, uint128 minStake);
+    error StakeExists(bytes32 contentHash);
+    error NotPending(bytes32 contentHash);
+    error VersionExists(uint256 number);
+    error EmptyRoot();
+
+    constructor(IERC20 token_, address treasury_, address admin, address operator) EIP712("DatanetRegistry", "1") {
+        if (address(token_) == address(0) || treasury_ == address(0) || admin == address(0)) revert ZeroAddress();
+        token = token_;
+        treasury = treasury_;
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _grantRole(OPERATOR_ROLE, operator);
+    }
+
+    // --- datanets -------------------------------------------------------------------------------
+
+    function createDatanet(uint256 datanetId, address owner, address[] calldata curators, uint128 minStake, uint16 slashBps)
+        external
+        onlyRole(OPERATOR_ROLE)
+    {
+        if (owner == address(0)) revert ZeroAddress();
+        if (datanets[datanetId].exists) revert DatanetExists(datanetId);
+        if (slashBps > BPS) revert BadSlash(slashBps);
+        if (curators.length > MAX_CURATORS) revert TooManyCurators(curators.length);
+        datanets[datanetId] = Datanet(owner, slashBps, true, minStake, 0, 0);
+        emit DatanetCreated(datanetId, owner, minStake, slashBps);
+        for (uint256 i = 0; i < curators.length; ++i) {
+            _setCurator(datanetId, curators[i], true);
+        }
+    }
+
+    /// @notice The Datanet's owner or the operator appoints or removes a curator.
+    function setCurator(uint256 datanetId, address curator, bool enabled) external {
+        Datanet storage d = _datanet(datanetId);
+        if (msg.sender != d.owner && !hasRole(OPERATOR_ROLE, msg.sender)) revert NotOwnerOrOperator(msg.sender);
+        _setCurator(datanetId, curator, enabled);
+    }
+
+    function _setCurator(uint256 datanetId, address curator, bool enabled) private {
+        if (curator == address(0)) revert ZeroAddress();
+        Datanet storage d = datanets[datanetId];
+        if (isCurator[datanetId][curator] == enabled) return;
+        if (enabled) {
+            if (d.curatorCount >= MAX_CURATORS) revert TooManyCurators(d.curatorCount + 1);
+            d.curatorCount += 1;
+        } else {
+            d.curatorCount -= 1;
+        }
+        isCurator[datanetId][curator] = enabled;
+        emit CuratorSet(datanetId, curator, enabled);
+    }
+
+    // --- stakes ---------------------------------------------------------------------------------
+
+    /// @notice Lock `amount` OPEN from msg.sender on a contribution of `contributor`.
+    function stake(uint256 datanetId, bytes32 contentHash, address contributor, uint128 amount) external nonReentrant {
+        Datanet storage d = _datanet(datanetId);
+        if (contributor == address(0)) revert ZeroAddress();
+        if (amount < d.minStake) revert StakeTooSmall(amount, d.minStake);
+        Stake storage s = stakes[datanetId][contentHash];
+        if (s.status != StakeStatus.None) revert StakeExists(contentHash);
+        stakes[datanetId][contentHash] = Stake(contributor, msg.sender, amount, StakeStatus.Pending);
+        emit Staked(datanetId, contentHash, contributor, msg.sender, amount);
+        token.safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    function accept(uint256 datanetId, bytes32 contentHash) external {
+        _decide(datanetId, contentHash, msg.sender, true);
+    }
+
+    function reject(uint256 datanetId, bytes32 contentHash) external {
+        _decide(datanetId, contentHash, msg.sender, false);
+    }
+
+    /// @notice Relay a curator's signed decision (EIP-712 `Decision`).
+    function decideBySig(uint256 datanetId, bytes32 contentHash, bool accept_, bytes calldata signature) external {
+        bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(DECISION_TYPEHASH, datanetId, contentHash, accept_)));
+        _decide(datanetId, contentHash, ECDSA.recover(digest, signature), accept_);
+    }
+
+    function decisionDigest(uint256 datanetId, bytes32 contentHash, bool accept_) external view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(DECISION_TYPEHASH, datanetId, contentHash, accept_)));
+    }
+
+    /// @notice The split a rejection makes: slashed to the treasury, returned to the staker (gets the dust).
+    function slashAmounts(uint128 amount, uint16 slashBps) public pure returns (uint128 slashed, uint128 returned) {
+        slashed = uint128((uint256(amount) * slashBps) / BPS);
+        returned = amount - slashed;
+    }
+
+    function _decide(uint256 datanetId, bytes32 contentHash, address curator, bool accept_) private nonReentrant {
+        Datanet storage d = _datanet(datanetId);
+        if (!isCurator[datanetId][curator]) revert NotCurator(curator);
+        Stake storage s = stakes[datanetId][contentHash];
+        if (s.status != StakeStatus.Pending) revert NotPending(contentHash);
+        uint128 amount = s.amount;
+        address staker = s.staker;
+        if (accept_) {
+            s.status = StakeStatus.Accepted;
+            emit Accepted(datanetId, contentHash, curator, amount);
+            token.safeTransfer(staker, amount);
+        } else {
+            (uint128 slashed, uint128 returned) = slashAmounts(amount, d.slashBps);
+            s.status = StakeStatus.Rejected;
+            emit Rejected(datanetId, contentHash, curator, slashed, returned);
+            if (slashed > 0) token.safeTransfer(treasury, slashed);
+            if (returned > 0) token.safeTransfer(staker, returned);
+        }
+    }
+
+    // --- versions -------------------------------------------------------------------------------
+
+    /// @notice Register an immutable version (Merkle root over its record hashes); operator or curator.
+    function registerVersion(uint256 datanetId, uint256 number, bytes32 merkleRoot, uint64 recordCount) external {
+        Datanet storage d = _datanet(datanetId);
+        if (!hasRole(OPERATOR_ROLE, msg.sender) && !isCurator[datanetId][msg.sender]) revert NotCurator(msg.sender);
+        if (merkleRoot == bytes32(0)) revert EmptyRoot();
+        Version storage v = versions[datanetId][number];
+        if (v.merkleRoot != bytes32(0)) revert VersionExists(number);
+        versions[datanetId][number] = Version(merkleRoot, recordCount, uint64(block.timestamp));
+        d.versionCount += 1;
+        emit VersionRegistered(datanetId, number, merkleRoot, recordCount);
+    }
+
+    function _datanet(uint256 datanetId) private view returns (Datanet storage d) {
+        d = datanets[datanetId];
+        if (!d.exists) revert UnknownDatanet(datanetId);
+    }
+}
