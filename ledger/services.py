@@ -1,11 +1,35 @@
-"""Ledger services. Other apps write to the chain only through `enqueue`."""
+"""Ledger services. Other apps write to the chain only through `enqueue`, and pay rewards through
+`rewards_accrue`; they read the governance fee split with `fee_split_get`.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
 import logging
+from collections import defaultdict
+from datetime import timedelta
+from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
-from ledger.models import LedgerTransaction
+from core.errors import ApplicationError
+from ledger.models import ChainParameter, ContractDeployment, LedgerTransaction, RewardAccrual, RewardClaim, RewardEpoch
 
 logger = logging.getLogger(__name__)
+
+WEI = Decimal(10**18)
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+FEE_SPLIT_CACHE_SECONDS = 300
+DEFAULT_FEE_SPLIT_BPS = (7000, 2000, 1000)  # contributors, developer, protocol: the value deployed
+MAX_UINT128 = 2**128 - 1
+
+ERR_NO_ALLOCATIONS = "Nothing to accrue: allocations are empty."
+ERR_BAD_AMOUNT = "Reward amounts must be positive and have at most 18 decimals."
+ERR_EXTERNAL_WALLET = "This reward goes to your own wallet: claim it with the proof (GET /api/v1/ledger/claims/)."
+ERR_NOT_PUBLISHED = "The epoch is not on-chain yet; try again in a minute."
+ERR_ALREADY = "This reward is already claimed or its claim is queued."
 
 
 def enqueue(kind: str, payload: dict, idempotency_key: str) -> LedgerTransaction:
@@ -31,3 +55,182 @@ def _kick_sender() -> None:
         outbox_send_task.apply_async(queue="ledger")
     except Exception:  # broker down: the periodic sweep sends it later; the row is safe
         logger.warning("could not queue the outbox sender; the beat sweep will", exc_info=True)
+
+
+# --- wallets ------------------------------------------------------------------------------------
+
+def _custodial_secret() -> bytes:
+    return (settings.LEDGER_CUSTODIAL_SECRET or settings.SECRET_KEY).encode()
+
+
+def custodial_key_for_user_id(user_id: int) -> str:
+    """The demo wallet key of a user: HMAC-SHA256(secret, "custodial:<id>") reduced into secp256k1's range.
+
+    Deterministic, so nothing is stored; whoever holds the secret holds every demo wallet. Never logged.
+    """
+    digest = hmac.new(_custodial_secret(), f"custodial:{user_id}".encode(), hashlib.sha256).digest()
+    scalar = int.from_bytes(digest, "big") % (SECP256K1_N - 1) + 1
+    return "0x" + scalar.to_bytes(32, "big").hex()
+
+
+def custodial_address_for_user_id(user_id: int) -> str:
+    from eth_account import Account
+
+    return Account.from_key(custodial_key_for_user_id(user_id)).address
+
+
+def user_wallet(user) -> str:
+    """The user's own wallet address, or "" when they have none."""
+    profile = getattr(user, "profile", None)
+    return (getattr(profile, "wallet_address", "") or "") if profile is not None else ""
+
+
+def address_for_user(user) -> str:
+    """Where a user's tokens go: their own wallet if set, else their custodial demo wallet."""
+    from web3 import Web3
+
+    own = user_wallet(user)
+    return Web3.to_checksum_address(own) if own else custodial_address_for_user_id(user.pk)
+
+
+# --- contracts ----------------------------------------------------------------------------------
+
+def contract_addresses(*, chain_id: int) -> dict[str, str]:
+    return dict(ContractDeployment.objects.filter(chain_id=chain_id).values_list("name", "address"))
+
+
+# --- rewards ------------------------------------------------------------------------------------
+
+def to_wei(amount: Decimal | str | int) -> int:
+    value = Decimal(str(amount))
+    wei = value * WEI
+    if wei != wei.to_integral_value():
+        raise ApplicationError(ERR_BAD_AMOUNT, extra={"amount": str(amount)})
+    return int(wei)
+
+
+def rewards_accrue(
+    *, allocations: dict[int, Decimal], source: str, reference: str, model_id: int | None = None
+) -> list[RewardAccrual]:
+    """Owe each user (id -> OPEN) for one event; idempotent on (source, reference, user).
+
+    A repeated call returns the existing rows unchanged. Raises ApplicationError for empty or
+    non-positive allocations; nothing is written then.
+    """
+    if not allocations:
+        raise ApplicationError(ERR_NO_ALLOCATIONS)
+    clean = {}
+    for user_id, amount in allocations.items():
+        try:
+            value = Decimal(str(amount))
+        except Exception:
+            raise ApplicationError(ERR_BAD_AMOUNT, extra={"user_id": user_id}) from None
+        if not value.is_finite() or value <= 0 or to_wei(value) <= 0:
+            raise ApplicationError(ERR_BAD_AMOUNT, extra={"user_id": user_id, "amount": str(amount)})
+        clean[int(user_id)] = value
+    rows = []
+    with transaction.atomic():
+        for user_id, value in clean.items():
+            row, _ = RewardAccrual.objects.get_or_create(
+                source=source, reference=reference, user_id=user_id,
+                defaults={"amount": value, "model_id": model_id},
+            )
+            rows.append(row)
+    return rows
+
+
+def reward_leaf(account: str, amount_wei: int) -> bytes:
+    """The RewardDistributor leaf: keccak256(bytes.concat(keccak256(abi.encode(account, uint128 amount))))."""
+    from eth_abi import encode
+    from eth_utils import keccak
+
+    return keccak(keccak(encode(["address", "uint128"], [account, amount_wei])))
+
+
+def rewards_epoch_close(*, now=None) -> RewardEpoch | None:
+    """Settle every unsettled accrual: one claim per account, a Merkle root, a publish row in the outbox.
+
+    All in one database transaction; None when there is nothing to settle.
+    """
+    from core.merkle import keccak256, merkle_proof, merkle_root
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        accruals = list(RewardAccrual.objects.select_for_update().filter(epoch__isnull=True).select_related("user__profile"))
+        if not accruals:
+            return None
+        per_account: dict[str, int] = defaultdict(int)
+        owner: dict[str, object] = {}
+        for a in accruals:
+            account = address_for_user(a.user)
+            per_account[account] += to_wei(a.amount)
+            owner.setdefault(account, a.user)
+        if any(v > MAX_UINT128 for v in per_account.values()):
+            raise ApplicationError("A reward exceeds the contract's uint128 range.")
+        leaves = {acct: reward_leaf(acct, amt) for acct, amt in per_account.items()}
+        root = merkle_root(list(leaves.values()), keccak256)
+        epoch = RewardEpoch.objects.create(
+            root="0x" + root.hex(), total_wei=Decimal(sum(per_account.values())),
+            deadline=now + timedelta(days=settings.LEDGER_CLAIM_WINDOW_DAYS),
+        )
+        RewardClaim.objects.bulk_create([
+            RewardClaim(
+                epoch=epoch, user=owner[acct], account=acct, amount_wei=Decimal(amt),
+                custodial=not user_wallet(owner[acct]),
+                proof=["0x" + p.hex() for p in merkle_proof(list(leaves.values()), leaves[acct], keccak256)],
+            )
+            for acct, amt in per_account.items()
+        ])
+        RewardAccrual.objects.filter(pk__in=[a.pk for a in accruals]).update(epoch=epoch)
+        enqueue("epoch_publish", {"epoch_id": epoch.pk}, f"epoch:{epoch.pk}:publish")
+    return epoch
+
+
+def reward_claim_request(*, claim: RewardClaim, user) -> RewardClaim:
+    """The server claims for a custodial wallet through the outbox; external wallets claim themselves."""
+    if claim.user_id != user.pk:
+        raise ApplicationError("This is not your reward.", status_code=403)
+    if not claim.custodial:
+        raise ApplicationError(ERR_EXTERNAL_WALLET, extra={"proof": claim.proof})
+    if claim.epoch.status != RewardEpoch.Status.PUBLISHED:
+        raise ApplicationError(ERR_NOT_PUBLISHED)
+    with transaction.atomic():
+        locked = RewardClaim.objects.select_for_update().get(pk=claim.pk)
+        if locked.status != RewardClaim.Status.UNCLAIMED:
+            raise ApplicationError(ERR_ALREADY)
+        locked.status = RewardClaim.Status.QUEUED
+        locked.save(update_fields=["status"])
+        enqueue("reward_claim", {"claim_id": locked.pk}, f"claim:{locked.pk}")
+    return locked
+
+
+# --- fee split ----------------------------------------------------------------------------------
+
+def fee_split_get(*, refresh: bool = False) -> dict[str, Decimal]:
+    """The fee split governance set on-chain (fractions summing to 1), cached in the database.
+
+    Falls back to the cached value, then to the deployed default, when the chain does not answer.
+    """
+    from ledger import client
+
+    def as_fractions(bps) -> dict[str, Decimal]:
+        c, d, p = (Decimal(int(x)) / Decimal(10_000) for x in bps)
+        return {"contributors": c, "developer": d, "protocol": p}
+
+    cached = None
+    try:
+        w3 = client.get_web3()
+        chain_id = client.rpc(lambda: w3.eth.chain_id)
+        cached = ChainParameter.objects.filter(chain_id=chain_id, name="fee_split").first()
+        fresh = cached and (timezone.now() - cached.fetched_at).total_seconds() < FEE_SPLIT_CACHE_SECONDS
+        if cached and fresh and not refresh:
+            return as_fractions(cached.value["bps"])
+        address = contract_addresses(chain_id=chain_id).get("RewardDistributor")
+        if not address:
+            raise client.ChainConfigError("RewardDistributor is not deployed")
+        bps = list(client.rpc(client.contract(w3, "RewardDistributor", address).functions.feeSplit().call))
+        ChainParameter.objects.update_or_create(chain_id=chain_id, name="fee_split", defaults={"value": {"bps": bps}})
+        return as_fractions(bps)
+    except client.ChainError:
+        logger.warning("fee split: chain unavailable, using %s", "the cached value" if cached else "the default")
+        return as_fractions(cached.value["bps"] if cached else DEFAULT_FEE_SPLIT_BPS)

@@ -1,0 +1,461 @@
+"""The outbox sender: turns queued `LedgerTransaction` rows into chain transactions, in id order.
+
+Per row: plan the next call from the contract's state (None: the write is already on-chain) -> sign ->
+save tx hash, nonce and the signed bytes (status `sent`) -> broadcast -> wait for the receipt -> plan
+again: None means `confirmed`; another call (e.g. appoint the curator, then relay the decision) means
+`queued` for the next step. A crash before the save leaves the row `queued` and nothing broadcast; a
+crash after it leaves the row `sent`, and `reconcile` settles it on restart: by the receipt of the saved
+hash, by the contract's state, by rebroadcasting the saved bytes while their nonce is still free, or by
+queueing the row again when that nonce was used by something else. Because the plan is re-derived
+from the chain every time, a write is never repeated and never lost.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from ledger import client
+from ledger.deploy import deployed_contracts
+from ledger.models import LedgerTransaction, RewardClaim, RewardEpoch
+from ledger.services import (
+    MAX_UINT128,
+    address_for_user,
+    custodial_address_for_user_id,
+    custodial_key_for_user_id,
+    to_wei,
+)
+
+logger = logging.getLogger(__name__)
+
+CRASH_POINTS = ("after_sign", "after_send", "mid_epoch")
+MAX_ATTEMPTS = 8
+MAX_STEPS = 4
+MAX_ROWS_PER_RUN = 500
+ADVISORY_LOCK_KEY = 0x4C454447  # "LEDG": one sender at a time on PostgreSQL
+MAX_UINT256 = 2**256 - 1
+Status = LedgerTransaction.Status
+
+
+class PermanentError(Exception):
+    """The row can never be sent as it is (missing rows, bad hashes, a contract rejection)."""
+
+
+class SimulatedCrash(BaseException):  # noqa: N818 - it is not an error to handle, it ends the "process"
+    """Raised by a test's crash hook; BaseException so no handler in here swallows it."""
+
+
+# Tests set this to a callable(point, row) that raises SimulatedCrash: an in-process crash.
+crash_hook: Callable[[str, LedgerTransaction], None] | None = None
+
+
+def _crash_point(point: str, row: LedgerTransaction) -> None:
+    if crash_hook is not None:
+        crash_hook(point, row)
+    if settings.LEDGER_CRASH_AT == point and settings.DEBUG:
+        logger.error("LEDGER_CRASH_AT=%s: killing the worker at row %s", point, row.pk)
+        pgid = os.getpgid(0)
+        if os.getppid() == pgid:  # a pool child of a worker that leads its own group: take it all down
+            os.killpg(pgid, signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class Ctx:
+    signer: client.Signer
+    c: dict
+
+    @property
+    def w3(self):
+        return self.signer.w3
+
+
+def _b32(value, field: str) -> bytes:
+    text = str(value or "")
+    raw = text.removeprefix("0x")
+    if len(raw) != 64:
+        raise PermanentError(f"{field} must be 0x followed by 64 hex digits, got {text[:80]!r}")
+    try:
+        return bytes.fromhex(raw)
+    except ValueError:
+        raise PermanentError(f"{field} is not hexadecimal: {text[:80]!r}") from None
+
+
+def _get(model, pk, what: str):
+    try:
+        return model.objects.get(pk=pk)
+    except (model.DoesNotExist, ValueError, TypeError):
+        raise PermanentError(f"{what} {pk!r} does not exist") from None
+
+
+def _user(pk):
+    from django.contrib.auth import get_user_model
+
+    return _get(get_user_model(), pk, "user")
+
+
+def _p(row, key):
+    try:
+        return row.payload[key]
+    except (KeyError, TypeError):
+        raise PermanentError(f"payload has no {key!r}") from None
+
+
+def _wei(value, field: str) -> int:
+    try:
+        wei = to_wei(Decimal(str(value)))
+    except Exception:
+        raise PermanentError(f"{field} is not an amount of OPEN: {value!r}") from None
+    if wei < 0 or wei > MAX_UINT128:
+        raise PermanentError(f"{field} out of range: {value!r}")
+    return wei
+
+
+def _allowance_call(ctx: Ctx, spender, amount: int):
+    token = ctx.c["OpenToken"]
+    if token.functions.allowance(ctx.signer.address, spender.address).call() < amount:
+        return token.functions.approve(spender.address, MAX_UINT256)
+    return None
+
+
+# --- planners: the next call a row needs, from the chain's state; None when it is all done ---------
+
+def _plan_datanet_create(ctx: Ctx, row):
+    from datanets.models import Datanet
+
+    reg = ctx.c["DatanetRegistry"]
+    datanet = _get(Datanet, _p(row, "datanet_id"), "datanet")
+    if reg.functions.datanets(datanet.pk).call()[2]:
+        return None
+    curators = set()
+    for user in datanet.curators.all().select_related("profile"):
+        curators.add(custodial_address_for_user_id(user.pk))  # the server signs decisions with it
+        curators.add(address_for_user(user))  # and a curator's own wallet may decide directly
+    if len(curators) > 32:
+        raise PermanentError("a Datanet has at most 32 on-chain curator addresses")
+    bps = int(Decimal(datanet.slash_fraction) * 10_000)
+    return reg.functions.createDatanet(
+        datanet.pk, address_for_user(datanet.owner), sorted(curators), _wei(datanet.min_stake, "min_stake"), bps)
+
+
+STAKE_NONE, STAKE_PENDING, STAKE_ACCEPTED, STAKE_REJECTED = range(4)
+
+
+def _plan_contribution_stake(ctx: Ctx, row):
+    reg = ctx.c["DatanetRegistry"]
+    datanet_id = int(_p(row, "datanet_id"))
+    content = _b32(_p(row, "content_hash"), "content_hash")
+    amount = _wei(_p(row, "stake"), "stake")
+    if reg.functions.stakes(datanet_id, content).call()[3] != STAKE_NONE:
+        return None
+    if not reg.functions.datanets(datanet_id).call()[2]:
+        raise PermanentError(f"datanet {datanet_id} is not on-chain")
+    approve = _allowance_call(ctx, reg, amount)
+    if approve is not None:
+        return approve
+    contributor = _user(_p(row, "contributor_id"))
+    return reg.functions.stake(datanet_id, content, address_for_user(contributor), amount)
+
+
+def _decider_id(row, datanet_id: int) -> int:
+    from datanets.models import Contribution, Datanet
+
+    contribution = Contribution.objects.filter(pk=row.payload.get("contribution_id")).first()
+    if contribution is not None and contribution.curator_id:
+        return contribution.curator_id
+    return _get(Datanet, datanet_id, "datanet").owner_id
+
+
+def _plan_decision(ctx: Ctx, row, accept: bool):
+    from eth_account import Account
+
+    reg = ctx.c["DatanetRegistry"]
+    datanet_id = int(_p(row, "datanet_id"))
+    content = _b32(_p(row, "content_hash"), "content_hash")
+    status = reg.functions.stakes(datanet_id, content).call()[3]
+    wanted = STAKE_ACCEPTED if accept else STAKE_REJECTED
+    if status == wanted:
+        return None
+    if status != STAKE_PENDING:
+        raise PermanentError(f"the stake on {content.hex()[:12]} is {['absent', 'pending', 'accepted', 'rejected'][status]} on-chain")
+    decider = _decider_id(row, datanet_id)
+    address = custodial_address_for_user_id(decider)
+    if not reg.functions.isCurator(datanet_id, address).call():
+        return reg.functions.setCurator(datanet_id, address, True)
+    digest = reg.functions.decisionDigest(datanet_id, content, accept).call()
+    signature = Account.unsafe_sign_hash(digest, custodial_key_for_user_id(decider)).signature
+    return reg.functions.decideBySig(datanet_id, content, accept, bytes(signature))
+
+
+def _plan_version_register(ctx: Ctx, row):
+    reg = ctx.c["DatanetRegistry"]
+    datanet_id, number = int(_p(row, "datanet_id")), int(_p(row, "number"))
+    root = _b32(_p(row, "merkle_root"), "merkle_root")
+    if reg.functions.versions(datanet_id, number).call()[0] != b"\0" * 32:
+        return None
+    return reg.functions.registerVersion(datanet_id, number, root, int(_p(row, "record_count")))
+
+
+def _plan_model_register(ctx: Ctx, row):
+    reg = ctx.c["ModelRegistry"]
+    adapter = _b32(_p(row, "adapter_hash"), "adapter_hash")
+    if reg.functions.isRegistered(adapter).call():
+        return None
+    developer = _user(_p(row, "developer_id"))
+    base_model = str(_p(row, "base_model"))[:200]
+    return reg.functions.registerModel(
+        adapter, int(_p(row, "model_id")), base_model, _b32(_p(row, "version_root"), "version_root"),
+        _b32(_p(row, "attribution_root"), "attribution_root"), address_for_user(developer))
+
+
+def _plan_epoch_publish(ctx: Ctx, row):
+    dist = ctx.c["RewardDistributor"]
+    epoch = _get(RewardEpoch, _p(row, "epoch_id"), "reward epoch")
+    if dist.functions.epochs(epoch.pk).call()[0] != b"\0" * 32:
+        return None
+    total = int(epoch.total_wei)
+    approve = _allowance_call(ctx, dist, total)
+    if approve is not None:
+        return approve
+    return dist.functions.publishEpoch(epoch.pk, _b32(epoch.root, "root"), total, int(epoch.deadline.timestamp()))
+
+
+def _plan_reward_claim(ctx: Ctx, row):
+    dist = ctx.c["RewardDistributor"]
+    claim = _get(RewardClaim, _p(row, "claim_id"), "reward claim")
+    account = ctx.w3.to_checksum_address(claim.account)
+    if dist.functions.claimed(claim.epoch_id, account).call():
+        return None
+    proof = [_b32(p, "proof") for p in claim.proof]
+    return dist.functions.claim(claim.epoch_id, account, int(claim.amount_wei), proof)
+
+
+def _epoch_published(row) -> None:
+    RewardEpoch.objects.filter(pk=row.payload.get("epoch_id")).update(status=RewardEpoch.Status.PUBLISHED)
+
+
+def _claim_done(row) -> None:
+    RewardClaim.objects.filter(pk=row.payload.get("claim_id")).update(
+        status=RewardClaim.Status.CLAIMED, claimed_at=timezone.now())
+
+
+PLANNERS: dict[str, Callable] = {
+    "datanet_create": _plan_datanet_create,
+    "contribution_stake": _plan_contribution_stake,
+    "contribution_accept": lambda ctx, row: _plan_decision(ctx, row, True),
+    "contribution_reject": lambda ctx, row: _plan_decision(ctx, row, False),
+    "version_register": _plan_version_register,
+    "model_register": _plan_model_register,
+    "epoch_publish": _plan_epoch_publish,
+    "reward_claim": _plan_reward_claim,
+}
+ON_CONFIRMED: dict[str, Callable] = {"epoch_publish": _epoch_published, "reward_claim": _claim_done}
+
+
+def plan(ctx: Ctx, row: LedgerTransaction):
+    planner = PLANNERS.get(row.kind)
+    if planner is None:
+        raise PermanentError(f"no sender for kind {row.kind!r}")
+    try:
+        return planner(ctx, row)
+    except (PermanentError, client.ChainError):
+        raise
+    except Exception as exc:
+        reverted = client.revert_from_exception(exc)
+        if reverted:
+            raise reverted from None
+        raise
+
+
+# --- state changes of a row --------------------------------------------------------------------
+
+def _save(row: LedgerTransaction, **fields) -> None:
+    for k, v in fields.items():
+        setattr(row, k, v)
+    row.save(update_fields=[*fields, "updated_at"])
+
+
+def _confirm(row: LedgerTransaction, receipt=None) -> None:
+    with transaction.atomic():
+        fields = {"status": Status.CONFIRMED, "confirmed_at": timezone.now(), "last_error": ""}
+        if receipt is not None:
+            fields["block_number"] = receipt["blockNumber"]
+        _save(row, **fields)
+        hook = ON_CONFIRMED.get(row.kind)
+        if hook:
+            hook(row)
+
+
+def _fail(row: LedgerTransaction, message: str) -> None:
+    logger.warning("outbox row %s (%s) failed: %s", row.pk, row.kind, message)
+    _save(row, status=Status.FAILED, last_error=message[:2000])
+
+
+def _requeue(row: LedgerTransaction, note: str = "") -> None:
+    _save(row, status=Status.QUEUED, tx_hash="", raw_tx="", nonce=None, last_error=note[:2000])
+
+
+def _settle(ctx: Ctx, row: LedgerTransaction, receipt) -> None:
+    """A receipt is in for the row's current transaction: confirmed, next step, or failed."""
+    try:
+        nxt = plan(ctx, row)
+    except (PermanentError, client.TxReverted) as exc:
+        nxt, error = "error", str(exc)
+    if nxt is None:
+        _confirm(row, receipt)
+    elif receipt["status"] != 1:
+        _fail(row, f"transaction {row.tx_hash} reverted on-chain" + (f" ({error})" if nxt == "error" else ""))
+    elif nxt == "error":
+        _fail(row, error)
+    elif row.steps + 1 >= MAX_STEPS:
+        _fail(row, f"still not done after {MAX_STEPS} transactions")
+    else:
+        _save(row, status=Status.QUEUED, steps=row.steps + 1, block_number=receipt["blockNumber"])
+
+
+def reconcile(ctx: Ctx, row: LedgerTransaction) -> bool:
+    """Settle a row left `sent`; False when it must wait (no receipt or too few confirmations yet)."""
+    receipt = ctx.signer.receipt(row.tx_hash) if row.tx_hash else None
+    if receipt is not None:
+        if ctx.signer.confirmations(receipt) < settings.LEDGER_CONFIRMATIONS:
+            return False
+        _settle(ctx, row, receipt)
+        return True
+    try:
+        if plan(ctx, row) is None:  # done on-chain by another transaction (e.g. before a redeploy)
+            _confirm(row)
+            return True
+    except (PermanentError, client.TxReverted) as exc:
+        _fail(row, str(exc))
+        return True
+    chain_nonce = client.rpc(ctx.w3.eth.get_transaction_count, ctx.signer.address, "latest")
+    if row.raw_tx and row.nonce is not None and chain_nonce <= row.nonce:
+        signed = client.SignedTx(raw=bytes.fromhex(row.raw_tx), tx_hash=row.tx_hash, nonce=row.nonce)
+        try:
+            ctx.signer.send(signed)
+        except client.ChainUnavailable:
+            raise
+        except client.ChainError as exc:
+            _requeue(row, f"rebroadcast refused, rebuilding: {exc}")
+            ctx.signer.reset()
+            return True
+        receipt = ctx.signer.wait(row.tx_hash)
+        if receipt is None:
+            return False
+        _settle(ctx, row, receipt)
+        return True
+    _requeue(row, f"nonce {row.nonce} was used by another transaction; rebuilding")
+    return True
+
+
+def send_row(ctx: Ctx, row: LedgerTransaction) -> bool:
+    """Advance one queued row by one transaction; False when the loop should stop (wait for a receipt)."""
+    call = plan(ctx, row)
+    if call is None:
+        _confirm(row)
+        return True
+    tx = ctx.signer.build(call)
+    signed = ctx.signer.sign(tx)
+    _crash_point("after_sign", row)
+    _save(row, status=Status.SENT, tx_hash=signed.tx_hash, nonce=signed.nonce, raw_tx=signed.raw.hex(),
+          from_address=ctx.signer.address, attempts=row.attempts + 1)
+    ctx.signer.send(signed)
+    _crash_point("after_send", row)
+    if row.kind == "epoch_publish":
+        _crash_point("mid_epoch", row)
+    receipt = ctx.signer.wait(signed.tx_hash)
+    if receipt is None:
+        return False
+    _settle(ctx, row, receipt)
+    return True
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+class _SenderLock:
+    """A PostgreSQL session advisory lock so two ledger workers never interleave nonces (no-op elsewhere)."""
+
+    def __enter__(self):
+        self.pg = connection.vendor == "postgresql"
+        self.held = True
+        if self.pg:
+            with connection.cursor() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK_KEY])
+                self.held = bool(cur.fetchone()[0])
+        return self
+
+    def __exit__(self, *exc):
+        if self.pg and self.held:
+            with connection.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
+
+
+def context() -> Ctx:
+    signer = client.get_signer()
+    return Ctx(signer=signer, c=deployed_contracts(signer))
+
+
+def _handle_error(ctx: Ctx, row: LedgerTransaction, exc: Exception) -> bool:
+    """Record an error on the row; True when the loop may go on with the next row."""
+    ctx.signer.reset()
+    if isinstance(exc, PermanentError | client.TxReverted):
+        row.refresh_from_db()
+        if row.status == Status.SENT:  # the saved transaction reverted or the row became unsendable
+            _fail(row, str(exc))
+        else:
+            _save(row, attempts=row.attempts + 1)
+            _fail(row, str(exc))
+        return True
+    row.refresh_from_db()
+    attempts = row.attempts + (0 if row.status == Status.SENT else 1)
+    message = f"{exc.__class__.__name__}: {str(exc)[:500]}"
+    if row.status == Status.QUEUED and attempts >= MAX_ATTEMPTS:
+        _save(row, attempts=attempts)
+        _fail(row, f"gave up after {attempts} attempts: {message}")
+        return True
+    _save(row, attempts=attempts, last_error=message)
+    if isinstance(exc, client.ChainUnavailable):
+        raise exc
+    return False
+
+
+def outbox_process(*, max_rows: int = MAX_ROWS_PER_RUN) -> dict:
+    """Reconcile rows left `sent`, then send queued rows in id order. Returns counts.
+
+    Raises ChainUnavailable when the node is down (rows stay as they are; the beat sweep retries).
+    """
+    stats = {"reconciled": 0, "sent": 0, "failed": 0, "locked": False}
+    with _SenderLock() as lock:
+        if not lock.held:
+            stats["locked"] = True
+            return stats
+        ctx = context()
+        for row in LedgerTransaction.objects.filter(status=Status.SENT).order_by("id"):
+            try:
+                if not reconcile(ctx, row):
+                    return stats  # its receipt is not in yet: keep the order, come back later
+            except Exception as exc:
+                if not _handle_error(ctx, row, exc):
+                    return stats
+            stats["reconciled"] += 1
+        ctx.signer.sync_nonce()
+        for _ in range(max_rows):
+            row = LedgerTransaction.objects.filter(status=Status.QUEUED).order_by("id").first()
+            if row is None:
+                break
+            try:
+                if not send_row(ctx, row):
+                    break
+            except Exception as exc:
+                if not _handle_error(ctx, row, exc):
+                    break
+            row.refresh_from_db()
+            stats["failed" if row.status == Status.FAILED else "sent"] += 1
+    return stats
