@@ -472,6 +472,8 @@ def _commit_records(contribution: Contribution, staging: _Staging, stats: _Stats
     live = "c.status <> 'rejected' AND c.ingest_state = 'done'"
     with connection.cursor() as cur:
         cur.execute(f"CREATE INDEX {s}_sha ON {s} (sha256)")
+        if connection.vendor == "postgresql":
+            cur.execute(f"ANALYZE {s}")
         cur.execute(
             f"INSERT INTO datanets_record (datanet_id, contribution_id, contributor_id, text, label, sha256, "  # noqa: S608 - generated table name; values are parameters
             f"text_sha256, row_number, is_conflict) "
@@ -483,15 +485,18 @@ def _commit_records(contribution: Contribution, staging: _Staging, stats: _Stats
         inserted = cur.rowcount
         conflicts = 0
         if datanet.task == Datanet.Task.CLASSIFICATION:
-            # Same canonical text, more than one label among this contribution and the live ones.
+            # Texts with more than one label among the staged rows and the Datanet's live records. Computed
+            # into Python (the set is small) so the plan never depends on statistics of fresh rows.
             cur.execute(
-                f"UPDATE datanets_record SET is_conflict = %s WHERE datanet_id = %s AND text_sha256 IN ("  # noqa: S608 - values are parameters
-                f"SELECT r.text_sha256 FROM datanets_record r JOIN datanets_contribution c ON c.id = r.contribution_id "
-                f"WHERE r.datanet_id = %s AND (c.id = %s OR ({live})) AND r.text_sha256 IN "
-                f"(SELECT text_sha256 FROM datanets_record WHERE contribution_id = %s) "
-                f"GROUP BY r.text_sha256 HAVING COUNT(DISTINCT r.label) > 1)",
-                [True, datanet.id, datanet.id, c.id, c.id])
-            conflicts = Record.objects.filter(contribution=c, is_conflict=True).count()
+                f"SELECT u.text_sha256 FROM (SELECT DISTINCT text_sha256, label FROM {s} UNION "  # noqa: S608 - generated table name; values are parameters
+                f"SELECT r.text_sha256, r.label FROM datanets_record r JOIN datanets_contribution c ON c.id = r.contribution_id "
+                f"WHERE r.datanet_id = %s AND {live} AND r.text_sha256 IN (SELECT text_sha256 FROM {s})) u "
+                f"GROUP BY u.text_sha256 HAVING COUNT(*) > 1", [datanet.id])
+            texts = [row[0] for row in cur.fetchall()]
+            for i in range(0, len(texts), 1000):
+                Record.objects.filter(datanet=datanet, text_sha256__in=texts[i:i + 1000]).update(is_conflict=True)
+            if texts:
+                conflicts = Record.objects.filter(contribution=c, is_conflict=True).count()
     c.record_count = inserted
     c.duplicates_dropped = stats.total - stats.bad - inserted
     c.conflicts = conflicts
