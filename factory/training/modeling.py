@@ -1,0 +1,152 @@
+"""Loading base models (the real `from_pretrained` of a local directory) and wrapping them with LoRA."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from factory.training.types import CLASSIFICATION, GENERATION, TrainingError
+
+# Output heads are trained whole (modules_to_save), never LoRA-wrapped.
+HEAD_NAMES = {"classifier", "score", "lm_head", "qa_outputs", "cls", "decoder"}
+# Preferred default targets per architecture: the attention projections.
+DEFAULT_TARGETS = {
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "distilbert": ["q_lin", "v_lin"],
+    "gpt2": ["c_attn"],
+    "llama": ["q_proj", "v_proj"],
+    "mistral": ["q_proj", "v_proj"],
+    "qwen2": ["q_proj", "v_proj"],
+}
+CAUSAL_TYPES_HINT = ("ForCausalLM", "LMHeadModel")
+
+
+def _linear_like():
+    from transformers.pytorch_utils import Conv1D
+
+    return (nn.Linear, Conv1D)
+
+
+def _features(module) -> tuple[int, int]:
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    w = module.weight  # transformers' Conv1D stores (in, out)
+    return int(w.shape[0]), int(w.shape[1])
+
+
+def inspect_model(path: str | Path) -> dict:
+    """What the catalog needs, read from the config on the meta device (no weights loaded, ~instant).
+
+    Returns architecture, tasks it supports, parameter count, max length, and every Linear(-like) layer
+    name (the LoRA target choices) with its shapes. Raises TrainingError when the folder is not a model.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise TrainingError(f"{path} is not a Hugging Face model folder (no config.json).")
+    config = AutoConfig.from_pretrained(str(path))
+    with torch.device("meta"):
+        model = AutoModel.from_config(config)
+    params = sum(p.numel() for p in model.parameters())
+    modules: dict[str, dict] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, _linear_like()):
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in HEAD_NAMES:
+                continue
+            fin, fout = _features(module)
+            entry = modules.setdefault(leaf, {"count": 0, "shapes": []})
+            entry["count"] += 1
+            entry["shapes"].append([fin, fout])
+    archs = config.architectures or []
+    tasks = [CLASSIFICATION]
+    if config.is_decoder or any(a.endswith(CAUSAL_TYPES_HINT) for a in archs) or config.model_type in (
+            "gpt2", "llama", "mistral", "qwen2", "gpt_neox", "opt", "phi"):
+        tasks = [GENERATION, CLASSIFICATION]
+    defaults = [m for m in DEFAULT_TARGETS.get(config.model_type, []) if m in modules] or sorted(modules)[:2]
+    max_len = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 512
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or 0
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None) or 0
+    return {
+        "architecture": config.model_type,
+        "tasks": tasks,
+        "parameter_count": int(params),
+        "max_length": int(max_len),
+        "hidden_size": int(hidden),
+        "num_layers": int(layers),
+        "vocab_size": int(getattr(config, "vocab_size", 0) or 0),
+        "target_modules": sorted(modules),
+        "default_target_modules": defaults,
+        "module_shapes": modules,
+    }
+
+
+def pick_device(preferred: str = "") -> tuple[torch.device, torch.dtype]:
+    """CUDA when present, else CPU; bf16 autocast on GPUs that support it, fp32 otherwise."""
+    if preferred:
+        device = torch.device(preferred)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float32
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        dtype = torch.bfloat16
+    return device, dtype
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise TrainingError("The tokenizer has neither a pad nor an end-of-sequence token.")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base(path: str, *, task: str, labels: list[str], pad_token_id: int | None):
+    """The base model for a task, through the real from_pretrained."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    if not Path(path).is_dir():
+        raise TrainingError(f"The base model folder {path} does not exist (was it moved or deleted?).")
+    if task == CLASSIFICATION:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+        )
+        if model.config.pad_token_id is None and pad_token_id is not None:
+            model.config.pad_token_id = pad_token_id
+        return model
+    if task == GENERATION:
+        return AutoModelForCausalLM.from_pretrained(path)
+    raise TrainingError(f"Unknown task {task!r}.")
+
+
+def wrap_lora(model, *, task: str, r: int, alpha: int, dropout: float, target_modules: list[str],
+              layers: list[int] | None = None):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    if r <= 0:
+        raise TrainingError("The LoRA rank must be at least 1.")
+    if not target_modules:
+        raise TrainingError("Pick at least one target module for LoRA.")
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, _linear_like())}
+    missing = sorted(set(target_modules) - names)
+    if missing:
+        raise TrainingError(f"The model has no layers named {missing}; choose from {sorted(names - HEAD_NAMES)}.")
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS if task == CLASSIFICATION else TaskType.CAUSAL_LM,
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
+        fan_in_fan_out=model.config.model_type == "gpt2", layers_to_transform=list(layers or []) or None,
+    )
+    return get_peft_model(model, config)
+
+
+def read_factory_meta(adapter_dir: str | Path) -> dict:
+    path = Path(adapter_dir) / "factory.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,104 @@
+"""Plain data types of the training loop: what goes in (config, examples), what comes out.
+
+No Django here: the loop runs on a GPU machine with nothing but torch, transformers and PEFT.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+CLASSIFICATION = "classification"
+GENERATION = "generation"
+TASKS = (CLASSIFICATION, GENERATION)
+
+
+class TrainingError(Exception):
+    """Training cannot go on for a reason the user can act on (bad data, out of memory, missing model)."""
+
+
+class TrainingCancelled(Exception):  # noqa: N818 - a signal, not an error
+    """The cancel flag was seen; `step` is the last completed step (a checkpoint was written there)."""
+
+    def __init__(self, step: int):
+        super().__init__(f"cancelled at step {step}")
+        self.step = step
+
+
+class TrainingSuperseded(TrainingCancelled):
+    """Another worker took the job over (this one was presumed dead); stop without writing anything."""
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: str = ""
+    record_id: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides the result. Same config + same data + same seed = same adapter (on CPU)."""
+
+    task: str
+    model_path: str
+    labels: list[str] = field(default_factory=list)
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=list)
+    # Transformer layers that get LoRA (empty: all). Training only the top layers cuts the backward pass.
+    layers: list[int] = field(default_factory=list)
+    epochs: int = 3
+    learning_rate: float = 5e-4
+    batch_size: int = 16
+    max_length: int = 128
+    eval_split: float = 0.2
+    seed: int = 42
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    group_by_length: bool = True
+    checkpoint_every: int = 50
+    progress_every_s: float = 3.0
+    device: str = ""  # "" = cuda when present, else cpu
+    cpu_threads: int = 0  # 0 = torch's default (one per core); 1 is steadier on a crowded machine
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class Progress:
+    """One throttled progress report: what the job row shows."""
+
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float
+    learning_rate: float
+    examples_per_s: float
+    tokens_per_s: float
+    eta_s: float
+    elapsed_s: float
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    adapter_sha256: str
+    best_epoch: int
+    metrics: dict  # the best epoch's evaluation
+    history: list[dict]  # every train report and every evaluation, in order
+    steps: int
+    resumed_from_step: int
+    train_examples: int
+    eval_examples: int
+    train_seconds: float
+    peak_memory_bytes: int
+    device: str
+    dtype: str
