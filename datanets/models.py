@@ -153,3 +153,12 @@ class CurationDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.curator} {self.decision} contribution {self.contribution_id}"
+
+
+class PendingContribution(Contribution):
+    """The curators' review queue in the admin: pending, ingested contributions."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "review queue item"
+        verbose_name_plural = "review queue"

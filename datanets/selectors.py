@@ -1,0 +1,94 @@
+"""Read queries for Datanets."""
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet
+
+from core.roles import CURATOR
+from datanets.models import Contribution, Datanet, DatanetVersion, Record
+
+
+def datanets_curated_by(*, user) -> QuerySet[Datanet]:
+    """Datanets `user` may curate: superusers and staff who are not curators all; curators theirs; others none."""
+    if not user.is_authenticated or not user.is_active:
+        return Datanet.objects.none()
+    if user.is_superuser:
+        return Datanet.objects.all()
+    if user.groups.filter(name=CURATOR).exists():
+        return Datanet.objects.filter(curators=user)
+    if user.is_staff:
+        return Datanet.objects.all()
+    return Datanet.objects.none()
+
+
+def datanet_list(*, search: str = "", domain: str = "") -> QuerySet[Datanet]:
+    qs = Datanet.objects.annotate(
+        accepted_records=Count("records", filter=Q(records__contribution__status=Contribution.Status.ACCEPTED)),
+    )
+    if search:
+        qs = qs.filter(Q(name__icontains=search) | Q(description__icontains=search) | Q(slug__icontains=search))
+    if domain:
+        qs = qs.filter(domain=domain)
+    return qs.order_by("name")
+
+
+def datanet_label_distribution(*, datanet: Datanet, accepted_only: bool = True) -> list[tuple[str, int]]:
+    qs = Record.objects.filter(datanet=datanet)
+    if accepted_only:
+        qs = qs.filter(contribution__status=Contribution.Status.ACCEPTED)
+    return list(qs.values_list("label").annotate(n=Count("id")).order_by("-n", "label"))
+
+
+def datanet_contributors_ranked(*, datanet: Datanet, limit: int = 20) -> list[dict]:
+    return list(
+        Record.objects.filter(datanet=datanet, contribution__status=Contribution.Status.ACCEPTED)
+        .values("contributor__username").annotate(records=Count("id")).order_by("-records", "contributor__username")[:limit]
+    )
+
+
+def datanet_counts(*, datanet: Datanet) -> dict:
+    contributions = datanet.contributions.aggregate(
+        total=Count("id"), pending=Count("id", filter=Q(status=Contribution.Status.PENDING)),
+        accepted=Count("id", filter=Q(status=Contribution.Status.ACCEPTED)),
+        rejected=Count("id", filter=Q(status=Contribution.Status.REJECTED)),
+    )
+    records = Record.objects.filter(datanet=datanet).aggregate(
+        total=Count("id"), accepted=Count("id", filter=Q(contribution__status=Contribution.Status.ACCEPTED)),
+        conflicts=Count("id", filter=Q(is_conflict=True, contribution__status=Contribution.Status.ACCEPTED)),
+        contributors=Count("contributor", filter=Q(contribution__status=Contribution.Status.ACCEPTED), distinct=True),
+    )
+    return {"contributions": contributions, "records": records, "versions": datanet.versions.count()}
+
+
+def record_list(*, datanet: Datanet | None = None, label: str = "", contribution_id: int | None = None,
+                contributor: str = "", search: str = "", accepted_only: bool = False, version: DatanetVersion | None = None,
+                conflicts: bool | None = None) -> QuerySet[Record]:
+    qs = version.records.all() if version is not None else Record.objects.all()
+    if datanet is not None:
+        qs = qs.filter(datanet=datanet)
+    if label:
+        qs = qs.filter(label=label)
+    if contribution_id:
+        qs = qs.filter(contribution_id=contribution_id)
+    if contributor:
+        qs = qs.filter(contributor__username=contributor)
+    if search:
+        qs = qs.filter(text__icontains=search)
+    if accepted_only:
+        qs = qs.filter(contribution__status=Contribution.Status.ACCEPTED)
+    if conflicts is not None:
+        qs = qs.filter(is_conflict=conflicts)
+    return qs.select_related("contributor").order_by("id")
+
+
+def contribution_conflicts(*, contribution: Contribution, limit: int = 50) -> list[dict]:
+    """This contribution's conflicting records, each with the other labels the same text has in the Datanet."""
+    mine = list(contribution.records.filter(is_conflict=True).values("id", "text", "label", "text_sha256")[:limit])
+    others: dict[str, set] = {}
+    for h, lab, who in (Record.objects.filter(datanet_id=contribution.datanet_id, text_sha256__in=[m["text_sha256"] for m in mine])
+                        .exclude(contribution=contribution).values_list("text_sha256", "label", "contributor__username")):
+        others.setdefault(h, set()).add(f"{lab} ({who})")
+    return [{**m, "others": sorted(others.get(m["text_sha256"], ()))} for m in mine]
+
+
+def contributions_of(*, user) -> QuerySet[Contribution]:
+    return Contribution.objects.filter(contributor=user).select_related("datanet").order_by("-created_at")

@@ -89,7 +89,8 @@ def datanet_create(*, owner, name: str, domain: str = Datanet.Domain.OTHER, task
     return datanet
 
 
-CURATOR_PERMISSIONS = ("view_datanet", "view_contribution", "change_contribution", "view_record",
+CURATOR_PERMISSIONS = ("view_datanet", "view_contribution", "change_contribution", "view_pendingcontribution",
+                       "change_pendingcontribution", "view_record",
                        "view_datanetversion", "add_datanetversion", "view_curationdecision")
 
 
