@@ -159,6 +159,7 @@ class SpanEngine(AttributionEngine):
             contributors=[r.contributor for r in records],
             labels=[r.label for r in records],
             meta=self._meta(),
+            model=model,
             directory=directory,
         )
         index.save(directory)
@@ -197,16 +198,23 @@ class SpanEngine(AttributionEngine):
         index.reopen()
         return index
 
-    def load_index(self, directory: str | os.PathLike) -> SpanEngineIndex:
+    def load_index(self, directory: str | os.PathLike, *, model: Any = None) -> SpanEngineIndex:
+        """Open a saved index; `model` may be the tokenizer (used when the engine was given none)."""
+        if self._tokenizer_arg is None and model is not None and hasattr(model, "encode"):
+            self.tokenizer = _wrap_tokenizer(model)
         header = IndexBase.read_header(directory)
         if header.get("method") != self.name:
             raise SpanIndexError(f"{directory} holds a {header.get('method')!r} index, not spans")
+        built_with = header.get("meta", {}).get("tokenizer")
+        if (built_with == "bytes") != (self.tokenizer.name == "bytes"):
+            raise SpanIndexError(f"index was built with tokenizer {built_with!r}, engine has {self.tokenizer.name!r}")
         index = SpanEngineIndex(
             method=header["method"],
             record_ids=header["record_ids"],
             contributors=header["contributors"],
             labels=header.get("labels", []),
             meta=header.get("meta", {}),
+            model=model,
             directory=Path(directory),
         )
         index.spans  # noqa: B018 - open now so a broken index fails here

@@ -1,4 +1,5 @@
 """Span engine: suffix-array answers checked against brute force on small random corpora."""
+
 from __future__ import annotations
 
 import tempfile
@@ -176,7 +177,9 @@ def test_engine_explains_generated_text_with_char_offsets(tmp_path):
     # Saved and loaded back; an added record is found through its delta segment without a rebuild.
     loaded = engine.load_index(tmp_path / "idx")
     assert loaded.record_ids == index.record_ids
-    engine.add_records(loaded, [Record(id="r9", text="Friends, Romans, countrymen, lend me your ears", contributor="c9")])
+    engine.add_records(
+        loaded, [Record(id="r9", text="Friends, Romans, countrymen, lend me your ears", contributor="c9")]
+    )
     assert len(loaded.spans.segments) == 2
     out = engine.explain(engine.load_index(tmp_path / "idx"), "friends, Romans, countrymen, lend me")
     assert out["records"][0]["record_id"] == "r9" and out["contributor_shares"] == {"c9": 1.0}
