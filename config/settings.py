@@ -260,3 +260,15 @@ ENV_VARS += (
     "LEDGER_TREASURY_ADDRESS", "LEDGER_GOVERNANCE_DELAY_SECONDS", "LEDGER_CUSTODIAL_SECRET", "LEDGER_EPOCH_SECONDS",
     "LEDGER_CLAIM_WINDOW_DAYS", "LEDGER_SWEEP_SECONDS", "LEDGER_CRASH_AT",
 )
+
+# --- factory ---
+# Training steps between checkpoints; seconds between progress writes; seconds between the gpu workers'
+# sweeps for jobs of dead workers; CPU threads for training (0: one per core).
+FACTORY_CHECKPOINT_EVERY = env.int("FACTORY_CHECKPOINT_EVERY", default=50)
+FACTORY_PROGRESS_SECONDS = env.float("FACTORY_PROGRESS_SECONDS", default=3.0)
+FACTORY_RECOVERY_SECONDS = env.float("FACTORY_RECOVERY_SECONDS", default=30.0)
+FACTORY_CPU_THREADS = env.int("FACTORY_CPU_THREADS", default=0)
+CELERY_BEAT_SCHEDULE["factory-recover-jobs"] = {
+    "task": "factory.tasks.finetune_jobs_recover_task", "schedule": 120.0, "options": {"queue": "gpu"},
+}
+ENV_VARS += ("FACTORY_CHECKPOINT_EVERY", "FACTORY_PROGRESS_SECONDS", "FACTORY_RECOVERY_SECONDS", "FACTORY_CPU_THREADS")

@@ -1,0 +1,599 @@
+"""Model Factory business logic: the base-model catalog, validating and queueing fine-tunes, running them
+on a worker (through factory.training, which knows no Django), recovering jobs of dead workers, and
+turning a finished run into a FineTunedModel registered through the ledger outbox.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Value
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from core.errors import ApplicationError
+from factory.models import BaseModel, FineTunedModel, FineTuneJob, JobMetric
+from factory.training import (
+    Callbacks,
+    Example,
+    Progress,
+    TrainConfig,
+    TrainingCancelled,
+    TrainingError,
+    TrainingSuperseded,
+    TrainResult,
+)
+from factory.training.estimate import Estimate, estimate_run
+from factory.training.modeling import inspect_model
+
+logger = logging.getLogger(__name__)
+
+CLASSIFICATION, GENERATION = FineTuneJob.Task.CLASSIFICATION, FineTuneJob.Task.GENERATION
+
+# Error messages (module constants, so tests and clients can match them).
+ERR_VERSION_GONE = "The Datanet version this job trains on ({label}) was deleted; pick another version and retry."
+ERR_BASE_GONE = "The base model {label} was removed from the catalog; pick another base model."
+ERR_BASE_FILES = "The files of base model {label} are missing ({detail}); re-register it with register_base_model."
+ERR_TASK_UNSUPPORTED = "{model} does not support {task}; it supports: {tasks}."
+ERR_NO_LABELS = "Datanet {datanet} has fewer than two labels, so it cannot train a classifier; use generation."
+ERR_LABELS_OUTSIDE = "Version {version} has records labelled {labels}, outside the Datanet's label set."
+ERR_ONE_LABEL = "Version {version} has records of only one label ({labels}); a classifier needs two or more."
+ERR_TOO_FEW = "Version {version} has {n} records; a fine-tune needs at least {min}."
+ERR_MAX_LENGTH = "Max sequence length {value} is over {model}'s limit of {limit} tokens."
+ERR_TARGETS = "Target modules {bad} are not layers of {model}; choose from {choices}."
+ERR_NOT_OWNER = "Only the job's owner (or an admin) can do that."
+ERR_CANNOT_CANCEL = "Job {id} is {status}; only queued or running jobs can be cancelled."
+ERR_CANNOT_RETRY = "Job {id} is {status}; only failed or cancelled jobs can be retried."
+MIN_RECORDS = 4
+
+# Every hyperparameter: (type, min, max). The form, the API and the task read these; one set of rules.
+PARAM_RULES: dict[str, tuple[type, float, float]] = {
+    "lora_r": (int, 1, 256),
+    "lora_alpha": (int, 1, 1024),
+    "lora_dropout": (float, 0.0, 0.9),
+    "epochs": (int, 1, 50),
+    "learning_rate": (float, 1e-7, 1.0),
+    "batch_size": (int, 1, 1024),
+    "max_length": (int, 8, 100_000),
+    "eval_split": (float, 0.05, 0.5),
+    "seed": (int, 0, 2**31 - 1),
+}
+PARAM_LABELS = {
+    "lora_r": "LoRA rank", "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout", "epochs": "Epochs",
+    "learning_rate": "Learning rate", "batch_size": "Batch size", "max_length": "Max sequence length",
+    "eval_split": "Evaluation split", "seed": "Seed", "target_modules": "Target modules",
+}
+
+# Presets fill the form. "all" target modules means every Linear layer the model has.
+PRESETS: dict[str, dict] = {
+    "quick": {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "targets": "default", "epochs": 1,
+              "learning_rate": 1e-3, "batch_size": 32, "max_length": 64, "eval_split": 0.2, "seed": 42},
+    "balanced": {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "targets": "all", "epochs": 3,
+                 "learning_rate": 1e-3, "batch_size": 32, "max_length": 64, "eval_split": 0.2, "seed": 42},
+    "thorough": {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.05, "targets": "all", "epochs": 6,
+                 "learning_rate": 5e-4, "batch_size": 16, "max_length": 128, "eval_split": 0.2, "seed": 42},
+}
+PRESET_HELP = {
+    "quick": "1 epoch on the attention layers: a first look in a few minutes.",
+    "balanced": "3 epochs, rank 16 on every linear layer: the recommended default.",
+    "thorough": "6 epochs, rank 32, longer sequences: best quality, several times slower.",
+}
+
+
+# --- catalog ---------------------------------------------------------------------------------------
+
+def base_model_path(base_model: BaseModel) -> str:
+    """Where from_pretrained loads it: a folder, a package's bundled folder, or a hub id."""
+    if base_model.source_kind == BaseModel.SourceKind.PACKAGE:
+        try:
+            return str(importlib.import_module(base_model.source).get_model_path())
+        except ImportError as exc:
+            raise ApplicationError(ERR_BASE_FILES.format(label=base_model.name, detail=str(exc))) from exc
+    return base_model.source
+
+
+def base_model_check(base_model: BaseModel) -> str:
+    """The model's folder, or an ApplicationError saying what is missing."""
+    path = base_model_path(base_model)
+    if base_model.source_kind != BaseModel.SourceKind.HUB and not (Path(path) / "config.json").is_file():
+        raise ApplicationError(ERR_BASE_FILES.format(label=base_model.name, detail=f"{path} has no config.json"))
+    return path
+
+
+def base_model_register(*, path: str, name: str = "", tasks: list[str] | None = None, description: str = "",
+                        source_kind: str = BaseModel.SourceKind.LOCAL) -> BaseModel:
+    """Inspect a model folder (config only, no weights) and add or refresh its catalog entry."""
+    folder = importlib.import_module(path).get_model_path() if source_kind == BaseModel.SourceKind.PACKAGE else path
+    folder = Path(folder).expanduser()
+    if source_kind == BaseModel.SourceKind.LOCAL:
+        folder = folder.resolve()
+        path = str(folder)
+    try:
+        info = inspect_model(folder)
+    except TrainingError as exc:
+        raise ApplicationError(str(exc)) from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise ApplicationError(f"Could not read the model in {folder}: {exc}") from exc
+    if tasks:
+        bad = sorted(set(tasks) - set(FineTuneJob.Task.values))
+        if bad:
+            raise ApplicationError(f"Unknown task(s) {bad}; use classification or generation.")
+        info["tasks"] = list(tasks)
+    fields = ("architecture", "tasks", "parameter_count", "max_length", "hidden_size", "num_layers", "vocab_size",
+              "target_modules", "default_target_modules", "module_shapes")
+    model, _ = BaseModel.objects.update_or_create(
+        name=name or folder.name,
+        defaults={"source_kind": source_kind, "source": path, "description": description, "is_active": True,
+                  **{k: info[k] for k in fields}},
+    )
+    return model
+
+
+# --- validation, presets, estimate -----------------------------------------------------------------
+
+def preset_params(*, preset: str, base_model: BaseModel | None) -> dict:
+    """A preset's hyperparameters, with target modules and max length fitted to the base model."""
+    if preset not in PRESETS:
+        raise ApplicationError(f"Unknown preset {preset!r}; choose from {', '.join(PRESETS)}.")
+    params = {k: v for k, v in PRESETS[preset].items() if k != "targets"}
+    if base_model is not None:
+        kind = PRESETS[preset]["targets"]
+        params["target_modules"] = list(base_model.target_modules if kind == "all" else
+                                        base_model.default_target_modules)
+        params["max_length"] = min(params["max_length"], base_model.max_length)
+    return params
+
+
+def _coerce(name: str, value, errors: dict) -> float | int | None:
+    kind, low, high = PARAM_RULES[name]
+    label = PARAM_LABELS[name]
+    try:
+        number = kind(value)
+        if kind is int and float(value) != int(float(value)):
+            raise ValueError
+    except (TypeError, ValueError):
+        errors[name] = f"{label} must be {'a whole number' if kind is int else 'a number'}."
+        return None
+    if isinstance(number, float) and not math.isfinite(number):
+        errors[name] = f"{label} must be a finite number."
+        return None
+    if name == "lora_r" and number <= 0:
+        errors[name] = "LoRA rank must be greater than 0."
+    elif not low <= number <= high:
+        errors[name] = f"{label} must be between {low:g} and {high:g}."
+    return number
+
+
+def finetune_params_validate(*, datanet_version, base_model: BaseModel | None, task: str, params: dict) -> dict:
+    """Check a fine-tune's inputs; return clean hyperparameters or raise ApplicationError whose
+    extra["errors"] maps each field to its message. The form and the API both call this."""
+    errors: dict[str, str] = {}
+    clean: dict = {}
+    for name in PARAM_RULES:
+        if params.get(name) in (None, ""):
+            errors[name] = f"{PARAM_LABELS[name]} is required."
+        else:
+            clean[name] = _coerce(name, params[name], errors)
+    targets = params.get("target_modules") or []
+    if isinstance(targets, str):
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    clean["target_modules"] = sorted(set(targets))
+    if task not in FineTuneJob.Task.values:
+        errors["task"] = f"Unknown task {task!r}; choose classification or generation."
+    if datanet_version is None:
+        errors["datanet_version"] = "Pick a Datanet version."
+    if base_model is None or not base_model.is_active:
+        errors["base_model"] = "Pick a base model from the catalog."
+    if base_model is not None and "task" not in errors:
+        if task not in base_model.tasks:
+            errors["task"] = ERR_TASK_UNSUPPORTED.format(model=base_model.name, task=task,
+                                                         tasks=", ".join(base_model.tasks))
+        if not clean["target_modules"]:
+            errors["target_modules"] = "Pick at least one target module."
+        bad = sorted(set(clean["target_modules"]) - set(base_model.target_modules))
+        if bad:
+            errors["target_modules"] = ERR_TARGETS.format(bad=bad, model=base_model.name,
+                                                          choices=", ".join(base_model.target_modules))
+        if isinstance(clean.get("max_length"), int) and "max_length" not in errors \
+                and clean["max_length"] > base_model.max_length:
+            errors["max_length"] = ERR_MAX_LENGTH.format(value=clean["max_length"], model=base_model.name,
+                                                         limit=base_model.max_length)
+    if datanet_version is not None and "task" not in errors:
+        message = _version_task_problem(datanet_version, task)
+        if message:
+            errors["datanet_version"] = message
+    if errors:
+        first = next(iter(errors.values()))
+        raise ApplicationError(first if len(errors) == 1 else f"{len(errors)} problems: {first}",
+                               extra={"errors": errors})
+    return clean
+
+
+def _version_task_problem(version, task: str) -> str:
+    n = version.records.count()
+    if n < MIN_RECORDS:
+        return ERR_TOO_FEW.format(version=version, n=n, min=MIN_RECORDS)
+    if task != CLASSIFICATION:
+        return ""
+    allowed = list(version.datanet.labels or [])
+    if len(allowed) < 2:
+        return ERR_NO_LABELS.format(datanet=version.datanet.name)
+    present = sorted(set(version.records.values_list("label", flat=True)))
+    outside = [x for x in present if x not in allowed]
+    if outside:
+        return ERR_LABELS_OUTSIDE.format(version=version, labels=outside[:5])
+    if len(present) < 2:
+        return ERR_ONE_LABEL.format(version=version, labels=", ".join(present) or "none")
+    return ""
+
+
+def finetune_estimate(*, datanet_version, base_model: BaseModel, task: str, params: dict) -> Estimate:
+    """Cost of a run before it starts (the form's live estimate); params must be validated."""
+    n = datanet_version.records.count() if datanet_version else 0
+    sample = list(datanet_version.records.order_by("id").values_list("text", flat=True)[:500]) if n else []
+    # ~4 characters a token for English WordPiece/BPE, plus the special tokens.
+    mean_tokens = (sum(len(t) for t in sample) / len(sample) / 4 + 2) if sample else params["max_length"]
+    labels = datanet_version.datanet.labels if datanet_version else []
+    return estimate_run(
+        info={"hidden_size": base_model.hidden_size, "num_layers": base_model.num_layers,
+              "parameter_count": base_model.parameter_count, "vocab_size": base_model.vocab_size,
+              "module_shapes": base_model.module_shapes},
+        targets=params["target_modules"], r=params["lora_r"], task=task, num_labels=len(labels),
+        n_examples=n, mean_tokens=mean_tokens, epochs=params["epochs"], batch_size=params["batch_size"],
+        max_length=params["max_length"], eval_split=params["eval_split"],
+    )
+
+
+# --- jobs: create, cancel, retry -------------------------------------------------------------------
+
+def _queue(job: FineTuneJob) -> None:
+    from factory.tasks import finetune_job_run_task
+
+    def send():
+        result = finetune_job_run_task.apply_async(args=[job.id], queue="gpu")
+        FineTuneJob.objects.filter(pk=job.pk).update(celery_task_id=result.id)
+
+    transaction.on_commit(send)
+
+
+@transaction.atomic
+def finetune_job_create(*, owner, datanet_version, base_model: BaseModel | None, task: str, params: dict,
+                        preset: str = "", name: str = "") -> FineTuneJob:
+    """Validate (same rules for form and API), save the job and queue it on the gpu queue after commit."""
+    clean = finetune_params_validate(datanet_version=datanet_version, base_model=base_model, task=task,
+                                     params=params)
+    version_label = f"{datanet_version.datanet.name} v{datanet_version.number}"
+    job = FineTuneJob.objects.create(
+        owner=owner, name=(name or f"{base_model.name} on {version_label}")[:120],
+        datanet_version=datanet_version, base_model=base_model, datanet_version_label=version_label,
+        base_model_label=base_model.name, task=task, preset=preset if preset in PRESETS else "",
+        hyperparameters=clean,
+    )
+    job.output_dir = str(Path(settings.MODELS_DIR) / "jobs" / str(job.id))
+    job.save(update_fields=["output_dir"])
+    _log(job.id, f"queued by {owner.username}")
+    _queue(job)
+    return job
+
+
+def user_can_manage_job(*, user, job: FineTuneJob) -> bool:
+    return bool(user.is_authenticated and (user.is_staff or job.owner_id == user.id))
+
+
+@transaction.atomic
+def finetune_job_cancel(*, job: FineTuneJob, user) -> FineTuneJob:
+    """Queued: cancelled at once. Running: the loop sees the flag before its next step, writes a checkpoint
+    and stops; the job then reads cancelled."""
+    if not user_can_manage_job(user=user, job=job):
+        raise ApplicationError(ERR_NOT_OWNER, status_code=403)
+    job = FineTuneJob.objects.select_for_update().get(pk=job.pk)
+    if job.status == FineTuneJob.Status.QUEUED:
+        job.status, job.finished_at = FineTuneJob.Status.CANCELLED, timezone.now()
+        job.cancel_requested = True
+        job.save(update_fields=["status", "finished_at", "cancel_requested"])
+        _log(job.id, f"cancelled by {user.username} before it started")
+    elif job.status == FineTuneJob.Status.RUNNING:
+        job.cancel_requested = True
+        job.save(update_fields=["cancel_requested"])
+        _log(job.id, f"cancel requested by {user.username}")
+    else:
+        raise ApplicationError(ERR_CANNOT_CANCEL.format(id=job.id, status=job.status), status_code=409)
+    return job
+
+
+@transaction.atomic
+def finetune_job_retry(*, job: FineTuneJob, user) -> FineTuneJob:
+    """Queue a failed or cancelled job again; it resumes from its last checkpoint."""
+    if not user_can_manage_job(user=user, job=job):
+        raise ApplicationError(ERR_NOT_OWNER, status_code=403)
+    job = FineTuneJob.objects.select_for_update().get(pk=job.pk)
+    if job.status not in (FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED):
+        raise ApplicationError(ERR_CANNOT_RETRY.format(id=job.id, status=job.status), status_code=409)
+    job.status, job.cancel_requested, job.error, job.finished_at = FineTuneJob.Status.QUEUED, False, "", None
+    job.save(update_fields=["status", "cancel_requested", "error", "finished_at"])
+    _log(job.id, f"retried by {user.username}")
+    _queue(job)
+    return job
+
+
+# --- running a job (on the worker) -----------------------------------------------------------------
+
+def _log(job_id: int, line: str) -> None:
+    stamp = timezone.now().strftime("%H:%M:%S")
+    FineTuneJob.objects.filter(pk=job_id).update(log=Concat(F("log"), Value(f"{stamp} {line}\n")))
+
+
+def _fail(job_id: int, reason: str) -> None:
+    FineTuneJob.objects.filter(pk=job_id).update(status=FineTuneJob.Status.FAILED, error=reason,
+                                                 finished_at=timezone.now())
+    _log(job_id, f"failed: {reason}")
+
+
+def _worker_alive(hostname: str) -> bool:
+    from core.models import WorkerHeartbeat
+
+    stale = timezone.now() - timezone.timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    return WorkerHeartbeat.objects.filter(hostname=hostname, last_seen__gte=stale).exists()
+
+
+@transaction.atomic
+def finetune_job_claim(*, job_id: int, hostname: str) -> FineTuneJob | None:
+    """Mark the job running on `hostname`, or None when it must not run here: it is finished, or a live
+    worker already runs it (a redelivered message of a job that was recovered elsewhere)."""
+    job = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
+    if job is None or job.status in FineTuneJob.TERMINAL:
+        return None
+    if job.status == FineTuneJob.Status.RUNNING and job.worker != hostname and _worker_alive(job.worker):
+        return None
+    now = timezone.now()
+    job.status, job.worker, job.heartbeat_at = FineTuneJob.Status.RUNNING, hostname, now
+    job.started_at = job.started_at or now
+    job.attempts += 1
+    job.save(update_fields=["status", "worker", "heartbeat_at", "started_at", "attempts"])
+    return job
+
+
+def _examples(version) -> list[Example]:
+    rows = version.records.order_by("id").values_list("id", "text", "label")
+    return [Example(text=text, label=label, record_id=rid) for rid, text, label in rows.iterator(chunk_size=2000)]
+
+
+def train_config_for(job: FineTuneJob, model_path: str) -> TrainConfig:
+    hp = job.hyperparameters
+    return TrainConfig(
+        task=job.task, model_path=model_path,
+        labels=list(job.datanet_version.datanet.labels) if job.task == CLASSIFICATION else [],
+        lora_r=hp["lora_r"], lora_alpha=hp["lora_alpha"], lora_dropout=hp["lora_dropout"],
+        target_modules=list(hp["target_modules"]), epochs=hp["epochs"], learning_rate=hp["learning_rate"],
+        batch_size=hp["batch_size"], max_length=hp["max_length"], eval_split=hp["eval_split"], seed=hp["seed"],
+        checkpoint_every=settings.FACTORY_CHECKPOINT_EVERY, progress_every_s=settings.FACTORY_PROGRESS_SECONDS,
+        cpu_threads=settings.FACTORY_CPU_THREADS,
+    )
+
+
+@dataclass
+class _RunHooks:
+    """State of one run on a worker, turned into job-row writes (kept off the Celery task object)."""
+
+    job_id: int
+    hostname: str
+
+    def progress(self, p: Progress) -> None:
+        FineTuneJob.objects.filter(pk=self.job_id).update(
+            step=p.step, total_steps=p.total_steps, epoch=p.epoch, loss=p.loss, learning_rate=p.learning_rate,
+            examples_per_s=p.examples_per_s, tokens_per_s=p.tokens_per_s, eta_seconds=p.eta_s,
+            heartbeat_at=timezone.now(),
+        )
+        JobMetric.objects.update_or_create(
+            job_id=self.job_id, kind=JobMetric.Kind.TRAIN, step=p.step,
+            defaults={"epoch": p.epoch, "loss": p.loss, "values": {
+                "learning_rate": p.learning_rate, "examples_per_s": p.examples_per_s,
+                "tokens_per_s": p.tokens_per_s}},
+        )
+
+    def evaluation(self, entry: dict) -> None:
+        values = {k: v for k, v in entry.items() if k not in ("kind", "step", "epoch")}
+        JobMetric.objects.update_or_create(
+            job_id=self.job_id, kind=JobMetric.Kind.EVAL, step=entry["step"],
+            defaults={"epoch": entry["epoch"], "loss": entry.get("eval_loss"), "values": values},
+        )
+        FineTuneJob.objects.filter(pk=self.job_id).update(heartbeat_at=timezone.now())
+
+    def checkpoint(self, step: int) -> None:
+        FineTuneJob.objects.filter(pk=self.job_id).update(checkpoint_step=step, heartbeat_at=timezone.now())
+
+    def log(self, line: str) -> None:
+        _log(self.job_id, line)
+
+    def should_stop(self) -> str | None:
+        row = FineTuneJob.objects.filter(pk=self.job_id).values("cancel_requested", "worker", "status").first()
+        if row is None or row["worker"] != self.hostname or row["status"] != FineTuneJob.Status.RUNNING:
+            return "superseded"
+        return "cancel" if row["cancel_requested"] else None
+
+
+def finetune_job_run(*, job_id: int, hostname: str) -> FineTuneJob | None:
+    """Run (or resume) a job on this worker. Never raises for a user-caused failure: the row says why."""
+    from factory.training import train
+
+    job = finetune_job_claim(job_id=job_id, hostname=hostname)
+    if job is None:
+        logger.info("job %s: nothing to do here", job_id)
+        return None
+    if job.datanet_version_id is None:
+        _fail(job.id, ERR_VERSION_GONE.format(label=job.datanet_version_label or "unknown"))
+        return _reload(job)
+    if job.base_model_id is None:
+        _fail(job.id, ERR_BASE_GONE.format(label=job.base_model_label or "unknown"))
+        return _reload(job)
+    try:
+        model_path = base_model_check(job.base_model)
+    except ApplicationError as exc:
+        _fail(job.id, exc.message)
+        return _reload(job)
+
+    hooks = _RunHooks(job_id=job.id, hostname=hostname)
+    _log(job.id, f"running on {hostname} (attempt {job.attempts})")
+    try:
+        config = train_config_for(job, model_path)
+        result = train(config, _examples(job.datanet_version), output_dir=job.output_dir, callbacks=Callbacks(
+            on_progress=hooks.progress, on_eval=hooks.evaluation, on_log=hooks.log,
+            on_checkpoint=hooks.checkpoint, should_stop=hooks.should_stop))
+    except TrainingSuperseded:
+        logger.warning("job %s: taken over by another worker; this run stops", job.id)
+        return _reload(job)
+    except TrainingCancelled as exc:
+        FineTuneJob.objects.filter(pk=job.id).update(status=FineTuneJob.Status.CANCELLED, finished_at=timezone.now(),
+                                                     checkpoint_step=exc.step)
+        _log(job.id, f"cancelled at step {exc.step}; the checkpoint is kept (retry resumes from it)")
+        return _reload(job)
+    except TrainingError as exc:
+        _fail(job.id, str(exc))
+        return _reload(job)
+    except Exception as exc:
+        logger.exception("job %s crashed", job.id)
+        _fail(job.id, f"Internal error: {type(exc).__name__}: {exc}")
+        return _reload(job)
+    return finetune_job_finish(job_id=job.id, result=result)
+
+
+def _reload(job: FineTuneJob) -> FineTuneJob:
+    job.refresh_from_db()
+    return job
+
+
+def _contributors(version) -> list[tuple[str, int]]:
+    rows = (version.records.values("contributor__username").annotate(n=Count("id"))
+            .order_by("-n", "contributor__username"))
+    return [(r["contributor__username"], r["n"]) for r in rows]
+
+
+def finetune_job_finish(*, job_id: int, result: TrainResult) -> FineTuneJob:
+    """In one transaction: the FineTunedModel (ready), the ledger outbox row registering it, the
+    attribution index build, and the job marked succeeded. A crash before commit leaves none of them."""
+    from django.db import IntegrityError
+
+    from factory.training.artifacts import CARD_FILE, model_card_render
+
+    job = FineTuneJob.objects.select_related("datanet_version__datanet", "base_model", "owner").get(pk=job_id)
+    version, base = job.datanet_version, job.base_model
+    card = model_card_render(
+        name=job.name, task=job.task, base_model=base.name, base_model_source=f"{base.source_kind}:{base.source}",
+        datanet=version.datanet.name, version_number=version.number, merkle_root=version.merkle_root,
+        hyperparameters=job.hyperparameters, metrics=result.metrics, best_epoch=result.best_epoch,
+        contributors=_contributors(version), adapter_sha256=result.adapter_sha256,
+        labels=list(version.datanet.labels) if job.task == CLASSIFICATION else [],
+        train_examples=result.train_examples, eval_examples=result.eval_examples,
+        train_seconds=result.train_seconds, device=f"{result.device} ({result.dtype})",
+    )
+    Path(result.adapter_dir, CARD_FILE).write_text(card)
+    with transaction.atomic():
+        job = FineTuneJob.objects.select_for_update().get(pk=job_id)
+        if job.status != FineTuneJob.Status.RUNNING:
+            return job
+        try:
+            model = FineTunedModel.objects.create(
+                job=job, name=job.name, base_model=base, datanet_version=version, version_root=version.merkle_root,
+                task=job.task, labels=list(version.datanet.labels) if job.task == CLASSIFICATION else [],
+                adapter_dir=str(result.adapter_dir), adapter_sha256=result.adapter_sha256, metrics=result.metrics,
+                model_card=card, developer=job.owner,
+            )
+        except IntegrityError:  # finished before (a redelivered task); nothing to add
+            return job
+        _register_on_chain(model)
+        _attribution_hook(model)
+        job.status, job.finished_at = FineTuneJob.Status.SUCCEEDED, timezone.now()
+        job.metrics, job.best_epoch, job.step = result.metrics, result.best_epoch, result.steps
+        job.resumed_from_step = max(job.resumed_from_step, result.resumed_from_step)
+        job.eta_seconds = 0
+        job.save(update_fields=["status", "finished_at", "metrics", "best_epoch", "step", "resumed_from_step",
+                                "eta_seconds"])
+    _log(job.id, f"model {model.id} ready: adapter sha256 {result.adapter_sha256[:16]}…")
+    return job
+
+
+def _register_on_chain(model: FineTunedModel) -> None:
+    from ledger.services import enqueue
+
+    enqueue("model_register", {
+        "model_id": model.id, "adapter_hash": "0x" + model.adapter_sha256, "base_model": model.base_model.name,
+        "version_root": model.version_root, "attribution_root": "0x" + "00" * 32, "developer_id": model.developer_id,
+    }, f"model_register:{model.id}")
+
+
+def _attribution_hook(model: FineTunedModel) -> None:
+    """Ask the attribution app to index the model, when it offers the hook; its failure never loses the model."""
+    try:
+        from attribution.services import attribution_index_build_enqueue
+    except ImportError:
+        return
+    try:
+        with transaction.atomic():
+            attribution_index_build_enqueue(model=model)
+    except Exception:
+        logger.exception("attribution index for model %s could not be queued", model.id)
+
+
+# --- recovery of jobs whose worker died ------------------------------------------------------------
+
+def finetune_jobs_recover() -> list[int]:
+    """Re-queue running jobs whose worker stopped beating (SIGKILL, power loss). The training resumes from
+    the job's last checkpoint. The guarded UPDATE lets many sweepers race safely: one wins per job."""
+    stale = timezone.now() - timezone.timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    requeued = []
+    for job in FineTuneJob.objects.filter(status=FineTuneJob.Status.RUNNING):
+        if _worker_alive(job.worker) or (job.heartbeat_at and job.heartbeat_at >= stale):
+            continue
+        with transaction.atomic():
+            taken = FineTuneJob.objects.filter(pk=job.pk, status=FineTuneJob.Status.RUNNING, worker=job.worker).update(
+                status=FineTuneJob.Status.QUEUED, worker="", resumed_from_step=F("checkpoint_step"))
+            if taken:
+                _log(job.id, f"worker {job.worker or '?'} stopped answering; re-queued to resume from step "
+                             f"{job.checkpoint_step}")
+                _queue(job)
+                requeued.append(job.id)
+    return requeued
+
+
+# --- models: prediction, download -------------------------------------------------------------------
+
+MAX_PREDICT_CHARS = 5000
+
+
+def finetuned_model_predict(*, model: FineTunedModel, text: str) -> dict:
+    """Run the adapter on one text: {"label", "probabilities"} or {"text"}."""
+    from factory.training.predict import predict
+
+    text = (text or "").strip()
+    if not text:
+        raise ApplicationError("Type some text to try the model on.")
+    if len(text) > MAX_PREDICT_CHARS:
+        raise ApplicationError(f"The text is over {MAX_PREDICT_CHARS} characters.")
+    if model.base_model is None:
+        raise ApplicationError(ERR_BASE_GONE.format(label="of this model"))
+    path = base_model_check(model.base_model)
+    try:
+        return predict(path, model.adapter_dir, text)
+    except TrainingError as exc:
+        raise ApplicationError(str(exc)) from exc
+
+
+def adapter_archive(*, model: FineTunedModel) -> bytes:
+    """A zip of the adapter folder (safetensors, config, tokenizer, model card)."""
+    import io
+    import zipfile
+
+    folder = Path(model.adapter_dir)
+    if not folder.is_dir():
+        raise ApplicationError("The adapter files of this model are missing.", status_code=404)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                zf.write(path, arcname=f"{folder.name}-{model.id}/{path.name}")
+    return buf.getvalue()

@@ -1,0 +1,77 @@
+"""Thin Celery tasks for the Model Factory (queue `gpu`) and the worker-side recovery sweep."""
+import logging
+import threading
+
+from celery import Task, shared_task
+from celery.signals import worker_ready, worker_shutdown
+
+logger = logging.getLogger(__name__)
+_stop = threading.Event()
+
+
+class FineTuneTask(Task):
+    """Long training run: acked late (a killed worker's message is not lost), one job per message;
+    the job row, not Celery, says what is done, so running it twice is safe."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+    track_started = True
+    ignore_result = True
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        # The service marks user-caused failures itself; this catches what escaped it (e.g. the DB was down).
+        from factory.services import _fail
+
+        if args:
+            try:
+                _fail(args[0], f"Internal error: {type(exc).__name__}: {exc}")
+            except Exception:
+                logger.exception("could not mark job %s failed", args[0])
+
+
+@shared_task(base=FineTuneTask, bind=True, name="factory.tasks.finetune_job_run_task")
+def finetune_job_run_task(self, job_id: int) -> None:
+    from factory.services import finetune_job_run
+
+    finetune_job_run(job_id=job_id, hostname=self.request.hostname or "unknown")
+
+
+@shared_task(name="factory.tasks.finetune_jobs_recover_task", ignore_result=True)
+def finetune_jobs_recover_task() -> list[int]:
+    from factory.services import finetune_jobs_recover
+
+    return finetune_jobs_recover()
+
+
+def _sweep_loop(interval: float) -> None:
+    from django.db import close_old_connections
+
+    from factory.services import finetune_jobs_recover
+
+    while not _stop.wait(interval):
+        try:
+            close_old_connections()
+            ids = finetune_jobs_recover()
+            if ids:
+                logger.warning("re-queued fine-tune jobs of dead workers: %s", ids)
+        except Exception:  # the database may be briefly away; the next sweep retries
+            logger.warning("fine-tune recovery sweep failed", exc_info=True)
+
+
+@worker_ready.connect
+def _start_recovery(sender=None, **kwargs):
+    """Workers that train (queue gpu) sweep for jobs whose worker died: with the Redis broker an unacked
+    message comes back only after the visibility timeout (hours), so recovery cannot wait for it."""
+    from django.conf import settings
+
+    queues = {q.name for q in sender.app.amqp.queues.consume_from.values()}
+    if "gpu" not in queues:
+        return
+    _stop.clear()
+    threading.Thread(target=_sweep_loop, args=(settings.FACTORY_RECOVERY_SECONDS,), daemon=True,
+                     name="finetune-recovery").start()
+
+
+@worker_shutdown.connect
+def _stop_recovery(sender=None, **kwargs):
+    _stop.set()

@@ -9,7 +9,7 @@ import math
 from dataclasses import asdict, dataclass
 
 # Sustained training FLOP/s: a shared 2-core CPU, and a data-centre GPU at ~30% of its bf16 peak.
-CPU_FLOPS = 6e10
+CPU_FLOPS = 4e10
 GPU_FLOPS = 1.5e14
 # LoRA still back-propagates through the frozen base (activation gradients, no weight gradients):
 # forward 2, backward ~2 FLOPs per parameter per token.
@@ -49,7 +49,7 @@ def estimate_run(*, info: dict, targets: list[str], r: int, task: str, num_label
     hidden, layers = info.get("hidden_size", 0), info.get("num_layers", 0)
     trainable = lora_trainable_params(info.get("module_shapes", {}), targets, r)
     if task == "classification":
-        trainable += hidden * hidden + hidden + hidden * num_labels + num_labels  # pooler-style head, saved whole
+        trainable += hidden * num_labels + num_labels  # the classifier head, trained and saved whole
     total = info.get("parameter_count", 0) + trainable
     n_train = max(1, round(n_examples * (1 - eval_split)))
     steps_per_epoch = math.ceil(n_train / max(1, batch_size))

@@ -1,0 +1,42 @@
+"""Add a local Hugging Face model folder to the base-model catalog (LoRA targets found by inspection)."""
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from core.errors import ApplicationError
+from factory.services import base_model_register
+
+
+class Command(BaseCommand):
+    help = ("Register a local model folder (config.json + weights + tokenizer) as a base model. "
+            "With --tiny-gpt2, first build a small random GPT-2 (no download) into PATH or MODELS_DIR.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("path", nargs="?", help="model folder")
+        parser.add_argument("--name", default="", help="catalog name (default: the folder name)")
+        parser.add_argument("--task", action="append", choices=["classification", "generation"],
+                            help="task it supports (repeat for both; default: inferred)")
+        parser.add_argument("--description", default="")
+        parser.add_argument("--tiny-gpt2", action="store_true",
+                            help="build a tiny random GPT-2 with a BPE tokenizer trained on Tiny Shakespeare")
+
+    def handle(self, *args, path=None, name="", task=None, description="", tiny_gpt2=False, **options):
+        if tiny_gpt2:
+            from factory.training.tiny import build_tiny_gpt2
+
+            path = path or str(Path(settings.MODELS_DIR) / "base" / "tiny-gpt2")
+            corpus = Path(settings.BASE_DIR).parent / "shared" / "data" / "tinyshakespeare.txt"
+            texts = corpus.read_text().splitlines()[:4000] if corpus.is_file() else None
+            build_tiny_gpt2(path, texts=texts, vocab_size=2000, n_embd=64, n_layer=2, n_head=2, n_positions=256)
+            name = name or "tiny-gpt2 (random)"
+            description = description or "A small random GPT-2 built locally, for trying generation fine-tunes."
+        if not path:
+            raise CommandError("Give a model folder, or --tiny-gpt2.")
+        try:
+            model = base_model_register(path=path, name=name, tasks=task, description=description)
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
+        self.stdout.write(self.style.SUCCESS(
+            f"registered {model.name}: {model.architecture}, {model.parameter_count:,} parameters, tasks "
+            f"{', '.join(model.tasks)}, LoRA targets {', '.join(model.target_modules)}"))

@@ -1,0 +1,183 @@
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from core.errors import ApplicationError
+from core.models import WorkerHeartbeat
+from factory import services
+from factory.models import BaseModel, FineTunedModel, FineTuneJob, JobMetric
+from factory.tests.factories import developer, make_version, small_params
+from factory.training.modeling import load_base, wrap_lora
+from ledger.models import LedgerTransaction
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def tiny_bert(tiny_bert_dir):
+    return services.base_model_register(path=str(tiny_bert_dir), name="tiny-bert")
+
+
+def create(version, base, *, user=None, task="classification", **kw):
+    return services.finetune_job_create(owner=user or developer(), datanet_version=version, base_model=base,
+                                        task=task, params=small_params(**kw))
+
+
+def test_minilm_ships_in_the_catalog():
+    mini = BaseModel.objects.get(name="MiniLM-L6")
+    assert mini.source_kind == "package" and mini.tasks == ["classification"]
+    assert {"query", "key", "value", "dense"} <= set(mini.target_modules) and mini.max_length == 512
+    assert 20_000_000 < mini.parameter_count < 25_000_000
+    assert (services.base_model_check(mini) + "/config.json")
+
+
+def test_register_base_model_command(tiny_gpt2_dir, tmp_path, capsys):
+    call_command("register_base_model", str(tiny_gpt2_dir), "--name", "tiny-gpt2")
+    gpt = BaseModel.objects.get(name="tiny-gpt2")
+    assert gpt.tasks == ["generation", "classification"] and "c_attn" in gpt.target_modules
+    assert gpt.default_target_modules == ["c_attn"] and gpt.source == str(tiny_gpt2_dir)
+    assert "registered tiny-gpt2" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="no config.json"):
+        call_command("register_base_model", str(tmp_path))
+    with pytest.raises(CommandError, match="Give a model folder"):
+        call_command("register_base_model")
+
+
+def test_estimate_matches_the_real_trainable_parameter_count(tiny_bert, tiny_bert_dir):
+    version = make_version(n=40)
+    params = services.finetune_params_validate(datanet_version=version, base_model=tiny_bert,
+                                               task="classification", params=small_params())
+    est = services.finetune_estimate(datanet_version=version, base_model=tiny_bert, task="classification",
+                                     params=params)
+    model = wrap_lora(load_base(str(tiny_bert_dir), task="classification", labels=["a", "b", "c"], pad_token_id=0),
+                      task="classification", r=4, alpha=8, dropout=0.0, target_modules=["query", "value"])
+    assert est.trainable_params == model.get_nb_trainable_parameters()[0]
+    assert est.steps_per_epoch == 4 and est.total_steps == 8  # 30 training rows / 8
+    assert est.cpu_seconds > est.gpu_seconds > 0 and est.memory_bytes > 0
+
+
+@pytest.mark.parametrize("task, kw, field, message", [
+    ("classification", {"lora_r": 0}, "lora_r", "LoRA rank must be greater than 0"),
+    ("classification", {"lora_r": "two"}, "lora_r", "LoRA rank must be a whole number"),
+    ("classification", {"max_length": 4096}, "max_length", "over tiny-bert's limit of 128 tokens"),
+    ("classification", {"target_modules": ["c_attn"]}, "target_modules", "are not layers of tiny-bert"),
+    ("classification", {"target_modules": []}, "target_modules", "at least one target module"),
+    ("classification", {"eval_split": 0.9}, "eval_split", "between 0.05 and 0.5"),
+    ("classification", {"learning_rate": "nan"}, "learning_rate", "finite"),
+    ("generation", {}, "task", "tiny-bert does not support generation"),
+])
+def test_validation_errors_are_clear(tiny_bert, task, kw, field, message):
+    version = make_version(n=12)
+    with pytest.raises(ApplicationError) as info:
+        create(version, tiny_bert, task=task, **kw)
+    assert message in info.value.extra["errors"][field]
+    assert FineTuneJob.objects.count() == 0
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: make_version(n=12, labels=["only"], rows=[(f"t{i}", "only") for i in range(12)]), "fewer than two labels"),
+    (lambda: make_version(n=12, rows=[(f"t{i}", "neutral") for i in range(12)]), "only one label"),
+    (lambda: make_version(n=12, rows=[(f"t{i}", "sideways") for i in range(12)]), "outside the Datanet's label set"),
+    (lambda: make_version(n=2), "a fine-tune needs at least 4"),
+])
+def test_datanet_must_fit_the_task(tiny_bert, build, message):
+    with pytest.raises(ApplicationError) as info:
+        create(build(), tiny_bert)
+    assert message in info.value.extra["errors"]["datanet_version"]
+
+
+def test_presets_fit_the_model(tiny_bert):
+    balanced = services.preset_params(preset="balanced", base_model=tiny_bert)
+    assert balanced["target_modules"] == tiny_bert.target_modules and balanced["max_length"] == 64
+    thorough = services.preset_params(preset="thorough", base_model=tiny_bert)
+    assert thorough["max_length"] == 128 and thorough["epochs"] > balanced["epochs"]
+    assert services.preset_params(preset="quick", base_model=tiny_bert)["target_modules"] == ["query", "value"]
+    with pytest.raises(ApplicationError, match="Unknown preset"):
+        services.preset_params(preset="turbo", base_model=tiny_bert)
+
+
+def test_run_in_process_makes_a_registered_model(tiny_bert, settings, tmp_path):
+    settings.MODELS_DIR = tmp_path
+    settings.FACTORY_PROGRESS_SECONDS = 0
+    settings.FACTORY_CHECKPOINT_EVERY = 3
+    version = make_version(n=40, contributors=3)
+    job = create(version, tiny_bert)
+    assert job.status == "queued" and job.output_dir == str(tmp_path / "jobs" / str(job.id))
+    job = services.finetune_job_run(job_id=job.id, hostname="w1@test")
+    assert job.status == "succeeded", job.error
+    assert job.step == 8 and job.best_epoch in (1, 2) and "macro_f1" in job.metrics
+    model = FineTunedModel.objects.get(job=job)
+    assert model.status == "ready" and model.labels == ["negative", "neutral", "positive"]
+    assert model.version_root == version.merkle_root and len(model.adapter_sha256) == 64
+    for name in version.records.values_list("contributor__username", flat=True).distinct():
+        assert f"| {name} |" in model.model_card
+    assert "0x" + "12" * 32 in model.model_card and model.adapter_sha256 in model.model_card
+    tx = LedgerTransaction.objects.get(idempotency_key=f"model_register:{model.id}")
+    assert tx.kind == "model_register" and tx.payload == {
+        "model_id": model.id, "adapter_hash": "0x" + model.adapter_sha256, "base_model": "tiny-bert",
+        "version_root": version.merkle_root, "attribution_root": "0x" + "00" * 32, "developer_id": job.owner_id}
+    assert JobMetric.objects.filter(job=job, kind="eval").count() == 2
+    assert JobMetric.objects.filter(job=job, kind="train").count() == 8
+    assert job.checkpoint_step == 8 and "running on w1@test" in job.log
+    out = services.finetuned_model_predict(model=model, text="the company profit rose")
+    assert out["label"] in model.labels
+    with pytest.raises(ApplicationError, match="Type some text"):
+        services.finetuned_model_predict(model=model, text="  ")
+    assert services.finetune_job_run(job_id=job.id, hostname="w2@test") is None  # a redelivery does nothing
+    assert FineTunedModel.objects.count() == 1
+
+
+def test_vanished_inputs_fail_with_a_reason(tiny_bert, settings, tmp_path):
+    settings.MODELS_DIR = tmp_path
+    version = make_version(n=12)
+    job = create(version, tiny_bert)
+    version.delete()
+    job = services.finetune_job_run(job_id=job.id, hostname="w@test")
+    assert job.status == "failed" and "Finance v1" in job.error and "was deleted" in job.error
+
+    job2 = create(make_version(n=12, slug="other"), tiny_bert)
+    BaseModel.objects.filter(pk=tiny_bert.pk).update(source=str(tmp_path / "gone"))
+    job2 = services.finetune_job_run(job_id=job2.id, hostname="w@test")
+    assert job2.status == "failed" and "files of base model tiny-bert are missing" in job2.error
+
+    job3 = create(make_version(n=12, slug="third"), BaseModel.objects.get(name="MiniLM-L6"),
+                  target_modules=["query"])
+    BaseModel.objects.filter(name="MiniLM-L6").delete()
+    job3 = services.finetune_job_run(job_id=job3.id, hostname="w@test")
+    assert job3.status == "failed" and "MiniLM-L6 was removed from the catalog" in job3.error
+
+
+def test_cancel_and_retry_rules(tiny_bert):
+    owner = developer()
+    job = create(make_version(n=12), tiny_bert, user=owner)
+    with pytest.raises(ApplicationError, match="owner"):
+        services.finetune_job_cancel(job=job, user=developer())
+    job = services.finetune_job_cancel(job=job, user=owner)
+    assert job.status == "cancelled"
+    with pytest.raises(ApplicationError, match="only queued or running"):
+        services.finetune_job_cancel(job=job, user=owner)
+    job = services.finetune_job_retry(job=job, user=owner)
+    assert job.status == "queued" and not job.cancel_requested
+    with pytest.raises(ApplicationError, match="only failed or cancelled"):
+        services.finetune_job_retry(job=job, user=owner)
+    FineTuneJob.objects.filter(pk=job.pk).update(status="running", worker="w@x")
+    job = services.finetune_job_cancel(job=job, user=owner)
+    assert job.status == "running" and job.cancel_requested
+
+
+def test_claim_and_recovery_of_a_dead_workers_job(tiny_bert, settings):
+    settings.WORKER_STALE_SECONDS = 30
+    job = create(make_version(n=12), tiny_bert)
+    now = timezone.now()
+    WorkerHeartbeat.objects.create(hostname="alive@x", started_at=now, last_seen=now)
+    FineTuneJob.objects.filter(pk=job.pk).update(status="running", worker="alive@x", heartbeat_at=now)
+    assert services.finetune_job_claim(job_id=job.id, hostname="other@x") is None  # a live worker has it
+    assert services.finetune_jobs_recover() == []
+    old = now - timezone.timedelta(seconds=120)
+    WorkerHeartbeat.objects.filter(hostname="alive@x").update(last_seen=old)
+    FineTuneJob.objects.filter(pk=job.pk).update(heartbeat_at=old, checkpoint_step=6)
+    assert services.finetune_jobs_recover() == [job.id]
+    job.refresh_from_db()
+    assert job.status == "queued" and job.worker == "" and job.resumed_from_step == 6
+    assert "stopped answering" in job.log
+    assert services.finetune_job_claim(job_id=job.id, hostname="other@x").status == "running"
