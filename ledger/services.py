@@ -156,7 +156,7 @@ def rewards_epoch_close(*, now=None) -> RewardEpoch | None:
 
     now = now or timezone.now()
     with transaction.atomic():
-        accruals = list(RewardAccrual.objects.select_for_update().filter(epoch__isnull=True).select_related("user__profile"))
+        accruals = list(RewardAccrual.objects.select_for_update(of=("self",)).filter(epoch__isnull=True).select_related("user__profile"))
         if not accruals:
             return None
         per_account: dict[str, int] = defaultdict(int)

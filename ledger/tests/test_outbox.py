@@ -1,0 +1,275 @@
+"""The outbox against a real anvil, in-process: every kind, bad input, node down, and randomised crashes."""
+from __future__ import annotations
+
+import os
+import random
+from decimal import Decimal
+
+import pytest
+
+from accounts.tests.factories import UserFactory
+from ledger import client, outbox
+from ledger.models import LedgerTransaction, RewardEpoch
+from ledger.services import (
+    address_for_user,
+    custodial_address_for_user_id,
+    enqueue,
+    rewards_accrue,
+    rewards_epoch_close,
+)
+from ledger.tests.conftest import TREASURY
+from ledger.tests.factories import decision_payload, h, make_contribution, make_datanet, stake_payload
+
+pytestmark = pytest.mark.chain
+S = LedgerTransaction.Status
+E18 = 10**18
+
+
+def b32(text: str) -> bytes:
+    return bytes.fromhex(text[2:])
+
+
+def run(**kw):
+    return outbox.outbox_process(**kw)
+
+
+def model_payload(i: int, developer) -> dict:
+    return {"model_id": i, "adapter_hash": h(f"adapter {i}"), "base_model": "minilm-l6", "version_root": h("v"),
+            "attribution_root": h(f"attr {i}"), "developer_id": developer.pk}
+
+
+def test_every_kind_reaches_the_chain(chain):
+    curator, dev = UserFactory(), UserFactory()
+    d = make_datanet(curators=[curator], min_stake="10", slash_fraction="0.3333")
+    c1 = make_contribution(datanet=d, curator=curator, stake="10")
+    c2 = make_contribution(datanet=d, curator=curator, stake="12.000000000000000001")
+    enqueue("datanet_create", {"datanet_id": d.pk}, f"dc:{d.pk}")
+    enqueue("contribution_stake", stake_payload(c1), f"s:{c1.pk}")
+    enqueue("contribution_stake", stake_payload(c2), f"s:{c2.pk}")
+    enqueue("contribution_accept", decision_payload(c1), f"a:{c1.pk}")
+    enqueue("contribution_reject", {**decision_payload(c2), "slash_fraction": "0.3333", "reason": "spam"}, f"r:{c2.pk}")
+    enqueue("version_register", {"version_id": 1, "datanet_id": d.pk, "number": 1, "merkle_root": h("root"),
+                                 "record_count": 42}, "v:1")
+    enqueue("model_register", model_payload(7, dev), "m:7")
+    token, reg, models = chain.c["OpenToken"], chain.c["DatanetRegistry"], chain.c["ModelRegistry"]
+    treasury_before = token.functions.balanceOf(TREASURY).call()
+
+    stats = run()
+
+    rows = list(LedgerTransaction.objects.all())
+    assert [r.status for r in rows] == [S.CONFIRMED] * 7, [(r.kind, r.last_error) for r in rows]
+    assert stats["sent"] == 7
+    on_chain = reg.functions.datanets(d.pk).call()
+    assert on_chain[0] == address_for_user(d.owner) and on_chain[1] == 3333 and on_chain[3] == 10 * E18
+    assert reg.functions.isCurator(d.pk, custodial_address_for_user_id(curator.pk)).call()
+    assert reg.functions.stakes(d.pk, b32(h("x"))).call()[3] == 0
+    s1 = reg.functions.stakes(d.pk, bytes.fromhex(c1.file_sha256)).call()
+    s2 = reg.functions.stakes(d.pk, bytes.fromhex(c2.file_sha256)).call()
+    assert s1[0] == address_for_user(c1.contributor) and s1[3] == 2 and s2[3] == 3
+    # slash arithmetic: floor(amount * 3333 / 10000) to the treasury, the rest (with the dust) back
+    amount2 = 12 * E18 + 1
+    assert token.functions.balanceOf(TREASURY).call() - treasury_before == amount2 * 3333 // 10_000
+    assert token.functions.balanceOf(reg.address).call() == 0
+    assert reg.functions.versions(d.pk, 1).call()[:2] == [b32(h("root")), 42]
+    m = models.functions.getModel(b32(h("adapter 7"))).call()
+    assert m[0] == 7 and m[1] == address_for_user(dev) and m[5] == "minilm-l6"
+    # a second run has nothing to do, and nothing is sent twice
+    nonce = chain.w3.eth.get_transaction_count(chain.signer.address)
+    assert run()["sent"] == 0
+    assert chain.w3.eth.get_transaction_count(chain.signer.address) == nonce
+
+
+def test_enqueue_is_idempotent(db):
+    a = enqueue("model_register", {"model_id": 1}, "same-key")
+    b = enqueue("model_register", {"model_id": 2}, "same-key")
+    assert a.pk == b.pk and b.payload == {"model_id": 1}
+    assert LedgerTransaction.objects.count() == 1
+
+
+@pytest.mark.parametrize(("kind", "payload", "message"), [
+    ("model_register", {"model_id": 1, "adapter_hash": "0x1234", "base_model": "b", "version_root": h("v"),
+                        "attribution_root": h("a"), "developer_id": 1}, "adapter_hash must be 0x"),
+    ("model_register", {"model_id": 1, "adapter_hash": "0x" + "zz" * 32, "base_model": "b", "version_root": h("v"),
+                        "attribution_root": h("a"), "developer_id": 1}, "not hexadecimal"),
+    ("model_register", {"model_id": 1}, "payload has no 'adapter_hash'"),
+    ("datanet_create", {"datanet_id": 999999}, "datanet 999999 does not exist"),
+    ("contribution_stake", {"contribution_id": 1, "datanet_id": 999999, "contributor_id": 1, "content_hash": h("c"),
+                            "stake": "10"}, "datanet 999999 is not on-chain"),
+    ("contribution_stake", {"contribution_id": 1, "datanet_id": 1, "contributor_id": 1, "content_hash": h("c"),
+                            "stake": "ten"}, "not an amount of OPEN"),
+    ("contribution_accept", {"contribution_id": 1, "datanet_id": 999999, "content_hash": h("c")}, "absent on-chain"),
+    ("teleport", {}, "no sender for kind 'teleport'"),
+])
+def test_bad_rows_fail_with_a_clear_error_and_do_not_block_the_rest(chain, kind, payload, message):
+    dev = UserFactory()
+    bad = enqueue(kind, payload, "bad")
+    good = enqueue("model_register", model_payload(1, dev), "good")
+    run()
+    bad.refresh_from_db()
+    good.refresh_from_db()
+    assert bad.status == S.FAILED and message in bad.last_error
+    assert good.status == S.CONFIRMED
+
+
+def test_contract_rejection_is_recorded_as_failed(chain):
+    d = make_datanet(min_stake="10")
+    c = make_contribution(datanet=d, stake="5")
+    enqueue("datanet_create", {"datanet_id": d.pk}, "dc")
+    row = enqueue("contribution_stake", stake_payload(c), "s")
+    run()
+    row.refresh_from_db()
+    assert row.status == S.FAILED and "StakeTooSmall" in row.last_error
+
+
+def test_node_down_keeps_rows_queued(chain, settings):
+    row = enqueue("model_register", model_payload(1, UserFactory()), "m")
+    settings.WEB3_PROVIDER_URI = "http://127.0.0.1:9"
+    client.reset_signers()
+    with pytest.raises(client.ChainUnavailable):
+        run()
+    row.refresh_from_db()
+    assert row.status == S.QUEUED and row.tx_hash == ""
+    settings.WEB3_PROVIDER_URI = chain.url
+    client.reset_signers()
+    run()
+    row.refresh_from_db()
+    assert row.status == S.CONFIRMED
+
+
+def test_sent_but_never_broadcast_is_rebroadcast(chain):
+    """The row was saved as sent, then the process died before the broadcast: the same bytes go out."""
+    row = enqueue("model_register", model_payload(3, UserFactory()), "m")
+    ctx = outbox.context()
+    ctx.signer.sync_nonce()
+    signed = ctx.signer.sign(ctx.signer.build(outbox.plan(ctx, row)))
+    LedgerTransaction.objects.filter(pk=row.pk).update(status=S.SENT, tx_hash=signed.tx_hash, nonce=signed.nonce,
+                                                       raw_tx=signed.raw.hex())
+    client.reset_signers()
+    assert run()["reconciled"] == 1
+    row.refresh_from_db()
+    assert row.status == S.CONFIRMED and row.tx_hash == signed.tx_hash
+    assert chain.w3.eth.get_transaction_receipt(signed.tx_hash)["status"] == 1
+
+
+def test_sent_whose_nonce_was_taken_is_rebuilt(chain):
+    """The saved transaction can never be mined (its nonce went to another): the row is planned again."""
+    row = enqueue("model_register", model_payload(4, UserFactory()), "m")
+    ctx = outbox.context()
+    nonce = ctx.signer.sync_nonce()
+    signed = ctx.signer.sign(ctx.signer.build(outbox.plan(ctx, row)))
+    LedgerTransaction.objects.filter(pk=row.pk).update(status=S.SENT, tx_hash=signed.tx_hash, nonce=nonce,
+                                                       raw_tx=signed.raw.hex())
+    ctx.signer.transact(chain.c["OpenToken"].functions.transfer(TREASURY, 1))  # takes that nonce
+    client.reset_signers()
+    run()
+    row.refresh_from_db()
+    assert row.status == S.CONFIRMED and row.tx_hash != signed.tx_hash
+    assert chain.c["ModelRegistry"].functions.isRegistered(b32(h("adapter 4"))).call()
+
+
+def test_already_on_chain_is_confirmed_without_sending(chain):
+    dev = UserFactory()
+    enqueue("model_register", model_payload(5, dev), "first")
+    run()
+    dup = enqueue("model_register", model_payload(5, dev), "second key, same adapter")
+    nonce = chain.w3.eth.get_transaction_count(chain.signer.address)
+    run()
+    dup.refresh_from_db()
+    assert dup.status == S.CONFIRMED and dup.tx_hash == ""
+    assert chain.w3.eth.get_transaction_count(chain.signer.address) == nonce
+
+
+# --- randomised crash injection (in-process) -----------------------------------------------------
+
+RUNS = int(os.environ.get("LEDGER_CRASH_RUNS", "200"))
+
+
+class Crash:
+    def __init__(self, point: str, at_call: int):
+        self.point, self.at_call, self.calls = point, at_call, 0
+
+    def __call__(self, point, row):
+        if point == self.point:
+            self.calls += 1
+            if self.calls == self.at_call:
+                raise outbox.SimulatedCrash(point)
+
+
+def _restart_and_drain():
+    outbox.crash_hook = None
+    client.reset_signers()  # a new process: no local nonce, no cached signer
+    run()
+
+
+@pytest.mark.slow
+def test_randomised_crashes_never_lose_or_double_a_write(chain):
+    rng = random.Random(20261125)
+    curator, dev = UserFactory(), UserFactory()
+    contributors = [UserFactory() for _ in range(3)]
+    d = make_datanet(curators=[curator], min_stake="1", slash_fraction="0.25")
+    enqueue("datanet_create", {"datanet_id": d.pk}, "dc")
+    run()
+    reg, models, dist, token = (chain.c[n] for n in ("DatanetRegistry", "ModelRegistry", "RewardDistributor", "OpenToken"))
+    base = chain.rpc("evm_snapshot")
+    for i in range(RUNS):
+        rows, expect = [], []
+        for j in range(rng.randint(2, 3)):
+            what = rng.choice(["stake", "accept", "reject", "model", "version", "epoch"])
+            tag = f"{i}.{j}"
+            if what in ("stake", "accept", "reject"):
+                c = make_contribution(datanet=d, curator=curator, contributor=rng.choice(contributors),
+                                      stake=str(rng.randint(1, 50)))
+                rows.append(enqueue("contribution_stake", stake_payload(c), f"s:{tag}"))
+                if what != "stake":
+                    rows.append(enqueue(f"contribution_{what}", {**decision_payload(c), "slash_fraction": "0.25",
+                                                                  "reason": "x"}, f"d:{tag}"))
+                expect.append(("stake", c, {"stake": 1, "accept": 2, "reject": 3}[what]))
+            elif what == "model":
+                p = {**model_payload(1000 + i * 10 + j, dev)}
+                rows.append(enqueue("model_register", p, f"m:{tag}"))
+                expect.append(("model", p, None))
+            elif what == "version":
+                p = {"version_id": i, "datanet_id": d.pk, "number": i * 10 + j, "merkle_root": h(tag), "record_count": j}
+                rows.append(enqueue("version_register", p, f"v:{tag}"))
+                expect.append(("version", p, None))
+            else:
+                rewards_accrue(allocations={u.pk: Decimal(rng.randint(1, 9)) for u in contributors[:rng.randint(1, 3)]},
+                               source="test", reference=tag)
+                epoch = rewards_epoch_close()
+                rows.append(LedgerTransaction.objects.get(idempotency_key=f"epoch:{epoch.pk}:publish"))
+                expect.append(("epoch", epoch, None))
+        point = rng.choice(outbox.CRASH_POINTS if any(e[0] == "epoch" for e in expect) else outbox.CRASH_POINTS[:2])
+        outbox.crash_hook = Crash(point, rng.randint(1, 2))
+        try:
+            run()
+        except outbox.SimulatedCrash:
+            pass
+        finally:
+            outbox.crash_hook = None
+        sent_before_restart = chain.w3.eth.get_transaction_count(chain.signer.address)
+        _restart_and_drain()
+        for r in rows:
+            r.refresh_from_db()
+            assert r.status == S.CONFIRMED, (i, point, r.kind, r.status, r.last_error)
+        pending_total = 0
+        for what, obj, status in expect:
+            if what == "stake":
+                s = reg.functions.stakes(d.pk, bytes.fromhex(obj.file_sha256)).call()
+                assert s[3] == status and s[2] == int(obj.stake) * E18, (i, point)
+                pending_total += s[2] if status == 1 else 0
+            elif what == "model":
+                assert models.functions.getModel(b32(obj["adapter_hash"])).call()[0] == obj["model_id"]
+            elif what == "version":
+                assert reg.functions.versions(d.pk, obj["number"]).call()[0] == b32(obj["merkle_root"])
+            else:
+                assert dist.functions.epochs(obj.pk).call()[1] == int(obj.total_wei)
+                assert RewardEpoch.objects.get(pk=obj.pk).status == RewardEpoch.Status.PUBLISHED
+        # no double transfer: the registry holds exactly the pending stakes, the distributor the epoch funds
+        assert token.functions.balanceOf(reg.address).call() == pending_total, (i, point)
+        assert token.functions.balanceOf(dist.address).call() == sum(
+            int(o.total_wei) for w, o, _ in expect if w == "epoch"), (i, point)
+        # no duplicate transaction: a restart after the crash sends only what was still missing
+        assert chain.w3.eth.get_transaction_count(chain.signer.address) >= sent_before_restart
+        LedgerTransaction.objects.filter(pk__in=[r.pk for r in rows]).delete()
+        chain.rpc("evm_revert", base)
+        base = chain.rpc("evm_snapshot")
