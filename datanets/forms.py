@@ -1,0 +1,55 @@
+from django import forms
+
+from datanets.models import Datanet
+from datanets.readers import TEXT_MODES
+
+
+class DatanetFilterForm(forms.Form):
+    q = forms.CharField(required=False, label="Search")
+    domain = forms.ChoiceField(required=False, choices=[("", "All domains"), *Datanet.Domain.choices])
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(help_text="CSV, TSV, JSONL, Parquet or plain text (.txt); .gz or .zip of one is fine.")
+    text_mode = forms.ChoiceField(choices=[(m, f"one record per {m}") for m in TEXT_MODES], initial="line",
+                                  help_text="Plain text only.")
+    drop_bad_rows = forms.BooleanField(required=False, help_text="Store the valid rows even if some fail validation.")
+
+
+class MappingForm(forms.Form):
+    text_column = forms.ChoiceField(label="Text column")
+    label_column = forms.ChoiceField(label="Label column", required=False)
+    text_mode = forms.ChoiceField(choices=[(m, f"one record per {m}") for m in TEXT_MODES], initial="line")
+    drop_bad_rows = forms.BooleanField(required=False, help_text="Store the valid rows even if some fail validation.")
+
+    def __init__(self, *args, columns: list[str], needs_label: bool, is_text: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        choices = [("", "—")] + [(c, c) for c in columns]
+        self.fields["text_column"].choices = choices
+        self.fields["label_column"].choices = choices
+        if is_text:
+            del self.fields["text_column"]
+            del self.fields["label_column"]
+        else:
+            del self.fields["text_mode"]
+            if not needs_label:
+                del self.fields["label_column"]
+
+
+class DatanetCreateForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    domain = forms.ChoiceField(choices=Datanet.Domain.choices, initial=Datanet.Domain.OTHER)
+    task = forms.ChoiceField(choices=Datanet.Task.choices, initial=Datanet.Task.CLASSIFICATION)
+    labels = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}),
+                             help_text="Text classification: the allowed labels, one per line.")
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}))
+    license = forms.CharField(required=False, max_length=120)
+    min_stake = forms.DecimalField(min_value=0, max_digits=38, decimal_places=18, initial=10,
+                                   help_text="OPEN locked by each contribution until a curator decides.")
+    slash_fraction = forms.DecimalField(min_value=0, max_value=1, max_digits=5, decimal_places=4, initial="0.5",
+                                        help_text="Share of the stake slashed when a contribution is rejected.")
+    max_text_length = forms.IntegerField(min_value=1, max_value=1_000_000, initial=10_000,
+                                         help_text="Longest record text accepted, in characters.")
+
+    def clean_labels(self) -> list[str]:
+        return [line.strip() for line in self.cleaned_data["labels"].splitlines() if line.strip()]

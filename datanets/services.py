@@ -62,6 +62,9 @@ def decimal_str(value: Decimal) -> str:
 
 # --- Datanets and curators ----------------------------------------------------------------------------
 
+# Slugs that the HTML URLs use for pages of their own (datanets/urls.py).
+RESERVED_SLUGS = frozenset({"new", "mine", "contributions", "versions"})
+
 @transaction.atomic
 def datanet_create(*, owner, name: str, domain: str = Datanet.Domain.OTHER, task: str = Datanet.Task.CLASSIFICATION,
                    labels: list[str] | tuple[str, ...] = (), description: str = "", license: str = "",
@@ -76,7 +79,7 @@ def datanet_create(*, owner, name: str, domain: str = Datanet.Domain.OTHER, task
         labels = []
     base = slug or slugify(name)[:100] or "datanet"
     slug, i = base, 2
-    while Datanet.objects.filter(slug=slug).exists():
+    while slug in RESERVED_SLUGS or Datanet.objects.filter(slug=slug).exists():
         slug, i = f"{base}-{i}", i + 1
     datanet = Datanet(owner=owner, name=name, slug=slug, domain=domain, task=task, labels=labels,
                       description=description, license=license, min_stake=Decimal(min_stake),
@@ -299,6 +302,32 @@ def contribution_start(*, contribution: Contribution, user, text_column: str = "
     contribution.options = opts
     contribution.ingest_state = Contribution.IngestState.QUEUED
     contribution.save(update_fields=["options", "ingest_state", "updated_at"])
+    _queue_ingest(contribution)
+    return contribution
+
+
+ERR_NOT_RETRYABLE = "Contribution {id} is {state}; only a failed ingest can be retried."
+ERR_NOTHING_TO_KEEP = "No row of this file is valid; dropping the bad rows would leave nothing."
+
+
+@transaction.atomic
+def contribution_retry(*, contribution: Contribution, user, drop_bad_rows: bool = True) -> Contribution:
+    """Queue a failed ingest again from the stored file, typically choosing to drop the bad rows.
+
+    Raises ApplicationError (403) for someone else's contribution, (400) unless the ingest failed.
+    """
+    contribution = Contribution.objects.select_for_update().get(pk=contribution.pk)
+    if contribution.contributor_id != user.pk and not user.is_superuser:
+        raise ApplicationError("This is not your contribution.", status_code=403)
+    if contribution.ingest_state != Contribution.IngestState.FAILED:
+        raise ApplicationError(ERR_NOT_RETRYABLE.format(id=contribution.id,
+                                                        state=contribution.get_ingest_state_display().lower()))
+    if drop_bad_rows and contribution.rows_total and contribution.rows_bad >= contribution.rows_total:
+        raise ApplicationError(ERR_NOTHING_TO_KEEP)
+    contribution.options = {**contribution.options, "drop_bad_rows": bool(drop_bad_rows)}
+    contribution.ingest_state = Contribution.IngestState.QUEUED
+    contribution.ingest_progress = 0.0
+    contribution.save(update_fields=["options", "ingest_state", "ingest_progress", "updated_at"])
     _queue_ingest(contribution)
     return contribution
 

@@ -3,4 +3,15 @@ from django.urls import path
 from datanets import views
 
 app_name = "datanets"
-urlpatterns = [path("", views.datanet_list, name="list")]
+urlpatterns = [
+    path("", views.datanet_list, name="list"),
+    path("new/", views.datanet_create, name="create"),
+    path("mine/", views.my_contributions, name="mine"),
+    path("contributions/<int:pk>/", views.contribution_detail, name="contribution"),
+    path("contributions/<int:pk>/retry/", views.contribution_retry, name="contribution-retry"),
+    path("contributions/<int:pk>/status/", views.contribution_status, name="contribution-status"),
+    path("versions/<int:pk>/download/<str:fmt>/", views.version_download, name="version-download"),
+    path("<slug:slug>/", views.datanet_detail, name="detail"),
+    path("<slug:slug>/upload/", views.upload, name="upload"),
+    path("<slug:slug>/versions/new/", views.version_create, name="version-create"),
+]

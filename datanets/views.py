@@ -1,9 +1,182 @@
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+"""HTML pages: browse Datanets, upload with a column-mapping step and live ingest progress (htmx)."""
+from pathlib import Path
 
-from datanets.models import Datanet
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from core.errors import ApplicationError
+from core.roles import CONTRIBUTOR, CURATOR, role_required
+from datanets import selectors, services
+from datanets.forms import DatanetCreateForm, DatanetFilterForm, MappingForm, UploadForm
+from datanets.models import Contribution, Datanet, DatanetVersion
+
+RECORDS_PER_PAGE = 25
 
 
 @require_GET
 def datanet_list(request):
-    return render(request, "datanets/list.html", {"datanets": Datanet.objects.all()})
+    form = DatanetFilterForm(request.GET or None)
+    q, domain = "", ""
+    if form.is_valid():
+        q, domain = form.cleaned_data["q"], form.cleaned_data["domain"]
+    datanets = selectors.datanet_list(search=q, domain=domain)
+    template = "datanets/_list_cards.html" if request.htmx else "datanets/list.html"
+    return render(request, template, {"datanets": datanets, "form": form})
+
+
+@role_required(CURATOR)
+@require_http_methods(["GET", "POST"])
+def datanet_create(request):
+    """Curators (and admins) create Datanets; the creator becomes the Datanet's first curator."""
+    form = DatanetCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            datanet = services.datanet_create(owner=request.user, curators=[request.user], **form.cleaned_data)
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, f"Datanet '{datanet.name}' created.")
+            return redirect("datanets:detail", slug=datanet.slug)
+    return render(request, "datanets/create.html", {"form": form})
+
+
+@require_GET
+def datanet_detail(request, slug):
+    datanet = get_object_or_404(Datanet, slug=slug)
+    page = Paginator(selectors.record_list(datanet=datanet, accepted_only=True), RECORDS_PER_PAGE).get_page(request.GET.get("page"))
+    if request.htmx and request.GET.get("page"):
+        return render(request, "datanets/_records.html", {"datanet": datanet, "page": page})
+    distribution = selectors.datanet_label_distribution(datanet=datanet)
+    total = sum(n for _, n in distribution) or 1
+    bars = [{"label": lab or "(none)", "n": n, "pct": round(100 * n / total, 1)} for lab, n in distribution]
+    return render(request, "datanets/detail.html", {
+        "datanet": datanet, "counts": selectors.datanet_counts(datanet=datanet), "bars": bars,
+        "contributors": selectors.datanet_contributors_ranked(datanet=datanet),
+        "versions": datanet.versions.all(), "page": page,
+        "can_curate": services.user_can_curate(user=request.user, datanet=datanet),
+    })
+
+
+@role_required(CONTRIBUTOR)
+@require_http_methods(["GET", "POST"])
+def upload(request, slug):
+    datanet = get_object_or_404(Datanet, slug=slug)
+    form = UploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            result = services.contribution_upload(
+                datanet=datanet, contributor=request.user, file=form.cleaned_data["file"],
+                file_name=form.cleaned_data["file"].name, text_mode=form.cleaned_data["text_mode"],
+                drop_bad_rows=form.cleaned_data["drop_bad_rows"], auto_start=False)
+        except ApplicationError as exc:
+            form.add_error("file", exc.message)
+        else:
+            if not result.created and result.contribution.ingest_state != Contribution.IngestState.MAPPING:
+                messages.info(request, "This file was uploaded before; here is its contribution.")
+            return redirect("datanets:contribution", pk=result.contribution.pk)
+    return render(request, "datanets/upload.html", {"datanet": datanet, "form": form})
+
+
+def _own_contribution(request, pk) -> Contribution:
+    contribution = get_object_or_404(Contribution.objects.select_related("datanet", "contributor"), pk=pk)
+    if contribution.contributor_id != request.user.pk and not services.user_can_curate(user=request.user, datanet=contribution.datanet):
+        raise PermissionDenied("This is not your contribution.")
+    return contribution
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def contribution_detail(request, pk):
+    contribution = _own_contribution(request, pk)
+    opts = contribution.options
+    form = None
+    if contribution.ingest_state == Contribution.IngestState.MAPPING:
+        initial = {"text_column": opts.get("text_column") or opts.get("guess", {}).get("text_column"),
+                   "label_column": opts.get("label_column") or opts.get("guess", {}).get("label_column"),
+                   "text_mode": opts.get("text_mode", "line"), "drop_bad_rows": opts.get("drop_bad_rows", False)}
+        form = MappingForm(request.POST or None, initial=initial, columns=opts.get("columns", []),
+                           needs_label=contribution.datanet.task == Datanet.Task.CLASSIFICATION,
+                           is_text=contribution.format == "text")
+        if request.method == "POST" and form.is_valid():
+            try:
+                services.contribution_start(contribution=contribution, user=request.user,
+                                            text_column=form.cleaned_data.get("text_column", ""),
+                                            label_column=form.cleaned_data.get("label_column", ""),
+                                            text_mode=form.cleaned_data.get("text_mode", "line"),
+                                            drop_bad_rows=form.cleaned_data["drop_bad_rows"])
+            except ApplicationError as exc:
+                form.add_error(None, exc.message)
+            else:
+                return redirect("datanets:contribution", pk=contribution.pk)
+    preview_columns = opts.get("columns", [])
+    preview = [[row.get(c, "") for c in preview_columns] for row in opts.get("preview", [])]
+    return render(request, "datanets/contribution.html", {
+        "c": contribution, "form": form, "preview_columns": preview_columns, "preview": preview,
+        "records": contribution.records.order_by("id")[:10],
+        "labels": services.contribution_label_counts(contribution=contribution) if contribution.record_count else {},
+    })
+
+
+@login_required
+@require_POST
+def contribution_retry(request, pk):
+    """After a failed ingest: the contributor's choice to store the valid rows and drop the bad ones."""
+    contribution = _own_contribution(request, pk)
+    try:
+        services.contribution_retry(contribution=contribution, user=request.user, drop_bad_rows=True)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    return redirect("datanets:contribution", pk=contribution.pk)
+
+
+@login_required
+@require_GET
+def contribution_status(request, pk):
+    """The progress fragment that the contribution page polls while the ingest runs."""
+    contribution = _own_contribution(request, pk)
+    response = render(request, "datanets/_status.html", {"c": contribution})
+    if contribution.ingest_state in (Contribution.IngestState.DONE, Contribution.IngestState.FAILED):
+        response["HX-Refresh"] = "true"  # the whole page shows the outcome
+    return response
+
+
+@login_required
+@require_GET
+def my_contributions(request):
+    page = Paginator(selectors.contributions_of(user=request.user), 50).get_page(request.GET.get("page"))
+    return render(request, "datanets/mine.html", {"page": page})
+
+
+@login_required
+@require_POST
+def version_create(request, slug):
+    datanet = get_object_or_404(Datanet, slug=slug)
+    try:
+        version = services.datanet_version_create(datanet=datanet, user=request.user)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Version {version.number} created: {version.record_count} records, root {version.merkle_root}.")
+    return redirect("datanets:detail", slug=slug)
+
+
+DOWNLOADS = {"parquet": ("data.parquet", "application/vnd.apache.parquet"), "jsonl": ("data.jsonl", "application/x-ndjson")}
+
+
+@login_required
+@require_GET
+def version_download(request, pk, fmt):
+    version = get_object_or_404(DatanetVersion.objects.select_related("datanet"), pk=pk)
+    if fmt not in DOWNLOADS or not version.export_path:
+        raise Http404("No such export.")
+    name, content_type = DOWNLOADS[fmt]
+    path = Path(version.export_path) / name
+    if not path.is_file():
+        raise Http404("The export file is missing.")
+    return FileResponse(open(path, "rb"), as_attachment=True, content_type=content_type,  # noqa: SIM115 - FileResponse closes it
+                        filename=f"{version.datanet.slug}-v{version.number}.{fmt}")

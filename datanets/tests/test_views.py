@@ -1,0 +1,155 @@
+"""HTML pages: list, detail, upload with mapping, progress fragment, my contributions, downloads."""
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from accounts.tests.factories import UserFactory
+from core.roles import CURATOR, MODEL_DEVELOPER
+from datanets import services
+from datanets.models import Contribution, Datanet
+from datanets.tests.factories import DatanetFactory, contributor, curator_of
+from datanets.tests.helpers import ingest, upload
+
+pytestmark = pytest.mark.django_db
+CSV = b"label,text\npositive,Profit rose.\nnegative,<script>alert(1)</script>\nneutral,Monday meeting.\n"
+
+
+def test_list_search_and_domain_filter(client):
+    DatanetFactory(name="Finance news", domain=Datanet.Domain.FINANCE)
+    DatanetFactory(name="Game chat", domain=Datanet.Domain.GAMING)
+    body = client.get(reverse("datanets:list")).content.decode()
+    assert "<h1>Datanets" in body and "Finance news" in body and "Game chat" in body
+    body = client.get(reverse("datanets:list"), {"domain": "gaming"}).content.decode()
+    assert "Game chat" in body and "Finance news" not in body
+    resp = client.get(reverse("datanets:list"), {"q": "financ"}, HTTP_HX_REQUEST="true")
+    assert "Finance news" in resp.content.decode() and "<h1>" not in resp.content.decode()
+
+
+def test_detail_shows_counts_chart_contributors_versions_and_escaped_records(client):
+    datanet = DatanetFactory(name="Finance")
+    cur = curator_of(datanet)
+    alice = contributor("alice")
+    c = ingest(upload(datanet, alice, "a.csv", CSV))
+    services.contribution_accept(contribution=c, curator=cur)
+    v = services.datanet_version_create(datanet=datanet, user=cur)
+    body = client.get(reverse("datanets:detail", args=[datanet.slug])).content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "<script>alert(1)" not in body
+    assert "dn-bar-fill" in body and "alice" in body and v.merkle_root in body
+    client.force_login(alice)
+    resp = client.get(reverse("datanets:version-download", args=[v.id, "jsonl"]))
+    assert resp.status_code == 200 and b"Profit rose." in b"".join(resp.streaming_content)
+    assert client.get(reverse("datanets:version-download", args=[v.id, "exe"])).status_code == 404
+
+
+def test_upload_mapping_and_status_pages(client):
+    datanet = DatanetFactory()
+    alice = contributor("alice")
+    client.force_login(alice)
+    url = reverse("datanets:upload", args=[datanet.slug])
+    resp = client.post(url, {"file": SimpleUploadedFile("x.csv", b"a,b\nProfit rose.,positive\n"), "text_mode": "line"})
+    c = Contribution.objects.get()
+    assert resp.status_code == 302 and resp.url == reverse("datanets:contribution", args=[c.id])
+    page = client.get(resp.url).content.decode()
+    assert "Map the columns" in page and "Profit rose." in page
+    resp = client.post(resp.url, {"text_column": "a", "label_column": "b"})
+    assert resp.status_code == 302
+    c.refresh_from_db()
+    assert c.ingest_state == "queued" and c.options["label_column"] == "b"
+    status = client.get(reverse("datanets:contribution-status", args=[c.id]))
+    assert 'hx-trigger="every 2s"' in status.content.decode()
+    services.contribution_ingest(contribution_id=c.id)
+    status = client.get(reverse("datanets:contribution-status", args=[c.id]))
+    assert status["HX-Refresh"] == "true"
+    assert "1 records stored" in client.get(reverse("datanets:contribution", args=[c.id])).content.decode()
+    assert "x.csv" in client.get(reverse("datanets:mine")).content.decode()
+
+
+def test_upload_errors_are_shown_on_the_form(client):
+    datanet = DatanetFactory()
+    client.force_login(contributor())
+    resp = client.post(reverse("datanets:upload", args=[datanet.slug]),
+                       {"file": SimpleUploadedFile("x.pdf", b"%PDF-1.4"), "text_mode": "line"})
+    assert resp.status_code == 200 and "Unsupported format" in resp.content.decode()
+    assert not Contribution.objects.exists()
+
+
+def test_failed_ingest_page_lists_row_errors(client):
+    datanet = DatanetFactory()
+    alice = contributor()
+    c = ingest(upload(datanet, alice, "bad.csv", b"label,text\nbullish,x\n"))
+    client.force_login(alice)
+    body = client.get(reverse("datanets:contribution", args=[c.id])).content.decode()
+    assert "nothing was stored" in body and "row 1: unknown label" in body
+
+
+def test_pages_need_the_right_user(client):
+    datanet = DatanetFactory()
+    c = ingest(upload(datanet, contributor("alice"), "a.csv", CSV))
+    client.force_login(contributor("bob"))
+    assert client.get(reverse("datanets:contribution", args=[c.id])).status_code == 403
+    client.force_login(UserFactory())
+    assert client.get(reverse("datanets:upload", args=[datanet.slug])).status_code == 403
+    assert client.get(reverse("datanets:contribution-status", args=[c.id])).status_code == 403
+    assert client.post(reverse("datanets:contribution-retry", args=[c.id])).status_code == 403
+    client.logout()
+    for url in (reverse("datanets:mine"), reverse("datanets:create"), reverse("datanets:contribution", args=[c.id])):
+        resp = client.get(url)
+        assert resp.status_code == 302 and "/accounts/login" in resp.url
+
+
+def test_create_datanet_needs_the_curator_role(client):
+    client.force_login(UserFactory(roles=[MODEL_DEVELOPER]))
+    assert client.get(reverse("datanets:create")).status_code == 403
+    boss = UserFactory(username="boss", roles=[CURATOR])
+    client.force_login(boss)
+    assert "New Datanet" in client.get(reverse("datanets:list")).content.decode()
+    form = {"name": "Medical notes", "domain": "healthcare", "task": "classification", "labels": "urgent\nroutine\n",
+            "min_stake": "5", "slash_fraction": "0.25", "max_text_length": "2000"}
+    resp = client.post(reverse("datanets:create"), {**form, "labels": "only-one"})
+    assert resp.status_code == 200 and "at least two labels" in resp.content.decode()
+    resp = client.post(reverse("datanets:create"), form)
+    datanet = Datanet.objects.get(name="Medical notes")
+    assert resp.status_code == 302 and resp.url == reverse("datanets:detail", args=[datanet.slug])
+    assert datanet.labels == ["urgent", "routine"] and datanet.owner == boss and str(datanet.slash_fraction) == "0.2500"
+    assert services.user_can_curate(user=boss, datanet=datanet)
+    # A name whose slug an HTML page uses gets another slug.
+    client.post(reverse("datanets:create"), {**form, "name": "New"})
+    assert Datanet.objects.get(name="New").slug == "new-2"
+
+
+def test_failed_ingest_offers_drop_bad_rows_and_retry_stores_the_rest(client):
+    datanet = DatanetFactory()
+    alice = contributor("alice")
+    c = ingest(upload(datanet, alice, "mixed.csv", b"label,text\npositive,Good.\nbullish,Odd.\nneutral,Flat.\n"))
+    assert c.ingest_state == "failed" and c.rows_bad == 1
+    client.force_login(alice)
+    body = client.get(reverse("datanets:contribution", args=[c.id])).content.decode()
+    assert "row 2: unknown label" in body and "Drop the 1 bad row and store the valid ones" in body
+    resp = client.post(reverse("datanets:contribution-retry", args=[c.id]))
+    assert resp.status_code == 302
+    c.refresh_from_db()
+    assert c.ingest_state == "queued" and c.options["drop_bad_rows"] is True
+    c = services.contribution_ingest(contribution_id=c.id)
+    assert c.ingest_state == "done" and c.record_count == 2 and c.rows_bad == 1
+    body = client.get(reverse("datanets:contribution", args=[c.id])).content.decode()
+    assert "Bad rows dropped" in body and "Drop the" not in body
+    # Only a failed ingest can be retried.
+    client.post(reverse("datanets:contribution-retry", args=[c.id]))
+    assert "only a failed ingest can be retried" in client.get(reverse("datanets:contribution", args=[c.id])).content.decode()
+
+
+def test_curator_creates_a_version_from_the_page_others_cannot(client):
+    datanet = DatanetFactory()
+    cur = curator_of(datanet, "cura")
+    alice = contributor("alice")
+    services.contribution_accept(contribution=ingest(upload(datanet, alice, "a.csv", CSV)), curator=cur)
+    client.force_login(alice)
+    assert "Create version" not in client.get(reverse("datanets:detail", args=[datanet.slug])).content.decode()
+    client.post(reverse("datanets:version-create", args=[datanet.slug]))
+    assert not datanet.versions.exists()
+    client.force_login(cur)
+    assert "Create version" in client.get(reverse("datanets:detail", args=[datanet.slug])).content.decode()
+    resp = client.post(reverse("datanets:version-create", args=[datanet.slug]), follow=True)
+    v = datanet.versions.get()
+    assert f"Version 1 created: {v.record_count} records" in resp.content.decode()
+    assert reverse("datanets:version-download", args=[v.id, "parquet"]) in resp.content.decode()
