@@ -92,3 +92,23 @@ def contribution_conflicts(*, contribution: Contribution, limit: int = 50) -> li
 
 def contributions_of(*, user) -> QuerySet[Contribution]:
     return Contribution.objects.filter(contributor=user).select_related("datanet").order_by("-created_at")
+
+
+def contributions_visible_to(*, user, datanet: Datanet) -> QuerySet[Contribution]:
+    """A Datanet's contributions that `user` may see: all for its curators, otherwise their own."""
+    from datanets.services import user_can_curate
+
+    qs = datanet.contributions.select_related("datanet", "contributor", "curator").order_by("-created_at")
+    return qs if user_can_curate(user=user, datanet=datanet) else qs.filter(contributor=user)
+
+
+def records_visible_to(*, user, datanet: Datanet, label: str = "", contribution_id: int | None = None,
+                       contributor: str = "", conflicts: bool | None = None) -> QuerySet[Record]:
+    """Records `user` may read: a curator all of the Datanet's; others accepted ones and their own."""
+    from datanets.services import user_can_curate
+
+    qs = record_list(datanet=datanet, label=label, contribution_id=contribution_id, contributor=contributor,
+                     conflicts=conflicts)
+    if not user_can_curate(user=user, datanet=datanet):
+        qs = qs.filter(Q(contribution__status=Contribution.Status.ACCEPTED) | Q(contributor=user))
+    return qs

@@ -211,7 +211,8 @@ def contribution_upload(*, datanet: Datanet, contributor, file, file_name: str =
     size = _file_size(file)
     limit = settings.DATANET_UPLOAD_MAX_BYTES
     if size > limit:
-        raise ApplicationError(ERR_OVERSIZE.format(size=size, limit=limit), extra={"size": size, "limit": limit})
+        raise ApplicationError(ERR_OVERSIZE.format(size=size, limit=limit), extra={"size": size, "limit": limit},
+                               status_code=413)
     if size == 0:
         raise ApplicationError(readers.ERR_EMPTY)
     try:

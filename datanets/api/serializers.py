@@ -1,0 +1,157 @@
+"""API shapes for Datanets. Serializers only validate and present; services do the work."""
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.reverse import reverse
+
+from datanets.models import Contribution, Datanet, DatanetVersion, Record
+from datanets.readers import TEXT_MODES
+
+DOWNLOAD_FORMATS = ("parquet", "jsonl")
+
+
+class DatanetSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    curators = serializers.SlugRelatedField(many=True, read_only=True, slug_field="username")
+    accepted_records = serializers.IntegerField(read_only=True, required=False,
+                                                help_text="Records of accepted contributions (list only).")
+
+    class Meta:
+        model = Datanet
+        fields = ("id", "slug", "name", "domain", "task", "labels", "description", "license", "max_text_length",
+                  "min_stake", "slash_fraction", "owner", "curators", "accepted_records", "created_at")
+        read_only_fields = fields
+
+
+class DatanetCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=120)
+    domain = serializers.ChoiceField(choices=Datanet.Domain.choices, default=Datanet.Domain.OTHER)
+    task = serializers.ChoiceField(choices=Datanet.Task.choices, default=Datanet.Task.CLASSIFICATION)
+    labels = serializers.ListField(child=serializers.CharField(max_length=120), required=False, default=list,
+                                   help_text="Allowed labels; at least two for classification, ignored for generation.")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    license = serializers.CharField(required=False, allow_blank=True, default="", max_length=120)
+    min_stake = serializers.DecimalField(max_digits=38, decimal_places=18, min_value=0, default="10")
+    slash_fraction = serializers.DecimalField(max_digits=5, decimal_places=4, min_value=0, max_value=1, default="0.5")
+    max_text_length = serializers.IntegerField(min_value=1, max_value=1_000_000, default=10_000)
+
+
+class LabelCountSerializer(serializers.Serializer):
+    label = serializers.CharField()
+    records = serializers.IntegerField()
+
+
+class ContributorRankSerializer(serializers.Serializer):
+    username = serializers.CharField(source="contributor__username")
+    records = serializers.IntegerField()
+
+
+class DatanetDetailSerializer(DatanetSerializer):
+    counts = serializers.DictField(read_only=True, help_text="contributions (total/pending/accepted/rejected), "
+                                   "records (total/accepted/conflicts/contributors), versions")
+    label_distribution = LabelCountSerializer(many=True, read_only=True)
+    contributors = ContributorRankSerializer(many=True, read_only=True, help_text="Ranked by accepted records.")
+
+    class Meta(DatanetSerializer.Meta):
+        fields = (*DatanetSerializer.Meta.fields, "counts", "label_distribution", "contributors")
+        read_only_fields = fields
+
+
+class ContributionSerializer(serializers.ModelSerializer):
+    datanet = serializers.CharField(source="datanet.slug", read_only=True)
+    contributor = serializers.CharField(source="contributor.username", read_only=True)
+    curator = serializers.CharField(source="curator.username", read_only=True, default=None)
+    columns = serializers.SerializerMethodField()
+    guess = serializers.SerializerMethodField()
+    text_column = serializers.SerializerMethodField()
+    label_column = serializers.SerializerMethodField()
+    drop_bad_rows = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Contribution
+        fields = ("id", "url", "datanet", "contributor", "file_name", "file_sha256", "file_size", "format",
+                  "compression", "encoding", "columns", "guess", "text_column", "label_column", "drop_bad_rows",
+                  "ingest_state", "ingest_progress", "ingest_errors", "rows_total", "rows_bad", "record_count",
+                  "duplicates_dropped", "conflicts", "stake", "status", "curator", "reason", "created_at",
+                  "decided_at")
+        read_only_fields = fields
+
+    def get_columns(self, obj) -> list[str]:
+        return obj.options.get("columns", [])
+
+    @extend_schema_field({"type": "object", "properties": {"text_column": {"type": "string"},
+                                                           "label_column": {"type": "string"}}})
+    def get_guess(self, obj) -> dict:
+        return obj.options.get("guess", {})
+
+    def get_text_column(self, obj) -> str:
+        return obj.options.get("text_column", "")
+
+    def get_label_column(self, obj) -> str:
+        return obj.options.get("label_column", "")
+
+    def get_drop_bad_rows(self, obj) -> bool:
+        return bool(obj.options.get("drop_bad_rows"))
+
+    def get_url(self, obj) -> str:
+        return reverse("api-contribution", args=[obj.id], request=self.context.get("request"))
+
+
+class UploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="CSV, TSV, JSONL, Parquet or plain text; .gz or .zip of one. "
+                                           f"At most {settings.DATANET_UPLOAD_MAX_BYTES} bytes (DATANET_UPLOAD_MAX_BYTES).")
+    text_column = serializers.CharField(required=False, allow_blank=True, default="",
+                                        help_text="Column with the text; guessed when left out.")
+    label_column = serializers.CharField(required=False, allow_blank=True, default="",
+                                         help_text="Column with the label (classification); guessed when left out.")
+    text_mode = serializers.ChoiceField(choices=TEXT_MODES, default="line",
+                                        help_text="Plain text: one record per line or per paragraph.")
+    drop_bad_rows = serializers.BooleanField(default=False,
+                                             help_text="Store the valid rows even if some fail validation.")
+
+
+class ContributionStartSerializer(serializers.Serializer):
+    text_column = serializers.CharField(required=False, allow_blank=True, default="")
+    label_column = serializers.CharField(required=False, allow_blank=True, default="")
+    text_mode = serializers.ChoiceField(choices=TEXT_MODES, default="line")
+    drop_bad_rows = serializers.BooleanField(default=False)
+
+
+class RecordSerializer(serializers.ModelSerializer):
+    contributor = serializers.CharField(source="contributor.username", read_only=True)
+    contribution = serializers.IntegerField(source="contribution_id", read_only=True)
+
+    class Meta:
+        model = Record
+        fields = ("id", "text", "label", "sha256", "contribution", "contributor", "row_number", "is_conflict")
+        read_only_fields = fields
+
+
+class VersionSerializer(serializers.ModelSerializer):
+    datanet = serializers.CharField(source="datanet.slug", read_only=True)
+    created_by = serializers.CharField(source="created_by.username", read_only=True)
+    downloads = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DatanetVersion
+        fields = ("id", "datanet", "number", "merkle_root", "record_count", "contributor_count", "label_counts",
+                  "created_by", "created_at", "downloads")
+        read_only_fields = fields
+
+    @extend_schema_field({"type": "object", "properties": {f: {"type": "string", "format": "uri"}
+                                                           for f in DOWNLOAD_FORMATS}})
+    def get_downloads(self, obj) -> dict:
+        if not obj.export_path:
+            return {}
+        request = self.context.get("request")
+        return {fmt: reverse("api-version-download", args=[obj.datanet.slug, obj.number, fmt], request=request)
+                for fmt in DOWNLOAD_FORMATS}
+
+
+class ProofSerializer(serializers.Serializer):
+    record_id = serializers.IntegerField()
+    leaf = serializers.CharField(help_text="0x + sha256 of the record's canonical (text, label) form")
+    proof = serializers.ListField(child=serializers.CharField(), help_text="Sibling hashes, leaf to root")
+    root = serializers.CharField(help_text="The version's Merkle root (sorted-pair sha256)")
+    verified = serializers.BooleanField(help_text="The server's own check of the proof against the root")

@@ -1,0 +1,241 @@
+"""REST API for Datanets: thin views over datanets.services and datanets.selectors.
+
+Every endpoint needs an authenticated caller (the project default); creating a Datanet needs the curator
+role, uploading the contributor role, and creating a version being a curator of that Datanet (403).
+"""
+from pathlib import Path
+
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from core.api import HasRole
+from core.roles import CONTRIBUTOR, CURATOR
+from datanets import selectors, services
+from datanets.api.serializers import (
+    ContributionSerializer,
+    ContributionStartSerializer,
+    DatanetCreateSerializer,
+    DatanetDetailSerializer,
+    DatanetSerializer,
+    ProofSerializer,
+    RecordSerializer,
+    UploadSerializer,
+    VersionSerializer,
+)
+from datanets.models import Contribution, Datanet, DatanetVersion
+from datanets.views import DOWNLOADS
+
+TAGS = ["datanets"]
+ERROR = OpenApiResponse(description="`{detail}` says why")
+
+
+def _paginate(view: APIView, request, queryset, serializer_class):
+    paginator = api_settings.DEFAULT_PAGINATION_CLASS()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True, context={"request": request}).data)
+
+
+def _datanet(slug: str) -> Datanet:
+    return get_object_or_404(Datanet, slug=slug)
+
+
+def _contribution_for(request, contribution_id: int) -> Contribution:
+    """The contribution if the caller uploaded it or curates its Datanet; 404 otherwise (no existence leak)."""
+    c = get_object_or_404(Contribution.objects.select_related("datanet", "contributor", "curator"), pk=contribution_id)
+    if c.contributor_id != request.user.pk and not services.user_can_curate(user=request.user, datanet=c.datanet):
+        raise Http404("No such contribution.")
+    return c
+
+
+def _version(slug: str, number: int) -> DatanetVersion:
+    return get_object_or_404(DatanetVersion.objects.select_related("datanet", "created_by"),
+                             datanet__slug=slug, number=number)
+
+
+class DatanetListCreateApi(APIView):
+    """Datanets, searchable and filterable by domain. POST (curators) creates one; the caller curates it."""
+
+    def get_permissions(self):
+        return [IsAuthenticated(), HasRole(CURATOR)()] if self.request.method == "POST" else [IsAuthenticated()]
+
+    @extend_schema(tags=TAGS, responses=DatanetSerializer(many=True), parameters=[
+        OpenApiParameter("search", str, description="Words in the name, slug or description"),
+        OpenApiParameter("domain", str, enum=Datanet.Domain.values)])
+    def get(self, request):
+        qs = selectors.datanet_list(search=request.query_params.get("search", ""),
+                                    domain=request.query_params.get("domain", "")).prefetch_related("curators")
+        return _paginate(self, request, qs.select_related("owner"), DatanetSerializer)
+
+    @extend_schema(tags=TAGS, request=DatanetCreateSerializer, responses={201: DatanetDetailSerializer, 400: ERROR, 403: ERROR})
+    def post(self, request):
+        serializer = DatanetCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        datanet = services.datanet_create(owner=request.user, curators=[request.user], **serializer.validated_data)
+        return Response(_detail_data(datanet), status=status.HTTP_201_CREATED)
+
+
+def _detail_data(datanet: Datanet) -> dict:
+    datanet.counts = selectors.datanet_counts(datanet=datanet)
+    datanet.label_distribution = [{"label": lab, "records": n}
+                                  for lab, n in selectors.datanet_label_distribution(datanet=datanet)]
+    datanet.contributors = selectors.datanet_contributors_ranked(datanet=datanet)
+    return DatanetDetailSerializer(datanet).data
+
+
+class DatanetDetailApi(APIView):
+    """One Datanet with its counts, label distribution of accepted records and contributors ranked."""
+
+    @extend_schema(tags=TAGS, responses={200: DatanetDetailSerializer, 404: ERROR})
+    def get(self, request, slug: str):
+        return Response(_detail_data(_datanet(slug)))
+
+
+class ContributionListUploadApi(APIView):
+    """A Datanet's contributions (curators: all; others: their own). POST uploads a file (multipart).
+
+    The upload answers 201 with a new contribution whose ingest is queued (poll its `url`), or 200 with
+    the first contribution when the same file was uploaded before. When the columns cannot be guessed,
+    `ingest_state` is `mapping`: choose them with POST `.../start/`.
+    """
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_permissions(self):
+        return [IsAuthenticated(), HasRole(CONTRIBUTOR)()] if self.request.method == "POST" else [IsAuthenticated()]
+
+    @extend_schema(tags=TAGS, responses=ContributionSerializer(many=True), parameters=[
+        OpenApiParameter("status", str, enum=Contribution.Status.values)])
+    def get(self, request, slug: str):
+        qs = selectors.contributions_visible_to(user=request.user, datanet=_datanet(slug))
+        if request.query_params.get("status"):
+            qs = qs.filter(status=request.query_params["status"])
+        return _paginate(self, request, qs, ContributionSerializer)
+
+    @extend_schema(tags=TAGS, request={"multipart/form-data": UploadSerializer},
+                   responses={201: ContributionSerializer, 200: ContributionSerializer, 400: ERROR, 403: ERROR,
+                              413: OpenApiResponse(description="The file is over DATANET_UPLOAD_MAX_BYTES")})
+    def post(self, request, slug: str):
+        datanet = _datanet(slug)
+        serializer = UploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = services.contribution_upload(
+            datanet=datanet, contributor=request.user, file=data["file"], file_name=data["file"].name,
+            text_column=data["text_column"], label_column=data["label_column"], text_mode=data["text_mode"],
+            drop_bad_rows=data["drop_bad_rows"])
+        return Response(ContributionSerializer(result.contribution, context={"request": request}).data,
+                        status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+class MyContributionListApi(APIView):
+    """The caller's contributions to every Datanet, newest first, with their ingest and review state."""
+
+    @extend_schema(tags=TAGS, responses=ContributionSerializer(many=True))
+    def get(self, request):
+        return _paginate(self, request, selectors.contributions_of(user=request.user).select_related("contributor", "curator"),
+                         ContributionSerializer)
+
+
+class ContributionDetailApi(APIView):
+    """One contribution: ingest state and progress, row errors, counts, stake and review (poll this)."""
+
+    @extend_schema(tags=TAGS, responses={200: ContributionSerializer, 404: ERROR})
+    def get(self, request, contribution_id: int):
+        return Response(ContributionSerializer(_contribution_for(request, contribution_id), context={"request": request}).data)
+
+
+class ContributionStartApi(APIView):
+    """Choose the columns of a contribution waiting in `mapping` and queue its ingest."""
+
+    @extend_schema(tags=TAGS, request=ContributionStartSerializer, responses={202: ContributionSerializer, 400: ERROR, 403: ERROR})
+    def post(self, request, contribution_id: int):
+        c = _contribution_for(request, contribution_id)
+        serializer = ContributionStartSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        c = services.contribution_start(contribution=c, user=request.user, **serializer.validated_data)
+        return Response(ContributionSerializer(c, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ContributionRetryApi(APIView):
+    """After a failed ingest, queue it again from the stored file, dropping the rows that failed validation."""
+
+    @extend_schema(tags=TAGS, request=None, responses={202: ContributionSerializer, 400: ERROR, 403: ERROR})
+    def post(self, request, contribution_id: int):
+        c = services.contribution_retry(contribution=_contribution_for(request, contribution_id), user=request.user,
+                                        drop_bad_rows=True)
+        return Response(ContributionSerializer(c, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RecordListApi(APIView):
+    """A Datanet's records, paginated: accepted ones and the caller's own (curators: all)."""
+
+    @extend_schema(tags=TAGS, responses=RecordSerializer(many=True), parameters=[
+        OpenApiParameter("label", str), OpenApiParameter("contribution", int),
+        OpenApiParameter("contributor", str, description="username"),
+        OpenApiParameter("conflicts", bool, description="Only (true) or no (false) conflicting records")])
+    def get(self, request, slug: str):
+        p = request.query_params
+        try:
+            contribution_id = int(p["contribution"]) if p.get("contribution") else None
+        except ValueError:
+            return Response({"detail": "contribution must be an integer id."}, status=status.HTTP_400_BAD_REQUEST)
+        conflicts = {"true": True, "false": False}.get(p.get("conflicts", "").lower())
+        qs = selectors.records_visible_to(user=request.user, datanet=_datanet(slug), label=p.get("label", ""),
+                                          contribution_id=contribution_id, contributor=p.get("contributor", ""),
+                                          conflicts=conflicts)
+        return _paginate(self, request, qs, RecordSerializer)
+
+
+class VersionListCreateApi(APIView):
+    """A Datanet's versions, newest first. POST (its curators only) freezes the accepted records as a new one."""
+
+    @extend_schema(tags=TAGS, responses=VersionSerializer(many=True))
+    def get(self, request, slug: str):
+        qs = _datanet(slug).versions.select_related("datanet", "created_by").order_by("-number")
+        return _paginate(self, request, qs, VersionSerializer)
+
+    @extend_schema(tags=TAGS, request=None, responses={201: VersionSerializer, 400: ERROR, 403: ERROR})
+    def post(self, request, slug: str):
+        version = services.datanet_version_create(datanet=_datanet(slug), user=request.user)
+        return Response(VersionSerializer(version, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+
+class VersionDetailApi(APIView):
+    """One version: Merkle root, counts and download links."""
+
+    @extend_schema(tags=TAGS, responses={200: VersionSerializer, 404: ERROR})
+    def get(self, request, slug: str, number: int):
+        return Response(VersionSerializer(_version(slug, number), context={"request": request}).data)
+
+
+class VersionDownloadApi(APIView):
+    """The version's export as a file: Parquet or JSONL (columns text, label, record_id, contributor)."""
+
+    @extend_schema(tags=TAGS, responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, 404: ERROR})
+    def get(self, request, slug: str, number: int, fmt: str):
+        version = _version(slug, number)
+        if fmt not in DOWNLOADS or not version.export_path:
+            raise Http404("No such export.")
+        name, content_type = DOWNLOADS[fmt]
+        path = Path(version.export_path) / name
+        if not path.is_file():
+            raise Http404("The export file is missing.")
+        return FileResponse(open(path, "rb"), as_attachment=True, content_type=content_type,  # noqa: SIM115 - FileResponse closes it
+                            filename=f"{slug}-v{number}.{fmt}")
+
+
+class VersionProofApi(APIView):
+    """Merkle inclusion proof of one record in a version: anyone can check it against the published root."""
+
+    @extend_schema(tags=TAGS, responses={200: ProofSerializer, 404: ERROR})
+    def get(self, request, slug: str, number: int, record_id: int):
+        proof = services.version_record_proof(version=_version(slug, number), record_id=record_id)
+        return Response(ProofSerializer(proof).data)
