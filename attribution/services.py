@@ -1,0 +1,379 @@
+"""Proof of Attribution services: build a model's gradient index, turn it into contributor weights, and
+explain one prediction by its training records.
+
+The engines (`attribution.engines`) do the maths without Django; this module picks the records, runs
+them, stores the files next to the model's adapter and writes the rows. See docs/attribution.md.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from attribution.models import AttributionIndex, ModelContributorWeight
+from attribution.selectors import model_contributor_weights, usernames  # noqa: F401 - weights re-exported
+from core.errors import ApplicationError
+
+logger = logging.getLogger(__name__)
+
+CLASSIFICATION = "classification"
+INDEX_SUBDIR = ("attribution", "gradient")
+WEIGHTS_FILE = "weights.json"
+SUMMARY_FILE = "summary.json"
+SUMMARY_TOP = 50  # records kept in summary.json for the "most influential" and "likely mislabeled" lists
+VALIDATION_CHUNK = 256  # validation queries scored at a time: bounds the (chunk, n_records) score matrix
+MAX_EXPLAIN_CHARS = 5000
+MAX_TOP_K = 50
+WEIGHT_PLACES = Decimal(10) ** -18  # the ledger's 18-decimal amounts
+
+ERR_NOT_CLASSIFIER = "Influence attribution covers classification models; this model generates text."
+ERR_NO_VERSION = "The Datanet version this model was trained on no longer exists."
+ERR_NO_BASE = "The base model of this model is no longer in the catalog."
+ERR_NO_INDEX = "This model has no attribution index yet."
+ERR_NOT_READY = "The attribution index of this model is {status}; try again when it is ready."
+ERR_NO_RECORDS = "The model's Datanet version has no training records to attribute to."
+ERR_EMPTY_TEXT = "Type some text to explain."
+ERR_TOO_LONG = f"The text is over {MAX_EXPLAIN_CHARS} characters."
+ERR_TOP_K = f"top_k must be between 1 and {MAX_TOP_K}."
+ERR_FILES_GONE = "The attribution index files of this model are missing; rebuild the index."
+
+
+def engine_settings() -> dict:
+    """The gradient engine's settings (env-overridable through Django settings; the seed fixes the weights)."""
+    from attribution.engines.gradient import DEFAULT_DAMPING, DEFAULT_PROJECTION_DIM
+
+    return {
+        "projection_dim": int(getattr(settings, "ATTRIBUTION_PROJECTION_DIM", DEFAULT_PROJECTION_DIM)),
+        "damping": float(getattr(settings, "ATTRIBUTION_DAMPING", DEFAULT_DAMPING)),
+        "seed": int(getattr(settings, "ATTRIBUTION_SEED", 0)),
+        "batch_size": int(getattr(settings, "ATTRIBUTION_BATCH_SIZE", 32)),
+    }
+
+
+# --- enqueue -----------------------------------------------------------------------------------------
+
+
+def attribution_index_build_enqueue(*, model) -> AttributionIndex:
+    """Queue the gradient index build for a fine-tuned model (called by the factory when training ends).
+
+    Runs inside the caller's transaction; the task is sent on commit. A model already queued or being
+    indexed is left alone; a ready or failed one is rebuilt. Generation models get an `unsupported` row.
+    """
+    index, created = AttributionIndex.objects.select_for_update().get_or_create(
+        model=model, method=AttributionIndex.Method.GRADIENT,
+        defaults={"status": AttributionIndex.Status.QUEUED, "settings": engine_settings()},
+    )
+    if model.task != CLASSIFICATION:
+        index.status, index.error = AttributionIndex.Status.UNSUPPORTED, ERR_NOT_CLASSIFIER
+        index.save(update_fields=["status", "error"])
+        return index
+    if not created:
+        if index.status == AttributionIndex.Status.RUNNING or (
+            index.status == AttributionIndex.Status.QUEUED and index.attempts == 0
+        ):
+            return index
+        index.status, index.error, index.settings = AttributionIndex.Status.QUEUED, "", engine_settings()
+        index.save(update_fields=["status", "error", "settings"])
+
+    from attribution.tasks import attribution_index_build_task
+
+    index_id = index.id
+    transaction.on_commit(lambda: attribution_index_build_task.delay(index_id))
+    return index
+
+
+# --- build -------------------------------------------------------------------------------------------
+
+
+def _claim(index_id: int, hostname: str) -> AttributionIndex | None:
+    """Take the row for this run. RUNNING is taken again: that is a redelivered message of a dead worker."""
+    with transaction.atomic():
+        index = AttributionIndex.objects.select_for_update().filter(pk=index_id).first()
+        if index is None or index.status not in AttributionIndex.ACTIVE:
+            return None
+        index.status, index.worker, index.error = AttributionIndex.Status.RUNNING, hostname, ""
+        index.started_at, index.attempts = timezone.now(), index.attempts + 1
+        index.save(update_fields=["status", "worker", "error", "started_at", "attempts"])
+        return index
+
+
+def attribution_index_fail(*, index_id: int, reason: str) -> None:
+    AttributionIndex.objects.filter(pk=index_id).update(
+        status=AttributionIndex.Status.FAILED, error=reason[:4000], finished_at=timezone.now()
+    )
+
+
+def index_directory(model) -> Path:
+    """Where a model's gradient index lives: beside its adapter folder, so it travels with the model."""
+    return Path(model.adapter_dir).parent.joinpath(*INDEX_SUBDIR)
+
+
+def _base_path(model) -> str:
+    from factory.services import base_model_check
+
+    if model.base_model is None:
+        raise ApplicationError(ERR_NO_BASE)
+    return base_model_check(model.base_model)
+
+
+def _fresh_classifier(model, base_path: str, device: str | None = None):
+    """A newly loaded PEFT classifier (not the playground's shared cached one): the build owns it."""
+    from peft import PeftModel
+
+    from attribution.engines.gradient import TextClassifier
+    from factory.training.modeling import load_base, load_tokenizer, read_factory_meta
+
+    meta = read_factory_meta(model.adapter_dir)
+    adapter = Path(model.adapter_dir)
+    tokenizer = load_tokenizer(str(adapter) if (adapter / "tokenizer_config.json").is_file() else base_path)
+    labels = list(meta.get("labels") or model.labels)
+    base = load_base(base_path, task=CLASSIFICATION, labels=labels, pad_token_id=tokenizer.pad_token_id)
+    peft_model = PeftModel.from_pretrained(base, str(adapter))
+    peft_model.eval()
+    return TextClassifier(peft_model, tokenizer, labels, max_length=int(meta.get("max_length", 128))), meta
+
+
+def training_split(model, meta: dict) -> tuple[list, list, dict[int, int]]:
+    """(train examples, held-out examples, record id -> contributor id), split exactly as the trainer did."""
+    from factory.training.data import split_examples
+    from factory.training.types import Example
+
+    version = model.datanet_version
+    rows = list(version.records.order_by("id").values_list("id", "text", "label", "contributor_id"))
+    contributor_of = {rid: cid for rid, _, _, cid in rows}
+    examples = [Example(text=text, label=label, record_id=rid) for rid, text, label, _ in rows]
+    config = meta.get("config", {})
+    eval_split = float(config.get("eval_split", 0))
+    if not 0 < eval_split < 1 or len(examples) < 2:
+        return examples, [], contributor_of
+    train, held = split_examples(examples, eval_split=eval_split, seed=int(config.get("seed", 42)), task=CLASSIFICATION)
+    return sorted(train, key=lambda e: e.record_id), sorted(held, key=lambda e: e.record_id), contributor_of
+
+
+def _exact_weights(weights: dict[str, float]) -> dict[int, Decimal]:
+    """18-decimal weights summing to exactly 1: the rounding remainder goes to the largest weight."""
+    exact = {int(k): Decimal(repr(v)).quantize(WEIGHT_PLACES, rounding=ROUND_HALF_EVEN) for k, v in weights.items()}
+    remainder = Decimal(1) - sum(exact.values())
+    if exact and remainder:
+        top = min(exact, key=lambda k: (-exact[k], k))
+        exact[top] += remainder
+    return exact
+
+
+def attribution_index_build(*, index_id: int, hostname: str = "") -> AttributionIndex | None:
+    """Fit the gradient index over the model's training records and store its contributor weights.
+
+    Safe to run twice: a finished row is skipped, files are written to a temporary folder and swapped in,
+    and the weights are replaced in one transaction. User-caused problems mark the row failed with why.
+    """
+    import torch
+
+    from attribution.engines.base import Query, Record
+    from attribution.engines.gradient import GradientEngine
+    from attribution.engines.weights import ModelWeightsAccumulator
+
+    index = _claim(index_id, hostname)
+    if index is None:
+        return None
+    model = index.model
+    t_start = time.perf_counter()
+    tmp: Path | None = None
+    try:
+        if model.task != CLASSIFICATION:
+            raise ApplicationError(ERR_NOT_CLASSIFIER)
+        if model.datanet_version_id is None:
+            raise ApplicationError(ERR_NO_VERSION)
+        base_path = _base_path(model)
+        threads = int(getattr(settings, "FACTORY_CPU_THREADS", 0) or 0)
+        if threads and not torch.cuda.is_available():  # a crowded CPU worker is steadier on fewer threads
+            torch.set_num_threads(threads)
+        classifier, meta = _fresh_classifier(model, base_path)
+        train, held, contributor_of = training_split(model, meta)
+        if not train:
+            raise ApplicationError(ERR_NO_RECORDS)
+        records = [Record(id=str(e.record_id), text=e.text, label=e.label, contributor=str(contributor_of[e.record_id]))
+                   for e in train]
+        opts = engine_settings()
+        target = index_directory(model)
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        engine = GradientEngine(**opts, directory=tmp)
+        t0 = time.perf_counter()
+        fitted = engine.fit(classifier, records)
+        t_fit = time.perf_counter() - t0
+        # Model-level weights over the held-out split (data the model did not train on); a model trained
+        # without one is scored on its training records instead.
+        queries = [Query(text=e.text, label=e.label) for e in (held or train)]
+        acc = ModelWeightsAccumulator(fitted.contributors)
+        t0 = time.perf_counter()
+        for start in range(0, len(queries), VALIDATION_CHUNK):
+            result = engine.attribute(fitted, queries[start : start + VALIDATION_CHUNK], top_k=0, return_matrix=True)
+            acc.add(result.matrix)
+        t_weights = time.perf_counter() - t0
+        weights, negative = acc.weights(), acc.negative()
+        record_positive = acc.record_positive()
+        self_inf = engine.self_influence(fitted)
+        top_influential = [int(i) for i in np.argsort(-record_positive, kind="stable")[:SUMMARY_TOP]
+                           if record_positive[i] > 0]
+        top_self = [int(i) for i in np.argsort(-self_inf, kind="stable")[:SUMMARY_TOP]]
+        (tmp / WEIGHTS_FILE).write_text(json.dumps({"weights": weights, "negative": negative,
+                                                     "validation_queries": len(queries)}, indent=1))
+        (tmp / SUMMARY_FILE).write_text(json.dumps({
+            "influential": [{"record_id": int(fitted.record_ids[i]), "score": float(record_positive[i])}
+                            for i in top_influential],
+            "self_influence": [{"record_id": int(fitted.record_ids[i]), "score": float(self_inf[i])} for i in top_self],
+        }, indent=1))
+        del fitted
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+        tmp = None
+        counts: dict[int, int] = {}
+        for r in records:
+            counts[int(r.contributor)] = counts.get(int(r.contributor), 0) + 1
+        exact = _exact_weights(weights)
+        with transaction.atomic():
+            current = AttributionIndex.objects.select_for_update().get(pk=index.pk)
+            if current.status != AttributionIndex.Status.RUNNING or current.worker != hostname:
+                return current  # another worker took it over; its result wins
+            ModelContributorWeight.objects.filter(model=model).delete()
+            ModelContributorWeight.objects.bulk_create([
+                ModelContributorWeight(model=model, contributor_id=uid, weight=w, negative=negative[str(uid)],
+                                       record_count=counts.get(uid, 0), method=index.method)
+                for uid, w in exact.items()
+            ])
+            current.status, current.directory = AttributionIndex.Status.READY, str(target)
+            current.record_count, current.validation_count = len(records), len(queries)
+            current.settings = opts
+            current.timings = {"fit_s": round(t_fit, 3), "weights_s": round(t_weights, 3),
+                               "total_s": round(time.perf_counter() - t_start, 3), **{k: round(v, 3) for k, v in engine.timings.items()}}
+            current.disk_bytes = sum(p.stat().st_size for p in target.iterdir() if p.is_file())
+            current.finished_at = timezone.now()
+            current.save()
+        _index_cache_clear()
+        return current
+    except ApplicationError as exc:
+        attribution_index_fail(index_id=index.id, reason=exc.message)
+    except Exception as exc:
+        logger.exception("attribution index %s failed", index.id)
+        attribution_index_fail(index_id=index.id, reason=f"Internal error: {type(exc).__name__}: {exc}")
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    index.refresh_from_db()
+    return index
+
+
+# --- explain -----------------------------------------------------------------------------------------
+
+_explain_lock = threading.Lock()  # the query model is the playground's shared cached one; hooks go one at a time
+_index_cache: dict[str, tuple[float, object]] = {}
+
+
+def _index_cache_clear() -> None:
+    _index_cache.clear()
+
+
+def _load_index(directory: str):
+    """The memory-mapped index, cached per folder until its index.json changes (a rebuild swaps it)."""
+    from attribution.engines.gradient import GradientIndex
+
+    header = Path(directory) / "index.json"
+    try:
+        mtime = header.stat().st_mtime
+    except FileNotFoundError:
+        raise ApplicationError(ERR_FILES_GONE, status_code=409) from None
+    hit = _index_cache.get(directory)
+    if hit and hit[0] == mtime:
+        return hit[1]
+    index = GradientIndex.load(directory)
+    _index_cache.clear()  # one index resident at a time per process is enough for the playground
+    _index_cache[directory] = (mtime, index)
+    return index
+
+
+def ready_index(model) -> AttributionIndex:
+    index = AttributionIndex.objects.filter(model=model, method=AttributionIndex.Method.GRADIENT).first()
+    if index is None:
+        raise ApplicationError(ERR_NO_INDEX, status_code=409)
+    if index.status != AttributionIndex.Status.READY:
+        raise ApplicationError(ERR_NOT_READY.format(status=index.get_status_display().lower()), status_code=409)
+    return index
+
+
+def prediction_explain(*, model, text: str, top_k: int = 5) -> dict:
+    """The model's prediction for `text`, its top training records and every contributor's share of it.
+
+    Returns {"prediction": {"label", "probabilities"}, "records": [{record_id, text, label, contributor,
+    contributor_id, score}], "contributors": [{user_id, username, share}], "method"}. Raises
+    ApplicationError (400 bad input, 409 no ready index).
+    """
+    import torch
+
+    from attribution.engines.base import Query
+    from attribution.engines.gradient import GradientEngine, TextClassifier
+    from attribution.engines.weights import contributor_shares
+    from datanets.models import Record
+    from factory.training.predict import load_adapter
+
+    text = (text or "").strip()
+    if not text:
+        raise ApplicationError(ERR_EMPTY_TEXT)
+    if len(text) > MAX_EXPLAIN_CHARS:
+        raise ApplicationError(ERR_TOO_LONG)
+    try:
+        top_k = int(top_k)
+    except (TypeError, ValueError):
+        raise ApplicationError(ERR_TOP_K) from None
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise ApplicationError(ERR_TOP_K)
+    if model.task != CLASSIFICATION:
+        raise ApplicationError(ERR_NOT_CLASSIFIER)
+    row = ready_index(model)
+    base_path = _base_path(model)
+    peft_model, tokenizer, meta = load_adapter(base_path, model.adapter_dir)
+    index = _load_index(row.directory)
+    labels = list(index.meta["label_names"])
+    classifier = TextClassifier(peft_model, tokenizer, labels, max_length=int(index.meta["max_length"]))
+    engine = GradientEngine(projection_dim=index.meta["projection_dim"], damping=index.meta["damping"],
+                            seed=index.meta["seed"], device="cpu")
+    with _explain_lock:
+        with torch.no_grad():
+            enc = tokenizer(text, truncation=True, max_length=classifier.max_length, return_tensors="pt")
+            probs = torch.softmax(peft_model(**enc).logits[0].float(), -1).tolist()
+        predicted = int(np.argmax(probs))
+        index.model = classifier
+        vectors = engine.query_vectors(index, [Query(text=text, label=predicted)])
+        index.model = None
+    result = engine.attribute_vectors(index, vectors, top_k=top_k, return_matrix=True)
+    top = result.queries[0]
+    shares = contributor_shares(result.matrix[0], index.contributors)
+    ids = [int(r) for r in top.record_ids]
+    found = {r.pk: r for r in Record.objects.filter(pk__in=ids).select_related("contributor")}
+    users = usernames([int(uid) for uid in shares])
+    return {
+        "model_id": model.pk,
+        "method": index.method,
+        "prediction": {"label": labels[predicted],
+                       "probabilities": {name: round(p, 4) for name, p in zip(labels, probs, strict=True)}},
+        "records": [
+            {"record_id": rid, "text": found[rid].text, "label": found[rid].label,
+             "contributor": found[rid].contributor.get_username(), "contributor_id": found[rid].contributor_id,
+             "score": score}
+            for rid, score in zip(ids, top.scores, strict=True) if rid in found
+        ],
+        "contributors": [
+            {"user_id": int(uid), "username": users.get(int(uid), ""), "share": share}
+            for uid, share in sorted(shares.items(), key=lambda kv: (-kv[1], int(kv[0])))
+        ],
+    }
+

@@ -75,3 +75,44 @@ def model_contributor_weights(scores: np.ndarray, contributors: Sequence[str | N
 def contributor_ranking(weights: dict[str, float]) -> list[str]:
     """Contributors from highest to lowest weight (ties by name)."""
     return sorted(weights, key=lambda name: (-weights[name], name))
+
+
+class ModelWeightsAccumulator:
+    """`model_contributor_weights` over validation queries fed in chunks, so the (n_val, n_records) score
+    matrix never has to be in memory at once. Same rule and same result as the one-shot function.
+    """
+
+    def __init__(self, contributors: Sequence[str | None]):
+        self.contributors = list(contributors)
+        self.names, _ = _codes(self.contributors)
+        self._share_sum = np.zeros(len(self.names))
+        self._negative_sum = np.zeros(len(self.names))
+        self._record_positive = np.zeros(len(self.contributors))
+        self.queries = 0
+        self.queries_with_signal = 0
+
+    def add(self, scores: np.ndarray) -> None:
+        scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+        names, shares, negative = contributor_shares_matrix(scores, self.contributors)
+        with_signal = shares.sum(axis=1) > 0
+        self._share_sum += shares[with_signal].sum(axis=0)
+        self._negative_sum += negative.sum(axis=0)
+        self._record_positive += np.clip(scores, 0, None).sum(axis=0)
+        self.queries += scores.shape[0]
+        self.queries_with_signal += int(with_signal.sum())
+
+    def weights(self) -> dict[str, float]:
+        if not self.queries_with_signal:
+            return {name: 1.0 / len(self.names) for name in self.names}
+        mean = self._share_sum / self.queries_with_signal
+        mean = mean / mean.sum()
+        return {name: float(w) for name, w in zip(self.names, mean, strict=True)}
+
+    def negative(self) -> dict[str, float]:
+        """Mean negative influence per query for each contributor (<= 0); reported, never paid or charged."""
+        n = max(self.queries, 1)
+        return {name: float(v / n) for name, v in zip(self.names, self._negative_sum, strict=True)}
+
+    def record_positive(self) -> np.ndarray:
+        """Per record: its positive influence summed over the queries (the "most influential" list)."""
+        return self._record_positive.copy()

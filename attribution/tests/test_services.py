@@ -1,0 +1,120 @@
+"""The attribution service end to end: a really trained tiny LoRA classifier, a real index on disk."""
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.db import transaction
+
+from attribution import selectors, services
+from attribution.models import AttributionIndex, ModelContributorWeight
+from attribution.tests.factories import LABELS, make_model
+from core.errors import ApplicationError
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def model(trained_adapter, attr_base_dir, tmp_path):
+    return make_model(adapter_src=trained_adapter, base_dir=attr_base_dir, workdir=tmp_path)
+
+
+def build(model) -> AttributionIndex:
+    with transaction.atomic():
+        index = services.attribution_index_build_enqueue(model=model)
+    return services.attribution_index_build(index_id=index.id, hostname="test")
+
+
+def test_factory_hook_queues_the_build(model, django_capture_on_commit_callbacks):
+    from factory.services import _attribution_hook
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        _attribution_hook(model)
+    index = AttributionIndex.objects.get(model=model)
+    assert index.status == AttributionIndex.Status.QUEUED and index.method == "gradient"
+    assert len(callbacks) == 1  # the gpu task is sent once the factory's transaction commits
+
+
+def test_build_explain_and_weights(model):
+    index = build(model)
+    assert index.status == AttributionIndex.Status.READY, index.error
+    directory = Path(index.directory)
+    assert directory == Path(model.adapter_dir).parent / "attribution" / "gradient"
+    for name in ("index.json", "grads.f16", "preconditioner.npy", "weights.json", "summary.json"):
+        assert (directory / name).is_file(), name
+    # the index covers exactly the trainer's training split; the weights average over its held-out split
+    version_ids = set(model.datanet_version.records.values_list("id", flat=True))
+    assert index.record_count == 27 and index.validation_count == 9
+    assert index.disk_bytes > 0 and index.timings["total_s"] > 0
+
+    weights = selectors.model_contributor_weights(model=model)
+    assert set(weights) <= set(model.datanet_version.records.values_list("contributor_id", flat=True))
+    assert all(isinstance(w, Decimal) and w > 0 for w in weights.values())
+    assert sum(weights.values()) == Decimal(1)
+    assert ModelContributorWeight.objects.filter(model=model).count() == 3
+    assert sum(r.record_count for r in ModelContributorWeight.objects.filter(model=model)) == 27
+
+    out = services.prediction_explain(model=model, text="the company profit rose in quarter 99", top_k=4)
+    assert out["prediction"]["label"] in LABELS
+    assert abs(sum(out["prediction"]["probabilities"].values()) - 1) < 1e-3
+    assert len(out["records"]) == 4
+    scores = [r["score"] for r in out["records"]]
+    assert scores == sorted(scores, reverse=True)
+    for r in out["records"]:
+        assert r["record_id"] in version_ids
+        record = model.datanet_version.records.get(pk=r["record_id"])
+        assert (r["text"], r["label"], r["contributor_id"]) == (record.text, record.label, record.contributor_id)
+        assert r["contributor"] == record.contributor.username
+    shares = [c["share"] for c in out["contributors"]]
+    assert shares and abs(sum(shares) - 1) < 1e-9 and all(s > 0 for s in shares)
+
+    influential = selectors.model_influential_records(model=model, limit=5)
+    mislabeled = selectors.model_self_influence_top(model=model, limit=5)
+    assert len(mislabeled) == 5 and all(r["record_id"] in version_ids for r in influential + mislabeled)
+
+
+def test_weights_are_deterministic_for_a_fixed_seed(model):
+    build(model)
+    first = selectors.model_contributor_weights(model=model)
+    explained = services.prediction_explain(model=model, text="sales fell and jobs were cut", top_k=3)
+    index = build(model)  # a rebuild from scratch: new files swapped in, rows replaced
+    assert index.status == AttributionIndex.Status.READY and index.attempts == 2
+    assert selectors.model_contributor_weights(model=model) == first
+    again = services.prediction_explain(model=model, text="sales fell and jobs were cut", top_k=3)
+    assert [r["record_id"] for r in again["records"]] == [r["record_id"] for r in explained["records"]]
+    assert not list(Path(index.directory).parent.glob("*.tmp-*"))
+
+
+def test_a_finished_build_is_not_run_again(model):
+    index = build(model)
+    assert services.attribution_index_build(index_id=index.id, hostname="other") is None  # a redelivered message
+
+
+def test_explain_needs_a_ready_index_and_valid_input(model):
+    with pytest.raises(ApplicationError) as info:
+        services.prediction_explain(model=model, text="profit rose")
+    assert info.value.status_code == 409 and "no attribution index" in info.value.message
+    with transaction.atomic():
+        services.attribution_index_build_enqueue(model=model)
+    with pytest.raises(ApplicationError, match="is queued"):
+        services.prediction_explain(model=model, text="profit rose")
+    with pytest.raises(ApplicationError, match="Type some text"):
+        services.prediction_explain(model=model, text="   ")
+    with pytest.raises(ApplicationError, match="top_k"):
+        services.prediction_explain(model=model, text="profit rose", top_k=0)
+
+
+def test_generation_models_are_marked_unsupported(trained_adapter, attr_base_dir, tmp_path):
+    model = make_model(adapter_src=trained_adapter, base_dir=attr_base_dir, workdir=tmp_path, task="generation")
+    with transaction.atomic():
+        index = services.attribution_index_build_enqueue(model=model)
+    assert index.status == AttributionIndex.Status.UNSUPPORTED and "classification" in index.error
+    assert services.attribution_index_build(index_id=index.id) is None
+
+
+def test_a_missing_base_model_fails_the_build_with_a_reason(model):
+    base = model.base_model
+    base.source = "/nonexistent/tiny-bert"
+    base.save()
+    index = build(model)
+    assert index.status == AttributionIndex.Status.FAILED and "config.json" in index.error
+    assert selectors.model_contributor_weights(model=model) == {}
