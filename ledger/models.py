@@ -82,6 +82,8 @@ class RewardEpoch(models.Model):
     class Status(models.TextChoices):
         PUBLISHING = "publishing", "Publishing"
         PUBLISHED = "published", "Published"
+        SWEEPING = "sweeping", "Sweeping unclaimed"
+        SWEPT = "swept", "Closed (unclaimed swept)"
 
     root = models.CharField(max_length=66)
     total_wei = models.DecimalField(**WEI_DIGITS)
@@ -107,6 +109,7 @@ class RewardClaim(models.Model):
         UNCLAIMED = "unclaimed", "Unclaimed"
         QUEUED = "queued", "Claim queued"
         CLAIMED = "claimed", "Claimed"
+        EXPIRED = "expired", "Expired (swept)"
 
     epoch = models.ForeignKey(RewardEpoch, on_delete=models.CASCADE, related_name="claims")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reward_claims")
@@ -148,3 +151,33 @@ class RewardAccrual(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount} OPEN to user {self.user_id} for {self.source}:{self.reference}"
+
+
+class GovernanceProposal(models.Model):
+    """A parameter change sent through the governance timelock (today: the reward fee split).
+
+    Scheduled through the outbox; executable by anyone in the executor set once the timelock's delay passed.
+    """
+
+    class Status(models.TextChoices):
+        SCHEDULING = "scheduling", "Scheduling"
+        SCHEDULED = "scheduled", "Scheduled (waiting for the timelock)"
+        EXECUTING = "executing", "Executing"
+        EXECUTED = "executed", "Executed"
+
+    action = models.CharField(max_length=32, default="fee_split")
+    params = models.JSONField(default=dict)
+    salt = models.CharField(max_length=66, unique=True)
+    operation_id = models.CharField(max_length=66, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.SCHEDULING)
+    proposed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="governance_proposals")
+    ready_at = models.DateTimeField(null=True, blank=True, help_text="When the timelock releases it (chain time).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    executed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.params} [{self.status}]"

@@ -2,7 +2,8 @@
 
 Per row: plan the next call from the contract's state (None: the write is already on-chain) -> sign ->
 save tx hash, nonce and the signed bytes (status `sent`) -> broadcast -> wait for the receipt -> plan
-again: None means `confirmed`; another call (e.g. appoint the curator, then relay the decision) means
+again (crash points, in order: after_sign, after_record, after_send, after_receipt; mid_epoch for an
+epoch publication): None means `confirmed`; another call (e.g. appoint the curator, then relay the decision) means
 `queued` for the next step. A crash before the save leaves the row `queued` and nothing broadcast; a
 crash after it leaves the row `sent`, and `reconcile` settles it on restart: by the receipt of the saved
 hash, by the contract's state, by rebroadcasting the saved bytes while their nonce is still free, or by
@@ -16,6 +17,7 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -35,7 +37,7 @@ from ledger.services import (
 
 logger = logging.getLogger(__name__)
 
-CRASH_POINTS = ("after_sign", "after_send", "mid_epoch")
+CRASH_POINTS = ("after_sign", "after_record", "after_send", "after_receipt", "mid_epoch")
 MAX_ATTEMPTS = 8
 MAX_STEPS = 4
 MAX_ROWS_PER_RUN = 500
@@ -237,13 +239,82 @@ def _plan_reward_claim(ctx: Ctx, row):
     return dist.functions.claim(claim.epoch_id, account, int(claim.amount_wei), proof)
 
 
-def _epoch_published(row) -> None:
+def _plan_epoch_sweep(ctx: Ctx, row):
+    dist = ctx.c["RewardDistributor"]
+    epoch_id = int(_p(row, "epoch_id"))
+    on_chain = dist.functions.epochs(epoch_id).call()
+    if on_chain[0] == b"\0" * 32:
+        raise PermanentError(f"epoch {epoch_id} is not on-chain")
+    if on_chain[4]:
+        return None
+    return dist.functions.sweep(epoch_id)
+
+
+def _fee_split_operation(ctx: Ctx, row):
+    """(timelock, target, calldata, salt, operation id) of a fee-split proposal row."""
+    from ledger.models import GovernanceProposal
+
+    proposal = _get(GovernanceProposal, _p(row, "proposal_id"), "governance proposal")
+    bps = [int(x) for x in proposal.params["bps"]]
+    dist, timelock = ctx.c["RewardDistributor"], ctx.c["Governance"]
+    data = dist.encode_abi("setFeeSplit", args=[tuple(bps)])
+    salt = _b32(proposal.salt, "salt")
+    op = timelock.functions.hashOperation(dist.address, 0, data, b"\0" * 32, salt).call()
+    return timelock, dist.address, data, salt, op
+
+
+def _plan_fee_split_schedule(ctx: Ctx, row):
+    timelock, target, data, salt, op = _fee_split_operation(ctx, row)
+    if timelock.functions.isOperation(op).call():
+        return None
+    delay = timelock.functions.getMinDelay().call()
+    return timelock.functions.schedule(target, 0, data, b"\0" * 32, salt, delay)
+
+
+def _plan_fee_split_execute(ctx: Ctx, row):
+    timelock, target, data, salt, op = _fee_split_operation(ctx, row)
+    if timelock.functions.isOperationDone(op).call():
+        return None
+    if not timelock.functions.isOperationReady(op).call():
+        raise PermanentError("the timelock has not released this proposal yet (or it was never scheduled)")
+    return timelock.functions.execute(target, 0, data, b"\0" * 32, salt)
+
+
+def _epoch_published(ctx: Ctx, row) -> None:
     RewardEpoch.objects.filter(pk=row.payload.get("epoch_id")).update(status=RewardEpoch.Status.PUBLISHED)
 
 
-def _claim_done(row) -> None:
+def _epoch_swept(ctx: Ctx, row) -> None:
+    epoch_id = row.payload.get("epoch_id")
+    RewardEpoch.objects.filter(pk=epoch_id).update(status=RewardEpoch.Status.SWEPT)
+    RewardClaim.objects.filter(epoch_id=epoch_id, status__in=[RewardClaim.Status.UNCLAIMED, RewardClaim.Status.QUEUED]) \
+        .update(status=RewardClaim.Status.EXPIRED)
+
+
+def _claim_done(ctx: Ctx, row) -> None:
     RewardClaim.objects.filter(pk=row.payload.get("claim_id")).update(
         status=RewardClaim.Status.CLAIMED, claimed_at=timezone.now())
+
+
+def _fee_split_scheduled(ctx: Ctx, row) -> None:
+    from ledger.models import GovernanceProposal
+
+    timelock, _, _, _, op = _fee_split_operation(ctx, row)
+    ready = timelock.functions.getTimestamp(op).call()
+    GovernanceProposal.objects.filter(pk=row.payload.get("proposal_id")).update(
+        status=GovernanceProposal.Status.SCHEDULED, operation_id="0x" + bytes(op).hex(),
+        ready_at=datetime.fromtimestamp(ready, tz=UTC) if ready > 1 else None)
+
+
+def _fee_split_executed(ctx: Ctx, row) -> None:
+    from ledger.models import ChainParameter, GovernanceProposal
+
+    proposal = GovernanceProposal.objects.filter(pk=row.payload.get("proposal_id")).first()
+    if proposal is None:
+        return
+    GovernanceProposal.objects.filter(pk=proposal.pk).update(
+        status=GovernanceProposal.Status.EXECUTED, executed_at=timezone.now())
+    ChainParameter.objects.filter(chain_id=ctx.signer.chain_id, name="fee_split").delete()  # re-read on next use
 
 
 PLANNERS: dict[str, Callable] = {
@@ -255,8 +326,14 @@ PLANNERS: dict[str, Callable] = {
     "model_register": _plan_model_register,
     "epoch_publish": _plan_epoch_publish,
     "reward_claim": _plan_reward_claim,
+    "epoch_sweep": _plan_epoch_sweep,
+    "fee_split_schedule": _plan_fee_split_schedule,
+    "fee_split_execute": _plan_fee_split_execute,
 }
-ON_CONFIRMED: dict[str, Callable] = {"epoch_publish": _epoch_published, "reward_claim": _claim_done}
+ON_CONFIRMED: dict[str, Callable] = {
+    "epoch_publish": _epoch_published, "reward_claim": _claim_done, "epoch_sweep": _epoch_swept,
+    "fee_split_schedule": _fee_split_scheduled, "fee_split_execute": _fee_split_executed,
+}
 
 
 def plan(ctx: Ctx, row: LedgerTransaction):
@@ -282,7 +359,7 @@ def _save(row: LedgerTransaction, **fields) -> None:
     row.save(update_fields=[*fields, "updated_at"])
 
 
-def _confirm(row: LedgerTransaction, receipt=None) -> None:
+def _confirm(ctx: Ctx, row: LedgerTransaction, receipt=None) -> None:
     with transaction.atomic():
         fields = {"status": Status.CONFIRMED, "confirmed_at": timezone.now(), "last_error": ""}
         if receipt is not None:
@@ -290,7 +367,7 @@ def _confirm(row: LedgerTransaction, receipt=None) -> None:
         _save(row, **fields)
         hook = ON_CONFIRMED.get(row.kind)
         if hook:
-            hook(row)
+            hook(ctx, row)
 
 
 def _fail(row: LedgerTransaction, message: str) -> None:
@@ -309,7 +386,7 @@ def _settle(ctx: Ctx, row: LedgerTransaction, receipt) -> None:
     except (PermanentError, client.TxReverted) as exc:
         nxt, error = "error", str(exc)
     if nxt is None:
-        _confirm(row, receipt)
+        _confirm(ctx, row, receipt)
     elif receipt["status"] != 1:
         _fail(row, f"transaction {row.tx_hash} reverted on-chain" + (f" ({error})" if nxt == "error" else ""))
     elif nxt == "error":
@@ -330,7 +407,7 @@ def reconcile(ctx: Ctx, row: LedgerTransaction) -> bool:
         return True
     try:
         if plan(ctx, row) is None:  # done on-chain by another transaction (e.g. before a redeploy)
-            _confirm(row)
+            _confirm(ctx, row)
             return True
     except (PermanentError, client.TxReverted) as exc:
         _fail(row, str(exc))
@@ -359,13 +436,14 @@ def send_row(ctx: Ctx, row: LedgerTransaction) -> bool:
     """Advance one queued row by one transaction; False when the loop should stop (wait for a receipt)."""
     call = plan(ctx, row)
     if call is None:
-        _confirm(row)
+        _confirm(ctx, row)
         return True
     tx = ctx.signer.build(call)
     signed = ctx.signer.sign(tx)
     _crash_point("after_sign", row)
     _save(row, status=Status.SENT, tx_hash=signed.tx_hash, nonce=signed.nonce, raw_tx=signed.raw.hex(),
           from_address=ctx.signer.address, attempts=row.attempts + 1)
+    _crash_point("after_record", row)
     ctx.signer.send(signed)
     _crash_point("after_send", row)
     if row.kind == "epoch_publish":
@@ -373,6 +451,7 @@ def send_row(ctx: Ctx, row: LedgerTransaction) -> bool:
     receipt = ctx.signer.wait(signed.tx_hash)
     if receipt is None:
         return False
+    _crash_point("after_receipt", row)
     _settle(ctx, row, receipt)
     return True
 
@@ -431,6 +510,16 @@ def outbox_process(*, max_rows: int = MAX_ROWS_PER_RUN) -> dict:
 
     Raises ChainUnavailable when the node is down (rows stay as they are; the beat sweep retries).
     """
+    try:
+        return _process(max_rows)
+    except client.ChainUnavailable as exc:
+        # Say why on every waiting row (the explorer and admin show it); nothing else changes.
+        LedgerTransaction.objects.filter(status__in=[Status.QUEUED, Status.SENT]).update(
+            last_error=f"waiting for the chain: {str(exc)[:500]}", updated_at=timezone.now())
+        raise
+
+
+def _process(max_rows: int) -> dict:
     stats = {"reconciled": 0, "sent": 0, "failed": 0, "locked": False}
     with _SenderLock() as lock:
         if not lock.held:

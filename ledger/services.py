@@ -30,6 +30,7 @@ ERR_BAD_AMOUNT = "Reward amounts must be positive and have at most 18 decimals."
 ERR_EXTERNAL_WALLET = "This reward goes to your own wallet: claim it with the proof (GET /api/v1/ledger/claims/)."
 ERR_NOT_PUBLISHED = "The epoch is not on-chain yet; try again in a minute."
 ERR_ALREADY = "This reward is already claimed or its claim is queued."
+ERR_EXPIRED = "The claim window of this epoch has closed; unclaimed rewards went back to the treasury."
 
 
 def enqueue(kind: str, payload: dict, idempotency_key: str) -> LedgerTransaction:
@@ -192,10 +193,12 @@ def reward_claim_request(*, claim: RewardClaim, user) -> RewardClaim:
         raise ApplicationError("This is not your reward.", status_code=403)
     if not claim.custodial:
         raise ApplicationError(ERR_EXTERNAL_WALLET, extra={"proof": claim.proof})
-    if claim.epoch.status != RewardEpoch.Status.PUBLISHED:
-        raise ApplicationError(ERR_NOT_PUBLISHED)
     with transaction.atomic():
-        locked = RewardClaim.objects.select_for_update().get(pk=claim.pk)
+        locked = RewardClaim.objects.select_for_update(of=("self",)).select_related("epoch").get(pk=claim.pk)
+        if locked.epoch.status in (RewardEpoch.Status.SWEEPING, RewardEpoch.Status.SWEPT):
+            raise ApplicationError(ERR_EXPIRED)
+        if locked.epoch.status != RewardEpoch.Status.PUBLISHED:
+            raise ApplicationError(ERR_NOT_PUBLISHED)
         if locked.status != RewardClaim.Status.UNCLAIMED:
             raise ApplicationError(ERR_ALREADY)
         locked.status = RewardClaim.Status.QUEUED
@@ -234,3 +237,69 @@ def fee_split_get(*, refresh: bool = False) -> dict[str, Decimal]:
     except client.ChainError:
         logger.warning("fee split: chain unavailable, using %s", "the cached value" if cached else "the default")
         return as_fractions(cached.value["bps"] if cached else DEFAULT_FEE_SPLIT_BPS)
+
+
+def rewards_epochs_sweep(*, now=None) -> list[RewardEpoch]:
+    """Queue the sweep of every published epoch past its deadline: what is unclaimed returns to the treasury."""
+    now = now or timezone.now()
+    swept = []
+    with transaction.atomic():
+        for epoch in RewardEpoch.objects.select_for_update().filter(
+                status=RewardEpoch.Status.PUBLISHED, deadline__lt=now):
+            epoch.status = RewardEpoch.Status.SWEEPING
+            epoch.save(update_fields=["status"])
+            enqueue("epoch_sweep", {"epoch_id": epoch.pk}, f"epoch:{epoch.pk}:sweep")
+            swept.append(epoch)
+    return swept
+
+
+# --- governance ---------------------------------------------------------------------------------
+
+ERR_BAD_SPLIT = "A fee split is three whole basis points (contributors, developer, protocol) that sum to 10000."
+ERR_NOT_READY = "The timelock has not released this proposal yet."
+ERR_NOT_SCHEDULED = "This proposal is not scheduled (or is already executed)."
+
+
+def fee_split_propose(*, contributors_bps: int, developer_bps: int, protocol_bps: int, user=None):
+    """Schedule a new fee split on the governance timelock (through the outbox).
+
+    It takes effect only after the timelock's delay, with `governance_execute`; nothing else can change it.
+    """
+    import secrets
+
+    from ledger.models import GovernanceProposal
+
+    try:
+        bps = [int(contributors_bps), int(developer_bps), int(protocol_bps)]
+    except (TypeError, ValueError):
+        raise ApplicationError(ERR_BAD_SPLIT) from None
+    if any(b < 0 or b > 10_000 for b in bps) or sum(bps) != 10_000:
+        raise ApplicationError(ERR_BAD_SPLIT, extra={"bps": bps})
+    with transaction.atomic():
+        proposal = GovernanceProposal.objects.create(
+            action="fee_split", params={"bps": bps}, salt="0x" + secrets.token_hex(32), proposed_by=user)
+        enqueue("fee_split_schedule", {"proposal_id": proposal.pk}, f"governance:{proposal.pk}:schedule")
+    return proposal
+
+
+def governance_execute(*, proposal):
+    """Execute a scheduled proposal once the timelock released it (checked on-chain first)."""
+    from ledger import client
+    from ledger.deploy import deployed_contracts
+    from ledger.models import GovernanceProposal
+
+    if proposal.status != GovernanceProposal.Status.SCHEDULED or not proposal.operation_id:
+        raise ApplicationError(ERR_NOT_SCHEDULED)
+    signer = client.get_signer()
+    timelock = deployed_contracts(signer)["Governance"]
+    op = bytes.fromhex(proposal.operation_id.removeprefix("0x"))
+    if not client.rpc(timelock.functions.isOperationReady(op).call):
+        raise ApplicationError(ERR_NOT_READY, extra={"ready_at": proposal.ready_at.isoformat() if proposal.ready_at else None})
+    with transaction.atomic():
+        locked = GovernanceProposal.objects.select_for_update().get(pk=proposal.pk)
+        if locked.status != GovernanceProposal.Status.SCHEDULED:
+            raise ApplicationError(ERR_NOT_SCHEDULED)
+        locked.status = GovernanceProposal.Status.EXECUTING
+        locked.save(update_fields=["status"])
+        enqueue("fee_split_execute", {"proposal_id": locked.pk}, f"governance:{locked.pk}:execute")
+    return locked

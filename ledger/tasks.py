@@ -33,3 +33,11 @@ def rewards_epoch_close_task() -> int | None:
 
     epoch = rewards_epoch_close()
     return epoch.pk if epoch else None
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def rewards_epochs_sweep_task() -> list[int]:
+    """Beat: queue the sweep of epochs past their claim deadline."""
+    from ledger.services import rewards_epochs_sweep
+
+    return [e.pk for e in rewards_epochs_sweep()]
