@@ -272,3 +272,31 @@ CELERY_BEAT_SCHEDULE["factory-recover-jobs"] = {
     "task": "factory.tasks.finetune_jobs_recover_task", "schedule": 120.0, "options": {"queue": "gpu"},
 }
 ENV_VARS += ("FACTORY_CHECKPOINT_EVERY", "FACTORY_PROGRESS_SECONDS", "FACTORY_RECOVERY_SECONDS", "FACTORY_CPU_THREADS")
+
+# --- serving ---
+INSTALLED_APPS += ["serving"]
+# OpenLoRA serving (factory/serving): adapters held at once, by count and by bytes of weights; rows per
+# forward pass; generation length; "" = CUDA when present. Backend: "inprocess" (the web process runs
+# the model) or "celery" (the `gpu` queue runs it; the web process waits up to SERVING_TIMEOUT_SECONDS).
+SERVING_CACHE_ADAPTERS = env.int("SERVING_CACHE_ADAPTERS", default=100)
+SERVING_CACHE_BYTES = env.int("SERVING_CACHE_BYTES", default=512 * 1024 * 1024)
+SERVING_MAX_BATCH = env.int("SERVING_MAX_BATCH", default=32)
+SERVING_MAX_NEW_TOKENS = env.int("SERVING_MAX_NEW_TOKENS", default=40)
+SERVING_DEVICE = env.str("SERVING_DEVICE", default="")
+SERVING_BACKEND = env.str("SERVING_BACKEND", default="inprocess")
+SERVING_TIMEOUT_SECONDS = env.float("SERVING_TIMEOUT_SECONDS", default=60.0)
+# Paid inference: OPEN per call, longest input in characters, top records returned.
+SERVING_FEE_PER_CALL = env.str("SERVING_FEE_PER_CALL", default="0.01")  # a decimal string
+SERVING_MAX_INPUT_CHARS = env.int("SERVING_MAX_INPUT_CHARS", default=4000)
+SERVING_TOP_K = env.int("SERVING_TOP_K", default=5)
+# Span attribution: shortest span (tokens) that counts; a new version adding at most this many records to
+# an indexed one gets a delta segment instead of a rebuild (compacted later in the background).
+SERVING_SPANS_MIN_TOKENS = env.int("SERVING_SPANS_MIN_TOKENS", default=6)
+SERVING_SPANS_DELTA_MAX_RECORDS = env.int("SERVING_SPANS_DELTA_MAX_RECORDS", default=10_000)
+CELERY_TASK_ROUTES["serving.tasks.inference_run_task"] = {"queue": "gpu"}
+CELERY_TASK_ROUTES["serving.tasks.span_index_build_task"] = {"queue": "cpu"}
+ENV_VARS += (
+    "SERVING_CACHE_ADAPTERS", "SERVING_CACHE_BYTES", "SERVING_MAX_BATCH", "SERVING_MAX_NEW_TOKENS", "SERVING_DEVICE",
+    "SERVING_BACKEND", "SERVING_TIMEOUT_SECONDS", "SERVING_FEE_PER_CALL", "SERVING_MAX_INPUT_CHARS", "SERVING_TOP_K",
+    "SERVING_SPANS_MIN_TOKENS", "SERVING_SPANS_DELTA_MAX_RECORDS",
+)

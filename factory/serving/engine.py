@@ -1,0 +1,263 @@
+"""OpenLoRA serving: one copy of each base model, adapters on demand in an LRU cache, mixed batches.
+
+    engine = ServingEngine(ServingConfig(cache_adapters=100, cache_bytes=512 << 20))
+    engine.infer([InferenceRequest(base_path=..., adapter_dir=..., text="...")])   # -> [dict]
+
+Requests for adapters of the same base (and task) run in one forward pass (`factory.serving.lora`);
+different bases run one after another. Adapters are read from safetensors straight onto the device
+(`factory.serving.adapters`), never re-reading the base. CUDA is used when present. Thread-safe: one
+forward at a time per base (the base's layers hold the batch's state).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from factory.serving.adapters import AdapterError, LoadedAdapter, adapter_task, load_adapter
+from factory.serving.lora import BatchState, attach
+
+CLASSIFICATION = "classification"
+GENERATION = "generation"
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    cache_adapters: int = 100          # most adapters held at once
+    cache_bytes: int = 1 << 30         # and most bytes of adapter weights
+    max_batch: int = 32                # rows per forward pass
+    max_new_tokens: int = 40           # generation length (greedy)
+    device: str = ""                   # "" = cuda when present, else cpu
+    threads: int = 0                   # torch CPU threads (0 = leave as is)
+
+
+@dataclass
+class InferenceRequest:
+    base_path: str
+    adapter_dir: str | None
+    text: str
+    task: str | None = None            # taken from the adapter's factory.json when None
+    max_new_tokens: int | None = None
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    load_seconds: float = 0.0
+
+
+class AdapterCache:
+    """LRU of LoadedAdapter by count and by bytes. An adapter in use by a batch stays alive through
+    the batch's own reference even when evicted, so a batch larger than the cache still runs."""
+
+    def __init__(self, *, max_count: int, max_bytes: int):
+        self.max_count = max(1, int(max_count))
+        self.max_bytes = max(1, int(max_bytes))
+        self._items: OrderedDict[str, LoadedAdapter] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.stats = CacheStats()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def get(self, key: str, loader) -> LoadedAdapter:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                self.stats.hits += 1
+                return found
+        adapter = loader(key)  # outside the lock: loads of different adapters may overlap
+        with self._lock:
+            self.stats.misses += 1
+            self.stats.load_seconds += adapter.load_seconds
+            if key not in self._items:
+                self._items[key] = adapter
+                self.bytes += adapter.nbytes
+            while self._items and (len(self._items) > self.max_count or self.bytes > self.max_bytes):
+                _, old = self._items.popitem(last=False)
+                self.bytes -= old.nbytes
+                self.stats.evictions += 1
+            return adapter
+
+
+class ServedBase:
+    """One base model in memory, with the batched-LoRA layers attached as adapters need them."""
+
+    def __init__(self, path: str, task: str, device: torch.device, dtype: torch.dtype):
+        from factory.training.modeling import load_tokenizer
+
+        self.path, self.task, self.device, self.dtype = path, task, device, dtype
+        self.tokenizer = load_tokenizer(path)
+        if task == GENERATION:
+            from transformers import AutoModelForCausalLM
+
+            self.tokenizer.padding_side = "left"  # generation appends on the right
+            self.model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype)
+        else:
+            from transformers import AutoModelForSequenceClassification
+
+            # One label: every served classifier brings its own head (PEFT modules_to_save).
+            self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, torch_dtype=dtype)
+            if self.model.config.pad_token_id is None:
+                self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model.to(device).eval()
+        self.state = BatchState()
+        self.shapes: dict[str, tuple[int, int]] = {}
+        self.lock = threading.Lock()
+        self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 0)
+                                 or getattr(self.model.config, "n_positions", 0) or 512)
+
+    def fit(self, adapter: LoadedAdapter) -> None:
+        """Wrap the layers this adapter touches (once per layer, for the life of the base)."""
+        try:
+            attach(self.model, self.state, lora=set(adapter.layers), heads=set(adapter.heads), shapes=self.shapes)
+        except (KeyError, AttributeError) as exc:
+            raise AdapterError(f"Adapter {adapter.key} does not fit the base model {self.path}: {exc}") from exc
+
+
+class ServingEngine:
+    def __init__(self, config: ServingConfig | None = None):
+        self.config = config or ServingConfig()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        if self.config.device:
+            self.device = torch.device(self.config.device)
+        else:
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # fp32 on CPU; fp16 halves the memory and doubles the matmul rate on GPUs.
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.cache = AdapterCache(max_count=self.config.cache_adapters, max_bytes=self.config.cache_bytes)
+        self._bases: dict[tuple[str, str], ServedBase] = {}
+        self._bases_lock = threading.Lock()
+
+    # --- parts ------------------------------------------------------------------------------
+    def base(self, path: str, task: str) -> ServedBase:
+        key = (str(path), task)
+        with self._bases_lock:
+            if key not in self._bases:
+                if not Path(path).is_dir():
+                    raise AdapterError(f"The base model folder {path} does not exist.")
+                self._bases[key] = ServedBase(str(path), task, self.device, self.dtype)
+            return self._bases[key]
+
+    def adapter(self, adapter_dir: str) -> LoadedAdapter:
+        return self.cache.get(str(adapter_dir), lambda k: load_adapter(k, device=self.device, dtype=self.dtype))
+
+    def _task_of(self, request: InferenceRequest, adapter: LoadedAdapter | None) -> str:
+        return request.task or (adapter.task if adapter is not None else CLASSIFICATION)
+
+    # --- running ----------------------------------------------------------------------------
+    def forward(self, requests: list[InferenceRequest], adapters: list | None = None) -> list[torch.Tensor]:
+        """Raw per-row outputs: classification logits (cut to the adapter's labels); for generation
+        the next-token logits at the last input position. All requests must share one base."""
+        if not requests:
+            return []
+        if adapters is None:
+            adapters = [self.adapter(r.adapter_dir) if r.adapter_dir else None for r in requests]
+        served = self.base(requests[0].base_path, self._task_of(requests[0], adapters[0]))
+        out: list[torch.Tensor] = []
+        with served.lock:
+            for a in adapters:
+                if a is not None:
+                    served.fit(a)
+            enc = self._encode(served, requests, adapters)
+            if served.task == GENERATION:
+                # Left padding: positions count real tokens only, as generate() does.
+                enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            served.state.set_rows(adapters, served.shapes, device=self.device, dtype=self.dtype)
+            try:
+                with torch.inference_mode():
+                    logits = served.model(**enc).logits
+            finally:
+                served.state.clear()
+            if served.task == GENERATION:
+                logits = logits[:, -1, :]
+            for row, a in enumerate(adapters):
+                width = len(a.labels) if (a is not None and a.labels and served.task == CLASSIFICATION) else None
+                out.append(logits[row, :width].float().cpu())
+        return out
+
+    def _encode(self, served: ServedBase, requests, adapters):
+        max_len = max(a.max_length if a is not None else served.max_positions for a in adapters)
+        enc = served.tokenizer([r.text for r in requests], padding=True, truncation=True,
+                               max_length=min(max_len, served.max_positions), return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def generate(self, requests: list[InferenceRequest], adapters: list | None = None) -> list[str]:
+        """Greedy generation for a batch of (possibly different) adapters of one base."""
+        if adapters is None:
+            adapters = [self.adapter(r.adapter_dir) if r.adapter_dir else None for r in requests]
+        served = self.base(requests[0].base_path, GENERATION)
+        new = max(r.max_new_tokens or self.config.max_new_tokens for r in requests)
+        with served.lock:
+            for a in adapters:
+                if a is not None:
+                    served.fit(a)
+            limit = max(1, served.max_positions - new)
+            enc = served.tokenizer([r.text for r in requests], padding=True, truncation=True,
+                                   max_length=limit, return_tensors="pt")
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            served.state.set_rows(adapters, served.shapes, device=self.device, dtype=self.dtype)
+            try:
+                with torch.inference_mode():
+                    ids = served.model.generate(**enc, max_new_tokens=new, do_sample=False,
+                                                pad_token_id=served.tokenizer.pad_token_id)
+            finally:
+                served.state.clear()
+        prompt = enc["input_ids"].shape[1]
+        texts = []
+        for row, r in enumerate(requests):
+            tokens = ids[row, prompt: prompt + (r.max_new_tokens or self.config.max_new_tokens)]
+            texts.append(served.tokenizer.decode(tokens, skip_special_tokens=True))
+        return texts
+
+    def infer(self, requests: list[InferenceRequest]) -> list[dict]:
+        """The serving entry point: results in request order, each {"label", "probabilities"} or {"text"}.
+
+        Requests are grouped by (base, task) and cut into batches of `max_batch`; each batch is one
+        forward pass (one `generate` for generation). Timings per request in "latency_ms".
+        """
+        results: list[dict | None] = [None] * len(requests)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, r in enumerate(requests):
+            task = r.task or (adapter_task(r.adapter_dir) if r.adapter_dir else CLASSIFICATION)
+            groups.setdefault((str(r.base_path), task), []).append(i)
+        for (_, task), idxs in groups.items():
+            for s in range(0, len(idxs), self.config.max_batch):
+                chunk = idxs[s: s + self.config.max_batch]
+                batch = [requests[i] for i in chunk]
+                started = time.perf_counter()
+                # Loaded here, per batch, so a batch never waits on an adapter evicted meanwhile.
+                adapters = [self.adapter(r.adapter_dir) if r.adapter_dir else None for r in batch]
+                if task == GENERATION:
+                    outs = [{"text": t} for t in self.generate(batch, adapters)]
+                else:
+                    outs = [self._classify(a, logits)
+                            for a, logits in zip(adapters, self.forward(batch, adapters), strict=True)]
+                ms = (time.perf_counter() - started) * 1000
+                for i, o in zip(chunk, outs, strict=True):
+                    results[i] = {**o, "task": task, "batch_size": len(chunk), "latency_ms": round(ms, 2)}
+        return results  # type: ignore[return-value]
+
+    def _classify(self, adapter: LoadedAdapter | None, logits: torch.Tensor) -> dict:
+        probs = torch.softmax(logits, -1).tolist()
+        labels = (adapter.labels if adapter is not None else []) or [str(i) for i in range(len(probs))]
+        ranked = sorted(zip(labels, probs, strict=True), key=lambda x: -x[1])
+        return {"label": ranked[0][0], "probabilities": {k: round(v, 6) for k, v in ranked}}
+
+    def stats(self) -> dict:
+        s = self.cache.stats
+        return {"device": self.device.type, "bases": len(self._bases), "adapters_cached": len(self.cache),
+                "adapter_bytes": self.cache.bytes, "hits": s.hits, "misses": s.misses,
+                "evictions": s.evictions, "load_seconds": round(s.load_seconds, 4)}

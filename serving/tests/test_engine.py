@@ -1,0 +1,94 @@
+"""factory.serving: mixed-adapter batches give what each adapter gives alone under PEFT."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from factory.serving import AdapterError, InferenceRequest, ServingConfig, ServingEngine, load_adapter
+
+TEXTS = ["the company profit rose", "loss fell in quarter four and the outlook is weak", "hello",
+         "First Citizen: speak, speak", "operating profit rose to EUR 13.1 mn from EUR 8.7 mn"]
+
+
+def peft_reference(base_dir, adapter_dir, task, labels, text, *, generate=0):
+    from peft import PeftModel
+
+    from factory.training.modeling import load_base, load_tokenizer
+
+    tok = load_tokenizer(str(base_dir))
+    base = load_base(str(base_dir), task=task, labels=list(labels), pad_token_id=tok.pad_token_id)
+    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    enc = tok(text, return_tensors="pt", truncation=True, max_length=64)
+    with torch.no_grad():
+        if generate:
+            ids = model.generate(**enc, max_new_tokens=generate, do_sample=False, pad_token_id=tok.pad_token_id)
+            return tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        logits = model(**enc).logits
+    return logits[0] if task == "classification" else logits[0, -1]
+
+
+@pytest.fixture
+def engine():
+    torch.set_num_threads(1)
+    return ServingEngine(ServingConfig(cache_adapters=2, cache_bytes=1 << 30, max_batch=16, max_new_tokens=6,
+                                       device="cpu"))
+
+
+def test_mixed_classifier_batch_equals_peft_per_adapter(engine, tiny_bert, bert_adapters):
+    import json
+
+    # Every adapter (different ranks, targets, label counts, rsLoRA, one layer only) in one batch,
+    # some twice, with texts of different lengths (padding).
+    order = [0, 1, 2, 3, 1, 0, 3, 2]
+    reqs = [InferenceRequest(base_path=str(tiny_bert), adapter_dir=str(bert_adapters[a]), text=TEXTS[i % len(TEXTS)])
+            for i, a in enumerate(order)]
+    outs = engine.forward(reqs)
+    for req, a, got in zip(reqs, order, outs, strict=True):
+        labels = json.loads((bert_adapters[a] / "factory.json").read_text())["labels"]
+        want = peft_reference(tiny_bert, bert_adapters[a], "classification", labels, req.text)
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=1e-5), (a, got, want)
+    # The cache holds 2 adapters; the batch needed 4 and still ran.
+    assert len(engine.cache) == 2 and engine.cache.stats.evictions >= 2
+
+
+def test_mixed_generator_batch_equals_peft(engine, tiny_gpt2, gpt2_adapters):
+    order = [0, 1, 2, 1]
+    reqs = [InferenceRequest(base_path=str(tiny_gpt2), adapter_dir=str(gpt2_adapters[a]), text=TEXTS[i])
+            for i, a in enumerate(order)]
+    for req, a, got in zip(reqs, order, engine.forward(reqs), strict=True):
+        want = peft_reference(tiny_gpt2, gpt2_adapters[a], "generation", [], req.text)
+        assert torch.allclose(got, want, atol=1e-4)
+    results = engine.infer(reqs)
+    for req, a, res in zip(reqs, order, results, strict=True):
+        assert res["task"] == "generation" and res["batch_size"] == len(reqs)
+        assert res["text"] == peft_reference(tiny_gpt2, gpt2_adapters[a], "generation", [], req.text, generate=6)
+
+
+def test_infer_classification_results_and_cache(engine, tiny_bert, bert_adapters):
+    reqs = [InferenceRequest(base_path=str(tiny_bert), adapter_dir=str(bert_adapters[0]), text=t) for t in TEXTS]
+    results = engine.infer(reqs)
+    assert all(set(r["probabilities"]) == {"neg", "pos"} for r in results)
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in results)
+    assert results[0]["label"] == max(results[0]["probabilities"], key=results[0]["probabilities"].get)
+    stats = engine.stats()
+    assert stats["misses"] == 1 and stats["hits"] >= 1 and stats["bases"] == 1
+    # The same adapter alone and in a batch of others: the same answer.
+    mixed = engine.infer([reqs[0], InferenceRequest(base_path=str(tiny_bert), adapter_dir=str(bert_adapters[1]),
+                                                    text="x y z")])
+    assert mixed[0]["probabilities"] == pytest.approx(results[0]["probabilities"], abs=1e-5)
+
+
+def test_cache_limits_by_bytes(tiny_bert, bert_adapters):
+    one = load_adapter(bert_adapters[0])
+    engine = ServingEngine(ServingConfig(cache_adapters=10, cache_bytes=one.nbytes + 1, device="cpu"))
+    engine.adapter(str(bert_adapters[0]))
+    engine.adapter(str(bert_adapters[3]))
+    assert len(engine.cache) == 1 and engine.cache.bytes <= one.nbytes + 1
+
+
+def test_bad_adapters_fail_with_reasons(engine, tiny_bert, tmp_path, bert_adapters):
+    with pytest.raises(AdapterError, match="No LoRA adapter"):
+        engine.adapter(str(tmp_path))
+    with pytest.raises(AdapterError, match="does not exist"):
+        engine.infer([InferenceRequest(base_path=str(tmp_path / "nope"), adapter_dir=str(bert_adapters[0]), text="x")])
