@@ -236,7 +236,9 @@ ENV_VARS = (
 DATANET_DECOMPRESSED_MAX_BYTES = env.int("DATANET_DECOMPRESSED_MAX_BYTES", default=2 * 1024 * 1024 * 1024)
 # Rows per batch written to the staging table (and between progress updates) during ingest.
 DATANET_INGEST_BATCH_ROWS = env.int("DATANET_INGEST_BATCH_ROWS", default=20_000)
-ENV_VARS += ("DATANET_DECOMPRESSED_MAX_BYTES", "DATANET_INGEST_BATCH_ROWS")
+# The read-only demo data (financial_phrasebank.csv, tinyshakespeare.txt) that `seed_demo` loads.
+SHARED_DATA_DIR = Path(env.str("SHARED_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "data")))
+ENV_VARS += ("DATANET_DECOMPRESSED_MAX_BYTES", "DATANET_INGEST_BATCH_ROWS", "SHARED_DATA_DIR")
 
 # --- ledger ---
 # Slashes and unclaimed rewards go to the treasury (default: the signer's own address).

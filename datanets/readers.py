@@ -31,6 +31,8 @@ COMPRESSIONS = {".gz": "gzip", ".zip": "zip"}
 SNIFF_BYTES = 64 * 1024
 ENCODING_SAMPLE = 64 * 1024
 PREFERRED_ENCODINGS = ("cp1252", "latin_1", "iso8859_15")
+# How close to charset-normalizer's best guess a preferred encoding must score to win (see detect_encoding).
+NEAR_CHAOS, NEAR_COHERENCE = 0.01, 0.05
 CHUNK = 1024 * 1024
 PREVIEW_ROWS = 20
 # csv's default field limit (128 KiB) is raised so that long texts reach validation and get a row error.
@@ -185,20 +187,26 @@ def detect_encoding(stream: BinaryIO) -> str:
     """Read the whole stream once: 'utf-8' (or 'utf-8-sig') when it all decodes, else charset-normalizer's guess.
 
     Streaming: one chunk at a time through an incremental decoder. A file that is UTF-8 for its first
-    megabytes and Latin-1 later is still caught, which a sample alone would miss.
+    megabytes and Latin-1 later is still caught, which a sample alone would miss. The guess comes from a
+    sample, so it is checked against every byte value the file holds: a single-byte code page that
+    leaves one of them undefined (cp1250 has no 0x88) is replaced by one that decodes them all.
     """
     decoder = codecs.getincrementaldecoder("utf-8")()
     first = b""
     bad_sample = b""
+    utf8 = True
+    seen: set[int] = set()
     while chunk := stream.read(CHUNK):
         if not first:
             first = chunk[:ENCODING_SAMPLE]
-        try:
-            decoder.decode(chunk)
-        except UnicodeDecodeError as exc:
-            bad_sample = chunk[max(0, exc.start - 32 * 1024): exc.start + 32 * 1024]
-            break
-    else:
+        seen.update(chunk.translate(None, _ASCII))
+        if utf8:
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                bad_sample = chunk[max(0, exc.start - 32 * 1024): exc.start + 32 * 1024]
+                utf8 = False
+    if utf8:
         try:
             decoder.decode(b"", final=True)
             return "utf-8-sig" if first.startswith(codecs.BOM_UTF8) else "utf-8"
@@ -212,13 +220,43 @@ def detect_encoding(stream: BinaryIO) -> str:
     best = results.best()
     encoding = best.encoding if best else "cp1252"
     if best:
-        # Many single-byte code pages tie on a small sample; prefer the common Western ones then.
-        tied = {m.encoding for m in results if m.chaos == best.chaos and m.coherence == best.coherence}
-        encoding = next((e for e in PREFERRED_ENCODINGS if e in tied), encoding)
+        # Many single-byte code pages (nearly) tie on a sample with few non-ASCII bytes: the evidence is
+        # weak, so prefer the common Western ones then (otherwise one share of a file may come out cp1250).
+        near = {m.encoding for m in results
+                if m.chaos <= best.chaos + NEAR_CHAOS and m.coherence >= best.coherence - NEAR_COHERENCE}
+        encoding = next((e for e in PREFERRED_ENCODINGS if e in near), encoding)
     if encoding in ("utf_8", "ascii"):  # it did not decode as UTF-8; the sample alone may look like it
         encoding = "cp1252"
+    present = bytes(sorted(seen))
+    if _single_byte(encoding) and not _decodes(present, encoding):
+        others = [m.encoding for m in results if _single_byte(m.encoding)]
+        encoding = next((e for e in (*PREFERRED_ENCODINGS, *others) if _decodes(present, e)), "latin_1")
     # cp1252 leaves five bytes undefined; Latin-1 decodes every byte.
-    return "latin-1" if encoding in ("cp1252", "windows-1252", "latin_1") and _has_cp1252_holes(first + bad_sample) else encoding
+    return "latin-1" if encoding in ("cp1252", "windows-1252", "latin_1") and _has_cp1252_holes(present) else encoding
+
+
+_ASCII = bytes(range(128))
+
+
+def _single_byte(encoding: str) -> bool:
+    """A code page that maps each byte alone (so decoding the bag of byte values present is a fair test)."""
+    import importlib
+
+    name = codecs.lookup(encoding).name.replace("-", "_")
+    if name in ("latin_1", "iso8859_1"):
+        return True
+    try:
+        return hasattr(importlib.import_module(f"encodings.{name}"), "decoding_table")
+    except ImportError:
+        return False
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        return False
+    return True
 
 
 def _has_cp1252_holes(sample: bytes) -> bool:

@@ -198,12 +198,13 @@ def _mapping_complete(contribution: Contribution, options: dict) -> bool:
 
 def contribution_upload(*, datanet: Datanet, contributor, file, file_name: str = "", text_column: str = "",
                         label_column: str = "", text_mode: str = "line", drop_bad_rows: bool = False,
-                        auto_start: bool = True, extra_options: dict | None = None) -> UploadResult:
+                        auto_start: bool = True, inline: bool = False, extra_options: dict | None = None) -> UploadResult:
     """Store an uploaded file as a Contribution and, when its columns are known, queue its ingest.
 
     Idempotent on the file's sha256 per Datanet: a second upload of the same bytes returns the first
     contribution (unless that one failed, which is then retried with the new options). Raises
     ApplicationError for oversize, empty, unsupported or binary files; nothing is stored then.
+    `inline` ingests in this process instead of queueing the `cpu` task (seed_demo, benchmarks).
     """
     if not user_has_role(contributor, CONTRIBUTOR):
         raise ApplicationError(ERR_NOT_CONTRIBUTOR, status_code=403)
@@ -256,8 +257,10 @@ def contribution_upload(*, datanet: Datanet, contributor, file, file_name: str =
         ready = auto_start and _mapping_complete(contribution, opts)
         contribution.ingest_state = Contribution.IngestState.QUEUED if ready else Contribution.IngestState.MAPPING
         contribution.save()
-        if ready:
+        if ready and not inline:
             _queue_ingest(contribution)
+    if ready and inline:
+        contribution = contribution_ingest(contribution_id=contribution.id)
     return UploadResult(contribution, existing is None)
 
 
@@ -636,6 +639,7 @@ def _export(version: DatanetVersion, out: Path) -> None:
         if batch:
             pw.write_table(pa.Table.from_pylist([dict(zip(schema.names, r, strict=True)) for r in batch], schema))
     cache = tmp / "cache"
+    datasets.disable_progress_bars()  # worker and command logs, not a terminal
     ds = datasets.Dataset.from_parquet(str(tmp / "data.parquet"), cache_dir=str(cache), keep_in_memory=False)
     ds.save_to_disk(str(tmp / "arrow"))
     del ds

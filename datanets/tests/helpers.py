@@ -4,11 +4,12 @@ import io
 import zipfile
 from pathlib import Path
 
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from datanets import services
 
-DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA_DIR = Path(settings.SHARED_DATA_DIR)
 PHRASEBANK = DATA_DIR / "financial_phrasebank.csv"
 SHAKESPEARE = DATA_DIR / "tinyshakespeare.txt"
 

@@ -1,0 +1,157 @@
+"""Seed the demo: users, a Finance Datanet from the PhraseBank and a Literature Datanet from Tiny Shakespeare.
+
+Everything goes through the same services as a real upload (encoding detection, validation, dedup,
+conflicts, stakes in the outbox, curation, versions), ingesting in this process rather than on a worker.
+Idempotent: users, Datanets, contributions (by file hash) and versions are reused when present.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import random
+import secrets
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.services import user_create
+from core.roles import CONTRIBUTOR, CURATOR, MODEL_DEVELOPER
+from datanets import services
+from datanets.models import Contribution, Datanet
+
+# With DEBUG on every demo user gets this documented password (docs/datanets.md); otherwise each gets a
+# random one, printed once when the user is created.
+DEMO_PASSWORD = "open-factory-demo"  # noqa: S105 - documented demo password, DEBUG only
+CONTRIBUTORS = ("alice", "bob", "carol", "dave", "erin")
+NOISY = "erin"  # uploads a share whose labels are 30% relabelled: curation and attribution have something to find
+NOISY_FRACTION = 0.3
+SEED = 0
+CURATOR_USER = "cora"
+DEVELOPER_USER = "devon"
+FINANCE, LITERATURE = "finance", "literature"
+LABELS = ["positive", "negative", "neutral"]
+LITERATURE_CONTRIBUTORS = ("alice", "bob", "carol")
+
+
+def phrasebank_shares(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """The PhraseBank's (label, text) rows shuffled (seed 0) and dealt into one share per contributor;
+    the noisy contributor's share has 30% of its rows given another label (seeded). Deterministic."""
+    with open(path, encoding="iso-8859-1", newline="") as fh:
+        rows = [(r["result"], r["content"]) for r in csv.DictReader(fh)]
+    rng = random.Random(SEED)
+    rng.shuffle(rows)
+    n = len(CONTRIBUTORS)
+    shares = {name: rows[i::n] for i, name in enumerate(CONTRIBUTORS)}
+    noisy = shares[NOISY]
+    for i in sorted(rng.sample(range(len(noisy)), round(NOISY_FRACTION * len(noisy)))):
+        label, text = noisy[i]
+        noisy[i] = (rng.choice([lab for lab in LABELS if lab != label]), text)
+    return shares
+
+
+def _csv_bytes(rows: list[tuple[str, str]]) -> bytes:
+    # Written as the original file is (ISO-8859-1, columns result/content): the ingest must detect it.
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["result", "content"])
+    writer.writerows(rows)
+    return buf.getvalue().encode("iso-8859-1")
+
+
+def shakespeare_parts(path: Path) -> list[str]:
+    """Tiny Shakespeare cut at blank lines into len(LITERATURE_CONTRIBUTORS) consecutive parts."""
+    paragraphs = [p for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    n = len(LITERATURE_CONTRIBUTORS)
+    size = -(-len(paragraphs) // n)
+    return ["\n\n".join(paragraphs[i * size:(i + 1) * size]) + "\n" for i in range(n)]
+
+
+class Command(BaseCommand):
+    help = "Create demo users, a Finance and a Literature Datanet with accepted contributions and a version each."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--if-needed", action="store_true", help="Do nothing when the demo is already seeded.")
+        parser.add_argument("--data-dir", default="", help="Folder with financial_phrasebank.csv and tinyshakespeare.txt "
+                                                            "(default: the SHARED_DATA_DIR setting).")
+
+    def handle(self, *args, if_needed=False, data_dir="", **options):
+        started = time.monotonic()
+        if if_needed and self._seeded():
+            self.stdout.write("seed_demo: already seeded")
+            return
+        data = Path(data_dir or settings.SHARED_DATA_DIR)
+        phrasebank, shakespeare = data / "financial_phrasebank.csv", data / "tinyshakespeare.txt"
+        for path in (phrasebank, shakespeare):
+            if not path.is_file():
+                raise CommandError(f"{path} not found: set SHARED_DATA_DIR or pass --data-dir")
+        users = self._users()
+        cora = users[CURATOR_USER]
+
+        finance = self._datanet(FINANCE, owner=cora, name="Finance sentiment", domain=Datanet.Domain.FINANCE,
+                                task=Datanet.Task.CLASSIFICATION, labels=LABELS, license="CC BY-NC-SA 3.0",
+                                description="Sentences from financial news labelled positive, negative or neutral "
+                                            "(Financial PhraseBank, Malo et al. 2014).")
+        for name, rows in phrasebank_shares(phrasebank).items():
+            self._contribute(finance, users[name], f"phrasebank-{name}.csv", _csv_bytes(rows), curator=cora)
+        self._version(finance, cora)
+
+        literature = self._datanet(LITERATURE, owner=cora, name="Literature: Tiny Shakespeare", domain=Datanet.Domain.OTHER,
+                                   task=Datanet.Task.GENERATION, license="Public domain",
+                                   description="Speeches from Shakespeare's plays, one record per paragraph, "
+                                               "for generative fine-tunes and span attribution.")
+        for name, part in zip(LITERATURE_CONTRIBUTORS, shakespeare_parts(shakespeare), strict=True):
+            self._contribute(literature, users[name], f"shakespeare-{name}.txt", part.encode("utf-8"), curator=cora,
+                             text_mode="paragraph")
+        self._version(literature, cora)
+        self.stdout.write(self.style.SUCCESS(f"seed_demo: done in {time.monotonic() - started:.1f}s"))
+
+    @staticmethod
+    def _seeded() -> bool:
+        return all(Datanet.objects.filter(slug=slug, versions__isnull=False).exists() for slug in (FINANCE, LITERATURE))
+
+    def _users(self) -> dict:
+        User = get_user_model()  # noqa: N806 - Django's idiom
+        wanted = {**{n: [CONTRIBUTOR] for n in CONTRIBUTORS}, CURATOR_USER: [CURATOR],
+                  DEVELOPER_USER: [MODEL_DEVELOPER]}
+        users, created = {}, []
+        for name, roles in wanted.items():
+            user = User.objects.filter(username=name).first()
+            if user is None:
+                password = DEMO_PASSWORD if settings.DEBUG else secrets.token_urlsafe(12)
+                user = user_create(username=name, password=password, email=f"{name}@demo.invalid", roles=roles)
+                created.append((name, ", ".join(roles), password))
+            users[name] = user
+        if created:
+            self.stdout.write("Demo users (passwords are shown this once):")
+            for name, roles, password in created:
+                self.stdout.write(f"  {name:<8} {roles:<30} {password}")
+        return users
+
+    def _datanet(self, slug: str, *, owner, **fields) -> Datanet:
+        datanet = Datanet.objects.filter(slug=slug).first()
+        if datanet is None:
+            datanet = services.datanet_create(owner=owner, slug=slug, curators=[owner], **fields)
+            self.stdout.write(f"Datanet {datanet.name} ({slug}) created")
+        return datanet
+
+    def _contribute(self, datanet: Datanet, user, file_name: str, content: bytes, *, curator, **options) -> None:
+        result = services.contribution_upload(datanet=datanet, contributor=user, file=SimpleUploadedFile(file_name, content),
+                                              file_name=file_name, inline=True, **options)
+        c = result.contribution
+        if c.ingest_state != Contribution.IngestState.DONE:
+            raise CommandError(f"{file_name}: ingest {c.ingest_state}: {c.ingest_errors[:3]}")
+        if c.status == Contribution.Status.PENDING:
+            services.contribution_accept(contribution=c, curator=curator, reason="Demo seed")
+        if result.created:
+            self.stdout.write(f"  {datanet.slug}: {user.username} {file_name}: {c.record_count} records, "
+                              f"{c.duplicates_dropped} duplicates, {c.conflicts} conflicts")
+
+    def _version(self, datanet: Datanet, curator) -> None:
+        if datanet.versions.exists():
+            return
+        version = services.datanet_version_create(datanet=datanet, user=curator)
+        self.stdout.write(f"  {datanet.slug} v{version.number}: {version.record_count} records, root {version.merkle_root}")

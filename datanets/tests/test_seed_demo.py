@@ -1,0 +1,90 @@
+"""`seed_demo`: the demo users, the Finance and Literature Datanets, accepted and versioned; idempotent."""
+import csv
+import io
+from collections import Counter
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from core.roles import CONTRIBUTOR, CURATOR, MODEL_DEVELOPER, user_has_role
+from datanets.management.commands import seed_demo
+from datanets.models import Contribution, Datanet, DatanetVersion, Record
+from datanets.tests.helpers import PHRASEBANK
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+
+def test_noisy_share_is_30_percent_relabelled_and_deterministic():
+    shares = seed_demo.phrasebank_shares(PHRASEBANK)
+    assert shares == seed_demo.phrasebank_shares(PHRASEBANK)
+    assert sum(len(rows) for rows in shares.values()) == 4846
+    original = {}
+    with open(PHRASEBANK, encoding="iso-8859-1", newline="") as fh:
+        for r in csv.DictReader(fh):
+            original.setdefault(r["content"], set()).add(r["result"])
+    for name, rows in shares.items():
+        changed = sum(label not in original[text] for label, text in rows)
+        if name == seed_demo.NOISY:
+            assert abs(changed - 0.3 * len(rows)) <= 3, changed  # a flipped duplicate may land on its twin's label
+        else:
+            assert changed == 0, name
+
+
+def test_seed_demo_builds_the_demo_once(settings):
+    settings.DEBUG = True  # the demo password is the documented one only with DEBUG on
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out)
+    text = out.getvalue()
+    assert "alice" in text and seed_demo.DEMO_PASSWORD in text
+    users = {u: get_user_model().objects.get(username=u) for u in (*seed_demo.CONTRIBUTORS, seed_demo.CURATOR_USER, seed_demo.DEVELOPER_USER)}
+    assert all(user_has_role(users[n], CONTRIBUTOR) for n in seed_demo.CONTRIBUTORS)
+    assert user_has_role(users["cora"], CURATOR) and user_has_role(users["devon"], MODEL_DEVELOPER)
+    assert users["alice"].check_password(seed_demo.DEMO_PASSWORD)
+
+    finance = Datanet.objects.get(slug="finance")
+    assert finance.labels == ["positive", "negative", "neutral"] and finance.curators.get() == users["cora"]
+    contributions = finance.contributions.all()
+    assert contributions.count() == 5 and {c.status for c in contributions} == {Contribution.Status.ACCEPTED}
+    assert {c.encoding for c in contributions} <= {"cp1252", "latin-1"}
+    v1 = DatanetVersion.objects.get(datanet=finance, number=1)
+    assert 4800 < v1.record_count <= 4846 and v1.contributor_count == 5
+    assert v1.label_counts["neutral"] > v1.label_counts["positive"] > v1.label_counts["negative"]
+    # erin's labels disagree with the PhraseBank's about 30% of the time; alice's never do.
+    gold = {}
+    for label, text in (r.split(",", 1) for r in PHRASEBANK.read_text(encoding="iso-8859-1").splitlines()[1:]):
+        gold.setdefault(text.strip('"').replace('""', '"'), set()).add(label)
+    for name, expected in (("erin", 0.3), ("alice", 0.0)):
+        recs = Record.objects.filter(datanet=finance, contributor=users[name])
+        wrong = sum(1 for r in recs if r.text in gold and r.label not in gold[r.text])
+        assert abs(wrong / recs.count() - expected) < 0.02, (name, wrong)
+
+    literature = Datanet.objects.get(slug="literature")
+    assert literature.task == Datanet.Task.GENERATION
+    assert Counter(literature.contributions.values_list("status", flat=True)) == {"accepted": 3}
+    lv1 = literature.versions.get(number=1)
+    assert lv1.record_count > 7000 and Record.objects.filter(datanet=literature, text__startswith="First Citizen:").exists()
+
+    counts = (Contribution.objects.count(), Record.objects.count(), DatanetVersion.objects.count())
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out)  # again: nothing new, no password printed
+    assert seed_demo.DEMO_PASSWORD not in out.getvalue()
+    assert (Contribution.objects.count(), Record.objects.count(), DatanetVersion.objects.count()) == counts
+    out = io.StringIO()
+    call_command("seed_demo", if_needed=True, stdout=out)
+    assert "already seeded" in out.getvalue()
+
+
+def test_production_passwords_are_random_and_shown_once(settings, tmp_path):
+    settings.DEBUG = False
+    out = io.StringIO()
+    cmd = seed_demo.Command(stdout=out)
+    users = cmd._users()
+    assert not users["alice"].check_password(seed_demo.DEMO_PASSWORD)
+    printed = {line.split()[0]: line.split()[-1] for line in out.getvalue().splitlines()[1:]}
+    assert users["bob"].check_password(printed["bob"]) and printed["bob"] != printed["alice"]
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    with pytest.raises(Exception, match="financial_phrasebank.csv not found"):
+        call_command("seed_demo", data_dir=str(tmp_path), stdout=io.StringIO())
