@@ -1,0 +1,135 @@
+"""Ledger reads for pages and the API. Chain reads never raise: a node that is down shows as such."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import Count, Q, Sum
+
+from ledger import client
+from ledger.models import ContractDeployment, LedgerTransaction, RewardAccrual, RewardClaim, RewardEpoch
+from ledger.services import WEI, address_for_user, custodial_address_for_user_id, user_wallet
+
+logger = logging.getLogger(__name__)
+COMPARE_LIMIT = 10  # on-chain records checked per page view: each is an RPC call
+
+
+def chain_overview() -> dict:
+    """Node status, this chain's contract addresses and the outbox counts per status."""
+    status = client.chain_status()
+    contracts = []
+    if status["ok"]:
+        contracts = list(ContractDeployment.objects.filter(chain_id=status["chain_id"]))
+    return {"status": status, "contracts": contracts, "counts": transaction_counts()}
+
+
+def transaction_counts() -> dict[str, int]:
+    counts = dict(LedgerTransaction.objects.values_list("status").annotate(n=Count("id")))
+    return {s: counts.get(s, 0) for s in LedgerTransaction.Status.values}
+
+
+def transaction_list(*, status: str = "", kind: str = ""):
+    qs = LedgerTransaction.objects.order_by("-id")
+    if status:
+        qs = qs.filter(status=status)
+    if kind:
+        qs = qs.filter(kind=kind)
+    return qs
+
+
+def epoch_list():
+    return RewardEpoch.objects.annotate(
+        accounts=Count("claims", distinct=True),
+        claimed_wei=Sum("claims__amount_wei", filter=Q(claims__status=RewardClaim.Status.CLAIMED)),
+    ).order_by("-id")
+
+
+def accrual_list(*, user):
+    return RewardAccrual.objects.filter(user=user).select_related("epoch").order_by("-id")
+
+
+def claim_list(*, user):
+    return RewardClaim.objects.filter(user=user).select_related("epoch").order_by("-epoch_id")
+
+
+def earnings_by_model(*, user) -> list[dict]:
+    """OPEN earned per (model, epoch); epoch None means not settled yet."""
+    rows = (RewardAccrual.objects.filter(user=user).values("model_id", "epoch_id")
+            .annotate(total=Sum("amount"), events=Count("id")).order_by("-epoch_id", "model_id"))
+    return list(rows)
+
+
+@dataclass
+class Balances:
+    address: str
+    custodial: bool
+    custodial_address: str
+    on_chain: Decimal | None  # None: the chain did not answer
+    pending: Decimal  # accrued, not in an epoch yet
+    claimable: Decimal  # in a published epoch, not claimed
+    claimed: Decimal
+    chain_error: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def balances_for(*, user) -> Balances:
+    pending = RewardAccrual.objects.filter(user=user, epoch__isnull=True).aggregate(s=Sum("amount"))["s"] or Decimal(0)
+    claims = RewardClaim.objects.filter(user=user)
+    claimable = claims.filter(status__in=[RewardClaim.Status.UNCLAIMED, RewardClaim.Status.QUEUED],
+                              epoch__status=RewardEpoch.Status.PUBLISHED).aggregate(s=Sum("amount_wei"))["s"] or 0
+    claimed = claims.filter(status=RewardClaim.Status.CLAIMED).aggregate(s=Sum("amount_wei"))["s"] or 0
+    address = address_for_user(user)
+    on_chain, error = None, ""
+    try:
+        signer_w3 = client.get_web3()
+        chain_id = client.rpc(lambda: signer_w3.eth.chain_id)
+        token = ContractDeployment.objects.filter(chain_id=chain_id, name="OpenToken").first()
+        if token is None:
+            error = "contracts are not deployed on this chain"
+        else:
+            raw = client.rpc(client.contract(signer_w3, "OpenToken", token.address).functions.balanceOf(address).call)
+            on_chain = Decimal(raw) / WEI
+    except client.ChainError as exc:
+        error = str(exc)
+    return Balances(address=address, custodial=not user_wallet(user), custodial_address=custodial_address_for_user_id(user.pk),
+                    on_chain=on_chain, pending=pending, claimable=Decimal(claimable) / WEI,
+                    claimed=Decimal(claimed) / WEI, chain_error=error)
+
+
+def _ctx():
+    from ledger.outbox import context
+
+    return context()
+
+
+def onchain_compare() -> dict:
+    """The latest Datanets and models, the database's record beside the chain's, with whether they agree."""
+    from datanets.models import Datanet
+    from factory.models import FineTunedModel
+
+    out = {"ok": True, "error": "", "datanets": [], "models": []}
+    try:
+        ctx = _ctx()
+    except client.ChainError as exc:
+        return {**out, "ok": False, "error": str(exc)}
+    reg, models = ctx.c["DatanetRegistry"], ctx.c["ModelRegistry"]
+    try:
+        for d in Datanet.objects.select_related("owner__profile").order_by("-id")[:COMPARE_LIMIT]:
+            owner, bps, exists, min_stake = reg.functions.datanets(d.pk).call()[:4]
+            db = {"owner": address_for_user(d.owner), "slash_bps": int(Decimal(d.slash_fraction) * 10_000),
+                  "min_stake": int(Decimal(d.min_stake) * WEI)}
+            chain = {"owner": owner, "slash_bps": bps, "min_stake": min_stake} if exists else None
+            out["datanets"].append({"obj": d, "db": db, "chain": chain, "agree": chain == db})
+        for m in FineTunedModel.objects.select_related("developer__profile").order_by("-created_at")[:COMPARE_LIMIT]:
+            adapter = bytes.fromhex(m.adapter_sha256) if len(m.adapter_sha256) == 64 else b"\0" * 32
+            rec = models.functions.getModel(adapter).call()
+            db = {"model_id": m.pk, "developer": address_for_user(m.developer), "version_root": m.version_root.lower()}
+            chain = None
+            if rec[2]:  # registeredAt
+                chain = {"model_id": rec[0], "developer": rec[1], "version_root": "0x" + bytes(rec[3]).hex()}
+            out["models"].append({"obj": m, "db": db, "chain": chain, "agree": chain == db})
+    except Exception as exc:  # the explorer shows what it could read
+        logger.warning("onchain compare failed: %s", exc)
+        out.update(ok=False, error=f"{exc.__class__.__name__}: {str(exc)[:200]}")
+    return out

@@ -303,3 +303,26 @@ def governance_execute(*, proposal):
         locked.save(update_fields=["status"])
         enqueue("fee_split_execute", {"proposal_id": locked.pk}, f"governance:{locked.pk}:execute")
     return locked
+
+
+# --- operations ---------------------------------------------------------------------------------
+
+ERR_NOT_FAILED = "Only a failed transaction can be retried."
+
+
+def ledger_transaction_retry(*, row: LedgerTransaction) -> LedgerTransaction:
+    """Queue a failed outbox row again (after fixing its cause); the sender re-plans it from the chain,
+    so a write that did land meanwhile is confirmed, not repeated."""
+    with transaction.atomic():
+        locked = LedgerTransaction.objects.select_for_update().get(pk=row.pk)
+        if locked.status != LedgerTransaction.Status.FAILED:
+            raise ApplicationError(ERR_NOT_FAILED)
+        locked.status = LedgerTransaction.Status.QUEUED
+        locked.attempts = 0
+        locked.steps = 0
+        locked.tx_hash = locked.raw_tx = ""
+        locked.nonce = None
+        locked.last_error = ""
+        locked.save()
+        transaction.on_commit(_kick_sender)
+    return locked

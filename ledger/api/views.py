@@ -1,0 +1,133 @@
+"""REST API of the ledger: a user's balances, accruals and claims (and a claim request), reward epochs,
+the contracts, and for staff the outbox (with retry) and fee-split proposals. Thin over selectors/services."""
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from ledger import selectors, services
+from ledger.api.serializers import (
+    AccrualSerializer,
+    BalancesSerializer,
+    ChainSerializer,
+    ClaimSerializer,
+    EpochSerializer,
+    FeeSplitProposalSerializer,
+    FeeSplitProposeSerializer,
+    TransactionSerializer,
+)
+from ledger.models import GovernanceProposal, LedgerTransaction, RewardClaim
+
+TAGS = ["ledger"]
+ERROR = OpenApiResponse(description="`{detail}` says why")
+
+
+def _paginate(view: APIView, request, queryset, serializer_class):
+    paginator = api_settings.DEFAULT_PAGINATION_CLASS()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+class BalancesApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(tags=TAGS, responses=BalancesSerializer, summary="My wallet address and OPEN balances")
+    def get(self, request):
+        return Response(BalancesSerializer(selectors.balances_for(user=request.user)).data)
+
+
+class AccrualListApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(tags=TAGS, responses=AccrualSerializer(many=True), summary="My reward accruals")
+    def get(self, request):
+        return _paginate(self, request, selectors.accrual_list(user=request.user), AccrualSerializer)
+
+
+class ClaimListApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(tags=TAGS, responses=ClaimSerializer(many=True),
+                   summary="My claims, with the Merkle proof for claiming from my own wallet")
+    def get(self, request):
+        return _paginate(self, request, selectors.claim_list(user=request.user), ClaimSerializer)
+
+
+class ClaimRequestApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(tags=TAGS, request=None, responses={202: ClaimSerializer, 400: ERROR, 404: ERROR},
+                   summary="Claim a reward (custodial wallets: the server claims; own wallets: 400 with the proof)")
+    def post(self, request, claim_id: int):
+        claim = get_object_or_404(RewardClaim.objects.select_related("epoch"), pk=claim_id, user=request.user)
+        claim = services.reward_claim_request(claim=claim, user=request.user)
+        return Response(ClaimSerializer(claim).data, status=status.HTTP_202_ACCEPTED)
+
+
+class EpochListApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(tags=TAGS, responses=EpochSerializer(many=True), summary="Reward epochs")
+    def get(self, request):
+        return _paginate(self, request, selectors.epoch_list(), EpochSerializer)
+
+
+class ChainApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(tags=TAGS, responses=ChainSerializer, summary="Chain status, contract addresses, fee split")
+    def get(self, request):
+        overview = selectors.chain_overview()
+        data = {**overview["status"], "contracts": overview["contracts"], "fee_split": services.fee_split_get()}
+        return Response(ChainSerializer(data).data)
+
+
+class TransactionListApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(tags=TAGS, responses=TransactionSerializer(many=True), summary="The outbox (staff)",
+                   parameters=[OpenApiParameter("status", str, enum=LedgerTransaction.Status.values),
+                               OpenApiParameter("kind", str)])
+    def get(self, request):
+        qs = selectors.transaction_list(status=request.query_params.get("status", ""),
+                                        kind=request.query_params.get("kind", ""))
+        return _paginate(self, request, qs, TransactionSerializer)
+
+
+class TransactionRetryApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(tags=TAGS, request=None, responses={202: TransactionSerializer, 400: ERROR},
+                   summary="Queue a failed outbox row again (staff)")
+    def post(self, request, transaction_id: int):
+        row = services.ledger_transaction_retry(row=get_object_or_404(LedgerTransaction, pk=transaction_id))
+        return Response(TransactionSerializer(row).data, status=status.HTTP_202_ACCEPTED)
+
+
+class FeeSplitProposalApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(tags=TAGS, responses=FeeSplitProposalSerializer(many=True), summary="Fee-split proposals (staff)")
+    def get(self, request):
+        return _paginate(self, request, GovernanceProposal.objects.order_by("-id"), FeeSplitProposalSerializer)
+
+    @extend_schema(tags=TAGS, request=FeeSplitProposeSerializer, responses={202: FeeSplitProposalSerializer, 400: ERROR},
+                   summary="Propose a fee split through the governance timelock (staff)")
+    def post(self, request):
+        s = FeeSplitProposeSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        proposal = services.fee_split_propose(**s.validated_data, user=request.user)
+        return Response(FeeSplitProposalSerializer(proposal).data, status=status.HTTP_202_ACCEPTED)
+
+
+class FeeSplitExecuteApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(tags=TAGS, request=None, responses={202: FeeSplitProposalSerializer, 400: ERROR},
+                   summary="Execute a proposal the timelock has released (staff)")
+    def post(self, request, proposal_id: int):
+        proposal = services.governance_execute(proposal=get_object_or_404(GovernanceProposal, pk=proposal_id))
+        return Response(FeeSplitProposalSerializer(proposal).data, status=status.HTTP_202_ACCEPTED)
