@@ -27,6 +27,7 @@ from factory.training import (
     TrainingError,
     TrainingSuperseded,
     TrainResult,
+    checkpoint_step,
 )
 from factory.training.estimate import Estimate, estimate_run
 from factory.training.modeling import inspect_model
@@ -484,6 +485,9 @@ def finetune_job_run(*, job_id: int, hostname: str) -> FineTuneJob | None:
         _fail(job.id, exc.message)
         return _reload(job)
 
+    resumes_at = checkpoint_step(job.output_dir) if job.output_dir else 0
+    if resumes_at:  # shown on the job page while it runs; the trainer logs the same
+        FineTuneJob.objects.filter(pk=job.id).update(resumed_from_step=resumes_at, checkpoint_step=resumes_at)
     hooks = _RunHooks(job_id=job.id, hostname=hostname)
     _log(job.id, f"running on {hostname} (attempt {job.attempts})")
     try:

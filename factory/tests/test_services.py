@@ -2,6 +2,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from attribution.models import AttributionIndex
 from core.errors import ApplicationError
 from core.models import WorkerHeartbeat
 from factory import services
@@ -130,6 +131,7 @@ def test_run_in_process_makes_a_registered_model(tiny_bert, settings, tmp_path):
     assert JobMetric.objects.filter(job=job, kind="eval").count() == 2
     assert JobMetric.objects.filter(job=job, kind="train").count() == 8
     assert job.checkpoint_step == 8 and "running on w1@test" in job.log
+    assert AttributionIndex.objects.filter(model=model, status="queued").exists()  # the attribution app's hook
     out = services.finetuned_model_predict(model=model, text="the company profit rose")
     assert out["label"] in model.labels
     with pytest.raises(ApplicationError, match="Type some text"):
