@@ -48,16 +48,19 @@ def datanet_create(request):
 @require_GET
 def datanet_detail(request, slug):
     datanet = get_object_or_404(Datanet, slug=slug)
-    page = Paginator(selectors.record_list(datanet=datanet, accepted_only=True), RECORDS_PER_PAGE).get_page(request.GET.get("page"))
-    if request.htmx and request.GET.get("page"):
-        return render(request, "datanets/_records.html", {"datanet": datanet, "page": page})
+    label = request.GET.get("label", "")
+    label = label if label in datanet.labels else ""
+    records = selectors.record_list(datanet=datanet, accepted_only=True, label=label)
+    page = Paginator(records, RECORDS_PER_PAGE).get_page(request.GET.get("page"))
+    if request.htmx and (request.GET.get("page") or "label" in request.GET):
+        return render(request, "datanets/_records.html", {"datanet": datanet, "page": page, "label": label})
     distribution = selectors.datanet_label_distribution(datanet=datanet)
     total = sum(n for _, n in distribution) or 1
     bars = [{"label": lab or "(none)", "n": n, "pct": round(100 * n / total, 1)} for lab, n in distribution]
     return render(request, "datanets/detail.html", {
         "datanet": datanet, "counts": selectors.datanet_counts(datanet=datanet), "bars": bars,
         "contributors": selectors.datanet_contributors_ranked(datanet=datanet),
-        "versions": datanet.versions.all(), "page": page,
+        "versions": datanet.versions.all(), "page": page, "label": label,
         "can_curate": services.user_can_curate(user=request.user, datanet=datanet),
     })
 

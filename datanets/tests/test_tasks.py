@@ -2,6 +2,8 @@
 import time
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
 
 from datanets.models import Contribution, Record
 from datanets.tests.factories import DatanetFactory, contributor
@@ -19,7 +21,7 @@ def wait_for(predicate, timeout=90.0):
     return False
 
 
-def test_upload_is_ingested_by_a_real_cpu_worker(start_worker):
+def test_upload_is_ingested_by_a_real_cpu_worker(start_worker, client):
     worker = start_worker(queues="cpu", DATANET_INGEST_BATCH_ROWS="500")
     datanet = DatanetFactory()
     res = upload(datanet, contributor("walker"), "financial_phrasebank.csv", PHRASEBANK.read_bytes())
@@ -37,3 +39,17 @@ def test_upload_is_ingested_by_a_real_cpu_worker(start_worker):
     assert c.record_count == Record.objects.filter(contribution=c).count() > 4800
     assert c.ingest_progress == 1.0
     assert "contribution_ingest_task" in worker.log()
+
+    # The browser path on the same worker: upload, confirm the guessed columns, the page polls until done.
+    alice = contributor("alice")
+    client.force_login(alice)
+    resp = client.post(reverse("datanets:upload", args=[datanet.slug]),
+                       {"file": SimpleUploadedFile("mine.csv", b"label,text\npositive,Orders doubled.\nneutral,AGM on May 3.\n"),
+                        "text_mode": "line"})
+    page = resp.url
+    assert "Map the columns" in client.get(page).content.decode()
+    assert client.post(page, {"text_column": "text", "label_column": "label"}).status_code == 302
+    mine = Contribution.objects.get(contributor=alice)
+    status_url = reverse("datanets:contribution-status", args=[mine.id])
+    assert wait_for(lambda: client.get(status_url).has_header("HX-Refresh")), worker.log()
+    assert "2 records stored" in client.get(page).content.decode()

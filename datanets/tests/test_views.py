@@ -35,6 +35,9 @@ def test_detail_shows_counts_chart_contributors_versions_and_escaped_records(cli
     body = client.get(reverse("datanets:detail", args=[datanet.slug])).content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "<script>alert(1)" not in body
     assert "dn-bar-fill" in body and "alice" in body and v.merkle_root in body
+    part = client.get(reverse("datanets:detail", args=[datanet.slug]), {"label": "negative"}, HTTP_HX_REQUEST="true")
+    assert "alert(1)" in part.content.decode() and "Profit rose." not in part.content.decode()
+    assert "<h1>" not in part.content.decode()
     client.force_login(alice)
     resp = client.get(reverse("datanets:version-download", args=[v.id, "jsonl"]))
     assert resp.status_code == 200 and b"Profit rose." in b"".join(resp.streaming_content)
