@@ -196,16 +196,28 @@ def query_infini(workdir: Path, qs: list[list[int]]) -> tuple[dict, list]:
     }, answers
 
 
+INFINI_VENV = Path(os.environ.get("SPANS_INFINI_VENV", "/tmp/spanvenv"))
+
+
+def _infini_site() -> Path | None:
+    found = sorted(INFINI_VENV.glob("lib/python*/site-packages"))
+    return found[0] if found else None
+
+
 def ensure_infini_gram() -> str | None:
-    try:
-        import infini_gram.engine  # noqa: F401
-        return None
-    except ImportError:
-        pass
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "infini-gram==2.6.0"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        return "pip install infini-gram failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
+    """infini-gram lives in its own venv (SPANS_INFINI_VENV, default /tmp/spanvenv), never in requirements:
+    its site-packages is appended to sys.path (our numpy etc. still win) and to the children's PYTHONPATH."""
+    if _infini_site() is None:
+        proc = subprocess.run([sys.executable, "-m", "venv", str(INFINI_VENV)], capture_output=True, text=True)
+        if proc.returncode == 0:
+            proc = subprocess.run([str(INFINI_VENV / "bin" / "pip"), "install", "-q", "--no-deps", "infini-gram==2.6.0"],
+                                  capture_output=True, text=True)
+        if proc.returncode != 0:
+            return "pip install infini-gram failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
+    site = str(_infini_site())
+    if site not in sys.path:
+        sys.path.append(site)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), site) if p)
     try:
         import infini_gram.engine  # noqa: F401
     except ImportError as exc:

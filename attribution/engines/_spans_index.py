@@ -4,8 +4,9 @@ On-disk layout of one *segment* (a directory)::
 
     tokens.npy      big-endian uint16 (vocab < 65535) or uint32 token ids; every record is followed by
                     one separator token (the dtype's maximum), so no match can cross a record boundary
-    sa.npy          the suffix array over token positions (uint32 when the segment has < 2**32 tokens,
-                    else int64): the start of every suffix, in lexicographic order
+    sa.npy          the suffix array over token positions: the start of every suffix, in lexicographic
+                    order; packed 3-byte little-endian pointers ((n, 3) uint8) below 2**24 positions,
+                    uint32 below 2**32, else int64
     doc_starts.npy  uint32/int64 position of each record's first token (records in row order)
     meta.json       format version, counts, dtypes, the index row of the segment's first record
 
@@ -40,6 +41,7 @@ FORMAT_VERSION = 1
 _BIG = np.int64(1) << 40  # pad value greater than every token (upper bounds)
 _LOW = np.int64(-1)  # pad value smaller than every token (lower bounds, pattern end)
 _FOREIGN = np.int64(-2)  # a query token the segment cannot hold: matches nothing
+_CHUNK = 1 << 24  # positions packed at a time (bounds the build's extra memory)
 
 
 class SpanIndexError(ValueError):
@@ -54,6 +56,28 @@ def _width_for(max_token: int) -> int:
     raise SpanIndexError(f"token id {max_token} does not fit in 32 bits")
 
 
+def _sa_bytes_for(n_positions: int) -> int:
+    """Bytes per suffix-array pointer: 3 below 2**24 positions, 4 below 2**32, else 8."""
+    if n_positions < 2**24:
+        return 3
+    return 4 if n_positions < 2**32 else 8
+
+
+class _Packed3:
+    """A read-only (n, 3) uint8 memory map read as little-endian uint24 values (int64 out)."""
+
+    def __init__(self, raw: np.ndarray):
+        self.raw = raw
+        self.shape = (raw.shape[0],)
+
+    def __len__(self) -> int:
+        return self.raw.shape[0]
+
+    def __getitem__(self, idx) -> np.ndarray:
+        b = np.asarray(self.raw[idx]).astype(np.int64)
+        return b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
+
+
 def build_segment(
     path: str | os.PathLike,
     tokens: np.ndarray,
@@ -61,6 +85,7 @@ def build_segment(
     *,
     row_offset: int = 0,
     width: int | None = None,
+    sa_bytes: int | None = None,
 ) -> Path:
     """Write one segment: `tokens` is the concatenation of the records' token ids, `lengths` their sizes.
 
@@ -101,9 +126,18 @@ def build_segment(
         keep = raw[(raw & (width - 1)) == 0]
         del raw
         keep //= width
-        sa_dtype = np.uint32 if total < 2**32 else np.int64
-        sa = np.lib.format.open_memmap(tmp / "sa.npy", mode="w+", dtype=sa_dtype, shape=(total,))
-        sa[:] = keep
+        nbytes = sa_bytes or _sa_bytes_for(total)
+        if nbytes == 3:
+            # Packed little-endian 3-byte pointers: a quarter smaller than uint32 below 16.7M positions.
+            sa = np.lib.format.open_memmap(tmp / "sa.npy", mode="w+", dtype=np.uint8, shape=(total, 3))
+            for s in range(0, total, _CHUNK):
+                part = keep[s : s + _CHUNK]
+                for b in range(3):
+                    sa[s : s + _CHUNK, b] = (part >> (8 * b)) & 0xFF
+        else:
+            sa = np.lib.format.open_memmap(tmp / "sa.npy", mode="w+", dtype=np.uint32 if nbytes == 4 else np.int64,
+                                           shape=(total,))
+            sa[:] = keep
         del keep
         sa.flush()
         del sa, arr
@@ -139,7 +173,8 @@ class Segment:
         if self.meta.get("format") != FORMAT_VERSION:
             raise SpanIndexError(f"span segment {self.path} has format {self.meta.get('format')}")
         self.tokens = np.load(self.path / "tokens.npy", mmap_mode="r")
-        self.sa = np.load(self.path / "sa.npy", mmap_mode="r")
+        sa = np.load(self.path / "sa.npy", mmap_mode="r")
+        self.sa = _Packed3(sa) if sa.ndim == 2 else sa
         self.doc_starts = np.load(self.path / "doc_starts.npy")
         self.n = int(self.meta["n_positions"])
         self.sep = int(self.meta["separator"])
@@ -297,21 +332,23 @@ class SpanIndex:
 
     # --- writing ------------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | os.PathLike, tokens: np.ndarray, lengths: np.ndarray) -> SpanIndex:
+    def create(cls, root: str | os.PathLike, tokens: np.ndarray, lengths: np.ndarray, *,
+               sa_bytes: int | None = None) -> SpanIndex:
         """A fresh index with one base segment (replaces whatever index was at `root`)."""
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         name = f"base-{uuid.uuid4().hex[:10]}"
-        build_segment(root / name, tokens, lengths, row_offset=0)
+        build_segment(root / name, tokens, lengths, row_offset=0, sa_bytes=sa_bytes)
         old = cls._read_segments(root)
         cls._write_manifest(root, [name])
         cls._remove(root, old, keep=[name])
         return cls(root)
 
     @classmethod
-    def create_from_lists(cls, root: str | os.PathLike, docs: Sequence[Sequence[int]]) -> SpanIndex:
+    def create_from_lists(cls, root: str | os.PathLike, docs: Sequence[Sequence[int]], *,
+                          sa_bytes: int | None = None) -> SpanIndex:
         tokens, lengths = _concat(docs)
-        return cls.create(root, tokens, lengths)
+        return cls.create(root, tokens, lengths, sa_bytes=sa_bytes)
 
     def add(self, docs: Sequence[Sequence[int]]) -> SpanIndex:
         """Append records as a small delta segment (rows continue after the existing ones)."""

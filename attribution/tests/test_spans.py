@@ -62,11 +62,12 @@ def corpus_and_query(draw):
 
 
 @settings(max_examples=80, deadline=None)
-@given(corpus_and_query())
-def test_spans_match_brute_force(data):
+@given(corpus_and_query(), st.sampled_from([3, 4]))
+def test_spans_match_brute_force(data, sa_bytes):
     docs, q, n = data
     with tempfile.TemporaryDirectory() as d:
-        index = SpanIndex.create_from_lists(d, docs)
+        # Both suffix-array encodings: packed 3-byte pointers (the default below 2**24 positions) and uint32.
+        index = SpanIndex.create_from_lists(d, docs, sa_bytes=sa_bytes)
         result = index.spans(q, min_len=n, max_occurrences=10_000)
         got = [(s.start, s.end, s.count, s.rows) for s in result.spans]
         assert got == brute_spans(docs, q, n)
@@ -109,15 +110,19 @@ def test_delta_segments_merge_like_one_index(data, draw):
         assert [(s.start, s.end, s.count, s.rows) for s in compacted.spans(q, min_len=n).spans] == want
 
 
-def test_on_disk_format_is_compact_and_memory_mapped(tmp_path):
+@pytest.mark.parametrize("sa_bytes", [None, 4])
+def test_on_disk_format_is_compact_and_memory_mapped(tmp_path, sa_bytes):
     rng = np.random.default_rng(1)
     docs = [rng.integers(0, 50, size=200).tolist() for _ in range(50)]
-    index = SpanIndex.create_from_lists(tmp_path, docs)
+    index = SpanIndex.create_from_lists(tmp_path, docs, sa_bytes=sa_bytes)
     seg = index.segments[0]
-    assert isinstance(seg.tokens, np.memmap) and isinstance(seg.sa, np.memmap)
-    assert seg.tokens.dtype == np.dtype(">u2") and seg.sa.dtype == np.uint32
-    # 2 bytes per token + 4 per suffix-array entry, and a little per record and file header.
-    assert index.nbytes < 6 * (10_000 + 50) + 8 * 50 + 4096
+    raw = seg.sa if sa_bytes == 4 else seg.sa.raw
+    assert isinstance(seg.tokens, np.memmap) and isinstance(raw, np.memmap)
+    assert seg.tokens.dtype == np.dtype(">u2")
+    assert raw.dtype == np.uint32 if sa_bytes == 4 else (raw.dtype == np.uint8 and raw.shape == (10_050, 3))
+    # 2 bytes per token + 3 (small segments) or 4 per suffix-array entry, a little per record and header.
+    per = 2 + (sa_bytes or 3)
+    assert index.nbytes < per * (10_000 + 50) + 8 * 50 + 4096
     # The suffix array is sorted: consecutive suffixes are in non-decreasing order.
     toks = np.asarray(seg.tokens).astype(np.int64)
     for a, b in zip(seg.sa[:-1], seg.sa[1:], strict=True):
