@@ -287,6 +287,8 @@ SERVING_MAX_NEW_TOKENS = env.int("SERVING_MAX_NEW_TOKENS", default=40)
 SERVING_DEVICE = env.str("SERVING_DEVICE", default="")
 SERVING_BACKEND = env.str("SERVING_BACKEND", default="inprocess")
 SERVING_TIMEOUT_SECONDS = env.float("SERVING_TIMEOUT_SECONDS", default=60.0)
+# How long the batcher waits after a request for others to share its forward pass.
+SERVING_BATCH_WAIT_MS = env.float("SERVING_BATCH_WAIT_MS", default=5.0)
 # Paid inference: OPEN per call, longest input in characters, top records returned.
 SERVING_FEE_PER_CALL = env.str("SERVING_FEE_PER_CALL", default="0.01")  # a decimal string
 SERVING_MAX_INPUT_CHARS = env.int("SERVING_MAX_INPUT_CHARS", default=4000)
@@ -299,6 +301,6 @@ CELERY_TASK_ROUTES["serving.tasks.inference_run_task"] = {"queue": "gpu"}
 CELERY_TASK_ROUTES["serving.tasks.span_index_build_task"] = {"queue": "cpu"}
 ENV_VARS += (
     "SERVING_CACHE_ADAPTERS", "SERVING_CACHE_BYTES", "SERVING_MAX_BATCH", "SERVING_MAX_NEW_TOKENS", "SERVING_DEVICE",
-    "SERVING_BACKEND", "SERVING_TIMEOUT_SECONDS", "SERVING_FEE_PER_CALL", "SERVING_MAX_INPUT_CHARS", "SERVING_TOP_K",
-    "SERVING_SPANS_MIN_TOKENS", "SERVING_SPANS_DELTA_MAX_RECORDS",
+    "SERVING_BACKEND", "SERVING_TIMEOUT_SECONDS", "SERVING_BATCH_WAIT_MS", "SERVING_FEE_PER_CALL",
+    "SERVING_MAX_INPUT_CHARS", "SERVING_TOP_K", "SERVING_SPANS_MIN_TOKENS", "SERVING_SPANS_DELTA_MAX_RECORDS",
 )

@@ -59,6 +59,21 @@ def serving_engine():
         return _engine
 
 
+_batcher = None
+
+
+def serving_batcher():
+    """Requests from concurrent web threads (or worker threads) share forward passes through one Batcher."""
+    global _batcher
+    engine = serving_engine()
+    with _engine_lock:
+        if _batcher is None:
+            from factory.serving import Batcher
+
+            _batcher = Batcher(engine, max_wait_ms=settings.SERVING_BATCH_WAIT_MS)
+        return _batcher
+
+
 # --- checks -------------------------------------------------------------------------------------
 
 def model_get(*, model_id) -> object:
@@ -123,9 +138,10 @@ def inference_run(*, inference_id: int) -> Inference:
     started = time.perf_counter()
     try:
         base_path = model_serving_path(model=model)
-        result = serving_engine().infer([InferenceRequest(base_path=base_path, adapter_dir=model.adapter_dir,
-                                                          text=inference.input_text, task=model.task)])[0]
-    except (ApplicationError, AdapterError, OSError, RuntimeError, ValueError) as exc:
+        request = InferenceRequest(base_path=base_path, adapter_dir=model.adapter_dir, text=inference.input_text,
+                                   task=model.task)
+        result = serving_batcher().submit(request).result(timeout=settings.SERVING_TIMEOUT_SECONDS)
+    except (ApplicationError, AdapterError, OSError, RuntimeError, ValueError, TimeoutError) as exc:
         message = exc.message if isinstance(exc, ApplicationError) else str(exc)
         Inference.objects.filter(pk=inference.pk).update(status=Inference.Status.FAILED, error=message[:2000],
                                                          finished_at=timezone.now())

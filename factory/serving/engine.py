@@ -103,12 +103,12 @@ class ServedBase:
             from transformers import AutoModelForCausalLM
 
             self.tokenizer.padding_side = "left"  # generation appends on the right
-            self.model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         else:
             from transformers import AutoModelForSequenceClassification
 
             # One label: every served classifier brings its own head (PEFT modules_to_save).
-            self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, torch_dtype=dtype)
+            self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
             if self.model.config.pad_token_id is None:
                 self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model.to(device).eval()
@@ -225,8 +225,8 @@ class ServingEngine:
     def infer(self, requests: list[InferenceRequest]) -> list[dict]:
         """The serving entry point: results in request order, each {"label", "probabilities"} or {"text"}.
 
-        Requests are grouped by (base, task) and cut into batches of `max_batch`; each batch is one
-        forward pass (one `generate` for generation). Timings per request in "latency_ms".
+        Requests are grouped by (base, task), sorted by length and cut into batches of `max_batch`; each
+        batch is one forward pass (one `generate` for generation). Timings per request in "latency_ms".
         """
         results: list[dict | None] = [None] * len(requests)
         groups: dict[tuple[str, str], list[int]] = {}
@@ -234,6 +234,8 @@ class ServingEngine:
             task = r.task or (adapter_task(r.adapter_dir) if r.adapter_dir else CLASSIFICATION)
             groups.setdefault((str(r.base_path), task), []).append(i)
         for (_, task), idxs in groups.items():
+            # Similar lengths batched together: less padding, so less compute (results keep request order).
+            idxs.sort(key=lambda i: len(requests[i].text))
             for s in range(0, len(idxs), self.config.max_batch):
                 chunk = idxs[s: s + self.config.max_batch]
                 batch = [requests[i] for i in chunk]

@@ -92,3 +92,36 @@ def test_bad_adapters_fail_with_reasons(engine, tiny_bert, tmp_path, bert_adapte
         engine.adapter(str(tmp_path))
     with pytest.raises(AdapterError, match="does not exist"):
         engine.infer([InferenceRequest(base_path=str(tmp_path / "nope"), adapter_dir=str(bert_adapters[0]), text="x")])
+
+
+def test_batcher_puts_concurrent_callers_in_one_forward(tiny_bert, bert_adapters):
+    import threading
+
+    from factory.serving import Batcher
+
+    engine = ServingEngine(ServingConfig(cache_adapters=8, max_batch=8, device="cpu"))
+    reqs = [InferenceRequest(base_path=str(tiny_bert), adapter_dir=str(bert_adapters[i % 4]), text=TEXTS[i % 5])
+            for i in range(6)]
+    alone = [engine.infer([r])[0] for r in reqs]
+    batcher = Batcher(engine, max_wait_ms=300)
+    results: list = [None] * len(reqs)
+    gate = threading.Barrier(len(reqs))
+
+    def call(i):
+        gate.wait()
+        results[i] = batcher.submit(reqs[i]).result(timeout=60)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(reqs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert max(r["batch_size"] for r in results) > 1
+    for got, want in zip(results, alone, strict=True):
+        assert got["label"] == want["label"]
+        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-5)
+    # A failing batch fails its callers, not the batcher.
+    bad = batcher.submit(InferenceRequest(base_path=str(tiny_bert), adapter_dir="/nonexistent", text="x"))
+    with pytest.raises(AdapterError):
+        bad.result(timeout=60)
+    assert batcher.submit(reqs[0]).result(timeout=60)["label"] == alone[0]["label"]
