@@ -220,7 +220,7 @@ def jobs_loss_chart(*, jobs: list[FineTuneJob]) -> Chart:
     by_job: dict[int, list[tuple[float, float]]] = {j.id: [] for j in jobs}
     for job_id, step, loss in rows.values_list("job_id", "step", "loss"):
         by_job[job_id].append((step, loss))
-    return chart_build(title="Training loss", y_label="loss", series=[
+    return chart_build(title="Training loss", y_label="loss", width=960, height=320, series=[
         Series(name=f"#{j.id} {j.name}", points=by_job[j.id], color=PALETTE[i % len(PALETTE)])
         for i, j in enumerate(jobs)
     ])
@@ -228,9 +228,26 @@ def jobs_loss_chart(*, jobs: list[FineTuneJob]) -> Chart:
 
 # --- comparison ------------------------------------------------------------------------------------
 
+def hyperparameter_keys(hyperparameters: dict) -> list[str]:
+    """The form's order (rank, alpha, ... seed), then anything else alphabetically; the database's JSON
+    does not keep the order they were written in."""
+    from factory.services import PARAM_LABELS
+
+    known = [k for k in PARAM_LABELS if k in hyperparameters]
+    return known + sorted(set(hyperparameters) - set(known))
+
+
+def hyperparameter_rows(job: FineTuneJob) -> list[tuple[str, str, object]]:
+    """(key, label, value) for the job page's table."""
+    from factory.services import PARAM_LABELS
+
+    hp = job.hyperparameters or {}
+    return [(k, PARAM_LABELS.get(k, k), hp[k]) for k in hyperparameter_keys(hp)]
+
+
 def jobs_compare(*, jobs: list[FineTuneJob]) -> dict:
     """Rows of hyperparameters and final metrics, one column per job; rows that differ are flagged."""
-    hp_keys = sorted({k for j in jobs for k in (j.hyperparameters or {})})
+    hp_keys = hyperparameter_keys({k: None for j in jobs for k in (j.hyperparameters or {})})
     finals = [job_final_metrics(j) for j in jobs]
     metric_keys = [k for k in HEADLINE_METRICS if any(k in f for f in finals)]
     metric_keys += sorted({k for f in finals for k in f} - set(metric_keys))

@@ -150,7 +150,7 @@ def _job_context(request, job: FineTuneJob) -> dict:
         "eval_rows": metrics["eval"], "can_manage": can_manage,
         "can_cancel": can_manage and job.status in FineTuneJob.ACTIVE,
         "can_retry": can_manage and job.status in (FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED),
-        "model": model, "poll_seconds": POLL_SECONDS,
+        "model": model, "poll_seconds": POLL_SECONDS, "hp_rows": ui_services.hyperparameter_rows(job),
     }
 
 

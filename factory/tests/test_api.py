@@ -38,7 +38,7 @@ def test_anonymous_callers_get_401_or_403():
 def test_base_model_catalog(api, tiny_bert):
     r = api.get("/api/v1/factory/base-models/")
     names = {m["name"]: m for m in r.json()["results"]}
-    assert r.status_code == 200 and {"MiniLM-L6", "tiny-bert"} <= set(names)
+    assert r.status_code == 200 and "tiny-bert" in names
     assert names["tiny-bert"]["target_modules"] == tiny_bert.target_modules
     assert names["tiny-bert"]["max_length"] == 128
 

@@ -168,7 +168,8 @@ def test_job_page_draws_curves_and_polls_while_running(dev_client, tiny_bert):
     assert 'hx-trigger="every 2s"' in html and reverse("factory:job-live", args=[job.pk]) in html
     assert html.count("<svg") == 2 and html.count('class="ft-line"') == 4  # loss: train+eval; accuracy, macro-F1
     assert "training loss" in html and "macro-f1" in html and "<script" not in html.split("</header>")[1]
-    assert ">lora_r</th>" in html and "query, value" in html  # hyperparameters
+    assert "LoRA rank <span" in html and "query, value" in html  # hyperparameters, in the form's order
+    assert html.index("LoRA rank <span") < html.index("LoRA alpha <span") < html.index("Seed <span")
     assert "queued by dev" in html  # the log
     assert f'action="{reverse("factory:job-cancel", args=[job.pk])}"' in html
     assert reverse("factory:job-retry", args=[job.pk]) not in html
@@ -257,7 +258,7 @@ def test_compare_two_runs(dev_client, tiny_bert):
 
 def test_base_model_catalog_is_public(client, tiny_bert):
     html = client.get(reverse("factory:base-models")).content.decode()
-    assert "MiniLM-L6" in html and "tiny-bert" in html and "<strong>query</strong>" in html
+    assert "tiny-bert" in html and "<strong>query</strong>" in html and "classification" in html
 
 
 def test_home_page(client, dev_client, tiny_bert):
@@ -339,3 +340,63 @@ def test_markdown_render_escapes_everything():
     assert "<script>" not in html and "&lt;script&gt;" in html and "<td>&lt;i&gt;x&lt;/i&gt;</td>" in html
     assert "<code>y&lt;z&gt;</code>" in html and "<strong>bold</strong> &amp; more" in html
     assert "<pre><code>&lt;b&gt;</code></pre>" in html and "<th>a</th>" in html
+
+
+# --- in a real browser: the htmx parts ---------------------------------------------------------------
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_browser_form_presets_estimate_and_live_job_page(live_server, tiny_bert_dir):
+    """Presets redraw the form, the estimate follows the fields, submit lands on the job page, which polls
+    until the job ends and then shows the curves. (The job is queued to Redis; no worker runs here.)"""
+    from playwright.sync_api import sync_playwright
+
+    from factory import services
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    tiny = services.base_model_register(path=str(tiny_bert_dir), name="tiny-bert")
+    services.base_model_register(path=str(tiny_bert_dir), name="a-tiny-bert-too")
+    version = make_version(n=24)
+    user = developer(username="walker")
+    user.set_password("a-long-secret-42")
+    user.save()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.goto(live_server.url + "/accounts/login/?next=/factory/jobs/new/")
+        page.fill("input[name=username]", "walker")
+        page.fill("input[name=password]", "a-long-secret-42")
+        page.click("button[type=submit]")
+        page.wait_for_selector("#ft-form")
+        page.select_option("select[name=base_model]", str(tiny.pk))
+        page.wait_for_function("document.querySelector('#ft-base-info').textContent.startsWith('tiny-bert:')")
+        page.select_option("select[name=datanet_version]", str(version.pk))
+        page.wait_for_selector("#ft-estimate:has-text('Trainable parameters')")
+        page.click("button[value=quick]")
+        page.wait_for_function("document.querySelector('input[name=lora_r]').value === '8'")
+        assert page.locator("input[name=target_modules]:checked").count() == 2  # quick: query, value
+        page.wait_for_selector("#ft-estimate:has-text('Trainable parameters')")
+        page.fill("input[name=lora_r]", "0")
+        page.locator("input[name=lora_r]").dispatch_event("change")
+        page.wait_for_selector("#ft-estimate:has-text('LoRA rank must be greater than 0')")
+        page.fill("input[name=lora_r]", "4")
+        page.click("button[name=submit]")
+        page.wait_for_selector("#job-status:has-text('Queued')")
+        job = FineTuneJob.objects.get()
+        assert job.hyperparameters["lora_r"] == 4 and job.preset == ""
+        # the worker's progress, as the page sees it while polling
+        FineTuneJob.objects.filter(pk=job.pk).update(status="running", step=4, total_steps=8)
+        for step in range(1, 5):
+            JobMetric.objects.create(job=job, kind="train", step=step, epoch=step / 4, loss=1.0 / step)
+        page.wait_for_selector("#job-status:has-text('Running')", timeout=10_000)
+        page.wait_for_selector("polyline.ft-line")
+        JobMetric.objects.create(job=job, kind="eval", step=4, epoch=1, loss=0.4,
+                                 values={"accuracy": 0.8, "macro_f1": 0.75})
+        FineTuneJob.objects.filter(pk=job.pk).update(status="failed", error="Out of memory: lower the batch size.")
+        page.wait_for_selector("text=Out of memory: lower the batch size.", timeout=10_000)
+        assert page.locator("#job-live[hx-trigger]").count() == 0  # polling stopped
+        assert page.locator("svg.ft-svg").count() == 2
+        browser.close()
+    from config.celery import app
+
+    app.control.purge()  # the queued job's message: no worker here will ever take it
