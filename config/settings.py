@@ -250,13 +250,17 @@ LEDGER_CUSTODIAL_SECRET = env.str("LEDGER_CUSTODIAL_SECRET", default="")
 LEDGER_EPOCH_SECONDS = env.int("LEDGER_EPOCH_SECONDS", default=600)
 LEDGER_CLAIM_WINDOW_DAYS = env.int("LEDGER_CLAIM_WINDOW_DAYS", default=30)
 LEDGER_SWEEP_SECONDS = env.int("LEDGER_SWEEP_SECONDS", default=30)
-# Crash injection for the outbox tests (after_sign | after_send | mid_epoch); honoured only with DEBUG on.
+# Crash injection for the outbox tests (after_sign | after_record | after_send | after_receipt | mid_epoch);
+# honoured only with DEBUG on.
 LEDGER_CRASH_AT = env.str("LEDGER_CRASH_AT", default="")
 CELERY_BEAT_SCHEDULE["ledger-outbox-sweep"] = {
     "task": "ledger.tasks.outbox_sweep_task", "schedule": LEDGER_SWEEP_SECONDS, "options": {"queue": "ledger"},
 }
 CELERY_BEAT_SCHEDULE["ledger-reward-epoch"] = {
     "task": "ledger.tasks.rewards_epoch_close_task", "schedule": LEDGER_EPOCH_SECONDS, "options": {"queue": "ledger"},
+}
+CELERY_BEAT_SCHEDULE["ledger-reward-sweep"] = {
+    "task": "ledger.tasks.rewards_epochs_sweep_task", "schedule": 3600.0, "options": {"queue": "ledger"},
 }
 ENV_VARS += (
     "LEDGER_TREASURY_ADDRESS", "LEDGER_GOVERNANCE_DELAY_SECONDS", "LEDGER_CUSTODIAL_SECRET", "LEDGER_EPOCH_SECONDS",
