@@ -283,7 +283,8 @@ ENV_VARS += ("FACTORY_CHECKPOINT_EVERY", "FACTORY_PROGRESS_SECONDS", "FACTORY_RE
 INSTALLED_APPS += ["serving"]
 # OpenLoRA serving (factory/serving): adapters held at once, by count and by bytes of weights; rows per
 # forward pass; generation length; "" = CUDA when present. Backend: "inprocess" (the web process runs
-# the model) or "celery" (the `gpu` queue runs it; the web process waits up to SERVING_TIMEOUT_SECONDS).
+# the model), "http" (the inference server at SERVING_URL runs it) or "celery" (the `gpu` queue runs it;
+# the web process waits up to SERVING_TIMEOUT_SECONDS).
 SERVING_CACHE_ADAPTERS = env.int("SERVING_CACHE_ADAPTERS", default=100)
 SERVING_CACHE_BYTES = env.int("SERVING_CACHE_BYTES", default=512 * 1024 * 1024)
 SERVING_MAX_BATCH = env.int("SERVING_MAX_BATCH", default=32)
@@ -293,6 +294,8 @@ SERVING_BACKEND = env.str("SERVING_BACKEND", default="inprocess")
 SERVING_TIMEOUT_SECONDS = env.float("SERVING_TIMEOUT_SECONDS", default=60.0)
 # How long the batcher waits after a request for others to share its forward pass.
 SERVING_BATCH_WAIT_MS = env.float("SERVING_BATCH_WAIT_MS", default=5.0)
+# Backend "http": the long-lived inference process (python -m factory.serving.server) at this URL.
+SERVING_URL = env.str("SERVING_URL", default="http://127.0.0.1:8765")
 # Paid inference: OPEN per call, longest input in characters, top records returned.
 SERVING_FEE_PER_CALL = env.str("SERVING_FEE_PER_CALL", default="0.01")  # a decimal string
 SERVING_MAX_INPUT_CHARS = env.int("SERVING_MAX_INPUT_CHARS", default=4000)
@@ -307,4 +310,5 @@ ENV_VARS += (
     "SERVING_CACHE_ADAPTERS", "SERVING_CACHE_BYTES", "SERVING_MAX_BATCH", "SERVING_MAX_NEW_TOKENS", "SERVING_DEVICE",
     "SERVING_BACKEND", "SERVING_TIMEOUT_SECONDS", "SERVING_BATCH_WAIT_MS", "SERVING_FEE_PER_CALL",
     "SERVING_MAX_INPUT_CHARS", "SERVING_TOP_K", "SERVING_SPANS_MIN_TOKENS", "SERVING_SPANS_DELTA_MAX_RECORDS",
+    "SERVING_URL",
 )

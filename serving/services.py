@@ -140,7 +140,7 @@ def inference_run(*, inference_id: int) -> Inference:
         base_path = model_serving_path(model=model)
         request = InferenceRequest(base_path=base_path, adapter_dir=model.adapter_dir, text=inference.input_text,
                                    task=model.task)
-        result = serving_batcher().submit(request).result(timeout=settings.SERVING_TIMEOUT_SECONDS)
+        result = _serve(request)
     except (ApplicationError, AdapterError, OSError, RuntimeError, ValueError, TimeoutError) as exc:
         message = exc.message if isinstance(exc, ApplicationError) else str(exc)
         Inference.objects.filter(pk=inference.pk).update(status=Inference.Status.FAILED, error=message[:2000],
@@ -166,6 +166,30 @@ def inference_run(*, inference_id: int) -> Inference:
             rewards_accrue(allocations=allocations, source=REWARD_SOURCE, reference=f"inference:{locked.pk}",
                            model_id=model.pk)
     return locked
+
+
+def _serve(request) -> dict:
+    """One request through this process's batcher, or the inference server at SERVING_URL (backend http)."""
+    if settings.SERVING_BACKEND != "http":
+        return serving_batcher().submit(request).result(timeout=settings.SERVING_TIMEOUT_SECONDS)
+    import json
+    import urllib.error
+    import urllib.request
+    from dataclasses import asdict
+
+    url = settings.SERVING_URL.rstrip("/") + "/infer"
+    if not url.startswith(("http://", "https://")):
+        raise OSError(f"SERVING_URL must be an http(s) URL, not {settings.SERVING_URL!r}")
+    req = urllib.request.Request(url, data=json.dumps(asdict(request)).encode(),  # noqa: S310 - scheme checked
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=settings.SERVING_TIMEOUT_SECONDS) as resp:  # noqa: S310 - our URL
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("detail", str(exc))
+        raise RuntimeError(f"inference server: {detail}") from None
+    except (urllib.error.URLError, TimeoutError) as exc:
+        raise OSError(f"inference server at {settings.SERVING_URL} did not answer: {exc}") from None
 
 
 def inference_execute(*, model, user, text: str, api_key=None, channel: str = Inference.Channel.API) -> Inference:
