@@ -66,29 +66,31 @@ def engine_settings() -> dict:
 def attribution_index_build_enqueue(*, model) -> AttributionIndex:
     """Queue the gradient index build for a fine-tuned model (called by the factory when training ends).
 
-    Runs inside the caller's transaction; the task is sent on commit. A model already queued or being
-    indexed is left alone; a ready or failed one is rebuilt. Generation models get an `unsupported` row.
+    Joins the caller's transaction (or opens one); the task is sent when the outermost one commits. A model
+    already queued or being indexed is left alone; a ready or failed one is rebuilt. Generation models get
+    an `unsupported` row.
     """
-    index, created = AttributionIndex.objects.select_for_update().get_or_create(
-        model=model, method=AttributionIndex.Method.GRADIENT,
-        defaults={"status": AttributionIndex.Status.QUEUED, "settings": engine_settings()},
-    )
-    if model.task != CLASSIFICATION:
-        index.status, index.error = AttributionIndex.Status.UNSUPPORTED, ERR_NOT_CLASSIFIER
-        index.save(update_fields=["status", "error"])
-        return index
-    if not created:
-        if index.status == AttributionIndex.Status.RUNNING or (
-            index.status == AttributionIndex.Status.QUEUED and index.attempts == 0
-        ):
+    with transaction.atomic():
+        index, created = AttributionIndex.objects.select_for_update().get_or_create(
+            model=model, method=AttributionIndex.Method.GRADIENT,
+            defaults={"status": AttributionIndex.Status.QUEUED, "settings": engine_settings()},
+        )
+        if model.task != CLASSIFICATION:
+            index.status, index.error = AttributionIndex.Status.UNSUPPORTED, ERR_NOT_CLASSIFIER
+            index.save(update_fields=["status", "error"])
             return index
-        index.status, index.error, index.settings = AttributionIndex.Status.QUEUED, "", engine_settings()
-        index.save(update_fields=["status", "error", "settings"])
+        if not created:
+            if index.status == AttributionIndex.Status.RUNNING or (
+                index.status == AttributionIndex.Status.QUEUED and index.attempts == 0
+            ):
+                return index
+            index.status, index.error, index.settings = AttributionIndex.Status.QUEUED, "", engine_settings()
+            index.save(update_fields=["status", "error", "settings"])
 
-    from attribution.tasks import attribution_index_build_task
+        from attribution.tasks import attribution_index_build_task
 
-    index_id = index.id
-    transaction.on_commit(lambda: attribution_index_build_task.delay(index_id))
+        index_id = index.id
+        transaction.on_commit(lambda: attribution_index_build_task.delay(index_id))
     return index
 
 
