@@ -177,3 +177,15 @@ def test_refused_calls_write_nothing(tiny_bert, bert_adapters):
             inference_create(model=model, user=UserFactory(), text=text)
         assert err.value.status_code == code
     assert not Inference.objects.exists() and not RewardAccrual.objects.exists()
+
+
+def test_output_segments_cut_text_at_spans():
+    from serving.selectors import output_segments
+
+    text = "abc <b>def</b> ghi"
+    spans = [{"char_start": 4, "char_end": 14, "count": 2, "records": {"7": 1}, "tokens": 9},
+             {"char_start": 10, "char_end": 16, "count": 1, "records": {"8": 1}, "tokens": 3}]
+    segs = output_segments(text=text, spans=spans)
+    assert "".join(s["text"] for s in segs) == text
+    assert [s["span"] is not None for s in segs] == [False, True, True, False]
+    assert segs[1]["text"] == "<b>def</b>" and segs[2]["text"] == " g"
