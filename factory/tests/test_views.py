@@ -13,7 +13,7 @@ from django.urls import reverse
 from accounts.tests.factories import UserFactory
 from core.roles import CONTRIBUTOR
 from factory.models import FineTuneJob, JobMetric
-from factory.tests.factories import developer, make_version
+from factory.tests.factories import developer, make_version, small_params
 from factory.tests.ui_helpers import make_job, make_model, tiny_bert, trained_adapter  # noqa: F401 - fixtures
 from factory.ui_services import markdown_render
 
@@ -342,6 +342,33 @@ def test_markdown_render_escapes_everything():
     assert "<pre><code>&lt;b&gt;</code></pre>" in html and "<th>a</th>" in html
 
 
+def test_chart_layout_ticks_thinning_and_empty():
+    from factory.ui_services import MAX_POINTS, Series, chart_build
+
+    chart = chart_build(title="Loss", series=[Series(name="a", points=[(s, 2.0 / s) for s in range(1, 1001)])])
+    assert len(chart.series[0].points) <= MAX_POINTS + 1 and chart.series[0].points[-1] == (1000, 0.002)
+    assert [label for _, label in chart.x_ticks][0] == "0" and chart.x_ticks[-1][1] == "1,000"
+    xs = [float(p.split(",")[0]) for p in chart.series[0].svg_points.split()]
+    ys = [float(p.split(",")[1]) for p in chart.series[0].svg_points.split()]
+    assert chart.left <= min(xs) and max(xs) <= chart.right and chart.top <= min(ys) and max(ys) <= chart.bottom
+    assert chart_build(title="x", series=[Series(name="a", points=[(1, float("nan"))])]).empty
+    one = chart_build(title="x", series=[Series(name="a", points=[(3, 0.5)])])
+    assert len(one.series[0].dots) == 1  # a single point still shows
+
+
+def test_generation_job_draws_perplexity(dev_client, tiny_gpt2_dir):
+    from factory import services
+
+    gpt = services.base_model_register(path=str(tiny_gpt2_dir), name="tiny-gpt2")
+    version = make_version(n=12, task="generation", slug="plays")
+    job = services.finetune_job_create(owner=dev_client.user, datanet_version=version, base_model=gpt,
+                                       task="generation", params=small_params(target_modules=["c_attn"]))
+    JobMetric.objects.create(job=job, kind="train", step=1, epoch=0.5, loss=5.0)
+    JobMetric.objects.create(job=job, kind="eval", step=2, epoch=1, loss=4.0, values={"perplexity": 54.6})
+    html = dev_client.get(reverse("factory:job", args=[job.pk])).content.decode()
+    assert "Perplexity" in html and html.count("<svg") == 2 and "54.6" in html
+
+
 # --- in a real browser: the htmx parts ---------------------------------------------------------------
 
 @pytest.mark.browser
@@ -400,3 +427,39 @@ def test_browser_form_presets_estimate_and_live_job_page(live_server, tiny_bert_
     from config.celery import app
 
     app.control.purge()  # the queued job's message: no worker here will ever take it
+
+
+@pytest.mark.slow
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_balanced_preset_through_the_pages_with_a_real_worker(start_worker, tiny_bert_dir, settings, tmp_path):
+    """The issue's "done when", on a tiny model: pick the Datanet, take the balanced preset, submit, watch
+    the job page until it stops polling, then try the finished model in the playground."""
+    import time
+
+    from factory import services
+    from factory.models import FineTunedModel
+
+    settings.MODELS_DIR = tmp_path
+    tiny = services.base_model_register(path=str(tiny_bert_dir), name="tiny-bert")
+    version = make_version(n=40)
+    worker = start_worker(queues="gpu", MODELS_DIR=tmp_path, FACTORY_PROGRESS_SECONDS=0, FACTORY_CPU_THREADS=1)
+    client = Client()
+    client.force_login(developer(username="dev"))
+    form = client.get(reverse("factory:finetune-new"), {"base_model": tiny.pk, "datanet_version": version.pk,
+                                                        "apply_preset": "balanced"}).context["form"]
+    data = {k: v for k, v in form.initial.items() if v is not None}
+    r = client.post(reverse("factory:finetune-new"), {**data, "datanet_version": version.pk})
+    job = FineTuneJob.objects.get()
+    assert r.status_code == 302 and job.preset == "balanced" and job.hyperparameters["epochs"] == 3
+    live = reverse("factory:job-live", args=[job.pk])
+    deadline = time.monotonic() + 180
+    while "every 2s" in (html := client.get(live, **HTMX).content.decode()):
+        assert time.monotonic() < deadline, worker.log()
+        time.sleep(0.5)
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    assert 'class="ft-line"' in html and "Model ready" in html and "Confusion matrix" in html
+    model = FineTunedModel.objects.get(job=job)
+    r = client.post(reverse("factory:model-playground", args=[model.pk]), {"text": "profit rose strongly"}, **HTMX)
+    assert html.count("<svg") == 2 and r.content.decode().split('id="playground-label">')[1].split("<")[0] in model.labels
