@@ -54,8 +54,7 @@ def _base_model_from(query) -> BaseModel | None:
 
 
 def _form_context(form: FineTuneForm, base_model: BaseModel | None) -> dict:
-    return {"form": form, "base_model": base_model, "presets": services.PRESETS, "preset_help": services.PRESET_HELP,
-            "param_rules": services.PARAM_RULES}
+    return {"form": form, "base_model": base_model, "presets": services.PRESETS, "preset_help": services.PRESET_HELP}
 
 
 def _preset_or_custom(*, preset: str, base_model: BaseModel, params: dict) -> str:
