@@ -1,5 +1,6 @@
 """`Authorization: Api-Key <prefix>.<secret>` for integrators, with a per-key rate limit."""
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -50,3 +51,14 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         if request.user and request.user.is_authenticated:
             return f"throttle_{self.scope}_user_{request.user.pk}"
         return f"throttle_{self.scope}_ip_{self.get_ident(request)}"
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """Describes the Api-Key header in the OpenAPI schema (drf-spectacular finds it by import)."""
+
+    target_class = "accounts.authentication.ApiKeyAuthentication"
+    name = "ApiKeyAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "header", "name": "Authorization",
+                "description": f"`{KEYWORD} <prefix>.<secret>`, created on the profile page or at /api/v1/api-keys/"}
