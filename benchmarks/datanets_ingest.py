@@ -197,12 +197,14 @@ def report(rows: list[dict]) -> None:
         lines.append(f"| {r['file']} | {r['file_mb']:.1f} | {r['rows']:,} | {r['records']:,} | {r['upload_s']:.2f} | "
                      f"{r['ingest_s']:.2f} ({r['phase1_s']:.2f} + {r['phase2_s']:.2f}) | {r['ingest_rows_s']:,.0f} | {r['total_rows_s']:,.0f} | {r['copy_rows_s']:,.0f} | "
                      f"{r['ratio']:.2f} | {r['rss_before_mb']:.0f} | {r['rss_peak_mb']:.0f} |")
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    # The figures depend on what else the machine runs: say how busy it was.
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+               f"load average {os.getloadavg()[1]:.1f} at the end")
     md = "\n".join([f"# {NAME}", "", f"Machine: {machine}; run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
                     *lines, "",
                     "ingest = the `contribution_ingest_task`: phase 1 streams, decodes, validates, hashes and stages "
                     "rows with COPY into a temporary table; phase 2 moves new rows into `Record` (dedup, conflicts, "
-                    "6 indexes, foreign keys checked at commit) in one transaction. upload = sha256, store, detect format/encoding/columns. "
+                    "5 indexes, the contribution foreign key checked at commit) in one transaction. upload = sha256, store, detect format/encoding/columns. "
                     "COPY = PostgreSQL's COPY of the same CSV into a plain table, same database and run. "
                     "Peak RSS is the whole case process (Django, pyarrow and friends included)."])
     print("\n" + md)

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from core.roles import CONTRIBUTOR, CURATOR, MODEL_DEVELOPER, user_has_role
 from datanets.management.commands import seed_demo
@@ -85,6 +85,9 @@ def test_production_passwords_are_random_and_shown_once(settings, tmp_path):
     assert users["bob"].check_password(printed["bob"]) and printed["bob"] != printed["alice"]
 
 
-def test_missing_data_is_a_clear_error(tmp_path):
-    with pytest.raises(Exception, match="financial_phrasebank.csv not found"):
+def test_missing_data_is_a_clear_error_or_a_warning_from_bootstrap(tmp_path):
+    with pytest.raises(CommandError, match="financial_phrasebank.csv not found"):
         call_command("seed_demo", data_dir=str(tmp_path), stdout=io.StringIO())
+    err = io.StringIO()
+    call_command("seed_demo", data_dir=str(tmp_path), if_needed=True, stdout=io.StringIO(), stderr=err)
+    assert "skipped" in err.getvalue() and not Datanet.objects.exists()
