@@ -70,11 +70,13 @@ def datanet_detail(request, slug):
 def upload(request, slug):
     datanet = get_object_or_404(Datanet, slug=slug)
     form = UploadForm(request.POST or None, request.FILES or None)
+    if datanet.task == Datanet.Task.CLASSIFICATION:
+        del form.fields["text_mode"]  # plain text (the only use of it) goes to generation Datanets only
     if request.method == "POST" and form.is_valid():
         try:
             result = services.contribution_upload(
                 datanet=datanet, contributor=request.user, file=form.cleaned_data["file"],
-                file_name=form.cleaned_data["file"].name, text_mode=form.cleaned_data["text_mode"],
+                file_name=form.cleaned_data["file"].name, text_mode=form.cleaned_data.get("text_mode", "line"),
                 drop_bad_rows=form.cleaned_data["drop_bad_rows"], auto_start=False)
         except ApplicationError as exc:
             form.add_error("file", exc.message)

@@ -156,3 +156,23 @@ def test_curator_creates_a_version_from_the_page_others_cannot(client):
     v = datanet.versions.get()
     assert f"Version 1 created: {v.record_count} records" in resp.content.decode()
     assert reverse("datanets:version-download", args=[v.id, "parquet"]) in resp.content.decode()
+
+
+def test_generation_datanet_upload_in_paragraphs_and_page_without_label_chart(client):
+    datanet = DatanetFactory(task=Datanet.Task.GENERATION, labels=[])
+    cur = curator_of(datanet)
+    alice = contributor("alice")
+    client.force_login(alice)
+    upload_page = client.get(reverse("datanets:upload", args=[datanet.slug])).content.decode()
+    assert "one record per paragraph" in upload_page
+    assert "one record per paragraph" not in client.get(reverse("datanets:upload", args=[DatanetFactory().slug])).content.decode()
+    resp = client.post(reverse("datanets:upload", args=[datanet.slug]),
+                       {"file": SimpleUploadedFile("play.txt", b"First Citizen:\nBefore we proceed.\n\nAll:\nSpeak, speak.\n"),
+                        "text_mode": "paragraph"})
+    c = Contribution.objects.get()
+    assert client.post(resp.url, {"text_mode": "paragraph"}).status_code == 302
+    c = services.contribution_ingest(contribution_id=c.id)
+    assert c.record_count == 2
+    services.contribution_accept(contribution=c, curator=cur)
+    body = client.get(reverse("datanets:detail", args=[datanet.slug])).content.decode()
+    assert "Label distribution" not in body and "Speak, speak." in body
