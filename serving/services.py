@@ -54,7 +54,7 @@ def serving_engine():
             _engine = ServingEngine(ServingConfig(
                 cache_adapters=settings.SERVING_CACHE_ADAPTERS, cache_bytes=settings.SERVING_CACHE_BYTES,
                 max_batch=settings.SERVING_MAX_BATCH, max_new_tokens=settings.SERVING_MAX_NEW_TOKENS,
-                device=settings.SERVING_DEVICE,
+                device=settings.SERVING_DEVICE, dtype=settings.SERVING_DTYPE,
             ))
         return _engine
 

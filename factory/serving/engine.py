@@ -23,6 +23,7 @@ from factory.serving.lora import BatchState, attach
 
 CLASSIFICATION = "classification"
 GENERATION = "generation"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class ServingConfig:
     max_new_tokens: int = 40           # generation length (greedy)
     device: str = ""                   # "" = cuda when present, else cpu
     threads: int = 0                   # torch CPU threads (0 = leave as is)
+    dtype: str = ""                    # "" = float16 on CUDA, float32 on CPU; or float32 / bfloat16 / float16
 
 
 @dataclass
@@ -135,8 +137,14 @@ class ServingEngine:
             self.device = torch.device(self.config.device)
         else:
             self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        # fp32 on CPU; fp16 halves the memory and doubles the matmul rate on GPUs.
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        # Default: fp16 on GPUs (half the memory, twice the matmul rate), fp32 on CPUs; bfloat16 roughly
+        # halves CPU time where the CPU has native bf16 (AVX512-BF16 / AMX) at ~1e-3 logit error.
+        if self.config.dtype:
+            if self.config.dtype not in DTYPES:
+                raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {self.config.dtype!r}")
+            self.dtype = DTYPES[self.config.dtype]
+        else:
+            self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.cache = AdapterCache(max_count=self.config.cache_adapters, max_bytes=self.config.cache_bytes)
         self._bases: dict[tuple[str, str], ServedBase] = {}
         self._bases_lock = threading.Lock()

