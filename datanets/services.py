@@ -358,9 +358,11 @@ class _Staging:
         self.postgres = connection.vendor == "postgresql"
 
     def create(self) -> None:
+        # Hex hashes compare bytewise: the "C" collation of Record's hash columns (migration 0005) here too.
+        hex64 = 'varchar(64) COLLATE "C"' if self.postgres else "char(64)"
         with connection.cursor() as cur:
             cur.execute(f"CREATE TEMPORARY TABLE {self.name} (row_number integer NOT NULL, text text NOT NULL, "
-                        "label varchar(120) NOT NULL, sha256 char(64) NOT NULL, text_sha256 char(64) NOT NULL)")
+                        f"label varchar(120) NOT NULL, sha256 {hex64} NOT NULL, text_sha256 {hex64} NOT NULL)")
 
     def write(self, rows: list[tuple]) -> None:
         if not rows:
