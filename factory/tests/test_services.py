@@ -1,3 +1,6 @@
+import io
+import zipfile
+
 import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
@@ -267,3 +270,23 @@ def test_admin_adds_a_base_model_by_inspecting_it_and_cancels_jobs(client, tiny_
     assert job.status == "cancelled"
     assert client.get(f"/admin/factory/finetunejob/{job.id}/change/").status_code == 200
     assert client.get("/admin/factory/finetunedmodel/").status_code == 200
+
+
+def test_generation_job_on_a_registered_causal_lm(tiny_gpt2_dir, settings, tmp_path):
+    settings.MODELS_DIR = tmp_path
+    settings.FACTORY_PROGRESS_SECONDS = 0
+    gpt = services.base_model_register(path=str(tiny_gpt2_dir), name="tiny-gpt2")
+    version = make_version(n=16, task="generation", slug="literature")
+    job = create(version, gpt, task="generation", target_modules=["c_attn"], max_length=32)
+    job = services.finetune_job_run(job_id=job.id, hostname="w@test")
+    assert job.status == "succeeded", job.error
+    assert job.metrics["perplexity"] > 1 and "macro_f1" not in job.metrics
+    evals = JobMetric.objects.filter(job=job, kind="eval")
+    assert evals.count() == 2 and all(row.values["perplexity"] > 1 and row.loss > 0 for row in evals)
+    model = FineTunedModel.objects.get(job=job)
+    assert model.task == "generation" and model.labels == [] and "AutoModelForCausalLM" in model.model_card
+    assert isinstance(services.finetuned_model_predict(model=model, text="First Citizen:")["text"], str)
+    assert AttributionIndex.objects.get(model=model).status == "unsupported"  # gradient attribution: classifiers
+    archive = services.adapter_archive(model=model)
+    names = {n.rsplit("/", 1)[-1] for n in zipfile.ZipFile(io.BytesIO(archive)).namelist()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md", "factory.json"} <= names
