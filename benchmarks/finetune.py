@@ -99,7 +99,7 @@ def run_one(spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as out:
         result = train(config, examples, output_dir=out, callbacks=Callbacks(
             on_progress=lambda p: marks.append(("step", time.monotonic(), p.elapsed_s)),
-            on_eval=lambda e: marks.append(("eval", time.monotonic(), 0.0))))
+            on_eval=lambda e: (marks.append(("eval", time.monotonic(), 0.0)), _say(e, started))))
         trainable = _adapter_params(Path(result.adapter_dir) / "adapter_model.safetensors")
     wall = time.monotonic() - started
     eval_seconds = sum(t - marks[i - 1][1] for i, (kind, t, _) in enumerate(marks)
@@ -128,6 +128,12 @@ def run_one(spec: dict) -> dict:
         "baseline_macro_f1": round(baseline["macro_f1"], 4),
         "device": f"{result.device} ({result.dtype})",
     }
+
+
+def _say(entry: dict, started: float) -> None:
+    """Each epoch's evaluation as it happens (stderr), so a long run shows where it is."""
+    print(f"[{time.monotonic() - started:.0f}s] epoch {entry['epoch']} step {entry['step']}: accuracy "
+          f"{entry['accuracy']:.4f} macro-F1 {entry['macro_f1']:.4f}", file=sys.stderr, flush=True)
 
 
 def _adapter_params(path: Path) -> int:
@@ -188,11 +194,11 @@ def main() -> int:
     args.load = os.getloadavg()
     rows = []
     for spec in specs:
-        proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], cwd=ROOT, capture_output=True,
-                              text=True)
+        proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)  # stderr passes through: the epochs' progress
         found = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not found:
-            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+            print(proc.stdout[-3000:], file=sys.stderr)
             return 1
         rows.append(json.loads(found[-1][len("RESULT "):]))
         print(json.dumps(rows[-1]), flush=True)
