@@ -191,12 +191,12 @@ def main() -> int:
 
 def report(rows: list[dict]) -> None:
     head = ("| file | MB | rows | records | upload s | ingest s (phase 1 + 2) | ingest rows/s | upload+ingest rows/s "
-            "| COPY rows/s | ingest / COPY | RSS before MB | peak RSS MB |")
+            "| COPY rows/s | ingest / COPY | RSS before MB | peak RSS MB | ingest's growth MB |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows:
         lines.append(f"| {r['file']} | {r['file_mb']:.1f} | {r['rows']:,} | {r['records']:,} | {r['upload_s']:.2f} | "
                      f"{r['ingest_s']:.2f} ({r['phase1_s']:.2f} + {r['phase2_s']:.2f}) | {r['ingest_rows_s']:,.0f} | {r['total_rows_s']:,.0f} | {r['copy_rows_s']:,.0f} | "
-                     f"{r['ratio']:.2f} | {r['rss_before_mb']:.0f} | {r['rss_peak_mb']:.0f} |")
+                     f"{r['ratio']:.2f} | {r['rss_before_mb']:.0f} | {r['rss_peak_mb']:.0f} | {r['rss_growth_mb']:.0f} |")
     # The figures depend on what else the machine runs: say how busy it was.
     machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
                f"load average {os.getloadavg()[1]:.1f} at the end")
@@ -206,7 +206,9 @@ def report(rows: list[dict]) -> None:
                     "rows with COPY into a temporary table; phase 2 moves new rows into `Record` (dedup, conflicts, "
                     "5 indexes, the contribution foreign key checked at commit) in one transaction. upload = sha256, store, detect format/encoding/columns. "
                     "COPY = PostgreSQL's COPY of the same CSV into a plain table, same database and run. "
-                    "Peak RSS is the whole case process (Django, pyarrow and friends included)."])
+                    "Peak RSS is the whole case process; *RSS before* is what Django and the imports hold before the "
+                    "upload (every app's admin and models load at `django.setup()`), *growth* is what the upload "
+                    "and ingest add."])
     print("\n" + md)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{NAME}.md").write_text(md + "\n")
