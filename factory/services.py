@@ -105,6 +105,11 @@ def base_model_folder(*, source_kind: str, source: str, label: str = "") -> str:
     if source_kind == BaseModel.SourceKind.HUB:
         from huggingface_hub import snapshot_download
 
+        try:  # the cached snapshot first: no network round trip per training or prediction
+            return snapshot_download(repo_id=source, cache_dir=settings.HF_HOME, allow_patterns=HUB_FILES,
+                                     local_files_only=True)
+        except Exception:
+            logger.info("no cached snapshot of %s; fetching it", source)
         try:
             return snapshot_download(repo_id=source, cache_dir=settings.HF_HOME, allow_patterns=HUB_FILES)
         except Exception as exc:  # offline, unknown repo, gated: all end the same way for the user
