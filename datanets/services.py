@@ -196,6 +196,22 @@ def _mapping_complete(contribution: Contribution, options: dict) -> bool:
     return contribution.datanet.task == Datanet.Task.GENERATION or bool(options.get("label_column"))
 
 
+# Multipart framing around the file in a request (boundaries, headers, the other fields) stays below this.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def upload_size_check(*, size: int, request_body: bool = False) -> None:
+    """Raise ApplicationError (413) when an upload of `size` bytes is over DATANET_UPLOAD_MAX_BYTES.
+
+    With `request_body`, `size` is a whole request's Content-Length: the API checks it before reading
+    the body, so an oversize upload is refused without being received.
+    """
+    limit = settings.DATANET_UPLOAD_MAX_BYTES
+    if size > limit + (MULTIPART_OVERHEAD if request_body else 0):
+        raise ApplicationError(ERR_OVERSIZE.format(size=size, limit=limit), extra={"size": size, "limit": limit},
+                               status_code=413)
+
+
 def contribution_upload(*, datanet: Datanet, contributor, file, file_name: str = "", text_column: str = "",
                         label_column: str = "", text_mode: str = "line", drop_bad_rows: bool = False,
                         auto_start: bool = True, inline: bool = False, extra_options: dict | None = None) -> UploadResult:
@@ -210,10 +226,7 @@ def contribution_upload(*, datanet: Datanet, contributor, file, file_name: str =
         raise ApplicationError(ERR_NOT_CONTRIBUTOR, status_code=403)
     file_name = Path(file_name or getattr(file, "name", "") or "upload").name
     size = _file_size(file)
-    limit = settings.DATANET_UPLOAD_MAX_BYTES
-    if size > limit:
-        raise ApplicationError(ERR_OVERSIZE.format(size=size, limit=limit), extra={"size": size, "limit": limit},
-                               status_code=413)
+    upload_size_check(size=size)
     if size == 0:
         raise ApplicationError(readers.ERR_EMPTY)
     try:

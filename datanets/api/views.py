@@ -124,6 +124,11 @@ class ContributionListUploadApi(APIView):
                               413: OpenApiResponse(description="The file is over DATANET_UPLOAD_MAX_BYTES")})
     def post(self, request, slug: str):
         datanet = _datanet(slug)
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        services.upload_size_check(size=length, request_body=True)  # before the body is read
         serializer = UploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

@@ -93,6 +93,11 @@ def test_upload_refusals(api, settings):
     settings.DATANET_UPLOAD_MAX_BYTES = 20
     resp = api.post(url, {"file": SimpleUploadedFile("a.csv", CSV)}, format="multipart")
     assert resp.status_code == 413 and resp.json()["extra"] == {"size": len(CSV), "limit": 20}
+    # A request far over the limit is refused from its Content-Length, before its body is read.
+    settings.DATANET_UPLOAD_MAX_BYTES = 1000
+    big = b"label,text\n" + b"neutral,x\n" * 20_000
+    resp = api.post(url, {"file": SimpleUploadedFile("big.csv", big)}, format="multipart")
+    assert resp.status_code == 413 and resp.json()["extra"]["limit"] == 1000 and resp.json()["extra"]["size"] > len(big)
     settings.DATANET_UPLOAD_MAX_BYTES = 10_000
     resp = api.post(url, {"file": SimpleUploadedFile("a.exe", b"MZ\x90\x00")}, format="multipart")
     assert resp.status_code == 400 and "Unsupported format" in resp.json()["detail"]
