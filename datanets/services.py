@@ -23,7 +23,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, Permission
 from django.core.files import File
 from django.db import connection, transaction
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, Max, Min
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -753,10 +753,3 @@ def version_verify(*, version: DatanetVersion) -> VersionCheck:
 
 def contribution_label_counts(*, contribution: Contribution) -> dict[str, int]:
     return dict(contribution.records.values_list("label").annotate(n=Count("id")).order_by("-n"))
-
-
-def datanet_stats(*, datanet: Datanet) -> dict:
-    accepted = Q(contribution__status=Contribution.Status.ACCEPTED)
-    return Record.objects.filter(datanet=datanet).aggregate(
-        records=Count("id"), accepted=Count("id", filter=accepted),
-        contributors=Count("contributor", filter=accepted, distinct=True))
