@@ -177,7 +177,7 @@ class ContributionAdmin(ScopedAdmin):
 
     @admin.display(description=f"First {PREVIEW_RECORDS} records")
     def record_preview(self, obj):
-        rows = obj.records.order_by("id").values_list("row_number", "label", "text")[:PREVIEW_RECORDS]
+        rows = obj.records.order_by("row_number").values_list("row_number", "label", "text")[:PREVIEW_RECORDS]
         link = reverse("admin:datanets_record_changelist") + f"?contribution__id__exact={obj.pk}"
         return format_html('<table><tr><th>row</th><th>label</th><th>text</th></tr>{}</table><p><a href="{}">all {} records</a>, '
                            '{} duplicates dropped at ingest</p>',

@@ -122,7 +122,7 @@ def contribution_detail(request, pk):
     preview = [[row.get(c, "") for c in preview_columns] for row in opts.get("preview", [])]
     return render(request, "datanets/contribution.html", {
         "c": contribution, "form": form, "preview_columns": preview_columns, "preview": preview,
-        "records": contribution.records.order_by("id")[:10],
+        "records": contribution.records.order_by("row_number")[:10],
         "labels": services.contribution_label_counts(contribution=contribution) if contribution.record_count else {},
     })
 

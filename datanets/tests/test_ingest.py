@@ -40,7 +40,7 @@ def test_phrasebank_latin1_is_detected_and_duplicates_and_conflicts_counted(data
     # Non-ASCII decoded correctly (the file has e.g. "Ã¤" style bytes in Latin-1): no replacement characters.
     assert not Record.objects.filter(contribution=c, text__contains="\ufffd").exists()
     assert Record.objects.filter(contribution=c, text__regex=r"[^\x00-\x7f]").count() >= 50
-    r = Record.objects.filter(contribution=c).first()
+    r = Record.objects.filter(contribution=c).order_by("row_number").first()
     assert r.sha256 == record_sha256(r.text, r.label) and r.row_number == 1
     assert services.contribution_label_counts(contribution=c)["neutral"] > 2800
     stake = LedgerTransaction.objects.get(idempotency_key=f"contribution_stake:{c.id}")
@@ -74,7 +74,7 @@ def test_plain_text_line_and_paragraph_modes():
     user = contributor()
     text = b"First Citizen:\nBefore we proceed.\n\nAll:\nSpeak, speak.\n\n\nLast line.\n"
     c = ingest(upload(gen, user, "a.txt", text, text_mode="paragraph"))
-    assert list(c.records.values_list("text", flat=True)) == ["First Citizen:\nBefore we proceed.", "All:\nSpeak, speak.", "Last line."]
+    assert list(c.records.order_by("row_number").values_list("text", flat=True)) == ["First Citizen:\nBefore we proceed.", "All:\nSpeak, speak.", "Last line."]
     c2 = ingest(upload(gen, user, "b.txt", text + b"extra\n", text_mode="line"))
     # Lines already present as paragraphs are different texts; "Last line." is a duplicate.
     assert c2.record_count == 5 and c2.duplicates_dropped == 1
