@@ -97,10 +97,14 @@ def balances_for(*, user) -> Balances:
                     claimed=Decimal(claimed) / WEI, chain_error=error)
 
 
-def _ctx():
-    from ledger.outbox import context
-
-    return context()
+def _read_contracts() -> dict:
+    """Read-only contracts of the configured chain: no signer, so the explorer needs no key."""
+    w3 = client.get_web3()
+    chain_id = client.rpc(lambda: w3.eth.chain_id)
+    addresses = dict(ContractDeployment.objects.filter(chain_id=chain_id).values_list("name", "address"))
+    if not {"DatanetRegistry", "ModelRegistry"} <= set(addresses):
+        raise client.ChainConfigError(f"contracts not deployed on chain {chain_id}")
+    return {name: client.contract(w3, name, address) for name, address in addresses.items()}
 
 
 def onchain_compare() -> dict:
@@ -110,10 +114,10 @@ def onchain_compare() -> dict:
 
     out = {"ok": True, "error": "", "datanets": [], "models": []}
     try:
-        ctx = _ctx()
+        c = _read_contracts()
     except client.ChainError as exc:
         return {**out, "ok": False, "error": str(exc)}
-    reg, models = ctx.c["DatanetRegistry"], ctx.c["ModelRegistry"]
+    reg, models = c["DatanetRegistry"], c["ModelRegistry"]
     try:
         for d in Datanet.objects.select_related("owner__profile").order_by("-id")[:COMPARE_LIMIT]:
             owner, bps, exists, min_stake = reg.functions.datanets(d.pk).call()[:4]
