@@ -154,7 +154,9 @@ def contribution_status(request, pk):
 @require_GET
 def my_contributions(request):
     page = Paginator(selectors.contributions_of(user=request.user), 50).get_page(request.GET.get("page"))
-    return render(request, "datanets/mine.html", {"page": page})
+    busy = (Contribution.IngestState.QUEUED, Contribution.IngestState.RUNNING)
+    # While an ingest on this page runs, the table polls itself (htmx) until none does.
+    return render(request, "datanets/mine.html", {"page": page, "polling": any(c.ingest_state in busy for c in page)})
 
 
 @login_required

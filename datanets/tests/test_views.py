@@ -58,13 +58,15 @@ def test_upload_mapping_and_status_pages(client):
     assert resp.status_code == 302
     c.refresh_from_db()
     assert c.ingest_state == "queued" and c.options["label_column"] == "b"
+    assert 'hx-trigger="every 2s"' in client.get(reverse("datanets:mine")).content.decode()
     status = client.get(reverse("datanets:contribution-status", args=[c.id]))
     assert 'hx-trigger="every 2s"' in status.content.decode()
     services.contribution_ingest(contribution_id=c.id)
     status = client.get(reverse("datanets:contribution-status", args=[c.id]))
     assert status["HX-Refresh"] == "true"
     assert "1 records stored" in client.get(reverse("datanets:contribution", args=[c.id])).content.decode()
-    assert "x.csv" in client.get(reverse("datanets:mine")).content.decode()
+    mine = client.get(reverse("datanets:mine")).content.decode()
+    assert "x.csv" in mine and 'hx-trigger="every 2s"' not in mine  # nothing runs: no polling
 
 
 def test_upload_errors_are_shown_on_the_form(client):
