@@ -237,7 +237,10 @@ DATANET_DECOMPRESSED_MAX_BYTES = env.int("DATANET_DECOMPRESSED_MAX_BYTES", defau
 # Rows per batch written to the staging table (and between progress updates) during ingest.
 DATANET_INGEST_BATCH_ROWS = env.int("DATANET_INGEST_BATCH_ROWS", default=20_000)
 # The read-only demo data (financial_phrasebank.csv, tinyshakespeare.txt) that `seed_demo` loads.
-SHARED_DATA_DIR = Path(env.str("SHARED_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "data")))
+# The shared data sets sit beside the checkout (../shared/data); a clone elsewhere on this machine finds /work's.
+_shared_candidates = [BASE_DIR.parent / "shared" / "data", Path("/work/shared/data")]
+SHARED_DATA_DIR = Path(env.str(
+    "SHARED_DATA_DIR", default=str(next((p for p in _shared_candidates if p.is_dir()), _shared_candidates[0]))))
 ENV_VARS += ("DATANET_DECOMPRESSED_MAX_BYTES", "DATANET_INGEST_BATCH_ROWS", "SHARED_DATA_DIR")
 
 # --- ledger ---

@@ -37,7 +37,7 @@ class Command(BaseCommand):
             from factory.training.tiny import build_tiny_gpt2
 
             path = path or str(Path(settings.MODELS_DIR) / "base" / "tiny-gpt2")
-            corpus = Path(settings.BASE_DIR).parent / "shared" / "data" / "tinyshakespeare.txt"
+            corpus = Path(settings.SHARED_DATA_DIR) / "tinyshakespeare.txt"
             texts = corpus.read_text().splitlines()[:4000] if corpus.is_file() else None
             build_tiny_gpt2(path, texts=texts, vocab_size=2000, n_embd=64, n_layer=2, n_head=2, n_positions=256)
             name = name or "tiny-gpt2 (random)"
