@@ -102,3 +102,9 @@ def chain_tx(transactional_db, chain_settings, anvil, chain_deployment):
     yield ch
     ch.w3.provider.make_request("evm_revert", [snap])
     client.reset_signers()
+
+
+@pytest.fixture(autouse=True)
+def _short_rpc_backoff(monkeypatch):
+    """Chain-down tests wait through the client's retries; a shorter pause keeps the same path, faster."""
+    monkeypatch.setattr(client, "RPC_RETRY_BACKOFF_SECONDS", 0.05)
