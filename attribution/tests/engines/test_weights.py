@@ -11,9 +11,13 @@ from attribution.engines.weights import (
 CONTRIBUTORS = ["alice", "bob", "alice", "carol", None]
 
 
-def test_query_shares_use_positive_influence_only():
+def test_query_shares_are_net_influence_clipped_at_zero():
+    # alice: 3 - 5 = -2 -> nothing (and not below zero); bob 1; unattributed 1
     shares = contributor_shares(np.array([3.0, 1.0, -5.0, 0.0, 1.0]), CONTRIBUTORS)
-    assert shares == {"alice": 0.6, "bob": 0.2, "": 0.2}
+    assert shares == {"bob": 0.5, "": 0.5}
+    # a smaller negative only reduces alice's own share: 3 - 1 = 2 of 2 + 1 + 1
+    shares = contributor_shares(np.array([3.0, 1.0, -1.0, 0.0, 1.0]), CONTRIBUTORS)
+    assert shares == {"alice": 0.5, "bob": 0.25, "": 0.25}
     assert sum(shares.values()) == pytest.approx(1.0)
 
 
