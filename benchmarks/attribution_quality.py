@@ -683,12 +683,14 @@ def write(result: dict, out_name: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--seed", type=int, default=0, help="data shuffle, noisy flips and training seed")
     args = parser.parse_args()
     # One thread: on this shared 2-core machine the many tiny ops of a retraining run ~20x faster with one
     # thread than with two fighting the other processes' threads (measured: 0.9 s vs 14-19 s per training).
     torch.set_num_threads(1)
-    cfg = {**COMMON, **(QUICK if args.quick else FULL)}
-    run(cfg, "attribution_quality_quick" if args.quick else "attribution_quality")
+    cfg = {**COMMON, **(QUICK if args.quick else FULL), "seed": args.seed}
+    name = "attribution_quality_quick" if args.quick else "attribution_quality"
+    run(cfg, name if args.seed == 0 else f"{name}_seed{args.seed}")
 
 
 if __name__ == "__main__":

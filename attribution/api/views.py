@@ -1,5 +1,5 @@
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -7,6 +7,8 @@ from rest_framework.views import APIView
 from attribution.api.serializers import ExplainRequestSerializer, ExplainResponseSerializer, ModelAttributionSerializer
 from attribution.selectors import model_attribution_overview
 from attribution.services import prediction_explain
+
+MODEL_ID = OpenApiParameter("model_id", int, OpenApiParameter.PATH, description="Fine-tuned model id")
 
 
 def _model(model_id: int):
@@ -20,7 +22,7 @@ class ModelAttributionApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses=ModelAttributionSerializer, tags=["attribution"])
+    @extend_schema(parameters=[MODEL_ID], responses=ModelAttributionSerializer, tags=["attribution"])
     def get(self, request, model_id: int):
         data = model_attribution_overview(model=_model(model_id), limit=None)
         return Response(ModelAttributionSerializer(data).data)
@@ -34,7 +36,8 @@ class ModelExplainApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=ExplainRequestSerializer, responses=ExplainResponseSerializer, tags=["attribution"])
+    @extend_schema(parameters=[MODEL_ID], request=ExplainRequestSerializer, responses=ExplainResponseSerializer,
+                   tags=["attribution"])
     def post(self, request, model_id: int):
         model = _model(model_id)
         serializer = ExplainRequestSerializer(data=request.data)
