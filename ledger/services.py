@@ -24,6 +24,7 @@ SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 FEE_SPLIT_CACHE_SECONDS = 300
 DEFAULT_FEE_SPLIT_BPS = (7000, 2000, 1000)  # contributors, developer, protocol: the value deployed
 MAX_UINT128 = 2**128 - 1
+SWEEP_MARGIN = timedelta(minutes=5)
 
 ERR_NO_ALLOCATIONS = "Nothing to accrue: allocations are empty."
 ERR_BAD_AMOUNT = "Reward amounts must be positive and have at most 18 decimals."
@@ -244,8 +245,9 @@ def rewards_epochs_sweep(*, now=None) -> list[RewardEpoch]:
     now = now or timezone.now()
     swept = []
     with transaction.atomic():
+        # the margin: the chain's clock may trail ours, and sweeping early reverts (ClaimWindowOpen)
         for epoch in RewardEpoch.objects.select_for_update().filter(
-                status=RewardEpoch.Status.PUBLISHED, deadline__lt=now):
+                status=RewardEpoch.Status.PUBLISHED, deadline__lt=now - SWEEP_MARGIN):
             epoch.status = RewardEpoch.Status.SWEEPING
             epoch.save(update_fields=["status"])
             enqueue("epoch_sweep", {"epoch_id": epoch.pk}, f"epoch:{epoch.pk}:sweep")
