@@ -32,6 +32,7 @@ from ledger.services import (
     address_for_user,
     custodial_address_for_user_id,
     custodial_key_for_user_id,
+    fee_split_cache_clear,
     to_wei,
 )
 
@@ -315,6 +316,7 @@ def _fee_split_executed(ctx: Ctx, row) -> None:
     GovernanceProposal.objects.filter(pk=proposal.pk).update(
         status=GovernanceProposal.Status.EXECUTED, executed_at=timezone.now())
     ChainParameter.objects.filter(chain_id=ctx.signer.chain_id, name="fee_split").delete()  # re-read on next use
+    fee_split_cache_clear()  # this process at once; others within FEE_SPLIT_CACHE_SECONDS
 
 
 PLANNERS: dict[str, Callable] = {

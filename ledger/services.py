@@ -210,34 +210,54 @@ def reward_claim_request(*, claim: RewardClaim, user) -> RewardClaim:
 
 # --- fee split ----------------------------------------------------------------------------------
 
-def fee_split_get(*, refresh: bool = False) -> dict[str, Decimal]:
-    """The fee split governance set on-chain (fractions summing to 1), cached in the database.
+_fee_split_memo: dict[str, tuple[float, dict[str, Decimal]]] = {}  # provider URI -> (monotonic time, fractions)
+FEE_SPLIT_DOWN_RETRY_SECONDS = 30  # while the chain is down, the fallback is reused this long
 
-    Falls back to the cached value, then to the deployed default, when the chain does not answer.
+
+def fee_split_cache_clear() -> None:
+    _fee_split_memo.clear()
+
+
+def fee_split_get(*, refresh: bool = False) -> dict[str, Decimal]:
+    """The fee split governance set on-chain (fractions summing to 1).
+
+    Cached in the process and in the database for FEE_SPLIT_CACHE_SECONDS, so a paid inference costs no RPC.
+    When the chain does not answer: the database's last value, else the deployed default (reused for
+    FEE_SPLIT_DOWN_RETRY_SECONDS, so callers do not each wait through the client's retries). Never raises.
     """
+    import time
+
     from ledger import client
 
     def as_fractions(bps) -> dict[str, Decimal]:
         c, d, p = (Decimal(int(x)) / Decimal(10_000) for x in bps)
         return {"contributors": c, "developer": d, "protocol": p}
 
-    cached = None
+    uri = settings.WEB3_PROVIDER_URI or ""
+    memo = _fee_split_memo.get(uri)
+    if memo and not refresh and time.monotonic() < memo[0]:
+        return memo[1]
     try:
         w3 = client.get_web3()
         chain_id = client.rpc(lambda: w3.eth.chain_id)
         cached = ChainParameter.objects.filter(chain_id=chain_id, name="fee_split").first()
         fresh = cached and (timezone.now() - cached.fetched_at).total_seconds() < FEE_SPLIT_CACHE_SECONDS
         if cached and fresh and not refresh:
-            return as_fractions(cached.value["bps"])
-        address = contract_addresses(chain_id=chain_id).get("RewardDistributor")
-        if not address:
-            raise client.ChainConfigError("RewardDistributor is not deployed")
-        bps = list(client.rpc(client.contract(w3, "RewardDistributor", address).functions.feeSplit().call))
-        ChainParameter.objects.update_or_create(chain_id=chain_id, name="fee_split", defaults={"value": {"bps": bps}})
-        return as_fractions(bps)
+            bps = cached.value["bps"]
+        else:
+            address = contract_addresses(chain_id=chain_id).get("RewardDistributor")
+            if not address:
+                raise client.ChainConfigError("RewardDistributor is not deployed")
+            bps = list(client.rpc(client.contract(w3, "RewardDistributor", address).functions.feeSplit().call))
+            ChainParameter.objects.update_or_create(chain_id=chain_id, name="fee_split", defaults={"value": {"bps": bps}})
+        ttl = FEE_SPLIT_CACHE_SECONDS
     except client.ChainError:
-        logger.warning("fee split: chain unavailable, using %s", "the cached value" if cached else "the default")
-        return as_fractions(cached.value["bps"] if cached else DEFAULT_FEE_SPLIT_BPS)
+        last = ChainParameter.objects.filter(name="fee_split").order_by("-fetched_at").first()
+        logger.warning("fee split: chain unavailable, using %s", "the last value read" if last else "the default")
+        bps, ttl = (last.value["bps"] if last else DEFAULT_FEE_SPLIT_BPS), FEE_SPLIT_DOWN_RETRY_SECONDS
+    fractions = as_fractions(bps)
+    _fee_split_memo[uri] = (time.monotonic() + ttl, fractions)
+    return fractions
 
 
 def rewards_epochs_sweep(*, now=None) -> list[RewardEpoch]:

@@ -106,5 +106,11 @@ def chain_tx(transactional_db, chain_settings, anvil, chain_deployment):
 
 @pytest.fixture(autouse=True)
 def _short_rpc_backoff(monkeypatch):
-    """Chain-down tests wait through the client's retries; a shorter pause keeps the same path, faster."""
+    """Chain-down tests wait through the client's retries; a shorter pause keeps the same path, faster.
+    Each test also starts with no fee split remembered (chain snapshots are reverted between tests)."""
+    from ledger.services import fee_split_cache_clear
+
     monkeypatch.setattr(client, "RPC_RETRY_BACKOFF_SECONDS", 0.05)
+    fee_split_cache_clear()
+    yield
+    fee_split_cache_clear()

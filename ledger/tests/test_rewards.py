@@ -209,3 +209,16 @@ def test_fee_split_changes_only_through_the_timelock(chain):
     assert list(dist.functions.feeSplit().call()) == [6000, 3000, 1000]
     assert fee_split_get() == {"contributors": Decimal("0.6"), "developer": Decimal("0.3"), "protocol": Decimal("0.1")}
     assert set(LedgerTransaction.objects.values_list("status", flat=True)) == {LedgerTransaction.Status.CONFIRMED}
+
+
+def test_fee_split_falls_back_to_the_last_value_read_when_the_chain_is_down(db, settings):
+    from ledger.models import ChainParameter
+    from ledger.services import fee_split_cache_clear
+
+    ChainParameter.objects.create(chain_id=31337, name="fee_split", value={"bps": [6000, 3000, 1000]})
+    settings.WEB3_PROVIDER_URI = "http://127.0.0.1:9"
+    assert fee_split_get()["contributors"] == Decimal("0.6")
+    ChainParameter.objects.all().delete()
+    assert fee_split_get()["contributors"] == Decimal("0.6")  # remembered a while: callers do not each wait
+    fee_split_cache_clear()
+    assert fee_split_get() == {"contributors": Decimal("0.7"), "developer": Decimal("0.2"), "protocol": Decimal("0.1")}
