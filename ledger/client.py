@@ -267,7 +267,9 @@ class Signer:
         except TransactionNotFound:
             return None
 
-    def confirmations(self, receipt) -> int:
+    def confirmations(self, receipt, *, need: int | None = None) -> int:
+        if need is not None and need <= 1:
+            return 1  # a mined receipt is its own first confirmation: no block-number call
         return rpc(lambda: self.w3.eth.block_number) - receipt["blockNumber"] + 1
 
     def wait(self, tx_hash: str, *, confirmations: int | None = None, timeout: float = RECEIPT_TIMEOUT_SECONDS):
@@ -276,7 +278,7 @@ class Signer:
         deadline = time.monotonic() + timeout
         while True:
             receipt = self.receipt(tx_hash)
-            if receipt is not None and self.confirmations(receipt) >= need:
+            if receipt is not None and self.confirmations(receipt, need=need) >= need:
                 return receipt
             if time.monotonic() > deadline:
                 return None

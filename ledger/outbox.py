@@ -403,7 +403,7 @@ def reconcile(ctx: Ctx, row: LedgerTransaction) -> bool:
     """Settle a row left `sent`; False when it must wait (no receipt or too few confirmations yet)."""
     receipt = ctx.signer.receipt(row.tx_hash) if row.tx_hash else None
     if receipt is not None:
-        if ctx.signer.confirmations(receipt) < settings.LEDGER_CONFIRMATIONS:
+        if ctx.signer.confirmations(receipt, need=settings.LEDGER_CONFIRMATIONS) < settings.LEDGER_CONFIRMATIONS:
             return False
         _settle(ctx, row, receipt)
         return True
