@@ -137,11 +137,21 @@ def _child_build_infini(workdir: str) -> None:
     }))
 
 
-def _run_child(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+def _run_child(*args: str, timeout: float | None = None) -> dict:
+    """Run a build in its own process (group): its peak RSS is its own, and a timeout stops all of it."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return {"error": f"build did not finish within {timeout:.0f} s (stopped)"}
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
-        return {"error": (proc.stdout + proc.stderr)[-800:]}
+        return {"error": (out + err)[-800:]}
     return json.loads(lines[-1])
 
 
@@ -196,6 +206,7 @@ def query_infini(workdir: Path, qs: list[list[int]]) -> tuple[dict, list]:
     }, answers
 
 
+INFINI_TIMEOUT = float(os.environ.get("SPANS_INFINI_TIMEOUT", "0")) or None  # seconds for its build, 0 = none
 INFINI_VENV = Path(os.environ.get("SPANS_INFINI_VENV", "/tmp/spanvenv"))
 
 
@@ -241,7 +252,7 @@ def run_size(n_tokens: int, infini_error: str | None) -> dict:
             row["infini"] = {"error": infini_error}
             return row
         shutil.rmtree(workdir / "ours")  # disk: only one index at a time
-        inf = _run_child("--_child", "infini", str(workdir))
+        inf = _run_child("--_child", "infini", str(workdir), timeout=INFINI_TIMEOUT)
         row["infini"] = inf
         if "error" not in inf:
             q_inf, a_inf = query_infini(workdir, qs)
@@ -266,10 +277,12 @@ def table(rows: list[dict]) -> str:
     ]
     for r in rows:
         n = r["ours"].get("n_tokens", r["target_tokens"])
-        for name, key in (("ours (divsufsort + numpy mmap)", "ours"), ("infini-gram 2.6.0", "infini")):
+        when = f" ({r['measured_at'][11:]})" if r.get("measured_at") else ""
+        for name, key in ((f"ours (divsufsort + numpy mmap){when}", "ours"), (f"infini-gram 2.6.0{when}", "infini")):
             d = r.get(key, {})
             if "error" in d:
-                out.append(f"| {n/1e6:.0f}M | {name} | error: {d['error'][:200]!r} | | | | | | | |")
+                if not d["error"].startswith("skipped"):
+                    out.append(f"| {n/1e6:.0f}M | {name} | error: {d['error'][:200]!r} | | | | | | | |")
                 continue
             if not d:
                 continue
@@ -293,6 +306,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=float, action="append", help="corpus size(s) in tokens (default 10M and 100M)")
     ap.add_argument("--no-infini", action="store_true")
+    ap.add_argument("--replace", action="store_true", help="drop the other sizes' rows from the results")
     args = ap.parse_args()
     sizes = [int(t) for t in (args.tokens or [10e6, 100e6])]
     infini_error = "skipped (--no-infini)" if args.no_infini else ensure_infini_gram()
@@ -302,6 +316,20 @@ def main() -> int:
         print(f"building {n/1e6:.0f}M tokens ...", flush=True)
         rows.append(run_size(n, infini_error))
         print(table(rows[-1:]), flush=True)
+    # Sizes run earlier (one size per run keeps the machine free between them) stay in the results.
+    # A row without infini-gram does not replace an earlier row of that size that has it (its build can
+    # take far longer than ours, so it is not always re-run); rows carry when they were measured.
+    for r in rows:
+        r["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    previous = RESULTS / "spans.json"
+    if previous.exists() and not args.replace:
+        def has_infini(r):
+            return "error" not in r.get("infini", {"error": ""})
+
+        new_sizes = {(r["target_tokens"], has_infini(r)) for r in rows}
+        rows += [r for r in json.loads(previous.read_text()).get("rows", [])
+                 if (r["target_tokens"], has_infini(r)) not in new_sizes]
+        rows.sort(key=lambda r: (r["target_tokens"], r.get("measured_at", "")))
     meta = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, shared with other work",
         "python": platform.python_version(),
