@@ -44,6 +44,8 @@ def test_contributor_claims_in_the_browser(page, live_server, chain_tx):  # noqa
     outbox.outbox_process()  # what the ledger worker does
     page.wait_for_selector("#claims .badge:has-text('Claimed')", timeout=10_000)  # htmx polling picked it up
     assert RewardClaim.objects.get(user=me).status == RewardClaim.Status.CLAIMED
+    # the balance cards are refreshed by the same poll: the tokens are in the wallet now
+    assert "1.25 OPEN" in page.locator("#claims .card:has-text('On-chain balance')").inner_text()
     token = chain_tx.c["OpenToken"]
     assert token.functions.balanceOf(address_for_user(me)).call() == 125 * 10**16
     if SHOTS:
