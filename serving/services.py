@@ -150,11 +150,12 @@ def inference_run(*, inference_id: int) -> Inference:
     output = {k: v for k, v in result.items() if k in ("label", "probabilities", "text")}
     attribution = output_attribute(model=model, text=inference.input_text, output=output)
     fee = Decimal(str(settings.SERVING_FEE_PER_CALL)).quantize(PLACES)
+    # Before the lock: reading governance's split may ask the chain (seconds, when it is slow).
+    split = fee_split_compute(model=model, fee=fee, shares=attribution_user_shares(attribution))
     with transaction.atomic():
         locked = Inference.objects.select_for_update().get(pk=inference.pk)
         if locked.status != Inference.Status.PENDING:
             return locked
-        split = fee_split_compute(model=model, fee=fee, shares=attribution_user_shares(attribution))
         locked.output, locked.attribution, locked.fee, locked.fee_split = output, attribution, fee, split
         locked.status, locked.finished_at = Inference.Status.DONE, timezone.now()
         locked.latency_ms = round((time.perf_counter() - started) * 1000, 2)
