@@ -8,17 +8,27 @@ mkdir -p var/chain var/log
 PORT=${PORT:-8000}
 CHAIN_PORT=${CHAIN_PORT:-8545}
 pids=()
-cleanup() { trap - EXIT INT TERM; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+  trap - EXIT INT TERM
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  # npm's anvil wrapper exits before anvil itself has written its state: wait until the port closes.
+  if [ -n "${started_anvil:-}" ]; then
+    for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/"$CHAIN_PORT") 2>/dev/null || break; sleep 0.2; done
+  fi
+}
 trap cleanup EXIT INT TERM
 
 if [ -z "${WEB3_PROVIDER_URI:-}" ]; then
   export WEB3_PROVIDER_URI="http://127.0.0.1:${CHAIN_PORT}"
   if ! (exec 3<>/dev/tcp/127.0.0.1/"$CHAIN_PORT") 2>/dev/null; then
     echo "chain: anvil on :$CHAIN_PORT, state in var/chain/state.json"
-    # --state loads and saves the chain so contracts and balances survive restarts.
-    node_modules/.bin/anvil --port "$CHAIN_PORT" --host 127.0.0.1 --state var/chain/state.json --silent \
-      >var/log/anvil.log 2>&1 &
+    # --state loads and saves the chain so contracts and balances survive restarts; --state-interval
+    # also saves it every 10 s, so a hard kill loses at most that much (the outbox replays the rest).
+    node_modules/.bin/anvil --port "$CHAIN_PORT" --host 127.0.0.1 --state var/chain/state.json --state-interval 10 \
+      --silent >var/log/anvil.log 2>&1 &
     pids+=($!)
+    started_anvil=1
     for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/"$CHAIN_PORT") 2>/dev/null && break; sleep 0.2; done
   fi
 fi
