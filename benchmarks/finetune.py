@@ -1,6 +1,7 @@
 """Fine-tune benchmark: the factory's LoRA trainer on MiniLM-L6 and the Financial PhraseBank, on this CPU.
 
     .venv/bin/python benchmarks/finetune.py                      # 1,000 sentences, balanced preset, 3 epochs
+    .venv/bin/python benchmarks/finetune.py --examples 0           # all 4,838: results/finetune_full.{md,json}
     .venv/bin/python benchmarks/finetune.py --examples 500 --epochs 1 --threads 2
     .venv/bin/python benchmarks/finetune.py --examples 500 --epochs 1 --compare-grouping
         # also a run with random (ungrouped) batches; writes results/finetune_grouping.{md,json}
@@ -205,7 +206,7 @@ def main() -> int:
     text = table(rows, args)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "finetune_grouping" if args.compare_grouping else "finetune"
+    name = "finetune_grouping" if args.compare_grouping else "finetune_full" if args.examples <= 0 else "finetune"
     (RESULTS / f"{name}.md").write_text(text)
     (RESULTS / f"{name}.json").write_text(json.dumps({"args": vars(args), "runs": rows}, indent=2))
     return 0
