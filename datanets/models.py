@@ -97,7 +97,7 @@ class Contribution(models.Model):
 class Record(models.Model):
     # `datanet` and `contributor` copy the contribution's (whose foreign key the database enforces) so
     # Datanet-wide queries need no join. The database does not enforce them: in a bulk ingest each
-    # enforced key costs a trigger per row, about a quarter of the insert (benchmarks/datanets_ingest.md).
+    # enforced key costs a trigger per row, about a quarter of the insert (benchmarks/ingest.md).
     # Django still applies on_delete. The datanet prefix of the (datanet, sha256) index serves lookups.
     datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="records", db_index=False,
                                 db_constraint=False)

@@ -1,7 +1,7 @@
 """Record.sha256 and text_sha256 compare bytewise on PostgreSQL (COLLATE "C").
 
 They hold hex digests, for which a linguistic collation only costs time: with "C" the two indexes on
-them build and take bulk inserts about a quarter faster (benchmarks/datanets_ingest.md). Not declared
+them build and take bulk inserts about a quarter faster (benchmarks/ingest.md). Not declared
 as `db_collation` on the fields because SQLite (the embedded default) has no "C" collation.
 """
 from django.db import migrations

@@ -1,7 +1,7 @@
 """Datanet ingest benchmark: rows/s and peak memory of the real ingest task, against PostgreSQL's own COPY.
 
-    DATABASE_URL=postgres://... .venv/bin/python benchmarks/datanets_ingest.py            # PhraseBank, 100k, 1M rows
-    DATABASE_URL=postgres://... .venv/bin/python benchmarks/datanets_ingest.py --rows 100000 --rows 300000
+    DATABASE_URL=postgres://... .venv/bin/python benchmarks/ingest.py            # PhraseBank, 100k, 1M rows
+    DATABASE_URL=postgres://... .venv/bin/python benchmarks/ingest.py --rows 100000 --rows 300000
 
 Files: the Financial PhraseBank as it is (4,846 rows, ISO-8859-1), and synthetic CSVs made by repeating the
 PhraseBank with variations (each repeat changes a word and appends a counter, so every row is new and
@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
-NAME = "datanets_ingest"
+NAME = "ingest"
 DEFAULT_ROWS = (100_000, 1_000_000)
 SWAPS = [("company", "firm"), ("profit", "earnings"), ("rose", "climbed"), ("said", "stated"), ("sales", "revenue"),
          ("Finnish", "Nordic"), ("quarter", "period"), ("increased", "grew"), ("net", "total"), ("EUR", "euro")]
