@@ -5,6 +5,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -268,15 +269,22 @@ def model_download(request, pk):
 
 @login_required
 @require_POST
+@transaction.non_atomic_requests  # the paid call commits its row and fee itself (a gpu worker may run it)
 def model_playground(request, pk):
-    """Run the adapter on the typed text (free, for its page); the answer is an htmx fragment, or the
-    whole page without JavaScript."""
+    """A paid inference from the model's page (serving's path, as the API): the answer, who it is owed
+    to and the fee. An htmx fragment, or the whole page without JavaScript."""
+    from serving.models import Inference
+    from serving.selectors import output_segments
+    from serving.services import inference_execute
+
     model = _model_or_404(pk)
     form = PlaygroundForm(request.POST)
-    result, error = None, ""
+    result, error, inference = None, "", None
     if form.is_valid():
         try:
-            result = services.finetuned_model_predict(model=model, text=form.cleaned_data["text"])
+            inference = inference_execute(model=model, user=request.user, text=form.cleaned_data["text"],
+                                          channel=Inference.Channel.PLAYGROUND)
+            result = inference.output
         except ApplicationError as exc:
             error = exc.message
     else:
@@ -284,7 +292,8 @@ def model_playground(request, pk):
     bars = []
     if result and "probabilities" in result:
         bars = [{"label": k, "p": v, "pct": round(100 * v, 1)} for k, v in result["probabilities"].items()]
-    context = {"model": model, "result": result, "bars": bars, "error": error, "playground": form}
+    context = {"model": model, "result": result, "bars": bars, "error": error, "playground": form,
+               **ui_services.inference_attribution_context(inference, output_segments)}
     if request.htmx:  # htmx swaps only 2xx answers; the fragment itself says what went wrong
         return render(request, "factory/_playground_result.html", context)
     extras = ui_services.model_page_extras()

@@ -326,6 +326,13 @@ def test_playground_runs_the_adapter(client, dev_client, tiny_bert, trained_adap
     assert r.status_code == 200 and "<html" not in html
     label = html.split('id="playground-label">')[1].split("<")[0]
     assert label in model.labels and html.count('class="ft-bar"') == 3
+    # The playground is a paid call like the API's: one inference row, its fee shown, its payees listed.
+    from serving.models import Inference
+
+    inference = Inference.objects.get(model=model, channel=Inference.Channel.PLAYGROUND)
+    assert inference.status == Inference.Status.DONE and inference.output["label"] == label
+    assert 'id="playground-fee"' in html and inference.fee > 0
+    assert "Contributors paid for this answer" in html
     r = dev_client.post(url, {"text": "   "}, **HTMX)
     assert "required" in r.content.decode()
     r = dev_client.post(url, {"text": "profit rose"})  # without htmx: the whole page with the answer
