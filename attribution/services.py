@@ -78,6 +78,12 @@ def attribution_index_build_enqueue(*, model) -> AttributionIndex:
         if model.task != CLASSIFICATION:
             index.status, index.error = AttributionIndex.Status.UNSUPPORTED, ERR_NOT_CLASSIFIER
             index.save(update_fields=["status", "error"])
+            # Generators are attributed by reused spans: build the version's span index now, so the first
+            # paid answer is attributed by it rather than by the fallback split.
+            if model.datanet_version_id and model.base_model_id:
+                from serving.services import span_index_ensure
+
+                span_index_ensure(version=model.datanet_version, base_model=model.base_model)
             return index
         if not created:
             if index.status == AttributionIndex.Status.RUNNING or (

@@ -109,6 +109,11 @@ def test_generation_models_are_marked_unsupported(trained_adapter, attr_base_dir
         index = services.attribution_index_build_enqueue(model=model)
     assert index.status == AttributionIndex.Status.UNSUPPORTED and "classification" in index.error
     assert services.attribution_index_build(index_id=index.id) is None
+    # ...and their Datanet version's span index is queued instead, for the span attribution of answers.
+    from serving.models import SpanIndex
+
+    span = SpanIndex.objects.get(version=model.datanet_version, base_model=model.base_model)
+    assert span.status == SpanIndex.Status.QUEUED
 
 
 def test_a_missing_base_model_fails_the_build_with_a_reason(model):
