@@ -20,3 +20,14 @@ class Command(BaseCommand):
             if step in available:
                 self.stdout.write(f"bootstrap: {step}")
                 call_command(step, if_needed=True)
+        self._generation_base_ensure()
+
+    def _generation_base_ensure(self):
+        """No weights can be downloaded here, so the demo's generation fine-tunes need a locally built base:
+        a tiny GPT-2 (tokenizer from Tiny Shakespeare), built once when the catalog has no generator."""
+        from factory.models import BaseModel
+
+        if any("generation" in (m.tasks or []) for m in BaseModel.objects.all()):
+            return
+        self.stdout.write("bootstrap: register_base_model --tiny-gpt2")
+        call_command("register_base_model", tiny_gpt2=True)
