@@ -32,6 +32,7 @@ class ServingConfig:
     cache_bytes: int = 1 << 30         # and most bytes of adapter weights
     max_batch: int = 32                # rows per forward pass
     max_new_tokens: int = 40           # generation length (greedy)
+    no_repeat_ngram_size: int = 3      # greedy decoding of small models loops on one phrase without it
     device: str = ""                   # "" = cuda when present, else cpu
     threads: int = 0                   # torch CPU threads (0 = leave as is)
     dtype: str = ""                    # "" = float16 on CUDA, float32 on CPU; or float32 / bfloat16 / float16
@@ -220,6 +221,7 @@ class ServingEngine:
             try:
                 with torch.inference_mode():
                     ids = served.model.generate(**enc, max_new_tokens=new, do_sample=False,
+                                                no_repeat_ngram_size=self.config.no_repeat_ngram_size,
                                                 pad_token_id=served.tokenizer.pad_token_id)
             finally:
                 served.state.clear()

@@ -52,6 +52,6 @@ def predict(base_path: str, adapter_dir: str, text: str, *, max_new_tokens: int 
             ranked = sorted(zip(labels, probs, strict=True), key=lambda x: -x[1])
             return {"label": ranked[0][0], "probabilities": {k: round(v, 4) for k, v in ranked}}
         enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length)
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, no_repeat_ngram_size=3,
                              pad_token_id=tokenizer.pad_token_id)
         return {"text": tokenizer.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True)}

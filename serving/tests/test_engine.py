@@ -21,7 +21,8 @@ def peft_reference(base_dir, adapter_dir, task, labels, text, *, generate=0):
     enc = tok(text, return_tensors="pt", truncation=True, max_length=64)
     with torch.no_grad():
         if generate:
-            ids = model.generate(**enc, max_new_tokens=generate, do_sample=False, pad_token_id=tok.pad_token_id)
+            ids = model.generate(**enc, max_new_tokens=generate, do_sample=False, no_repeat_ngram_size=3,
+                                 pad_token_id=tok.pad_token_id)
             return tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         logits = model(**enc).logits
     return logits[0] if task == "classification" else logits[0, -1]
