@@ -19,7 +19,6 @@ from django.utils import timezone
 from core.errors import ApplicationError
 from factory.models import BaseModel, FineTunedModel, FineTuneJob, JobMetric
 from factory.training import (
-    Callbacks,
     Example,
     Progress,
     TrainConfig,
@@ -27,10 +26,8 @@ from factory.training import (
     TrainingError,
     TrainingSuperseded,
     TrainResult,
-    checkpoint_step,
 )
 from factory.training.estimate import Estimate, estimate_run
-from factory.training.modeling import inspect_model
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +131,8 @@ def base_model_inspect(*, source_kind: str, source: str) -> dict:
     """Architecture, tasks, size and LoRA target choices read from the model's config (no weights)."""
     folder = base_model_folder(source_kind=source_kind, source=source)
     try:
+        from factory.training.modeling import inspect_model  # torch: only when a model is inspected
+
         return inspect_model(folder)
     except TrainingError as exc:
         raise ApplicationError(str(exc)) from exc
@@ -472,7 +471,7 @@ class _RunHooks:
 
 def finetune_job_run(*, job_id: int, hostname: str) -> FineTuneJob | None:
     """Run (or resume) a job on this worker. Never raises for a user-caused failure: the row says why."""
-    from factory.training import train
+    from factory.training import Callbacks, checkpoint_step, train
 
     job = finetune_job_claim(job_id=job_id, hostname=hostname)
     if job is None:
