@@ -380,18 +380,19 @@ def model_page_extras() -> dict[str, str]:
     return found
 
 
-def inference_attribution_context(inference, output_segments) -> dict:
+def inference_attribution_context(inference) -> dict:
     """What the playground shows beside a paid answer: contributor shares and top records with user
     names, the generated text cut at its attributed spans, and the fee."""
     if inference is None:
         return {}
-    from django.contrib.auth import get_user_model
+    from attribution.selectors import usernames
+    from serving.selectors import output_segments
 
     attribution = inference.attribution or {}
     contributors = attribution.get("contributors", [])
     records = attribution.get("records", [])
     ids = {c.get("user_id") for c in contributors} | {r.get("contributor_id") for r in records}
-    names = dict(get_user_model().objects.filter(pk__in=[i for i in ids if i]).values_list("pk", "username"))
+    names = usernames([i for i in ids if i])
     shares = [{"name": names.get(c.get("user_id"), "?"), "pct": round(100 * float(c.get("share", 0)), 1)}
               for c in sorted(contributors, key=lambda c: -float(c.get("share", 0)))]
     top = [{"text": r.get("text", ""), "score": r.get("score"), "name": names.get(r.get("contributor_id"), "")}

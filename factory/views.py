@@ -274,7 +274,6 @@ def model_playground(request, pk):
     """A paid inference from the model's page (serving's path, as the API): the answer, who it is owed
     to and the fee. An htmx fragment, or the whole page without JavaScript."""
     from serving.models import Inference
-    from serving.selectors import output_segments
     from serving.services import inference_execute
 
     model = _model_or_404(pk)
@@ -293,7 +292,7 @@ def model_playground(request, pk):
     if result and "probabilities" in result:
         bars = [{"label": k, "p": v, "pct": round(100 * v, 1)} for k, v in result["probabilities"].items()]
     context = {"model": model, "result": result, "bars": bars, "error": error, "playground": form,
-               **ui_services.inference_attribution_context(inference, output_segments)}
+               **ui_services.inference_attribution_context(inference)}
     if request.htmx:  # htmx swaps only 2xx answers; the fragment itself says what went wrong
         return render(request, "factory/_playground_result.html", context)
     extras = ui_services.model_page_extras()
