@@ -50,11 +50,13 @@ ERR_FILES_GONE = "The attribution index files of this model are missing; rebuild
 
 def engine_settings() -> dict:
     """The gradient engine's settings (env-overridable through Django settings; the seed fixes the weights)."""
-    from attribution.engines.gradient import DEFAULT_DAMPING, DEFAULT_PROJECTION_DIM
+    from attribution.engines.gradient import DEFAULT_BASIS, DEFAULT_PROJECTION_DIM
 
+    damping = getattr(settings, "ATTRIBUTION_DAMPING", None)  # None: the basis's own default
     return {
         "projection_dim": int(getattr(settings, "ATTRIBUTION_PROJECTION_DIM", DEFAULT_PROJECTION_DIM)),
-        "damping": float(getattr(settings, "ATTRIBUTION_DAMPING", DEFAULT_DAMPING)),
+        "basis": str(getattr(settings, "ATTRIBUTION_BASIS", DEFAULT_BASIS)),
+        "damping": None if damping is None else float(damping),
         "seed": int(getattr(settings, "ATTRIBUTION_SEED", 0)),
         "batch_size": int(getattr(settings, "ATTRIBUTION_BATCH_SIZE", 32)),
     }

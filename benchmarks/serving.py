@@ -184,8 +184,9 @@ def main() -> int:
                                                     task="classification")])[0]
             max_diff = float((ours - reference).abs().max())
             # Warm-up (the base's first forward, tokenizer caches), then (a).
-            engine.infer([InferenceRequest(base_path=base, adapter_dir=str(adapters[0]), text=t,
-                                           task="classification") for t in sentences(args.batch, seed=1)])
+            engine.infer([InferenceRequest(base_path=base, adapter_dir=str(adapters[i % 2]), text=t,
+                                           task="classification")
+                          for i, t in enumerate(sentences(args.batch * WINDOW_BATCHES, seed=1))])
             # (a) one adapter and (b) uniform over 1,000 adapters with a cache of args.cache, interleaved.
             rng = random.Random(3)
             picks = [adapters[rng.randrange(N_ADAPTERS)] for _ in range(n_b)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class ServingConfig:
     device: str = ""                   # "" = cuda when present, else cpu
     threads: int = 0                   # torch CPU threads (0 = leave as is)
     dtype: str = ""                    # "" = float16 on CUDA, float32 on CPU; or float32 / bfloat16 / float16
+    prefetch: bool = True              # read the next batch's adapters while this batch runs
 
 
 @dataclass
@@ -149,6 +151,9 @@ class ServingEngine:
         self.cache = AdapterCache(max_count=self.config.cache_adapters, max_bytes=self.config.cache_bytes)
         self._bases: dict[tuple[str, str], ServedBase] = {}
         self._bases_lock = threading.Lock()
+        # One reader thread: reading safetensors (and copying to the device) overlaps the forward pass,
+        # which matters most on a GPU, where a batch's forward is as short as its adapters' reads.
+        self._prefetcher = ThreadPoolExecutor(1, "adapter-prefetch") if self.config.prefetch else None
 
     # --- parts ------------------------------------------------------------------------------
     def base(self, path: str, task: str) -> ServedBase:
@@ -243,23 +248,32 @@ class ServingEngine:
         for i, r in enumerate(requests):
             task = r.task or (adapter_task(r.adapter_dir) if r.adapter_dir else CLASSIFICATION)
             groups.setdefault((str(r.base_path), task), []).append(i)
+        plan: list[tuple[str, list[int]]] = []
         for (_, task), idxs in groups.items():
             # Similar lengths batched together: less padding, so less compute (results keep request order).
             idxs.sort(key=lambda i: len(requests[i].text))
-            for s in range(0, len(idxs), self.config.max_batch):
-                chunk = idxs[s: s + self.config.max_batch]
-                batch = [requests[i] for i in chunk]
-                started = time.perf_counter()
-                # Loaded here, per batch, so a batch never waits on an adapter evicted meanwhile.
-                adapters = [self.adapter(r.adapter_dir) if r.adapter_dir else None for r in batch]
-                if task == GENERATION:
-                    outs = [{"text": t} for t in self.generate(batch, adapters)]
-                else:
-                    outs = [self._classify(a, logits)
-                            for a, logits in zip(adapters, self.forward(batch, adapters), strict=True)]
-                ms = (time.perf_counter() - started) * 1000
-                for i, o in zip(chunk, outs, strict=True):
-                    results[i] = {**o, "task": task, "batch_size": len(chunk), "latency_ms": round(ms, 2)}
+            plan += [(task, idxs[s: s + self.config.max_batch]) for s in range(0, len(idxs), self.config.max_batch)]
+
+        def load(chunk: list[int]) -> list[LoadedAdapter | None]:
+            # Per batch, so a batch never waits on an adapter evicted meanwhile (it holds references).
+            return [self.adapter(requests[i].adapter_dir) if requests[i].adapter_dir else None for i in chunk]
+
+        pending: Future | None = None
+        for n, (task, chunk) in enumerate(plan):
+            batch = [requests[i] for i in chunk]
+            started = time.perf_counter()
+            adapters = pending.result() if pending is not None else load(chunk)
+            pending = None
+            if self._prefetcher is not None and n + 1 < len(plan):
+                pending = self._prefetcher.submit(load, plan[n + 1][1])
+            if task == GENERATION:
+                outs = [{"text": t} for t in self.generate(batch, adapters)]
+            else:
+                outs = [self._classify(a, logits)
+                        for a, logits in zip(adapters, self.forward(batch, adapters), strict=True)]
+            ms = (time.perf_counter() - started) * 1000
+            for i, o in zip(chunk, outs, strict=True):
+                results[i] = {**o, "task": task, "batch_size": len(chunk), "latency_ms": round(ms, 2)}
         return results  # type: ignore[return-value]
 
     def _classify(self, adapter: LoadedAdapter | None, logits: torch.Tensor) -> dict:

@@ -80,6 +80,26 @@ def test_infer_classification_results_and_cache(engine, tiny_bert, bert_adapters
     assert mixed[0]["probabilities"] == pytest.approx(results[0]["probabilities"], abs=1e-5)
 
 
+def test_prefetch_gives_the_same_results_and_surfaces_a_bad_adapter_in_its_own_batch(tiny_bert, bert_adapters,
+                                                                                    tmp_path):
+    """Batches of 2 over 4 adapters: the next batch's adapters are read while the current one runs."""
+    reqs = [InferenceRequest(base_path=str(tiny_bert), adapter_dir=str(bert_adapters[i % 4]), text=t)
+            for i, t in enumerate(TEXTS * 2)]
+    plain = ServingEngine(ServingConfig(cache_adapters=2, max_batch=2, device="cpu", prefetch=False))
+    ahead = ServingEngine(ServingConfig(cache_adapters=2, max_batch=2, device="cpu", prefetch=True))
+    assert ahead._prefetcher is not None and plain._prefetcher is None
+    expected = plain.infer(reqs)
+    got = ahead.infer(reqs)
+    assert [r["label"] for r in got] == [r["label"] for r in expected]
+    for g, e in zip(got, expected, strict=True):
+        assert g["probabilities"] == pytest.approx(e["probabilities"], abs=1e-6)
+    assert ahead.stats()["misses"] >= 4  # every adapter was read, some of them by the prefetcher
+    # A missing adapter in the last batch fails the call with its reason, after the earlier batches ran.
+    broken = reqs[:4] + [InferenceRequest(base_path=str(tiny_bert), adapter_dir=str(tmp_path), text="zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz")]
+    with pytest.raises(AdapterError, match="No LoRA adapter"):
+        ahead.infer(broken)
+
+
 def test_cache_limits_by_bytes(tiny_bert, bert_adapters):
     one = load_adapter(bert_adapters[0])
     engine = ServingEngine(ServingConfig(cache_adapters=10, cache_bytes=one.nbytes + 1, device="cpu"))

@@ -5,6 +5,7 @@ from torch import nn
 
 from attribution.engines.base import Query, Record
 from attribution.engines.gradient import (
+    EkfacBasis,
     GradientEngine,
     GradientIndex,
     LoraGradientHooks,
@@ -74,34 +75,77 @@ LIGHT = 0.1  # damping under which the preconditioner nearly whitens the 12 tiny
 def test_fit_is_deterministic_and_planted_duplicate_ranks_first(tmp_path):
     clf = tiny_lora_classifier(seed=2)
     recs = records()
-    a = GradientEngine(projection_dim=64, seed=7, damping=LIGHT, batch_size=5, directory=tmp_path / "a").fit(clf, recs)
-    b = GradientEngine(projection_dim=64, seed=7, damping=LIGHT, batch_size=3, directory=tmp_path / "b").fit(clf, recs)
+    queries = [Query(text=r.text, label=r.label) for r in recs]
+    # The random-projection basis: rows depend on the seed only, not on how records are batched.
+    a = GradientEngine(projection_dim=64, seed=7, damping=LIGHT, basis="random", batch_size=5,
+                       directory=tmp_path / "a").fit(clf, recs)
+    b = GradientEngine(projection_dim=64, seed=7, damping=LIGHT, basis="random", batch_size=3,
+                       directory=tmp_path / "b").fit(clf, recs)
     # batch composition changes padding only: same rows up to float noise
     np.testing.assert_allclose(np.asarray(a.grads, np.float32), np.asarray(b.grads, np.float32), atol=2e-3)
-    again = GradientEngine(projection_dim=64, seed=7, damping=LIGHT, batch_size=5).fit(clf, recs)
+    again = GradientEngine(projection_dim=64, seed=7, damping=LIGHT, basis="random", batch_size=5).fit(clf, recs)
     np.testing.assert_array_equal(np.asarray(a.grads), np.asarray(again.grads))
     np.testing.assert_allclose(a.self_influence_gn, b.self_influence_gn, rtol=1e-5)
-    c = GradientEngine(projection_dim=64, seed=8, damping=LIGHT).fit(clf, recs)
+    c = GradientEngine(projection_dim=64, seed=8, damping=LIGHT, basis="random").fit(clf, recs)
     assert not np.allclose(np.asarray(a.grads, np.float32), np.asarray(c.grads, np.float32))
 
-    # a query identical to a training record (same text, same label) ranks that record first when the
-    # curvature is only lightly damped (P whitens the gradients; the production default damps much more)
-    result = GradientEngine(projection_dim=64, seed=7).attribute(
-        a, [Query(text=r.text, label=r.label) for r in recs], top_k=3
-    )
-    assert [q.record_ids[0] for q in result.queries] == [r.id for r in recs]
-    for q in result.queries:
-        assert q.scores == sorted(q.scores, reverse=True) and len(q.scores) == 3
-    # TracIn (no curvature) reads the same index; it favours high-gradient-norm records, so only its
-    # self-match must score at least as high as with itself... its own row is still a top-3 record
-    tracin = TracInEngine(projection_dim=64, seed=7).attribute(
-        a, [Query(text=r.text, label=r.label) for r in recs], top_k=3
-    )
-    assert sum(r.id in q.record_ids for r, q in zip(recs, tracin.queries, strict=True)) >= len(recs) - 2
-    default = GradientEngine(projection_dim=64, seed=7).attribute(
-        a, [Query(text=r.text, label=r.label) for r in recs], top_k=3
-    )
-    assert sum(r.id in q.record_ids for r, q in zip(recs, default.queries, strict=True)) >= len(recs) - 2
+    # The default EK-FAC basis: the same records give the same scores, however they are batched.
+    e1 = GradientEngine(projection_dim=64, seed=7, batch_size=5)
+    i1 = e1.fit(clf, recs)
+    assert i1.meta["basis"] == "ekfac" and i1.meta["factor_samples"] == len(recs)
+    assert i1.meta["projection_dim"] == i1.grads.shape[1] <= 64
+    i2 = GradientEngine(projection_dim=64, seed=7, batch_size=3).fit(clf, recs)
+    m1 = e1.attribute(i1, queries, top_k=1, return_matrix=True).matrix
+    m2 = e1.attribute(i2, queries, top_k=1, return_matrix=True).matrix
+    np.testing.assert_allclose(m1, m2, rtol=2e-2, atol=2e-2 * np.abs(m1).max())
+    np.testing.assert_allclose(i1.self_influence_gn, i2.self_influence_gn, rtol=1e-3)
+    again = e1.attribute(GradientEngine(projection_dim=64, seed=7, batch_size=5).fit(clf, recs), queries,
+                         top_k=1, return_matrix=True).matrix
+    np.testing.assert_array_equal(m1, again)
+
+    # a query identical to a training record (same text, same label) ranks that record first: with the
+    # EK-FAC basis at its default damping, and with the random basis when lightly damped
+    for index in (i1, a):
+        result = GradientEngine(projection_dim=64, seed=7).attribute(index, queries, top_k=3)
+        assert [q.record_ids[0] for q in result.queries] == [r.id for r in recs]
+        for q in result.queries:
+            assert q.scores == sorted(q.scores, reverse=True) and len(q.scores) == 3
+    # TracIn (no curvature) fits its own random-projection index; it favours high-gradient-norm records,
+    # so only its own row must be among a query's top 3
+    tracin = TracInEngine(projection_dim=64, seed=7)
+    t_index = tracin.fit(clf, recs)
+    assert t_index.meta["basis"] == "random" and t_index.basis is None
+    result = tracin.attribute(t_index, queries, top_k=3)
+    assert sum(r.id in q.record_ids for r, q in zip(recs, result.queries, strict=True)) >= len(recs) - 2
+    with pytest.raises(ValueError, match="TracIn needs its own index"):
+        tracin.attribute(i1, queries[:1])
+
+
+def test_ekfac_basis_is_the_exact_damped_inverse_on_its_kept_directions():
+    """Rows of the full basis (k = every coordinate): their dot product is g^T (H + lambda I)^-1 g',
+    with H the EK-FAC curvature rebuilt from the factors."""
+    gen = torch.Generator().manual_seed(0)
+    grads = [torch.randn(40, 3, 5, generator=gen), torch.randn(40, 5, 2, generator=gen)]
+    basis = EkfacBasis.fit(grads, dim=25, damping=0.5)
+    assert basis.dim == 25  # 15 + 10 coordinates, all kept
+    # H in the original coordinates: Kronecker eigenvectors scaled by the corrected eigenvalues
+    blocks = []
+    for qo, qi, g in zip(basis.q_out, basis.q_in, grads, strict=True):
+        u = torch.kron(qo.double(), qi.double())  # vec(Qo^T G Qi) = kron(Qo, Qi)^T vec(G) (row-major)
+        lam = ((qo.T @ g @ qi) ** 2).mean(0).reshape(-1).double()
+        blocks.append((u, lam))
+    lam_all = torch.cat([lam for _, lam in blocks])
+    shift = 0.5 * float(lam_all.mean())
+    assert basis.shift == pytest.approx(shift)
+    h_inv = torch.block_diag(*[u @ torch.diag(1 / (lam + shift)) @ u.T for u, lam in blocks])
+    flat = torch.cat([g.reshape(40, -1) for g in grads], 1).double()
+    expected = flat @ h_inv @ flat.T
+    rows = basis(grads).double()
+    torch.testing.assert_close(rows @ rows.T, expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(basis.self_influence(grads).double(), expected.diagonal(), rtol=1e-4, atol=1e-6)
+    # Truncated to the 6 largest-curvature coordinates: those six are the largest corrected eigenvalues
+    small = EkfacBasis.fit(grads, dim=6, damping=0.5)
+    assert small.dim == 6 and set(small.keep.tolist()) == set(torch.argsort(-lam_all)[:6].tolist())
 
 
 def test_memmap_round_trip_and_matrix(tmp_path):
