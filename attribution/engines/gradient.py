@@ -274,14 +274,20 @@ class EkfacBasis:
         """From per-matrix per-example gradients [(N, out, in), ...] (float32, any device)."""
         q_out, q_in, lams = [], [], []
         for g in grads:
-            g = g.double()
-            c_out = torch.einsum("noi,npi->op", g, g) / len(g)
-            c_in = torch.einsum("noi,nop->ip", g, g) / len(g)
-            qo = torch.linalg.eigh(c_out).eigenvectors
-            qi = torch.linalg.eigh(c_in).eigenvectors
-            lams.append(((qo.T @ g @ qi) ** 2).mean(dim=0).reshape(-1))
-            q_out.append(qo.float())
-            q_in.append(qi.float())
+            # Factors as single float32 GEMMs on g's device; only the small eigenproblems in float64
+            # (on the CPU, where they are cheap and exact enough for the whole spectrum).
+            g = g.float()
+            n, o, i = g.shape
+            rows_o = g.reshape(n * o, i)
+            rows_i = g.transpose(1, 2).reshape(n * i, o)
+            c_in = (rows_o.T @ rows_o).double().cpu() / n
+            c_out = (rows_i.T @ rows_i).double().cpu() / n
+            qo = torch.linalg.eigh(c_out).eigenvectors.float().to(g.device)
+            qi = torch.linalg.eigh(c_in).eigenvectors.float().to(g.device)
+            rotated = qo.T @ g @ qi
+            lams.append((rotated * rotated).mean(dim=0).reshape(-1).double().cpu())
+            q_out.append(qo)
+            q_in.append(qi)
         lam = torch.cat(lams)
         shift = damping * float(lam.mean())
         if shift <= 0:
@@ -513,7 +519,7 @@ class GradientEngine(AttributionEngine):
             parts.append([g.float().cpu() for g in grads])
         grads = [torch.cat([p[m] for p in parts]) for m in range(len(parts[0]))]
         t0 = time.perf_counter()
-        basis = EkfacBasis.fit(grads, self.projection_dim, self.damping)
+        basis = EkfacBasis.fit([g.to(self.device) for g in grads], self.projection_dim, self.damping).to(torch.device("cpu"))
         self._eig_s = time.perf_counter() - t0
         return basis, np.concatenate(order), grads
 

@@ -84,7 +84,9 @@ def load_adapter(adapter_dir: str | Path, *, device: torch.device | str = "cpu",
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     task = meta.get("task") or ("generation" if config.get("task_type") == "CAUSAL_LM" else "classification")
 
-    tensors = load_file(str(weights_path), device=str(device))
+    # Read and convert on the CPU, then move the whole adapter to the device in one copy (below): on a
+    # GPU, one small copy and a few kernels per tensor cost more than the read itself.
+    tensors = load_file(str(weights_path), device="cpu")
     lora_a: dict[str, torch.Tensor] = {}
     lora_b: dict[str, torch.Tensor] = {}
     head_parts: dict[str, dict[str, torch.Tensor]] = {}
@@ -114,7 +116,22 @@ def load_adapter(adapter_dir: str | Path, *, device: torch.device | str = "cpu",
             raise AdapterError(f"{weights_path}: module {module!r} has a bias but no weight.")
         bias = parts.get("bias")
         out.heads[module] = (parts["weight"].to(dtype).contiguous(), None if bias is None else bias.to(dtype))
+    if torch.device(device).type != "cpu":
+        _to_device_in_one_copy(out, torch.device(device))
     out.nbytes = sum(a.nbytes + b.nbytes for a, b in out.layers.values()) + sum(
         w.nbytes + (0 if b is None else b.nbytes) for w, b in out.heads.values())
     out.load_seconds = time.perf_counter() - started
     return out
+
+
+def _to_device_in_one_copy(adapter: LoadedAdapter, device: torch.device) -> None:
+    """Pack every tensor of `adapter` (one dtype) into one buffer, copy it once, and re-point the
+    adapter's tensors at views of the device buffer."""
+    parts = [t for a, b in adapter.layers.values() for t in (a, b)]
+    parts += [t for w, b in adapter.heads.values() for t in (w, b) if t is not None]
+    if not parts:
+        return
+    flat = torch.cat([t.reshape(-1) for t in parts]).to(device)
+    views = iter(v.view(t.shape) for v, t in zip(torch.split(flat, [t.numel() for t in parts]), parts, strict=True))
+    adapter.layers = {name: (next(views), next(views)) for name in adapter.layers}
+    adapter.heads = {name: (next(views), None if b is None else next(views)) for name, (_, b) in adapter.heads.items()}

@@ -48,6 +48,13 @@ class BatchState:
                 a_mat, b_mat = uniq[0].layers[name]
                 self.lora[name] = (a_mat.t().unsqueeze(0), b_mat.t().unsqueeze(0))
                 continue
+            pairs = [adapter.layers.get(name) if adapter is not None else None for adapter in uniq]
+            if all(p is not None and p[0].shape[0] == rank for p in pairs):
+                # The common case (every adapter has this layer at one rank): one stack per matrix.
+                a_all = torch.stack([p[0] for p in pairs]).transpose(1, 2)
+                b_all = torch.stack([p[1] for p in pairs]).transpose(1, 2)
+                self.lora[name] = (a_all[row_index], b_all[row_index])
+                continue
             a_all = torch.zeros(len(uniq), fin, rank, device=device, dtype=dtype)
             b_all = torch.zeros(len(uniq), rank, fout, device=device, dtype=dtype)
             for u, adapter in enumerate(uniq):

@@ -146,3 +146,24 @@ def test_batcher_puts_concurrent_callers_in_one_forward(tiny_bert, bert_adapters
     with pytest.raises(AdapterError):
         bad.result(timeout=60)
     assert batcher.submit(reqs[0]).result(timeout=60)["label"] == alone[0]["label"]
+
+
+def test_adapter_packed_into_one_buffer_keeps_every_tensor(bert_adapters):
+    """The GPU path of load_adapter (one copy per adapter), run here on the CPU: same tensors, one storage."""
+    from factory.serving.adapters import _to_device_in_one_copy
+
+    plain = load_adapter(bert_adapters[0])
+    packed = load_adapter(bert_adapters[0])
+    _to_device_in_one_copy(packed, torch.device("cpu"))
+    assert plain.layers.keys() == packed.layers.keys() and plain.heads.keys() == packed.heads.keys()
+    storages = set()
+    for name, (a, b) in plain.layers.items():
+        pa, pb = packed.layers[name]
+        assert torch.equal(a, pa) and torch.equal(b, pb)
+        storages |= {pa.untyped_storage().data_ptr(), pb.untyped_storage().data_ptr()}
+    for name, (w, bias) in plain.heads.items():
+        pw, pbias = packed.heads[name]
+        assert torch.equal(w, pw) and (bias is None) == (pbias is None)
+        assert bias is None or torch.equal(bias, pbias)
+        storages.add(pw.untyped_storage().data_ptr())
+    assert len(storages) == 1
