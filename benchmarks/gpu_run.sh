@@ -1,0 +1,24 @@
+#!/bin/bash
+# The GPU tables of issues 5 and 7 (attribution_speed_cuda.md, serving_cuda.md), on a machine that has
+# torch, transformers, peft and safetensors but no package index and no MiniLM package. Prepare, here:
+#   mkdir -p .devcarry/minilm && cp ../shared/data/financial_phrasebank.csv .devcarry/
+#   copy MiniLM's *.json and vocab.txt into .devcarry/minilm/ and its model.safetensors, cast to fp16
+#   (to stay under the 64 MiB a device call carries), as .devcarry/minilm/model.f16.safetensors;
+#   echo /.devcarry/ >> .git/info/exclude; cp benchmarks/gpu_run.sh .devcarry/run.sh
+# then run `bash .devcarry/run.sh` there with .devcarry carried. The weights are cast back to fp32 first.
+set -u
+PY=${PY:-python3}
+OUT=${OUT:-/tmp/devout}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD BENCH_RESULTS_DIR=$OUT PHRASEBANK=$PWD/.devcarry/financial_phrasebank.csv
+export MINILM_PATH=/tmp/minilm BENCH_TMP=/tmp HF_HUB_OFFLINE=1
+mkdir -p /tmp/minilm && cp .devcarry/minilm/*.json .devcarry/minilm/*.txt /tmp/minilm/
+$PY - <<'P'
+from safetensors.torch import load_file, save_file
+sd = load_file(".devcarry/minilm/model.f16.safetensors")
+save_file({k: v.float().contiguous() for k, v in sd.items()}, "/tmp/minilm/model.safetensors")
+import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")
+P
+nvidia-smi -L 2>/dev/null
+timeout ${T1:-200} $PY benchmarks/attribution_speed.py ${QUICK:-} 2>&1 | tee $OUT/attribution_speed.log | grep -v "Warning\|Some weights\|TRAIN this"
+timeout ${T2:-300} $PY benchmarks/serving.py ${QUICK:-} 2>&1 | tee $OUT/serving.log | grep -v "Warning\|Some weights\|TRAIN this"
+ls -la $OUT
