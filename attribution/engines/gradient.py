@@ -332,7 +332,8 @@ class GradientIndex(IndexBase):
     self_influence_dot: np.ndarray | None = field(default=None, repr=False)  # (n,) g g
     directory: Path | None = None
     basis: EkfacBasis | None = field(default=None, repr=False)  # the features' basis (None: random projection)
-    # On a GPU the rows are copied to the device once and kept there (see GradientEngine.score_vectors).
+    # Device copies made on first use: "rows:<device>" (GradientEngine._resident_rows) and
+    # "basis:<device>" (query_vectors).
     _resident: dict = field(default_factory=dict, repr=False, compare=False)
 
     def _save_payload(self, directory: Path) -> None:
@@ -389,6 +390,32 @@ def _readonly_tensor(array: np.ndarray) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(np.ascontiguousarray(array))
+
+
+@dataclass
+class _Rows:
+    """What `fit` writes per record: the float16 rows (memmap when the index has a directory), their
+    scales, and the two self-influences."""
+
+    grads: np.ndarray
+    row_scale: np.ndarray
+    self_gn: np.ndarray
+    sq_norm: np.ndarray
+
+    @classmethod
+    def allocate(cls, n: int, k: int, directory: Path | None) -> _Rows:
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            grads = np.lib.format.open_memmap(directory / "grads.f16", mode="w+", dtype=np.float16, shape=(n, k))
+        else:
+            grads = np.zeros((n, k), dtype=np.float16)
+        return cls(grads, np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float64))
+
+    def store(self, rows: np.ndarray, block: np.ndarray) -> None:
+        scale = np.abs(block).max(axis=1)
+        scale[scale == 0] = 1.0
+        self.row_scale[rows] = scale
+        self.grads[rows] = (block / scale[:, None]).astype(np.float16)
 
 
 class GradientEngine(AttributionEngine):
@@ -506,11 +533,11 @@ class GradientEngine(AttributionEngine):
 
     # ---- fit
 
-    def _fit_basis(self, model: TextClassifier, texts: list[str], labels: list[int], shapes):
-        """The EK-FAC basis from a seeded sample of records; also returns the sample's rows and gradients
-        (kept in memory, so those records are not run through the model twice)."""
+    def _fit_basis(self, model: TextClassifier, texts: list[str], labels: list[int], params: int):
+        """The EK-FAC basis (on the engine's device) from a seeded sample of records, the seconds its
+        algebra took, and the sample's rows and gradients (kept in memory, so those records are not run
+        through the model twice)."""
         n = len(texts)
-        params = sum(int(np.prod(shape)) for _, shape in shapes)
         cap = max(1, min(n, MAX_FACTOR_SAMPLES, FACTOR_BYTES // (4 * params)))
         rows = np.arange(n) if cap >= n else np.sort(np.random.default_rng(self.seed).choice(n, cap, replace=False))
         order, parts = [], []
@@ -519,9 +546,53 @@ class GradientEngine(AttributionEngine):
             parts.append([g.float().cpu() for g in grads])
         grads = [torch.cat([p[m] for p in parts]) for m in range(len(parts[0]))]
         t0 = time.perf_counter()
-        basis = EkfacBasis.fit([g.to(self.device) for g in grads], self.projection_dim, self.damping).to(torch.device("cpu"))
-        self._eig_s = time.perf_counter() - t0
-        return basis, np.concatenate(order), grads
+        basis = EkfacBasis.fit([g.to(self.device) for g in grads], self.projection_dim, self.damping)
+        return basis, time.perf_counter() - t0, np.concatenate(order), grads
+
+    def _rows_ekfac(self, model, texts, labels, params: int, rows: _Rows) -> tuple[EkfacBasis, float, int]:
+        """Rows in the EK-FAC basis: the sample's from its kept gradients, the others in one more pass.
+        Returns the basis, the seconds of its algebra and the sample's size."""
+        basis, algebra_s, sample_rows, sample_grads = self._fit_basis(model, texts, labels, params)
+
+        def write(batch: np.ndarray, g: list[torch.Tensor]) -> None:
+            rows.store(batch, basis(g).cpu().numpy())
+            rows.self_gn[batch] = basis.self_influence(g).cpu().numpy()
+            rows.sq_norm[batch] = sum(x.double().pow(2).sum(dim=(1, 2)) for x in g).cpu().numpy()
+
+        for s in range(0, len(sample_rows), self.batch_size):
+            write(sample_rows[s : s + self.batch_size], [x[s : s + self.batch_size].to(self.device) for x in sample_grads])
+        sampled = set(sample_rows.tolist())
+        rest = [i for i in range(len(texts)) if i not in sampled]
+        if rest:
+            for batch, g in self._gradient_batches(model, texts, labels, rows=rest):
+                write(batch, g)
+        return basis, algebra_s, len(sample_rows)
+
+    def _rows_random(self, model, texts, labels, rows: _Rows) -> tuple[np.ndarray, float, float]:
+        """Rows of the seeded random projection; returns the Gauss-Newton preconditioner P, lambda and
+        the seconds of the curvature's algebra."""
+        n, k = len(texts), self.projection_dim
+        fisher = torch.zeros(k, k, dtype=torch.float64)
+
+        def sink(batch: np.ndarray, block: np.ndarray) -> None:
+            nonlocal fisher
+            b = torch.from_numpy(block).double()
+            fisher += b.T @ b
+            rows.sq_norm[batch] = (b * b).sum(dim=1).numpy()
+            rows.store(batch, block)
+
+        self.projected_gradients(model, texts, labels, sink=sink)
+        t0 = time.perf_counter()
+        fisher /= n
+        lam = self.damping * float(torch.trace(fisher)) / k
+        if lam <= 0:
+            lam = self.damping
+        precond = torch.linalg.inv(fisher + lam * torch.eye(k, dtype=torch.float64)).float().numpy()
+        precond = (precond + precond.T) / 2
+        for i in range(0, n, self.chunk_rows):
+            block = np.asarray(rows.grads[i : i + self.chunk_rows], dtype=np.float32) * rows.row_scale[i : i + self.chunk_rows, None]
+            rows.self_gn[i : i + len(block)] = np.einsum("nk,kj,nj->n", block, precond, block)
+        return precond, lam, time.perf_counter() - t0
 
     def fit(self, model: TextClassifier, train_dataset: Sequence[Record]) -> GradientIndex:
         if not isinstance(model, TextClassifier):
@@ -539,75 +610,22 @@ class GradientEngine(AttributionEngine):
         hooks = LoraGradientHooks(model.model)
         shapes = self._shapes(hooks)
         _block_sizes(2 * len(hooks.pairs), self.projection_dim)  # at least one dimension per LoRA matrix
-        basis = sample_rows = sample_grads = None
+        params = sum(int(np.prod(shape)) for _, shape in shapes)
+        k = min(self.projection_dim, params) if self.basis == "ekfac" else self.projection_dim
+        rows = _Rows.allocate(n, k, self.directory)
+        basis, factor_samples = None, None
         if self.basis == "ekfac":
-            basis, sample_rows, sample_grads = self._fit_basis(model, texts, labels, shapes)
-            k = basis.dim
-        else:
-            k = self.projection_dim
-        directory = self.directory
-        if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
-            grads = np.lib.format.open_memmap(directory / "grads.f16", mode="w+", dtype=np.float16, shape=(n, k))
-        else:
-            grads = np.zeros((n, k), dtype=np.float16)
-        row_scale = np.zeros(n, dtype=np.float32)
-        fisher = torch.zeros(k, k, dtype=torch.float64)
-        sq_norm = np.zeros(n, dtype=np.float64)
-        self_gn = np.zeros(n, dtype=np.float32)
-
-        def store(rows: np.ndarray, block: np.ndarray) -> None:
-            scale = np.abs(block).max(axis=1)
-            scale[scale == 0] = 1.0
-            row_scale[rows] = scale
-            grads[rows] = (block / scale[:, None]).astype(np.float16)
-
-        if basis is not None:
-            on_device = basis.to(self.device)
-
-            def featurize(rows: np.ndarray, g: list[torch.Tensor]) -> None:
-                store(rows, on_device(g).cpu().numpy())
-                self_gn[rows] = on_device.self_influence(g).cpu().numpy()
-                sq_norm[rows] = sum(x.double().pow(2).sum(dim=(1, 2)) for x in g).cpu().numpy()
-
-            for s in range(0, len(sample_rows), self.batch_size):
-                featurize(sample_rows[s : s + self.batch_size],
-                          [x[s : s + self.batch_size].to(self.device) for x in sample_grads])
-            del sample_grads
-            sampled = set(sample_rows.tolist())
-            rest = [i for i in range(n) if i not in sampled]
-            if rest:
-                for rows, g in self._gradient_batches(model, texts, labels, rows=rest):
-                    featurize(rows, g)
-            t1 = time.perf_counter()
-            precond = np.eye(k, dtype=np.float32)  # the features are already preconditioned
+            basis, curvature_s, factor_samples = self._rows_ekfac(model, texts, labels, params, rows)
+            basis = basis.to(torch.device("cpu"))
+            precond = np.eye(k, dtype=np.float32)  # the rows are already preconditioned
             lam = basis.shift
         else:
-            def sink(rows: np.ndarray, block: np.ndarray) -> None:
-                nonlocal fisher
-                b = torch.from_numpy(block).double()
-                fisher += b.T @ b
-                sq_norm[rows] = (b * b).sum(dim=1).numpy()
-                store(rows, block)
-
-            self.projected_gradients(model, texts, labels, sink=sink)
-            t1 = time.perf_counter()
-            fisher /= n
-            lam = self.damping * float(torch.trace(fisher)) / k
-            if lam <= 0:
-                lam = self.damping
-            precond = torch.linalg.inv(fisher + lam * torch.eye(k, dtype=torch.float64)).float().numpy()
-            precond = (precond + precond.T) / 2
-            for i in range(0, n, self.chunk_rows):
-                block = (
-                    np.asarray(grads[i : i + self.chunk_rows], dtype=np.float32) * row_scale[i : i + self.chunk_rows, None]
-                )
-                self_gn[i : i + len(block)] = np.einsum("nk,kj,nj->n", block, precond, block)
-        if isinstance(grads, np.memmap):
-            grads.flush()
-        # gradients_s: every gradient pass (and the features); curvature_s: the curvature's own algebra
-        curvature_s = self._eig_s if basis is not None else time.perf_counter() - t1
-        self.timings = {"gradients_s": t1 - t0 - (curvature_s if basis is not None else 0.0), "curvature_s": curvature_s}
+            precond, lam, curvature_s = self._rows_random(model, texts, labels, rows)
+        gradients_s = time.perf_counter() - t0 - curvature_s
+        if isinstance(rows.grads, np.memmap):
+            rows.grads.flush()
+        # gradients_s: every gradient pass (and the rows); curvature_s: the curvature's own algebra
+        self.timings = {"gradients_s": gradients_s, "curvature_s": curvature_s}
         index = GradientIndex(
             method=self.name,
             record_ids=ids,
@@ -623,19 +641,19 @@ class GradientEngine(AttributionEngine):
                 "max_length": model.max_length,
                 "label_names": list(model.labels),
                 "shapes": [[name, list(shape)] for name, shape in shapes],
-                "factor_samples": None if sample_rows is None else len(sample_rows),
+                "factor_samples": factor_samples,
             },
             model=model,
-            grads=grads,
-            row_scale=row_scale,
+            grads=rows.grads,
+            row_scale=rows.row_scale,
             preconditioner=precond.astype(np.float32),
-            self_influence_gn=self_gn,
-            self_influence_dot=sq_norm.astype(np.float32),
-            directory=directory,
+            self_influence_gn=rows.self_gn,
+            self_influence_dot=rows.sq_norm.astype(np.float32),
+            directory=self.directory,
             basis=basis,
         )
-        if directory is not None:
-            index.save(directory)
+        if self.directory is not None:
+            index.save(self.directory)
         return index
 
     def load_index(self, directory: str | os.PathLike, *, model: Any = None) -> GradientIndex:
@@ -732,7 +750,7 @@ class GradientEngine(AttributionEngine):
         Rows that do not fit in `resident_bytes` are streamed in chunks as on the CPU."""
         if self.device.type == "cpu" or index.grads is None:
             return None
-        key = str(self.device)
+        key = f"rows:{self.device}"
         if key not in index._resident:
             nbytes = index.grads.size * 2
             if nbytes > self.resident_bytes:

@@ -168,6 +168,10 @@ class ServingEngine:
     def adapter(self, adapter_dir: str) -> LoadedAdapter:
         return self.cache.get(str(adapter_dir), lambda k: load_adapter(k, device=self.device, dtype=self.dtype))
 
+    def adapters_for(self, requests: list[InferenceRequest]) -> list[LoadedAdapter | None]:
+        """One adapter (or None: the bare base) per request, through the cache."""
+        return [self.adapter(r.adapter_dir) if r.adapter_dir else None for r in requests]
+
     def _task_of(self, request: InferenceRequest, adapter: LoadedAdapter | None) -> str:
         return request.task or (adapter.task if adapter is not None else CLASSIFICATION)
 
@@ -178,7 +182,7 @@ class ServingEngine:
         if not requests:
             return []
         if adapters is None:
-            adapters = [self.adapter(r.adapter_dir) if r.adapter_dir else None for r in requests]
+            adapters = self.adapters_for(requests)
         served = self.base(requests[0].base_path, self._task_of(requests[0], adapters[0]))
         out: list[torch.Tensor] = []
         with served.lock:
@@ -211,7 +215,7 @@ class ServingEngine:
     def generate(self, requests: list[InferenceRequest], adapters: list | None = None) -> list[str]:
         """Greedy generation for a batch of (possibly different) adapters of one base."""
         if adapters is None:
-            adapters = [self.adapter(r.adapter_dir) if r.adapter_dir else None for r in requests]
+            adapters = self.adapters_for(requests)
         served = self.base(requests[0].base_path, GENERATION)
         new = max(r.max_new_tokens or self.config.max_new_tokens for r in requests)
         with served.lock:
@@ -254,18 +258,16 @@ class ServingEngine:
             idxs.sort(key=lambda i: len(requests[i].text))
             plan += [(task, idxs[s: s + self.config.max_batch]) for s in range(0, len(idxs), self.config.max_batch)]
 
-        def load(chunk: list[int]) -> list[LoadedAdapter | None]:
-            # Per batch, so a batch never waits on an adapter evicted meanwhile (it holds references).
-            return [self.adapter(requests[i].adapter_dir) if requests[i].adapter_dir else None for i in chunk]
-
+        # Adapters are looked up per batch, so a batch never waits on one evicted meanwhile (it holds
+        # references); the next batch's are read ahead while this one runs.
         pending: Future | None = None
         for n, (task, chunk) in enumerate(plan):
             batch = [requests[i] for i in chunk]
             started = time.perf_counter()
-            adapters = pending.result() if pending is not None else load(chunk)
+            adapters = pending.result() if pending is not None else self.adapters_for(batch)
             pending = None
             if self._prefetcher is not None and n + 1 < len(plan):
-                pending = self._prefetcher.submit(load, plan[n + 1][1])
+                pending = self._prefetcher.submit(self.adapters_for, [requests[i] for i in plan[n + 1][1]])
             if task == GENERATION:
                 outs = [{"text": t} for t in self.generate(batch, adapters)]
             else:
