@@ -193,6 +193,8 @@ def test_self_influence_and_bad_input(tmp_path):
         GradientEngine(projection_dim=32).fit(clf, [])
     with pytest.raises(ValueError, match="projection_dim"):
         GradientEngine(projection_dim=2).fit(clf, recs)  # fewer than the 8 LoRA matrices
+    with pytest.raises(ValueError, match="basis must be one of"):
+        GradientEngine(basis="pca")
     with pytest.raises(FileNotFoundError):
         GradientEngine().load_index(tmp_path / "missing")
     index.save(tmp_path / "i")
@@ -215,3 +217,22 @@ def test_random_engine_is_seeded():
     assert a.queries[0].record_ids == b.queries[0].record_ids and len(a.queries[0].rows) == 5
     assert not np.array_equal(a.matrix[0], a.matrix[1])
     assert LABELS  # keep the import honest
+
+
+def test_index_from_before_the_ekfac_basis_loads_as_random(tmp_path):
+    """An index.json without "basis" (written before EK-FAC became the default) answers as before."""
+    import json
+
+    clf = tiny_lora_classifier(seed=5)
+    recs = records()
+    engine = GradientEngine(projection_dim=32, seed=3, basis="random", directory=tmp_path / "old")
+    index = engine.fit(clf, recs)
+    queries = [Query(text="profit rose sharply"), Query(text="the company reported a loss", label="negative")]
+    expected = engine.attribute(index, queries, top_k=3, return_matrix=True).matrix
+    header = json.loads((tmp_path / "old" / "index.json").read_text())
+    del header["meta"]["basis"], header["meta"]["factor_samples"]
+    (tmp_path / "old" / "index.json").write_text(json.dumps(header))
+    loaded = GradientEngine().load_index(tmp_path / "old", model=clf)
+    assert loaded.basis is None and not (tmp_path / "old" / "ekfac.npz").exists()
+    got = GradientEngine(projection_dim=32, seed=3).attribute(loaded, queries, top_k=3, return_matrix=True).matrix
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
