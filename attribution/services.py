@@ -50,13 +50,16 @@ ERR_FILES_GONE = "The attribution index files of this model are missing; rebuild
 
 def engine_settings() -> dict:
     """The gradient engine's settings (env-overridable through Django settings; the seed fixes the weights)."""
-    from attribution.engines.gradient import DEFAULT_BASIS, DEFAULT_PROJECTION_DIM
+    from attribution.engines.gradient import DEFAULT_BASIS, DEFAULT_PROJECTION_DIM, EKFAC_DAMPING, RANDOM_DAMPING
 
-    damping = getattr(settings, "ATTRIBUTION_DAMPING", None)  # None: the basis's own default
+    basis = str(getattr(settings, "ATTRIBUTION_BASIS", DEFAULT_BASIS))
+    damping = getattr(settings, "ATTRIBUTION_DAMPING", None)
+    if damping is None:  # each basis has its own scale of damping
+        damping = EKFAC_DAMPING if basis == "ekfac" else RANDOM_DAMPING
     return {
         "projection_dim": int(getattr(settings, "ATTRIBUTION_PROJECTION_DIM", DEFAULT_PROJECTION_DIM)),
-        "basis": str(getattr(settings, "ATTRIBUTION_BASIS", DEFAULT_BASIS)),
-        "damping": None if damping is None else float(damping),
+        "basis": basis,
+        "damping": float(damping),
         "seed": int(getattr(settings, "ATTRIBUTION_SEED", 0)),
         "batch_size": int(getattr(settings, "ATTRIBUTION_BATCH_SIZE", 32)),
     }
