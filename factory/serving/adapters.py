@@ -63,7 +63,7 @@ def load_adapter(adapter_dir: str | Path, *, device: torch.device | str = "cpu",
     """Read adapter_config.json, factory.json and the safetensors tensors onto `device`."""
     import time
 
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     started = time.perf_counter()
     adapter_dir = Path(adapter_dir)
@@ -86,7 +86,12 @@ def load_adapter(adapter_dir: str | Path, *, device: torch.device | str = "cpu",
 
     # Read and convert on the CPU, then move the whole adapter to the device in one copy (below): on a
     # GPU, one small copy and a few kernels per tensor cost more than the read itself.
-    tensors = load_file(str(weights_path), device="cpu")
+    # One read of the whole (small) file, then parsing from memory: half the time of load_file's
+    # per-tensor reads through a memory map, and every served request that misses the cache pays it.
+    try:
+        tensors = load(weights_path.read_bytes())
+    except Exception as exc:  # safetensors raises its own SafetensorError for a malformed file
+        raise AdapterError(f"{weights_path} is not a readable safetensors file: {exc}") from exc
     lora_a: dict[str, torch.Tensor] = {}
     lora_b: dict[str, torch.Tensor] = {}
     head_parts: dict[str, dict[str, torch.Tensor]] = {}

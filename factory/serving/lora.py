@@ -134,6 +134,8 @@ def _linear_shape(module: nn.Module) -> tuple[int, int] | None:
         return module.in_features, module.out_features
     if isinstance(module, Conv1D):
         return int(module.weight.shape[0]), int(module.weight.shape[1])
+    if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):  # an int8 base (ServingConfig dtype "int8")
+        return module.in_features, module.out_features
     return None
 
 

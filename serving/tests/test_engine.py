@@ -113,6 +113,16 @@ def test_bad_adapters_fail_with_reasons(engine, tiny_bert, tmp_path, bert_adapte
         engine.adapter(str(tmp_path))
     with pytest.raises(AdapterError, match="does not exist"):
         engine.infer([InferenceRequest(base_path=str(tmp_path / "nope"), adapter_dir=str(bert_adapters[0]), text="x")])
+    # A truncated weights file (a copy cut short): a clear AdapterError, and the cache keeps nothing.
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(bert_adapters[0], broken)
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(AdapterError, match="not a readable safetensors file"):
+        engine.adapter(str(broken))
+    assert str(broken) not in engine.cache
 
 
 def test_batcher_puts_concurrent_callers_in_one_forward(tiny_bert, bert_adapters):
@@ -167,3 +177,35 @@ def test_adapter_packed_into_one_buffer_keeps_every_tensor(bert_adapters):
         assert bias is None or torch.equal(bias, pbias)
         storages.add(pw.untyped_storage().data_ptr())
     assert len(storages) == 1
+
+
+def test_int8_base_serves_mixed_batches_close_to_peft_fp32(tiny_bert, bert_adapters):
+    import json
+
+    from factory.serving.lora import BatchedLoRALayer
+
+    torch.set_num_threads(1)
+    engine = ServingEngine(ServingConfig(cache_adapters=4, max_batch=16, device="cpu", dtype="int8"))
+    order = [0, 1, 2, 3, 2, 0]
+    reqs = [InferenceRequest(base_path=str(tiny_bert), adapter_dir=str(bert_adapters[a]), text=TEXTS[i % len(TEXTS)])
+            for i, a in enumerate(order)]
+    outs = engine.forward(reqs)
+    for req, a, got in zip(reqs, order, outs, strict=True):
+        labels = json.loads((bert_adapters[a] / "factory.json").read_text())["labels"]
+        want = peft_reference(tiny_bert, bert_adapters[a], "classification", labels, req.text)
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        # int8 weights and activations: close to fp32, not equal.
+        assert float((got - want).abs().max()) <= 0.05 * float(want.abs().max()) + 1e-3, (a, got, want)
+    model = engine.base(str(tiny_bert), "classification").model
+    wrapped = [m for m in model.modules() if isinstance(m, BatchedLoRALayer)]
+    assert wrapped and all(isinstance(m.base_layer, torch.ao.nn.quantized.dynamic.Linear) for m in wrapped)
+    # Heads stay float (each adapter brings its own).
+    assert isinstance(model.classifier, torch.nn.Module) and not any(
+        isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.classifier.modules())
+
+
+def test_int8_is_refused_on_a_gpu_and_an_unknown_dtype_is_named():
+    with pytest.raises(ValueError, match="int8 is for CPUs"):
+        ServingEngine(ServingConfig(device="cuda", dtype="int8"))
+    with pytest.raises(ValueError, match="int8"):
+        ServingEngine(ServingConfig(device="cpu", dtype="float8"))
