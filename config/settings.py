@@ -294,6 +294,7 @@ SERVING_CACHE_ADAPTERS = env.int("SERVING_CACHE_ADAPTERS", default=100)
 SERVING_CACHE_BYTES = env.int("SERVING_CACHE_BYTES", default=512 * 1024 * 1024)
 SERVING_MAX_BATCH = env.int("SERVING_MAX_BATCH", default=32)
 SERVING_MAX_NEW_TOKENS = env.int("SERVING_MAX_NEW_TOKENS", default=40)
+SERVING_NUM_BEAMS = env.int("SERVING_NUM_BEAMS", default=4)  # 1 = greedy (the fastest)
 SERVING_DEVICE = env.str("SERVING_DEVICE", default="")
 # "" = float16 on CUDA, float32 on CPU; on CPUs "bfloat16" (native bf16) or "int8" (a quantized base) serve
 # about 1.6x or 2.3x faster than float32, a little less exactly (docs/serving.md).
@@ -315,7 +316,8 @@ SERVING_SPANS_DELTA_MAX_RECORDS = env.int("SERVING_SPANS_DELTA_MAX_RECORDS", def
 CELERY_TASK_ROUTES["serving.tasks.inference_run_task"] = {"queue": "gpu"}
 CELERY_TASK_ROUTES["serving.tasks.span_index_build_task"] = {"queue": "cpu"}
 ENV_VARS += (
-    "SERVING_CACHE_ADAPTERS", "SERVING_CACHE_BYTES", "SERVING_MAX_BATCH", "SERVING_MAX_NEW_TOKENS", "SERVING_DEVICE",
+    "SERVING_CACHE_ADAPTERS", "SERVING_CACHE_BYTES", "SERVING_MAX_BATCH", "SERVING_MAX_NEW_TOKENS", "SERVING_NUM_BEAMS",
+    "SERVING_DEVICE",
     "SERVING_BACKEND", "SERVING_TIMEOUT_SECONDS", "SERVING_BATCH_WAIT_MS", "SERVING_FEE_PER_CALL",
     "SERVING_MAX_INPUT_CHARS", "SERVING_TOP_K", "SERVING_SPANS_MIN_TOKENS", "SERVING_SPANS_DELTA_MAX_RECORDS",
     "SERVING_URL", "SERVING_DTYPE",

@@ -29,7 +29,8 @@ def output_segments(*, text: str, spans: list[dict]) -> list[dict]:
             continue
         if start > pos:
             out.append({"text": text[pos:start], "span": None})
-        out.append({"text": text[start:end], "span": {k: span.get(k) for k in ("count", "records", "tokens")}})
+        out.append({"text": text[start:end],
+                    "span": {k: span.get(k) for k in ("count", "records", "tokens", "context_tokens")}})
         pos = end
     if pos < len(text):
         out.append({"text": text[pos:], "span": None})

@@ -54,6 +54,7 @@ def serving_engine():
             _engine = ServingEngine(ServingConfig(
                 cache_adapters=settings.SERVING_CACHE_ADAPTERS, cache_bytes=settings.SERVING_CACHE_BYTES,
                 max_batch=settings.SERVING_MAX_BATCH, max_new_tokens=settings.SERVING_MAX_NEW_TOKENS,
+                num_beams=settings.SERVING_NUM_BEAMS,
                 device=settings.SERVING_DEVICE, dtype=settings.SERVING_DTYPE,
             ))
         return _engine
@@ -241,7 +242,7 @@ def output_attribute(*, model, text: str, output: dict) -> dict:
             except ApplicationError as exc:
                 return _fallback(model, status="unavailable", reason=exc.message)
         return _fallback(model, status="unavailable", reason="gradient attribution is not installed")
-    explained = generation_explain(model=model, text=output.get("text", ""), top_k=top_k)
+    explained = generation_explain(model=model, text=output.get("text", ""), prompt=text, top_k=top_k)
     if explained.get("contributors"):
         return explained
     return _fallback(model, status=explained.get("status", "ready"), reason=explained.get("reason", ""),
@@ -278,8 +279,11 @@ def attribution_user_shares(attribution: dict) -> dict[int, float]:
     return {int(c["user_id"]): float(c["share"]) for c in attribution.get("contributors", []) if c["share"] > 0}
 
 
-def generation_explain(*, model, text: str, top_k: int = 5) -> dict:
+def generation_explain(*, model, text: str, prompt: str = "", top_k: int = 5) -> dict:
     """Spans of `text` found in the model's training version, their records and contributor shares.
+
+    With the `prompt` the model continued, a span may begin in the prompt (the model carried on a
+    training passage the prompt began); only its part in `text` is shown and weighs.
 
     Returns {"method": "spans", "status", "spans": [{char_start, char_end, text, tokens, count, records}],
     "records": [...], "contributors": [{user_id, share}], "coverage"}; status "building" (and no
@@ -293,11 +297,11 @@ def generation_explain(*, model, text: str, top_k: int = 5) -> dict:
     if index_row.status != SpanIndex.Status.READY:
         return {"method": "spans", "status": index_row.status, "spans": [], "records": [], "contributors": []}
     engine, index = _open_span_index(index_row)
-    explained = engine.explain(index, text, top_k=top_k) if text else {
+    explained = engine.explain(index, text, top_k=top_k, context=prompt) if text else {
         "spans": [], "records": [], "contributor_shares": {}, "coverage": 0.0}
     return {
         "method": "spans", "status": "ready", "coverage": explained["coverage"],
-        "spans": [{k: s[k] for k in ("char_start", "char_end", "text", "tokens", "count", "records")}
+        "spans": [{k: s[k] for k in ("char_start", "char_end", "text", "tokens", "context_tokens", "count", "records")}
                   for s in explained["spans"]],
         "records": [{"record_id": int(r["record_id"]), "score": r["score"], "share": r["share"]}
                     for r in explained["records"]],

@@ -334,16 +334,17 @@ class SpanResult:
     spans: list[SpanMatch]
     row_scores: dict[int, float]
     n_query_tokens: int
+    first: int = 0  # query tokens before this one were context (a prompt), not the text explained
 
     @property
     def coverage(self) -> float:
-        """Fraction of query tokens inside at least one span."""
-        if not self.n_query_tokens:
+        """Fraction of the explained tokens (from `first` on) inside at least one span."""
+        if self.n_query_tokens <= self.first:
             return 0.0
         covered = np.zeros(self.n_query_tokens, dtype=bool)
         for s in self.spans:
             covered[s.start : s.end] = True
-        return float(covered.mean())
+        return float(covered[self.first :].mean())
 
 
 class SpanIndex:
@@ -483,13 +484,24 @@ class SpanIndex:
         return lo, self.count(q[len(q) - lo :])
 
     def spans(
-        self, query: Sequence[int], *, min_len: int = 8, max_len: int = 1024, max_occurrences: int = 1000
+        self,
+        query: Sequence[int],
+        *,
+        min_len: int = 8,
+        max_len: int = 1024,
+        max_occurrences: int = 1000,
+        first: int = 0,
     ) -> SpanResult:
         """Every maximal span of >= min_len tokens of `query` that occurs in the corpus.
 
         Each span's weight is ``length * log2(1 + corpus_tokens / count)`` (long and rare spans weigh
         most); it is shared equally by the listed occurrences (at most `max_occurrences`, in
         suffix-array order), and a record's score is the sum of the shares it holds.
+
+        `first` > 0: query[:first] is context (the prompt a generation continued). Only spans that
+        reach past it are kept, and only their tokens from `first` on count in the weight: a model
+        that carries on a training passage the prompt began reused it, but the prompt's own words
+        earn nothing.
         """
         q = np.asarray(query, dtype=np.int64)
         if q.ndim != 1:
@@ -499,14 +511,15 @@ class SpanIndex:
         if min_len < 1:
             raise SpanIndexError("min_len must be >= 1")
         length = len(q)
+        first = min(max(int(first), 0), length)
         if length == 0 or not self.segments:
-            return SpanResult([], {}, length)
+            return SpanResult([], {}, length, first)
         ms = np.zeros(length, dtype=np.int64)
         for seg in self.segments:
             ms = np.maximum(ms, seg.matching_stats(q, max_len))
         prev = np.concatenate([[-1], ms[:-1]])
         # q[i:i+ms[i]] is maximal unless q[i-1:i+ms[i]] also occurs, i.e. ms[i-1] > ms[i].
-        starts = np.flatnonzero((ms >= min_len) & (prev <= ms))
+        starts = np.flatnonzero((ms >= min_len) & (prev <= ms) & (np.arange(length) + ms > first))
         lens = ms[starts]
         counts = np.zeros(len(starts), dtype=np.int64)
         per_seg = []
@@ -519,7 +532,7 @@ class SpanIndex:
         row_scores: dict[int, float] = {}
         for j, (s, m) in enumerate(zip(starts.tolist(), lens.tolist(), strict=True)):
             c = int(counts[j])
-            weight = m * math.log2(1 + corpus / max(c, 1))
+            weight = (s + m - max(s, first)) * math.log2(1 + corpus / max(c, 1))
             rows: dict[int, int] = {}
             budget = max_occurrences
             for seg, lo, hi in per_seg:
@@ -535,7 +548,7 @@ class SpanIndex:
             for row, cnt in rows.items():
                 row_scores[row] = row_scores.get(row, 0.0) + weight * cnt / listed
             out.append(SpanMatch(start=s, end=s + m, count=c, weight=weight, rows=rows, truncated=listed < c))
-        return SpanResult(out, row_scores, length)
+        return SpanResult(out, row_scores, length, first)
 
 
 def _concat(docs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -65,7 +65,8 @@ class _HFTokenizer:
 
     def encode(self, text: str) -> tuple[list[int], list[tuple[int, int]] | None]:
         if getattr(self.tok, "is_fast", False):
-            enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            # verbose=False: a record longer than the model's context is fine here (no model sees it).
+            enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
             return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
         return list(self.tok.encode(text, add_special_tokens=False)), None
 
@@ -226,11 +227,29 @@ class SpanEngine(AttributionEngine):
             return query
         return query.label if isinstance(query.label, str) and query.label else query.text
 
-    def spans_for_text(self, index: SpanEngineIndex, text: str) -> tuple[SpanResult, list[tuple[int, int]] | None]:
+    def _encode(self, text: str, context: str) -> tuple[list[int], list[tuple[int, int]] | None, int, int]:
+        """(ids, offsets, first, shift): the token ids of context + text, the index of the first token
+        of `text` (one may straddle both) and the characters of context before it (offsets - shift
+        are offsets into `text`). A slow tokenizer gives no offsets: then the text alone."""
+        if context:
+            ids, offsets = self.tokenizer.encode(context + text)
+            if offsets is not None:
+                first = next((i for i, (_, end) in enumerate(offsets) if end > len(context)), len(ids))
+                return ids, offsets, first, len(context)
         ids, offsets = self.tokenizer.encode(text)
+        return ids, offsets, 0, 0
+
+    def spans_for_text(
+        self, index: SpanEngineIndex, text: str, *, context: str = ""
+    ) -> tuple[SpanResult, list[tuple[int, int]] | None]:
+        """Spans of `text`; with `context` (the prompt it continues), spans may start in the context
+        but must reach into `text` (see SpanIndex.spans). Offsets are into `text` (below 0 in context)."""
+        ids, offsets, first, shift = self._encode(text, context)
         result = index.spans.spans(
-            ids, min_len=self.min_span, max_len=self.max_span, max_occurrences=self.max_occurrences
+            ids, min_len=self.min_span, max_len=self.max_span, max_occurrences=self.max_occurrences, first=first
         )
+        if offsets is not None and shift:
+            offsets = [(a - shift, b - shift) for a, b in offsets]
         return result, offsets
 
     def attribute(
@@ -272,20 +291,25 @@ class SpanEngine(AttributionEngine):
                 row += 1
         return out
 
-    def explain(self, index: SpanEngineIndex, text: str, *, top_k: int = 10) -> dict:
-        """Everything the playground shows: spans (with character offsets), records, contributor shares."""
-        result, offsets = self.spans_for_text(index, text)
+    def explain(self, index: SpanEngineIndex, text: str, *, top_k: int = 10, context: str = "") -> dict:
+        """Everything the playground shows: spans (with character offsets into `text`), records,
+        contributor shares. With `context` (the prompt), a span may begin in the prompt; its offsets
+        and "tokens" then cover its part in `text`, and "context_tokens" counts the rest."""
+        result, offsets = self.spans_for_text(index, text, context=context)
         total = sum(result.row_scores.values())
         spans = []
         for s in result.spans:
+            start = max(s.start, result.first)
             char_start = char_end = None
             if offsets:
-                char_start, char_end = offsets[s.start][0], offsets[s.end - 1][1]
+                char_start = max(offsets[start][0], 0)
+                char_end = offsets[s.end - 1][1]
             spans.append(
                 {
-                    "start": s.start,
-                    "end": s.end,
-                    "tokens": s.length,
+                    "start": start - result.first,
+                    "end": s.end - result.first,
+                    "tokens": s.end - start,
+                    "context_tokens": start - s.start,
                     "char_start": char_start,
                     "char_end": char_end,
                     "text": text[char_start:char_end] if char_start is not None else None,

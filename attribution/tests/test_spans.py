@@ -72,6 +72,15 @@ def test_spans_match_brute_force(data, sa_bytes):
         got = [(s.start, s.end, s.count, s.rows) for s in result.spans]
         assert got == brute_spans(docs, q, n)
         assert all(not s.truncated for s in result.spans)
+        # With the first k tokens as context (a prompt): the spans that reach past it, weighed by
+        # their tokens past it only.
+        k = len(q) // 2
+        tail = index.spans(q, min_len=n, max_occurrences=10_000, first=k)
+        assert [(s.start, s.end, s.count) for s in tail.spans] == [
+            (s.start, s.end, s.count) for s in result.spans if s.end > k
+        ]
+        for t, s in zip(tail.spans, [s for s in result.spans if s.end > k], strict=True):
+            assert t.weight == pytest.approx(s.weight * (s.end - max(s.start, k)) / s.length)
 
 
 @settings(max_examples=60, deadline=None)
@@ -196,6 +205,27 @@ def test_engine_explains_generated_text_with_char_offsets(tmp_path):
         engine.add_records(loaded, [Record(id="r9", text="again")])
     with pytest.raises(SpanIndexError, match="no records"):
         engine.fit(None, [], directory=tmp_path / "empty")
+
+
+def test_explain_with_the_prompt_as_context_credits_what_the_model_carried_on(tmp_path):
+    records = [Record(id=f"r{i}", text=t, contributor=f"c{i}") for i, t in enumerate(LINES)]
+    engine = SpanEngine(min_span=16)
+    index = engine.fit(None, records, directory=tmp_path)
+    prompt, generated = "Hamlet: to be, or not to be, that is", " the question. So he said."
+    # Alone, the answer's reuse (" the question", 13 bytes) is too short to count; after its prompt it
+    # carries on line 0 ("o be, or not to be, that is" + " the question": "To" has a capital T there).
+    assert engine.explain(index, generated)["spans"] == []
+    out = engine.explain(index, generated, context=prompt)
+    (span,) = out["spans"]
+    assert span["text"] == " the question" and generated[span["char_start"] : span["char_end"]] == span["text"]
+    assert span["tokens"] == len(" the question") and span["context_tokens"] == len("o be, or not to be, that is")
+    assert span["records"] == {"r0": 1} and out["contributor_shares"] == {"c0": 1.0}
+    # Coverage counts the answer's tokens (bytes here) only.
+    assert out["coverage"] == pytest.approx(len(" the question") / len(generated))
+    # A prompt that quotes the corpus earns nothing when the answer does not carry it on.
+    assert engine.explain(index, " Hello there, friend.", context="The slings and arrows of outrageous fortune,")[
+        "spans"
+    ] == []
 
 
 def test_engine_with_a_subword_tokenizer(tmp_path):

@@ -83,14 +83,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache-bytes", type=int, default=512 << 20)
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=40)
+    ap.add_argument("--num-beams", type=int, default=4, help="beam width of generation (1: greedy)")
     ap.add_argument("--batch-wait-ms", type=float, default=5.0)
     ap.add_argument("--device", default="")
-    ap.add_argument("--dtype", default="", help="float32 | bfloat16 | float16 (default: fp16 on CUDA, fp32 on CPU)")
+    ap.add_argument("--dtype", default="", help="float32 | bfloat16 | float16 | int8 (default: fp16 on CUDA, fp32 on CPU)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     engine = ServingEngine(ServingConfig(cache_adapters=args.cache_adapters, cache_bytes=args.cache_bytes,
                                          max_batch=args.max_batch, max_new_tokens=args.max_new_tokens,
-                                         device=args.device, dtype=args.dtype))
+                                         num_beams=args.num_beams, device=args.device, dtype=args.dtype))
     server = make_server(engine, host=args.host, port=args.port, max_wait_ms=args.batch_wait_ms)
     logger.info("serving on http://%s:%s (device %s)", args.host, server.server_address[1], engine.device.type)
     try:

@@ -129,6 +129,11 @@ def test_generator_spans_attribute_and_pay_the_contributors(tiny_gpt2, gpt2_adap
     assert span["text"] in text and "rather to die" in span["text"]
     owner = version.records.get(text__startswith="All:").contributor_id
     assert got["contributors"] == [{"user_id": owner, "share": 1.0}]
+    # After its prompt, the answer's span is the one that carries the prompt's passage on.
+    carried = generation_explain(model=model, text=" than to famish? So.", prompt="You are all resolved rather to die")
+    (span,) = carried["spans"]
+    assert span["text"] == " than to famish?" and span["context_tokens"] > 0
+    assert carried["contributors"] == [{"user_id": owner, "share": 1.0}]
     split = fee_split_compute(model=model, fee=Decimal("0.01"), shares={owner: 1.0})
     assert split["contributors"] == {str(owner): "0.007000000000000000"}
     # A real call: whatever the tiny random model writes, the fee is split and recorded.

@@ -10,7 +10,7 @@ TEXTS = ["the company profit rose", "loss fell in quarter four and the outlook i
          "First Citizen: speak, speak", "operating profit rose to EUR 13.1 mn from EUR 8.7 mn"]
 
 
-def peft_reference(base_dir, adapter_dir, task, labels, text, *, generate=0):
+def peft_reference(base_dir, adapter_dir, task, labels, text, *, generate=0, num_beams=1):
     from peft import PeftModel
 
     from factory.training.modeling import load_base, load_tokenizer
@@ -22,7 +22,7 @@ def peft_reference(base_dir, adapter_dir, task, labels, text, *, generate=0):
     with torch.no_grad():
         if generate:
             ids = model.generate(**enc, max_new_tokens=generate, do_sample=False, no_repeat_ngram_size=3,
-                                 pad_token_id=tok.pad_token_id)
+                                 num_beams=num_beams, pad_token_id=tok.pad_token_id)
             return tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         logits = model(**enc).logits
     return logits[0] if task == "classification" else logits[0, -1]
@@ -53,7 +53,11 @@ def test_mixed_classifier_batch_equals_peft_per_adapter(engine, tiny_bert, bert_
     assert len(engine.cache) == 2 and engine.cache.stats.evictions >= 2
 
 
-def test_mixed_generator_batch_equals_peft(engine, tiny_gpt2, gpt2_adapters):
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_mixed_generator_batch_equals_peft(tiny_gpt2, gpt2_adapters, num_beams):
+    torch.set_num_threads(1)
+    engine = ServingEngine(ServingConfig(cache_adapters=2, max_batch=16, max_new_tokens=6, num_beams=num_beams,
+                                         device="cpu"))
     order = [0, 1, 2, 1]
     reqs = [InferenceRequest(base_path=str(tiny_gpt2), adapter_dir=str(gpt2_adapters[a]), text=TEXTS[i])
             for i, a in enumerate(order)]
@@ -63,7 +67,9 @@ def test_mixed_generator_batch_equals_peft(engine, tiny_gpt2, gpt2_adapters):
     results = engine.infer(reqs)
     for req, a, res in zip(reqs, order, results, strict=True):
         assert res["task"] == "generation" and res["batch_size"] == len(reqs)
-        assert res["text"] == peft_reference(tiny_gpt2, gpt2_adapters[a], "generation", [], req.text, generate=6)
+        # Each request's beams ran as rows of the mixed batch with that request's adapter.
+        assert res["text"] == peft_reference(tiny_gpt2, gpt2_adapters[a], "generation", [], req.text, generate=6,
+                                             num_beams=num_beams)
 
 
 def test_infer_classification_results_and_cache(engine, tiny_bert, bert_adapters):
