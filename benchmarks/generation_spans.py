@@ -3,10 +3,10 @@
     .venv/bin/python benchmarks/generation_spans.py                 # builds the demo base (~2 min), then measures
     .venv/bin/python benchmarks/generation_spans.py --base PATH     # an existing generation base or fine-tune folder
 
-The base is built exactly as `make run`'s bootstrap builds "tiny-gpt2 (Shakespeare)" (factory.training.tiny
-+ pretrain, DEMO_BASE_PRETRAIN_STEPS steps). The span index holds Tiny Shakespeare's paragraphs (the
-Literature Datanet's records), tokenised with the base's tokenizer. Prompts: 12 random paragraphs cut
-after their first line and 30 more characters. Each prompt is answered by the serving engine
+The base is built as `make run`'s bootstrap builds "tiny-gpt2 (Shakespeare)"
+(factory.training.tiny.build_demo_generator, 1,000 steps as DEMO_BASE_PRETRAIN_STEPS). The span index
+holds Tiny Shakespeare's paragraphs (the Literature Datanet's records), tokenised with the base's
+tokenizer. Prompts: 12 random paragraphs cut after their first line and 30 more characters. Each prompt is answered by the serving engine
 (`ServingEngine.generate`, 40 new tokens, no_repeat_ngram_size 3) with greedy decoding and with beam
 search, and its spans are matched on the answer alone and on the answer after its prompt (spans may
 start in the prompt; only their part in the answer counts). Reported: spans per answer of at least 4,
@@ -32,15 +32,6 @@ DATA = Path(os.environ.get("SHAKESPEARE", "/work/shared/data/tinyshakespeare.txt
 LENGTHS = (4, 5, 6, 8)
 
 
-def build_demo_base(path: Path, texts: list[str], steps: int) -> dict:
-    """What core/management/commands/bootstrap.py does, without Django."""
-    from factory.training.pretrain import pretrain_causal_lm
-    from factory.training.tiny import build_tiny_gpt2
-
-    build_tiny_gpt2(path, texts=texts[:4000], vocab_size=2000, n_embd=128, n_layer=2, n_head=2, n_positions=256)
-    return pretrain_causal_lm(path, texts=texts, steps=steps, batch_size=32)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base", default="", help="a generation model folder (default: build the demo base)")
@@ -51,13 +42,14 @@ def main() -> int:
     from attribution.engines.spans import SpanEngine
     from factory.serving import InferenceRequest, ServingConfig, ServingEngine
     from factory.training.modeling import load_tokenizer
+    from factory.training.tiny import build_demo_generator
 
     text = DATA.read_text(encoding="utf-8")
     work = Path(tempfile.mkdtemp(prefix="bench-genspans-"))
     built = None
     base = Path(args.base) if args.base else work / "base"
     if not args.base:
-        built = build_demo_base(base, text.splitlines(), args.steps)
+        built = build_demo_generator(base, texts=text.splitlines(), steps=args.steps)
         print(f"base built: loss {built['first_loss']:.2f} -> {built['last_loss']:.2f} in {built['seconds']:.0f}s")
     paragraphs = [p for p in text.split("\n\n") if p.strip()]
     engine_spans = SpanEngine(tokenizer=load_tokenizer(str(base)), min_span=min(LENGTHS))

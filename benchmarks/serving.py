@@ -93,9 +93,9 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def naive_predict(base: str, adapter: Path, text: str | list[str], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """What serving without OpenLoRA costs: a fresh base and adapter for every request (a list of texts
-    runs one at a time through the one model: the reference outputs)."""
+def naive_predict(base: str, adapter: Path, texts: list[str], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """What serving without OpenLoRA costs: a fresh base and adapter for every request (called with one
+    text); with several, they run one at a time through the one model (the reference outputs)."""
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -103,9 +103,8 @@ def naive_predict(base: str, adapter: Path, text: str | list[str], dtype: torch.
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=len(LABELS), dtype=dtype)
     model = PeftModel.from_pretrained(model, str(adapter)).eval()
     with torch.inference_mode():
-        rows = [model(**tok(t, return_tensors="pt", truncation=True, max_length=128)).logits[0].float()
-                for t in ([text] if isinstance(text, str) else text)]
-    return rows[0] if isinstance(text, str) else torch.stack(rows)
+        return torch.stack([model(**tok(t, return_tensors="pt", truncation=True, max_length=128)).logits[0].float()
+                            for t in texts])
 
 
 def run_interleaved(engine, base: str, scenarios: dict[str, tuple[list[Path], list[str]]], batch: int) -> dict:
@@ -201,7 +200,7 @@ def main() -> int:
             lat_c, t_c = [], time.perf_counter()
             for t in texts_c:
                 s0 = time.perf_counter()
-                naive_predict(base, adapters[rng.randrange(N_ADAPTERS)], t, dtype=engine.dtype)
+                naive_predict(base, adapters[rng.randrange(N_ADAPTERS)], [t], dtype=engine.dtype)
                 lat_c.append(time.perf_counter() - s0)
             wall_c = time.perf_counter() - t_c
             c = {"requests": n_c, "seconds": wall_c, "rps": n_c / wall_c,

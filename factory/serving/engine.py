@@ -126,9 +126,8 @@ class ServedBase:
         if quantize:
             _quantize_int8(self.model)
         self.state = BatchState()
-        self.shapes: dict[str, tuple[int, int]] = {}
-        self._wrapped_lora: set[str] = set()
-        self._wrapped_heads: set[str] = set()
+        self.shapes: dict[str, tuple[int, int]] = {}  # every wrapped LoRA layer (attach fills it)
+        self._heads: set[str] = set()                  # every wrapped head
         self.lock = threading.Lock()
         self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 0)
                                  or getattr(self.model.config, "n_positions", 0) or 512)
@@ -136,14 +135,13 @@ class ServedBase:
     def fit(self, adapter: LoadedAdapter) -> None:
         """Wrap the layers this adapter touches (once per layer, for the life of the base)."""
         lora, heads = set(adapter.layers), set(adapter.heads)
-        if lora <= self._wrapped_lora and heads <= self._wrapped_heads:
+        if lora <= self.shapes.keys() and heads <= self._heads:
             return  # the usual case: this base already serves an adapter of the same shape
         try:
             attach(self.model, self.state, lora=lora, heads=heads, shapes=self.shapes)
         except (KeyError, AttributeError) as exc:
             raise AdapterError(f"Adapter {adapter.key} does not fit the base model {self.path}: {exc}") from exc
-        self._wrapped_lora |= lora
-        self._wrapped_heads |= heads
+        self._heads |= heads
 
 
 def _quantize_int8(model: torch.nn.Module) -> None:
@@ -151,13 +149,10 @@ def _quantize_int8(model: torch.nn.Module) -> None:
     float: every adapter brings its own head, swapped per row. GPT-2's Conv1D layers are left alone."""
     import warnings
 
-    body = model.base_model
-    parent_path = next(name for name, child in model.named_children() if child is body)
     with warnings.catch_warnings():
         # torch.ao's eager quantization works in this torch, with a notice that it moves to torchao.
         warnings.simplefilter("ignore")
-        quantized = torch.ao.quantization.quantize_dynamic(body, {torch.nn.Linear}, dtype=torch.qint8)
-    setattr(model, parent_path, quantized)
+        torch.ao.quantization.quantize_dynamic(model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 class ServingEngine:

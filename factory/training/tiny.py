@@ -41,6 +41,18 @@ def build_tiny_gpt2(path: str | Path, *, texts: list[str] | None = None, vocab_s
     return path
 
 
+def build_demo_generator(path: str | Path, *, texts: list[str], steps: int, log=None) -> dict | None:
+    """The demo's generation base, "tiny-gpt2 (Shakespeare)": a 2-layer, 128-wide GPT-2 with a BPE of
+    2,000 tokens trained on `texts`, pre-trained for `steps` steps (none when 0). Returns the
+    pre-training's losses and seconds (pretrain_causal_lm), or None without pre-training."""
+    from factory.training.pretrain import pretrain_causal_lm
+
+    build_tiny_gpt2(path, texts=texts[:4000], vocab_size=2000, n_embd=128, n_layer=2, n_head=2, n_positions=256)
+    if steps <= 0:
+        return None
+    return pretrain_causal_lm(path, texts=texts, steps=steps, batch_size=32, log=log)
+
+
 def build_tiny_bert(path: str | Path, *, vocab_from: str | Path, hidden_size: int = 32, layers: int = 2,
                     heads: int = 2, seed: int = 0) -> Path:
     """A random BERT sharing `vocab_from`'s WordPiece tokenizer (e.g. MiniLM's)."""

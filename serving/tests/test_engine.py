@@ -28,6 +28,20 @@ def peft_reference(base_dir, adapter_dir, task, labels, text, *, generate=0, num
     return logits[0] if task == "classification" else logits[0, -1]
 
 
+def served_and_peft(engine, base_dir, adapters, order):
+    """(adapter number, served logits, PEFT fp32 logits) per row of one mixed batch, in `order` of
+    adapters, with texts of different lengths (padding)."""
+    import json
+
+    reqs = [InferenceRequest(base_path=str(base_dir), adapter_dir=str(adapters[a]), text=TEXTS[i % len(TEXTS)])
+            for i, a in enumerate(order)]
+    out = []
+    for req, a, got in zip(reqs, order, engine.forward(reqs), strict=True):
+        labels = json.loads((adapters[a] / "factory.json").read_text())["labels"]
+        out.append((a, got, peft_reference(base_dir, adapters[a], "classification", labels, req.text)))
+    return out
+
+
 @pytest.fixture
 def engine():
     torch.set_num_threads(1)
@@ -36,17 +50,9 @@ def engine():
 
 
 def test_mixed_classifier_batch_equals_peft_per_adapter(engine, tiny_bert, bert_adapters):
-    import json
-
     # Every adapter (different ranks, targets, label counts, rsLoRA, one layer only) in one batch,
     # some twice, with texts of different lengths (padding).
-    order = [0, 1, 2, 3, 1, 0, 3, 2]
-    reqs = [InferenceRequest(base_path=str(tiny_bert), adapter_dir=str(bert_adapters[a]), text=TEXTS[i % len(TEXTS)])
-            for i, a in enumerate(order)]
-    outs = engine.forward(reqs)
-    for req, a, got in zip(reqs, order, outs, strict=True):
-        labels = json.loads((bert_adapters[a] / "factory.json").read_text())["labels"]
-        want = peft_reference(tiny_bert, bert_adapters[a], "classification", labels, req.text)
+    for a, got, want in served_and_peft(engine, tiny_bert, bert_adapters, [0, 1, 2, 3, 1, 0, 3, 2]):
         assert got.shape == want.shape
         assert torch.allclose(got, want, atol=1e-5), (a, got, want)
     # The cache holds 2 adapters; the batch needed 4 and still ran.
@@ -186,19 +192,11 @@ def test_adapter_packed_into_one_buffer_keeps_every_tensor(bert_adapters):
 
 
 def test_int8_base_serves_mixed_batches_close_to_peft_fp32(tiny_bert, bert_adapters):
-    import json
-
     from factory.serving.lora import BatchedLoRALayer
 
     torch.set_num_threads(1)
     engine = ServingEngine(ServingConfig(cache_adapters=4, max_batch=16, device="cpu", dtype="int8"))
-    order = [0, 1, 2, 3, 2, 0]
-    reqs = [InferenceRequest(base_path=str(tiny_bert), adapter_dir=str(bert_adapters[a]), text=TEXTS[i % len(TEXTS)])
-            for i, a in enumerate(order)]
-    outs = engine.forward(reqs)
-    for req, a, got in zip(reqs, order, outs, strict=True):
-        labels = json.loads((bert_adapters[a] / "factory.json").read_text())["labels"]
-        want = peft_reference(tiny_bert, bert_adapters[a], "classification", labels, req.text)
+    for a, got, want in served_and_peft(engine, tiny_bert, bert_adapters, [0, 1, 2, 3, 2, 0]):
         assert got.dtype == torch.float32 and got.shape == want.shape
         # int8 weights and activations: close to fp32, not equal.
         assert float((got - want).abs().max()) <= 0.05 * float(want.abs().max()) + 1e-3, (a, got, want)

@@ -32,8 +32,7 @@ class Command(BaseCommand):
         emits noise). Built once, when the catalog has no generator."""
         from factory.models import BaseModel
         from factory.services import base_model_register
-        from factory.training.pretrain import pretrain_causal_lm
-        from factory.training.tiny import SAMPLE_TEXT, build_tiny_gpt2
+        from factory.training.tiny import SAMPLE_TEXT, build_demo_generator
 
         if any("generation" in (m.tasks or []) for m in BaseModel.objects.all()):
             return
@@ -42,10 +41,8 @@ class Command(BaseCommand):
         corpus = Path(settings.SHARED_DATA_DIR) / "tinyshakespeare.txt"
         texts = corpus.read_text(encoding="utf-8").splitlines() if corpus.is_file() else list(SAMPLE_TEXT) * 50
         path = Path(settings.MODELS_DIR) / "base" / "tiny-gpt2-shakespeare"
-        build_tiny_gpt2(path, texts=texts[:4000], vocab_size=2000, n_embd=128, n_layer=2, n_head=2, n_positions=256)
-        if settings.DEMO_BASE_PRETRAIN_STEPS > 0:
-            result = pretrain_causal_lm(path, texts=texts, steps=settings.DEMO_BASE_PRETRAIN_STEPS, batch_size=32,
-                                        log=self.stdout.write)
+        result = build_demo_generator(path, texts=texts, steps=settings.DEMO_BASE_PRETRAIN_STEPS, log=self.stdout.write)
+        if result is not None:
             self.stdout.write(f"  loss {result['first_loss']:.2f} -> {result['last_loss']:.2f} "
                               f"in {result['seconds']:.0f}s")
         base_model_register(path=str(path), name=DEMO_GENERATOR, tasks=["generation"],
