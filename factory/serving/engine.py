@@ -204,6 +204,19 @@ class ServingEngine:
     def _task_of(self, request: InferenceRequest, adapter: LoadedAdapter | None) -> str:
         return request.task or (adapter.task if adapter is not None else CLASSIFICATION)
 
+    @property
+    def explains_exactly(self) -> bool:
+        """Whether an answer's gradients can be taken on the served base itself (`peft_view`): only in
+        float32, the precision of every attribution index's rows."""
+        return self.dtype == torch.float32 and not self.quantize
+
+    def peft_view(self, base_path: str, adapter_dir: str):
+        """Context manager: (module, tokenizer) of the served base with this adapter, PEFT-shaped, for
+        the gradient engine (see `factory.serving.peft_view`). Holds the base's lock while open."""
+        from factory.serving.peft_view import peft_view
+
+        return peft_view(self, base_path, adapter_dir)
+
     # --- running ----------------------------------------------------------------------------
     def forward(self, requests: list[InferenceRequest], adapters: list | None = None) -> list[torch.Tensor]:
         """Raw per-row outputs: classification logits (cut to the adapter's labels); for generation
