@@ -12,6 +12,8 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, contextmanager
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
@@ -46,6 +48,7 @@ ERR_EMPTY_TEXT = "Type some text to explain."
 ERR_TOO_LONG = f"The text is over {MAX_EXPLAIN_CHARS} characters."
 ERR_TOP_K = f"top_k must be between 1 and {MAX_TOP_K}."
 ERR_FILES_GONE = "The attribution index files of this model are missing; rebuild the index."
+ERR_SERVED_LABEL = "The served label {label!r} is not one of this model's labels."
 
 
 def engine_settings() -> dict:
@@ -288,7 +291,7 @@ def attribution_index_build(*, index_id: int, hostname: str = "") -> Attribution
 
 # --- explain -----------------------------------------------------------------------------------------
 
-_explain_lock = threading.Lock()  # the query model is the playground's shared cached one; hooks go one at a time
+_explain_lock = threading.Lock()  # the cached index and query model are shared; hooks go one at a time
 _index_cache: dict[str, tuple[float, object]] = {}
 
 
@@ -323,12 +326,31 @@ def ready_index(model) -> AttributionIndex:
     return index
 
 
-def prediction_explain(*, model, text: str, top_k: int = 5) -> dict:
+@contextmanager
+def _float32_copy(model):
+    """(module, tokenizer) of the model loaded as a float32 PeftModel (cached per process): the explain
+    page's model, and a paid answer's when the serving engine runs elsewhere or at another precision."""
+    from factory.training.predict import load_adapter
+
+    peft_model, tokenizer, _ = load_adapter(_base_path(model), model.adapter_dir)
+    yield peft_model, tokenizer
+
+
+def prediction_explain(*, model, text: str, top_k: int = 5, served: dict | None = None,
+                       model_view: Callable[[], AbstractContextManager] | None = None) -> dict:
     """The model's prediction for `text`, its top training records and every contributor's share of it.
+
+    `served`: the answer actually served and charged ({"label", "probabilities"}). Its label is the one
+    explained and it is returned as the prediction: the explanation never takes an argmax of its own,
+    which at another precision (bfloat16, int8 serving) can pick another label than the one paid for.
+    Without it (the explain page) the float32 model's own prediction is explained.
+    `model_view`: returns a context manager of (module, tokenizer), a PEFT-shaped model to take the
+    query gradient on: the serving engine's own loaded base (`ServingEngine.peft_view`), so no second
+    copy is loaded; by default the cached float32 PeftModel.
 
     Returns {"prediction": {"label", "probabilities"}, "records": [{record_id, text, label, contributor,
     contributor_id, score}], "contributors": [{user_id, username, share}], "method"}. Raises
-    ApplicationError (400 bad input, 409 no ready index).
+    ApplicationError (400 bad input or a served label the model does not have, 409 no ready index).
     """
     import torch
 
@@ -336,7 +358,6 @@ def prediction_explain(*, model, text: str, top_k: int = 5) -> dict:
     from attribution.engines.gradient import GradientEngine, TextClassifier
     from attribution.engines.weights import contributor_shares
     from datanets.models import Record
-    from factory.training.predict import load_adapter
 
     text = (text or "").strip()
     if not text:
@@ -352,21 +373,30 @@ def prediction_explain(*, model, text: str, top_k: int = 5) -> dict:
     if model.task != CLASSIFICATION:
         raise ApplicationError(ERR_NOT_CLASSIFIER)
     row = ready_index(model)
-    base_path = _base_path(model)
-    peft_model, tokenizer, meta = load_adapter(base_path, model.adapter_dir)
     index = _load_index(row.directory)
     labels = list(index.meta["label_names"])
-    classifier = TextClassifier(peft_model, tokenizer, labels, max_length=int(index.meta["max_length"]))
-    engine = GradientEngine(projection_dim=index.meta["projection_dim"], damping=index.meta["damping"],
-                            seed=index.meta["seed"], device="cpu")
-    with _explain_lock:
-        with torch.no_grad():
-            enc = tokenizer(text, truncation=True, max_length=classifier.max_length, return_tensors="pt")
-            probs = torch.softmax(peft_model(**enc).logits[0].float(), -1).tolist()
-        predicted = int(np.argmax(probs))
+    if served is not None and served.get("label") not in labels:
+        raise ApplicationError(ERR_SERVED_LABEL.format(label=served.get("label")))
+    # One explanation at a time: the cached index (and the float32 copy's hooks) are shared; the view of
+    # the serving engine holds its base's lock inside this one, never the other way round.
+    with _explain_lock, (model_view or (lambda: _float32_copy(model)))() as (peft_model, tokenizer):
+        classifier = TextClassifier(peft_model, tokenizer, labels, max_length=int(index.meta["max_length"]))
+        device = next(peft_model.parameters()).device
+        engine = GradientEngine(projection_dim=index.meta["projection_dim"], damping=index.meta["damping"],
+                                seed=index.meta["seed"], device=str(device))
+        if served is None:
+            with torch.no_grad():
+                enc = tokenizer(text, truncation=True, max_length=classifier.max_length, return_tensors="pt")
+                probs = torch.softmax(peft_model(**enc.to(device)).logits[0].float(), -1).tolist()
+            predicted = int(np.argmax(probs))
+            probabilities = {name: round(p, 4) for name, p in zip(labels, probs, strict=True)}
+        else:
+            predicted, probabilities = labels.index(served["label"]), dict(served.get("probabilities") or {})
         index.model = classifier
-        vectors = engine.query_vectors(index, [Query(text=text, label=predicted)])
-        index.model = None
+        try:
+            vectors = engine.query_vectors(index, [Query(text=text, label=predicted)])
+        finally:
+            index.model = None
     result = engine.attribute_vectors(index, vectors, top_k=top_k, return_matrix=True)
     top = result.queries[0]
     shares = contributor_shares(result.matrix[0], index.contributors)
@@ -376,8 +406,7 @@ def prediction_explain(*, model, text: str, top_k: int = 5) -> dict:
     return {
         "model_id": model.pk,
         "method": index.method,
-        "prediction": {"label": labels[predicted],
-                       "probabilities": {name: round(p, 4) for name, p in zip(labels, probs, strict=True)}},
+        "prediction": {"label": labels[predicted], "probabilities": probabilities},
         "records": [
             {"record_id": rid, "text": found[rid].text, "label": found[rid].label,
              "contributor": found[rid].contributor.get_username(), "contributor_id": found[rid].contributor_id,
