@@ -3,6 +3,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 
+from core.fields import ExactDecimalField
+
 
 class AttributionIndex(models.Model):
     """One method's fitted index for one fine-tuned model: the row says what is done, the files hold it.
@@ -58,7 +60,7 @@ class ModelContributorWeight(models.Model):
 
     model = models.ForeignKey("factory.FineTunedModel", on_delete=models.CASCADE, related_name="contributor_weights")
     contributor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="model_weights")
-    weight = models.DecimalField(max_digits=20, decimal_places=18)
+    weight = ExactDecimalField(max_digits=20, decimal_places=18)
     negative = models.FloatField(default=0.0, help_text="Mean negative influence per query (reported, not charged)")
     record_count = models.PositiveIntegerField(default=0)
     method = models.CharField(max_length=20, default=AttributionIndex.Method.GRADIENT)
@@ -74,3 +76,21 @@ class ModelContributorWeight(models.Model):
     @property
     def percent(self) -> Decimal:
         return (self.weight * 100).quantize(Decimal("0.1"))
+
+
+class AttributionPublication(models.Model):
+    """A model's contributor weights as published: the downloadable file and its Merkle root, frozen once.
+
+    The chain's `ModelRegistry.setAttributionRoot` takes a model's root once, so this row is written once
+    too (a rebuilt index does not replace it); the outbox row `attribution_root_set:<model id>` sends it.
+    """
+
+    model = models.OneToOneField("factory.FineTunedModel", on_delete=models.CASCADE,
+                                 related_name="attribution_publication")
+    root = models.CharField(max_length=66, help_text="StandardMerkleTree root over (account, weight in 1e-18 units)")
+    document = models.JSONField(help_text="The weights file: the tree dump plus account -> users and weight")
+    uri = models.CharField(max_length=300, help_text="Where the file is served (sent on-chain with the root)")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"attribution root {self.root[:10]}… of model {self.model_id}"

@@ -99,6 +99,12 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # WAL lets the worker write progress while the web process reads it.
     DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = "PRAGMA journal_mode=WAL;"
     DATABASES["default"]["OPTIONS"]["timeout"] = 20
+    # A deferred transaction that reads and then writes cannot wait for the lock: SQLite answers
+    # "database is locked" at once, whatever the timeout. IMMEDIATE takes the write lock at BEGIN,
+    # so concurrent writers (web, worker, beat) queue on the timeout instead of failing.
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+    # Tests that start a worker process need the test database in a file the worker can open.
+    DATABASES["default"].setdefault("TEST", {}).setdefault("NAME", str(VAR_DIR / "test_db.sqlite3"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -258,6 +264,13 @@ LEDGER_SWEEP_SECONDS = env.int("LEDGER_SWEEP_SECONDS", default=30)
 # Crash injection for the outbox tests (after_sign | after_record | after_send | after_receipt | mid_epoch);
 # honoured only with DEBUG on.
 LEDGER_CRASH_AT = env.str("LEDGER_CRASH_AT", default="")
+# The sender replaces a transaction not mined within LEDGER_REPLACE_AFTER_BLOCKS blocks: same nonce, both fees
+# raised by LEDGER_FEE_BUMP_BPS (at least 1250 = 12.5 %), never above LEDGER_MAX_FEE_PER_GAS (wei per gas).
+LEDGER_REPLACE_AFTER_BLOCKS = env.int("LEDGER_REPLACE_AFTER_BLOCKS", default=3)
+LEDGER_FEE_BUMP_BPS = env.int("LEDGER_FEE_BUMP_BPS", default=1250)
+LEDGER_MAX_FEE_PER_GAS = env.int("LEDGER_MAX_FEE_PER_GAS", default=500 * 10**9)
+# Confirmed rows are re-checked (a reorg re-sends them) until this many blocks are on theirs.
+LEDGER_FINALITY_DEPTH = env.int("LEDGER_FINALITY_DEPTH", default=12)
 CELERY_BEAT_SCHEDULE["ledger-outbox-sweep"] = {
     "task": "ledger.tasks.outbox_sweep_task", "schedule": LEDGER_SWEEP_SECONDS, "options": {"queue": "ledger"},
 }
@@ -270,6 +283,7 @@ CELERY_BEAT_SCHEDULE["ledger-reward-sweep"] = {
 ENV_VARS += (
     "LEDGER_TREASURY_ADDRESS", "LEDGER_GOVERNANCE_DELAY_SECONDS", "LEDGER_CUSTODIAL_SECRET", "LEDGER_EPOCH_SECONDS",
     "LEDGER_CLAIM_WINDOW_DAYS", "LEDGER_SWEEP_SECONDS", "LEDGER_CRASH_AT",
+    "LEDGER_REPLACE_AFTER_BLOCKS", "LEDGER_FEE_BUMP_BPS", "LEDGER_MAX_FEE_PER_GAS", "LEDGER_FINALITY_DEPTH",
 )
 
 # --- factory ---

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from core.fields import ExactDecimalField
+
 # OPEN amounts in whole tokens with 18 decimals, as on-chain.
 TOKEN_DIGITS = dict(max_digits=38, decimal_places=18)
 
@@ -28,7 +30,7 @@ class Datanet(models.Model):
     labels = models.JSONField(default=list, blank=True, help_text="Allowed labels (classification only).")
     license = models.CharField(max_length=120, blank=True)
     max_text_length = models.PositiveIntegerField(default=10_000)
-    min_stake = models.DecimalField(**TOKEN_DIGITS, default=Decimal("10"))
+    min_stake = ExactDecimalField(**TOKEN_DIGITS, default=Decimal("10"))
     slash_fraction = models.DecimalField(
         max_digits=5, decimal_places=4, default=Decimal("0.5"),
         validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
@@ -76,7 +78,7 @@ class Contribution(models.Model):
     record_count = models.PositiveIntegerField(default=0)
     duplicates_dropped = models.PositiveIntegerField(default=0)
     conflicts = models.PositiveIntegerField(default=0)
-    stake = models.DecimalField(**TOKEN_DIGITS, default=Decimal("0"))
+    stake = ExactDecimalField(**TOKEN_DIGITS, default=Decimal("0"))
     curator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                 related_name="reviewed_contributions")
     reason = models.TextField(blank=True)

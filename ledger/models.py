@@ -3,6 +3,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 
+from core.fields import ExactDecimalField
+
 TOKEN_DIGITS = dict(max_digits=38, decimal_places=18)
 WEI_DIGITS = dict(max_digits=78, decimal_places=0)
 
@@ -26,7 +28,12 @@ class LedgerTransaction(models.Model):
     tx_hash = models.CharField(max_length=66, blank=True)
     nonce = models.BigIntegerField(null=True, blank=True)
     block_number = models.BigIntegerField(null=True, blank=True)
+    block_hash = models.CharField(max_length=66, blank=True,
+                                  help_text="The block of the confirming receipt; re-checked until finality (reorgs).")
     raw_tx = models.TextField(blank=True, help_text="The signed transaction, kept for a rebroadcast after a crash.")
+    broadcasts = models.JSONField(default=list, blank=True, help_text=(
+        "Every signed transaction and event of this row, oldest first: tx hash, nonce, fees and the head block "
+        "when sent (a replacement adds one with the same nonce), and reorgs that dropped it."))
     from_address = models.CharField(max_length=42, blank=True)
     steps = models.PositiveIntegerField(default=0, help_text="Transactions confirmed for this row.")
     attempts = models.PositiveIntegerField(default=0)
@@ -34,6 +41,8 @@ class LedgerTransaction(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
+    finalized_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="When LEDGER_FINALITY_DEPTH blocks were on the confirmation.")
 
     class Meta:
         ordering = ["id"]
@@ -77,7 +86,10 @@ class ChainParameter(models.Model):
 
 
 class RewardEpoch(models.Model):
-    """One settlement: the Merkle root of (account, amount) published and funded on-chain; its pk is the epoch id."""
+    """One settlement: the Merkle root of every account's cumulative total in its generation, published and
+    funded on-chain up to the sum of those totals; its pk is the epoch id. `tree` is the full tree in
+    OpenZeppelin's `StandardMerkleTree.dump()` format (amounts as exact decimal strings), downloadable by anyone.
+    """
 
     class Status(models.TextChoices):
         PUBLISHING = "publishing", "Publishing"
@@ -86,9 +98,11 @@ class RewardEpoch(models.Model):
         SWEPT = "swept", "Closed (unclaimed swept)"
 
     root = models.CharField(max_length=66)
-    total_wei = models.DecimalField(**WEI_DIGITS)
+    total_wei = ExactDecimalField(**WEI_DIGITS)
     deadline = models.DateTimeField()
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PUBLISHING)
+    generation = models.PositiveIntegerField(default=0, help_text="Bumped by each sweep; totals restart from zero.")
+    tree = models.JSONField(default=dict, blank=True, help_text="StandardMerkleTree dump of (account, cumulative wei).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -98,12 +112,18 @@ class RewardEpoch(models.Model):
         return f"epoch {self.pk}"
 
     @property
+    def funded_wei(self) -> int:
+        """What the contract holds funded once this epoch is published: the sum of its cumulative totals."""
+        return sum(int(v["value"][1]) for v in (self.tree or {}).get("values", []))
+
+    @property
     def total(self) -> Decimal:
         return self.total_wei / Decimal(10**18)
 
 
 class RewardClaim(models.Model):
-    """One account's share of an epoch, with its Merkle proof."""
+    """What one account earned in an epoch (`amount_wei`), with its cumulative total in that epoch's tree and the
+    proof of it. Claims are cumulative on-chain: one claim collects this and every earlier row of the generation."""
 
     class Status(models.TextChoices):
         UNCLAIMED = "unclaimed", "Unclaimed"
@@ -115,7 +135,9 @@ class RewardClaim(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reward_claims")
     account = models.CharField(max_length=42)
     custodial = models.BooleanField(default=True)
-    amount_wei = models.DecimalField(**WEI_DIGITS)
+    amount_wei = ExactDecimalField(**WEI_DIGITS)
+    cumulative_wei = ExactDecimalField(**WEI_DIGITS, default=0,
+                                       help_text="The account's leaf in this epoch's tree: its total earned so far.")
     proof = models.JSONField(default=list)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.UNCLAIMED)
     claimed_at = models.DateTimeField(null=True, blank=True)
@@ -136,7 +158,7 @@ class RewardAccrual(models.Model):
     """OPEN owed to a user for one source event (an inference fee, a bonus); settled in an epoch."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reward_accruals")
-    amount = models.DecimalField(**TOKEN_DIGITS)
+    amount = ExactDecimalField(**TOKEN_DIGITS)
     source = models.CharField(max_length=64)
     reference = models.CharField(max_length=200)
     model_id = models.BigIntegerField(null=True, blank=True, db_index=True)

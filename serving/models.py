@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from core.fields import ExactDecimalField
+
 TOKEN_DIGITS = {"max_digits": 36, "decimal_places": 18}
 
 
@@ -25,7 +27,7 @@ class Inference(models.Model):
     input_text = models.TextField()
     output = models.JSONField(default=dict, blank=True, help_text="label + probabilities, or generated text")
     attribution = models.JSONField(default=dict, blank=True, help_text="method, top records, contributor shares")
-    fee = models.DecimalField(**TOKEN_DIGITS, default=0, help_text="OPEN charged for this call")
+    fee = ExactDecimalField(**TOKEN_DIGITS, default=0, help_text="OPEN charged for this call")
     fee_split = models.JSONField(default=dict, blank=True,
                                  help_text="Amounts (as strings) to contributors (per user id), developer, protocol")
     error = models.TextField(blank=True)
