@@ -86,16 +86,21 @@ def exact_sum(queryset, field: str) -> Decimal:
     return queryset.aggregate(s=models.Sum(field))["s"] or Decimal(0)
 
 
-def exact_sums_by(queryset, field: str, *, by: str) -> dict:
-    """{value of `by`: exact sum of `field`} over `queryset`."""
+def exact_sums_by(queryset, field: str, *, by: str | tuple[str, ...]) -> dict:
+    """{value of `by` (a tuple of values when `by` is a tuple): exact sum of `field`} over `queryset`."""
+    keys = (by,) if isinstance(by, str) else tuple(by)
+
+    def key(values):
+        return values[0] if isinstance(by, str) else tuple(values)
+
     if _vendor(queryset) == "sqlite":
         totals: dict = defaultdict(Decimal)
         with decimal.localcontext(decimal.Context(prec=100)):
-            for key, amount in queryset.values_list(by, field):
-                totals[key] += amount or 0
+            for *group, amount in queryset.values_list(*keys, field):
+                totals[key(group)] += amount or 0
         return dict(totals)
-    rows = queryset.values(by).annotate(s=models.Sum(field)).order_by()
-    return {row[by]: row["s"] or Decimal(0) for row in rows}
+    rows = queryset.values(*keys).annotate(s=models.Sum(field)).order_by()
+    return {key([row[k] for k in keys]): row["s"] or Decimal(0) for row in rows}
 
 
 def _raw_to_decimal(value) -> Decimal | None:

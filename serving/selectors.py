@@ -1,8 +1,9 @@
 """Reads for paid inference: a user's calls and a model's earnings."""
 from __future__ import annotations
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import QuerySet
 
+from core.fields import exact_sum
 from serving.models import Inference
 
 
@@ -12,9 +13,8 @@ def inference_list(*, user, model_id: int | None = None) -> QuerySet[Inference]:
 
 
 def model_inference_totals(*, model) -> dict:
-    row = Inference.objects.filter(model=model, status=Inference.Status.DONE).aggregate(calls=Count("id"),
-                                                                                         fees=Sum("fee"))
-    return {"calls": row["calls"] or 0, "fees": row["fees"] or 0}
+    done = Inference.objects.filter(model=model, status=Inference.Status.DONE)
+    return {"calls": done.count(), "fees": exact_sum(done, "fee")}
 
 
 def output_segments(*, text: str, spans: list[dict]) -> list[dict]:
