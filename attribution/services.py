@@ -176,6 +176,21 @@ def training_split(model, meta: dict) -> tuple[list, list, dict[int, int]]:
     return sorted(train, key=lambda e: e.record_id), sorted(held, key=lambda e: e.record_id), contributor_of
 
 
+def _accept_order(version, record_ids: list[str]) -> list[int]:
+    """Accept order of the index's records (contribution decided first, then record id): near-duplicate
+    credit goes to the earliest accepted copy."""
+    rows = version.records.values_list("id", "contribution__decided_at")
+    ranked = sorted(rows, key=lambda r: (r[1] is None, r[1] or timezone.now(), r[0]))
+    rank = {str(rid): i for i, (rid, _) in enumerate(ranked)}
+    return [rank[rid] for rid in record_ids]
+
+
+def _near_duplicate_clusters(version) -> dict[str, str] | None:
+    """{record id: cluster id} of the version's near-duplicates, once ingest finds them; None until then
+    (every record is its own cluster)."""
+    return None
+
+
 def _exact_weights(weights: dict[str, float]) -> dict[int, Decimal]:
     """18-decimal weights summing to exactly 1: the rounding remainder goes to the largest weight."""
     exact = {int(k): Decimal(repr(v)).quantize(WEIGHT_PLACES, rounding=ROUND_HALF_EVEN) for k, v in weights.items()}
@@ -227,23 +242,29 @@ def attribution_index_build(*, index_id: int, hostname: str = "") -> Attribution
         t0 = time.perf_counter()
         fitted = engine.fit(classifier, records)
         t_fit = time.perf_counter() - t0
-        # Model-level weights over the held-out split (data the model did not train on); a model trained
-        # without one is scored on its training records instead.
-        queries = [Query(text=e.text, label=e.label) for e in (held or train)]
-        acc = ModelWeightsAccumulator(fitted.contributors)
+        # Model-level weights over the held-out split (the version's records the model did not train on);
+        # a model trained without one is scored on its training records. Either way a query's own record
+        # and its near-duplicates are left out of its scores (query_ids): self-influence is not payable.
+        sources = held or train
+        queries = [Query(text=e.text, label=e.label) for e in sources]
+        query_ids = [str(e.record_id) for e in sources]
+        acc = ModelWeightsAccumulator(fitted.contributors, record_ids=fitted.record_ids,
+                                      clusters=_near_duplicate_clusters(model.datanet_version),
+                                      order=_accept_order(model.datanet_version, fitted.record_ids))
         t0 = time.perf_counter()
         for start in range(0, len(queries), VALIDATION_CHUNK):
             result = engine.attribute(fitted, queries[start : start + VALIDATION_CHUNK], top_k=0, return_matrix=True)
-            acc.add(result.matrix)
+            acc.add(result.matrix, query_ids=query_ids[start : start + VALIDATION_CHUNK])
         t_weights = time.perf_counter() - t0
-        weights, negative = acc.weights(), acc.negative()
+        paid = acc.result()  # paid.signal False: no contributor beat the null, an equal split (docs)
+        weights, negative = paid.weights, acc.negative()
         record_positive = acc.record_positive()
         self_inf = engine.self_influence(fitted)
         top_influential = [int(i) for i in np.argsort(-record_positive, kind="stable")[:SUMMARY_TOP]
                            if record_positive[i] > 0]
         top_self = [int(i) for i in np.argsort(-self_inf, kind="stable")[:SUMMARY_TOP]]
         (tmp / WEIGHTS_FILE).write_text(json.dumps({"weights": weights, "negative": negative,
-                                                     "validation_queries": len(queries)}, indent=1))
+                                                     "validation_queries": len(queries), **paid.as_json()}, indent=1))
         (tmp / SUMMARY_FILE).write_text(json.dumps({
             "influential": [{"record_id": int(fitted.record_ids[i]), "score": float(record_positive[i])}
                             for i in top_influential],
@@ -269,7 +290,7 @@ def attribution_index_build(*, index_id: int, hostname: str = "") -> Attribution
             ])
             current.status, current.directory = AttributionIndex.Status.READY, str(target)
             current.record_count, current.validation_count = len(records), len(queries)
-            current.settings = opts
+            current.settings = {**opts, "weights_rule": paid.rule, "weights_signal": paid.signal}
             current.timings = {"fit_s": round(t_fit, 3), "weights_s": round(t_weights, 3),
                                "total_s": round(time.perf_counter() - t_start, 3), **{k: round(v, 3) for k, v in engine.timings.items()}}
             current.disk_bytes = sum(p.stat().st_size for p in target.iterdir() if p.is_file())

@@ -1,38 +1,61 @@
-"""Contributor weights from attribution scores: what the ledger pays by.
+"""Contributor weights from attribution scores: what the ledger pays by. (no Django)
 
-Rule (the same for every method):
+Model-level rule (`model_weights`, `ModelWeightsAccumulator`), the same for every method; each step says
+why in docs/attribution.md ("Contributor weights"):
 
-* Per query: each contributor's NET influence is the sum of their records' scores, positive and negative.
-  Their share is that net clipped at zero, divided by the sum of all clipped nets. So a record that
-  pushed against the prediction (negative score) offsets what the same contributor's other records earned
-  on that query, but a contributor never goes below zero: nobody is charged, and one contributor's
-  harmful data never lowers another's share. The negative mass (sum of negative record scores) is also
-  reported per contributor (`negative`), for curation. A query where no contributor has a positive net
-  has no shares (empty dict) and is left out of model-level weights.
-  Why net and not only the positive record scores: mislabeled records have large gradients, so they
-  collect large positive scores on some queries while hurting most others; counting only their positive
-  part paid the contributor with 30% flipped labels the MOST (rank 1 of 5 on the quality benchmark), the
-  net rule pays them the least (rank 5 of 5, weight 0.13 vs 0.2 for an honest share).
-* Per model: the mean of the per-query share vectors over the validation queries that have shares, so
-  each query counts once whatever the scale of its scores; normalised to sum to 1. If no query has any
-  positive influence, every contributor with records in the index gets an equal share.
+1. **Self-influence refused.** A validation query that is itself a record of the version (a held-out
+   record, or a training record when the model has no eval split) has its own record's column and its
+   near-duplicates' columns set to zero: a record, or its twin, always "explains" itself.
+2. **Near-duplicate clusters are one record.** With a record -> cluster map, only the earliest accepted
+   copy of a cluster (smallest order key, then index position) is credited; later copies earn nothing
+   (and cost nothing). Copying someone's popular records, or uploading twins, buys no extra weight.
+3. **Per query, signed.** x[q, c] = (sum of contributor c's credited record scores on q) / (sum of the
+   absolute credited scores on q). Nothing is clipped here, so noise cancels instead of accumulating;
+   dividing by the query's scale makes each query count once whatever the size of its gradients.
+4. **Over the validation set, signed.** T_c = mean_q x[q, c].
+5. **Calibrated against a null.** Under "c has no effect", the x[q, c] are symmetric around 0 and
+   independent across queries; sign-flipping them gives the null distribution of T_c. Its upper tail
+   is bounded exactly by Hoeffding: P(T_c >= z * s_c) <= exp(-z^2 / 2) with s_c = sqrt(sum_q x^2) / Q.
+   With z = sqrt(2 ln(K / alpha)) for K contributors, the chance that ANY no-effect contributor passes
+   is at most alpha (default 0.01), whatever the number of records or the score distribution. A
+   contributor is paid only their excess over that quantile: max(0, T_c - z * s_c).
+6. **Normalised** to sum to 1 when any contributor has an excess (`signal=True`). Otherwise nobody has
+   shown an effect the validation set can tell from noise: `signal=False` and the weights are an equal
+   split per contributor (volume cannot buy it); the caller stores the flag and says so.
 
-Shares are computed in float64 over contributors sorted by name, so they are deterministic for fixed
-scores (and the scores are deterministic for a fixed seed). Records without a contributor are pooled
-under "" (unattributed).
+Per-query shares for one explanation (`contributor_shares`) keep the older net-clipped rule: one query
+cannot be tested against a null. They are shown, not what a model's fees are split by.
+
+Shares are float64 over contributors sorted by name, deterministic for fixed scores; records without a
+contributor are pooled under "" (unattributed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+
+NULL_ALPHA = 0.01  # family-wise chance that some no-effect contributor is paid at all
+
+RULE_SIGNAL = "signed_null_excess"
+RULE_NO_SIGNAL = "equal_no_signal"
 
 
 def _codes(contributors: Sequence[str | None]) -> tuple[list[str], np.ndarray]:
     names = sorted({c or "" for c in contributors})
     position = {name: i for i, name in enumerate(names)}
     return names, np.array([position[c or ""] for c in contributors], dtype=np.int64)
+
+
+def null_z(n_contributors: int, alpha: float = NULL_ALPHA) -> float:
+    """The z above which a sign-flip null passes with probability <= alpha / n (Hoeffding), any Q."""
+    return math.sqrt(2.0 * math.log(max(n_contributors, 1) / alpha))
+
+
+# --- one query (explanations) -----------------------------------------------------------------------
 
 
 def contributor_shares_matrix(
@@ -67,58 +90,176 @@ def contributor_shares(scores: np.ndarray, contributors: Sequence[str | None]) -
     return {name: float(s) for name, s in zip(names, shares[0], strict=True) if s > 0}
 
 
-def model_contributor_weights(scores: np.ndarray, contributors: Sequence[str | None]) -> dict[str, float]:
-    """Model level: mean per-query share over validation queries, normalised; every contributor listed."""
-    names, shares, _ = contributor_shares_matrix(scores, contributors)
-    with_signal = shares.sum(axis=1) > 0
-    if not with_signal.any():
-        return {name: 1.0 / len(names) for name in names}
-    mean = shares[with_signal].mean(axis=0)
-    mean = mean / mean.sum()
-    return {name: float(w) for name, w in zip(names, mean, strict=True)}
-
-
 def contributor_ranking(weights: dict[str, float]) -> list[str]:
     """Contributors from highest to lowest weight (ties by name)."""
     return sorted(weights, key=lambda name: (-weights[name], name))
 
 
+# --- the model level (what is paid) ------------------------------------------------------------------
+
+
+@dataclass
+class ModelWeights:
+    """The model-level result. `weights` always sums to 1 over every contributor (0 for the unpaid);
+    `signal` says whether it is the calibrated rule (True) or the no-signal equal split (False)."""
+
+    weights: dict[str, float]
+    signal: bool
+    rule: str
+    mean: dict[str, float] = field(default_factory=dict)       # T_c, signed mean normalised influence
+    threshold: dict[str, float] = field(default_factory=dict)  # z * s_c, the null's quantile
+    queries: int = 0                                           # queries with any credited score
+
+    def as_json(self) -> dict:
+        return {"signal": self.signal, "rule": self.rule, "null_alpha": NULL_ALPHA,
+                "mean": self.mean, "threshold": self.threshold, "queries_scored": self.queries}
+
+
 class ModelWeightsAccumulator:
-    """`model_contributor_weights` over validation queries fed in chunks, so the (n_val, n_records) score
-    matrix never has to be in memory at once. Same rule and same result as the one-shot function.
+    """The model-level rule over validation queries fed in chunks, so the (n_val, n_records) score matrix
+    never has to be in memory at once; the result does not depend on the chunking.
+
+    `record_ids` (needed for `clusters` and for `add(query_ids=...)`): the index's record ids in column
+    order. `clusters`: {record id: cluster id} of near-duplicates (records not in it are their own
+    cluster). `order`: per column, the accept order key (smaller = accepted earlier); default the column
+    position.
     """
 
-    def __init__(self, contributors: Sequence[str | None]):
+    def __init__(
+        self,
+        contributors: Sequence[str | None],
+        *,
+        record_ids: Sequence[str] | None = None,
+        clusters: Mapping[str, Hashable] | None = None,
+        order: Sequence[float] | None = None,
+        alpha: float = NULL_ALPHA,
+    ):
         self.contributors = list(contributors)
-        self.names, _ = _codes(self.contributors)
-        self._share_sum = np.zeros(len(self.names))
-        self._negative_sum = np.zeros(len(self.names))
-        self._record_positive = np.zeros(len(self.contributors))
+        n = len(self.contributors)
+        if record_ids is not None and len(record_ids) != n:
+            raise ValueError(f"{len(record_ids)} record ids but {n} contributors")
+        if order is not None and len(order) != n:
+            raise ValueError(f"{len(order)} order keys but {n} records")
+        if clusters and record_ids is None:
+            raise ValueError("clusters need the record ids")
+        self.alpha = alpha
+        self.names, self._codes = _codes(self.contributors)
+        self._clusters = dict(clusters or {})
+        # Exclusion key of each column: its cluster, else its own record id (so a query excludes itself).
+        self._key_code: dict[Hashable, int] = {}
+        col_keys = np.full(n, -1, dtype=np.int64)
+        if record_ids is not None:
+            for m, rid in enumerate(record_ids):
+                key = self._clusters.get(str(rid), ("record", str(rid)))
+                col_keys[m] = self._key_code.setdefault(key, len(self._key_code))
+        self._col_order = np.argsort(col_keys, kind="stable")
+        self._sorted_keys = col_keys[self._col_order]
+        # Credit: the earliest accepted copy of each cluster; singletons are their own earliest copy.
+        self._credited = np.ones(n, dtype=bool)
+        if self._clusters:
+            rank = np.asarray(order if order is not None else np.arange(n), dtype=np.float64)
+            by_key_then_order = np.lexsort((np.arange(n), rank, col_keys))
+            first = np.ones(n, dtype=bool)
+            first[1:] = col_keys[by_key_then_order][1:] != col_keys[by_key_then_order][:-1]
+            self._credited[:] = False
+            self._credited[by_key_then_order[first]] = True
+        self._by_owner = np.argsort(self._codes, kind="stable")
+        self._owner_starts = np.searchsorted(self._codes[self._by_owner], np.arange(len(self.names)))
+        k = len(self.names)
+        self._sum_x = np.zeros(k)
+        self._sum_x2 = np.zeros(k)
+        self._negative_sum = np.zeros(k)
+        self._record_positive = np.zeros(n)
         self.queries = 0
-        self.queries_with_signal = 0
+        self.queries_scored = 0
 
-    def add(self, scores: np.ndarray) -> None:
-        scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
-        names, shares, negative = contributor_shares_matrix(scores, self.contributors)
-        with_signal = shares.sum(axis=1) > 0
-        self._share_sum += shares[with_signal].sum(axis=0)
-        self._negative_sum += negative.sum(axis=0)
+    def _per_contributor(self, matrix: np.ndarray) -> np.ndarray:
+        """(B, n_records) -> (B, n_contributors) sums over each contributor's columns (one pass)."""
+        if matrix.shape[1] == 0:
+            return np.zeros((matrix.shape[0], len(self.names)))
+        return np.add.reduceat(matrix[:, self._by_owner], self._owner_starts, axis=1)
+
+    def _exclude(self, scores: np.ndarray, query_ids: Sequence[str | None]) -> None:
+        for i, qid in enumerate(query_ids):
+            if qid is None:
+                continue
+            code = self._key_code.get(self._clusters.get(str(qid), ("record", str(qid))))
+            if code is None:
+                continue
+            lo, hi = np.searchsorted(self._sorted_keys, [code, code + 1])
+            scores[i, self._col_order[lo:hi]] = 0.0
+
+    def add(self, scores: np.ndarray, *, query_ids: Sequence[str | None] | None = None) -> None:
+        """Add a chunk of queries' scores. `query_ids`: the record id each query was taken from (None for
+        one that is no record), so its own and its near-duplicates' scores are left out."""
+        scores = np.array(np.atleast_2d(scores), dtype=np.float64)  # a copy: exclusion writes into it
+        if scores.shape[1] != len(self.contributors):
+            raise ValueError(f"{scores.shape[1]} scores per query but {len(self.contributors)} records")
+        if query_ids is not None:
+            if len(query_ids) != scores.shape[0]:
+                raise ValueError(f"{len(query_ids)} query ids for {scores.shape[0]} queries")
+            if len(self._key_code) == 0 and any(q is not None for q in query_ids):
+                raise ValueError("query ids need the record ids")
+            self._exclude(scores, query_ids)
+        self._negative_sum += self._per_contributor(np.clip(scores, None, 0)).sum(axis=0)
         self._record_positive += np.clip(scores, 0, None).sum(axis=0)
+        credited = scores * self._credited
+        scale = np.abs(credited).sum(axis=1)
+        scored = scale > 0
+        x = self._per_contributor(credited[scored]) / scale[scored, None]
+        self._sum_x += x.sum(axis=0)
+        self._sum_x2 += (x * x).sum(axis=0)
         self.queries += scores.shape[0]
-        self.queries_with_signal += int(with_signal.sum())
+        self.queries_scored += int(scored.sum())
+
+    def result(self) -> ModelWeights:
+        k, q = len(self.names), self.queries_scored
+        if q == 0:
+            mean = threshold = np.zeros(k)
+        else:
+            mean = self._sum_x / q
+            threshold = null_z(k, self.alpha) * np.sqrt(self._sum_x2) / q
+        excess = np.clip(mean - threshold, 0, None)
+        signal = bool(excess.sum() > 0)
+        weights = excess / excess.sum() if signal else np.full(k, 1.0 / k)
+        return ModelWeights(
+            weights={name: float(w) for name, w in zip(self.names, weights, strict=True)},
+            signal=signal,
+            rule=RULE_SIGNAL if signal else RULE_NO_SIGNAL,
+            mean={name: float(v) for name, v in zip(self.names, mean, strict=True)},
+            threshold={name: float(v) for name, v in zip(self.names, threshold, strict=True)},
+            queries=q,
+        )
 
     def weights(self) -> dict[str, float]:
-        if not self.queries_with_signal:
-            return {name: 1.0 / len(self.names) for name in self.names}
-        mean = self._share_sum / self.queries_with_signal
-        mean = mean / mean.sum()
-        return {name: float(w) for name, w in zip(self.names, mean, strict=True)}
+        return self.result().weights
 
     def negative(self) -> dict[str, float]:
-        """Mean negative influence per query for each contributor (<= 0); reported, never paid or charged."""
+        """Mean negative influence per query for each contributor's own records (<= 0); for curation."""
         n = max(self.queries, 1)
         return {name: float(v / n) for name, v in zip(self.names, self._negative_sum, strict=True)}
 
     def record_positive(self) -> np.ndarray:
         """Per record: its positive influence summed over the queries (the "most influential" list)."""
         return self._record_positive.copy()
+
+
+def model_weights(
+    scores: np.ndarray,
+    contributors: Sequence[str | None],
+    *,
+    record_ids: Sequence[str] | None = None,
+    clusters: Mapping[str, Hashable] | None = None,
+    order: Sequence[float] | None = None,
+    query_ids: Sequence[str | None] | None = None,
+    alpha: float = NULL_ALPHA,
+) -> ModelWeights:
+    """The model-level rule on a whole (n_queries, n_records) matrix; see the module docstring."""
+    acc = ModelWeightsAccumulator(contributors, record_ids=record_ids, clusters=clusters, order=order, alpha=alpha)
+    acc.add(scores, query_ids=query_ids)
+    return acc.result()
+
+
+def model_contributor_weights(scores: np.ndarray, contributors: Sequence[str | None], **kwargs) -> dict[str, float]:
+    """`model_weights(...).weights`: every contributor listed, summing to 1."""
+    return model_weights(scores, contributors, **kwargs).weights

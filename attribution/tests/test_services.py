@@ -123,3 +123,17 @@ def test_a_missing_base_model_fails_the_build_with_a_reason(model):
     index = build(model)
     assert index.status == AttributionIndex.Status.FAILED and "config.json" in index.error
     assert selectors.model_contributor_weights(model=model) == {}
+
+
+def test_weights_say_which_rule_paid(model):
+    # 9 held-out queries cannot tell 3 contributors from noise (the null's quantile needs >= 14 queries
+    # for even a perfectly consistent contributor): the build says so and splits equally.
+    import json
+
+    index = build(model)
+    assert index.settings["weights_signal"] is False and index.settings["weights_rule"] == "equal_no_signal"
+    stored = json.loads((Path(index.directory) / services.WEIGHTS_FILE).read_text())
+    assert stored["signal"] is False and stored["null_alpha"] == 0.01 and stored["queries_scored"] == 9
+    weights = selectors.model_contributor_weights(model=model)
+    assert len(weights) == 3 and sum(weights.values()) == Decimal(1)
+    assert max(weights.values()) - min(weights.values()) <= Decimal("1e-16")  # equal up to float rounding

@@ -1,58 +1,179 @@
+"""The weight rule: noise earns nothing, signal is paid, copies and self-influence buy nothing."""
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attribution.engines.weights import (
+    NULL_ALPHA,
+    RULE_NO_SIGNAL,
+    RULE_SIGNAL,
+    ModelWeightsAccumulator,
     contributor_ranking,
     contributor_shares,
     contributor_shares_matrix,
     model_contributor_weights,
+    model_weights,
+    null_z,
 )
 
 CONTRIBUTORS = ["alice", "bob", "alice", "carol", None]
 
 
+def population(rng, sizes: dict[str, int], queries: int, means: dict[str, float] | None = None, spread=1.0):
+    """A score matrix: each contributor's records get N(mean, 1) scores (heavy-ish tails via a per-query
+    scale, as real influence scores have); returns (scores, contributors, record ids)."""
+    means = means or {}
+    contributors = [name for name, n in sizes.items() for _ in range(n)]
+    mu = np.array([means.get(c, 0.0) for c in contributors])
+    scores = rng.standard_normal((queries, len(contributors))) * spread + mu
+    scores *= np.exp(rng.standard_normal((queries, 1)))  # queries differ in scale
+    return scores, contributors, [f"r{i}" for i in range(len(contributors))]
+
+
+# --- one query (explanations keep the net-clipped rule) ---------------------------------------------
+
+
 def test_query_shares_are_net_influence_clipped_at_zero():
-    # alice: 3 - 5 = -2 -> nothing (and not below zero); bob 1; unattributed 1
     shares = contributor_shares(np.array([3.0, 1.0, -5.0, 0.0, 1.0]), CONTRIBUTORS)
     assert shares == {"bob": 0.5, "": 0.5}
-    # a smaller negative only reduces alice's own share: 3 - 1 = 2 of 2 + 1 + 1
     shares = contributor_shares(np.array([3.0, 1.0, -1.0, 0.0, 1.0]), CONTRIBUTORS)
     assert shares == {"alice": 0.5, "bob": 0.25, "": 0.25}
-    assert sum(shares.values()) == pytest.approx(1.0)
-
-
-def test_query_without_positive_influence_has_no_shares():
     assert contributor_shares(np.array([-1.0, -2.0, 0.0, -0.5, 0.0]), CONTRIBUTORS) == {}
-
-
-def test_negative_mass_is_reported_separately():
-    names, shares, negative = contributor_shares_matrix(np.array([[3.0, 1.0, -5.0, 0.0, 1.0]]), CONTRIBUTORS)
-    assert names == ["", "alice", "bob", "carol"]
-    assert negative[0].tolist() == [0.0, -5.0, 0.0, 0.0]
-    assert shares[0].sum() == pytest.approx(1.0)
-
-
-def test_model_weights_sum_to_one_and_are_deterministic():
-    rng = np.random.default_rng(0)
-    scores = rng.standard_normal((50, 5))
-    scores[3] = -1.0  # a query with no positive influence is left out
-    w1 = model_contributor_weights(scores, CONTRIBUTORS)
-    w2 = model_contributor_weights(scores.copy(), list(CONTRIBUTORS))
-    assert w1 == w2
-    assert set(w1) == {"", "alice", "bob", "carol"}
-    assert sum(w1.values()) == pytest.approx(1.0, abs=1e-12)
-    assert all(w >= 0 for w in w1.values())
-    # each query counts once, whatever its scale
-    scaled = scores * rng.uniform(0.1, 100, size=(50, 1))
-    assert model_contributor_weights(scaled, CONTRIBUTORS) == pytest.approx(w1)
-
-
-def test_model_weights_without_signal_are_equal():
-    w = model_contributor_weights(-np.ones((3, 5)), CONTRIBUTORS)
-    assert w == {"": 0.25, "alice": 0.25, "bob": 0.25, "carol": 0.25}
+    names, _, negative = contributor_shares_matrix(np.array([[3.0, 1.0, -5.0, 0.0, 1.0]]), CONTRIBUTORS)
+    assert names == ["", "alice", "bob", "carol"] and negative[0].tolist() == [0.0, -5.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="4 scores per query but 5 records"):
+        contributor_shares(np.zeros(4), CONTRIBUTORS)
     assert contributor_ranking({"b": 0.5, "a": 0.5, "c": 0.9}) == ["c", "a", "b"]
 
 
-def test_shape_mismatch_is_an_error():
+# --- the model level ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), n_noise=st.integers(1, 3000), queries=st.integers(5, 300),
+       contributors=st.integers(1, 6))
+def test_pure_noise_pays_nobody_whatever_the_record_count(seed, n_noise, queries, contributors):
+    rng = np.random.default_rng(seed)
+    sizes = {f"c{i}": max(1, n_noise // (i + 1)) for i in range(contributors)}
+    scores, owners, _ = population(rng, sizes, queries)
+    result = model_weights(scores, owners)
+    # No contributor shows an effect: the flag says so and the split is equal per contributor, so
+    # uploading more noise records buys nothing.
+    assert not result.signal and result.rule == RULE_NO_SIGNAL
+    assert result.weights == pytest.approx({name: 1 / len(sizes) for name in sizes})
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), n_noise=st.integers(1, 3000), n_signal=st.integers(5, 200),
+       mu=st.floats(0.2, 2.0))
+def test_true_signal_gets_the_weight_and_noise_stays_bounded(seed, n_noise, n_signal, mu):
+    rng = np.random.default_rng(seed)
+    scores, owners, _ = population(rng, {"honest": n_signal, "stuffer": n_noise, "other": 30}, 200,
+                                   means={"honest": mu})
+    result = model_weights(scores, owners)
+    assert result.signal and result.rule == RULE_SIGNAL
+    assert sum(result.weights.values()) == pytest.approx(1.0, abs=1e-12)
+    # noise contributors are paid only when they beat the null by chance (chance <= alpha), and then
+    # only their small excess
+    assert result.weights["stuffer"] + result.weights["other"] <= 0.05
+    assert result.weights["honest"] >= 0.95
+
+
+def test_false_positive_rate_is_below_alpha():
+    # The Hoeffding quantile bounds the chance that ANY of K no-effect contributors is paid by alpha.
+    rng = np.random.default_rng(7)
+    trials, paid = 600, 0
+    for _ in range(trials):
+        scores, owners, _ = population(rng, {"a": 3, "b": 40, "c": 400}, 30)
+        paid += model_weights(scores, owners).signal
+    assert paid / trials <= NULL_ALPHA
+    assert null_z(8) == pytest.approx(np.sqrt(2 * np.log(800)))
+
+
+def test_a_net_harmful_contributor_is_paid_nothing():
+    rng = np.random.default_rng(1)
+    scores, owners, _ = population(rng, {"honest": 50, "noisy": 50, "other": 50}, 150,
+                                   means={"honest": 0.5, "noisy": -0.3, "other": 0.3})
+    result = model_weights(scores, owners)
+    assert result.weights["noisy"] == 0 and result.mean["noisy"] < 0
+    assert result.weights["honest"] > result.weights["other"] > 0
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), copies=st.integers(1, 40), jitter=st.floats(0, 0.5))
+def test_copying_another_contributors_records_does_not_raise_the_copiers_weight(seed, copies, jitter):
+    rng = np.random.default_rng(seed)
+    scores, owners, ids = population(rng, {"victim": 40, "copier": 20, "honest": 40}, 120,
+                                     means={"victim": 0.6, "copier": 0.2, "honest": 0.4})
+    order = list(range(len(ids)))
+    before = model_weights(scores, owners, record_ids=ids, order=order)
+    # The copier adds near-copies of the victim's best records: their scores nearly equal the originals'.
+    victim_cols = [i for i, o in enumerate(owners) if o == "victim"]
+    best = sorted(victim_cols, key=lambda i: -scores[:, i].mean())[:copies]
+    copied = scores[:, best] + jitter * rng.standard_normal((scores.shape[0], len(best)))
+    new_ids = [f"copy{j}" for j in range(len(best))]
+    clusters = {**{ids[i]: f"k{i}" for i in best}, **{nid: f"k{i}" for nid, i in zip(new_ids, best, strict=True)}}
+    after = model_weights(np.hstack([scores, copied]), owners + ["copier"] * len(best), record_ids=ids + new_ids,
+                          clusters=clusters, order=order + [len(ids) + j for j in range(len(best))])
+    assert after.weights["copier"] <= before.weights["copier"] + 1e-12
+    assert after.weights == pytest.approx(before.weights)  # the copies changed nothing at all
+    # The earliest accepted copy is credited, whoever holds it: give the copies the earlier keys and
+    # the victim's originals stop earning instead.
+    reversed_order = model_weights(np.hstack([scores, copied]), owners + ["copier"] * len(best),
+                                   record_ids=ids + new_ids, clusters=clusters,
+                                   order=[o + len(best) for o in order] + list(range(len(best))))
+    assert reversed_order.mean["copier"] > after.mean["copier"]
+
+
+def test_a_query_never_scores_its_own_record_or_its_twins():
+    # Every query is one of the records (a model without an eval split); each record "explains" itself
+    # hugely. The twin planter's records also explain their twin.
+    rng = np.random.default_rng(3)
+    sizes = {"a": 30, "b": 30, "twins": 30}
+    scores, owners, ids = population(rng, sizes, 90)
+    scores = scores * 0.1
+    scores[np.arange(90), np.arange(90)] += 10.0  # self-influence
+    twin_of = {i: i + 1 if i % 2 == 0 else i - 1 for i in range(60, 90)}
+    for i, j in twin_of.items():
+        scores[i, j] += 10.0
+    naive = model_weights(scores, owners)
+    assert naive.signal  # self-influence alone looks like signal
+    no_self = model_weights(scores, owners, record_ids=ids, query_ids=ids)
+    assert no_self.signal and no_self.weights["twins"] > 0.9  # without the cluster map the twins still pay
+    clusters = {ids[i]: f"pair{min(i, j)}" for i, j in twin_of.items()}
+    fair = model_weights(scores, owners, record_ids=ids, clusters=clusters, query_ids=ids)
+    assert not fair.signal and fair.rule == RULE_NO_SIGNAL
+
+
+def test_chunking_scaling_and_order_of_queries_do_not_change_the_weights():
+    rng = np.random.default_rng(5)
+    scores, owners, ids = population(rng, {"a": 20, "b": 60, "c": 5}, 100, means={"a": 0.4, "c": 0.8})
+    owners[3] = None  # an unattributed record is pooled under ""
+    qids = ids + [None] * 15  # 85 queries are records, 15 are not
+    whole = model_weights(scores, owners, record_ids=ids, query_ids=qids)
+    acc = ModelWeightsAccumulator(owners, record_ids=ids)
+    for start in range(0, 100, 17):
+        acc.add(scores[start : start + 17], query_ids=qids[start : start + 17])
+    assert acc.result().weights == pytest.approx(whole.weights, abs=1e-12)
+    assert set(whole.weights) == {"", "a", "b", "c"}
+    scaled = scores * rng.uniform(0.01, 100, size=(100, 1))
+    assert model_weights(scaled, owners, record_ids=ids, query_ids=qids).weights == pytest.approx(whole.weights)
+    perm = rng.permutation(100)
+    assert model_weights(scores[perm], owners, record_ids=ids,
+                         query_ids=[qids[i] for i in perm]).weights == pytest.approx(whole.weights)
+    assert whole.signal and whole.weights["c"] > 0
+    assert acc.negative()["a"] < 0 and acc.record_positive().shape == (85,)
+
+
+def test_no_scores_and_bad_shapes():
+    result = model_weights(np.zeros((4, 5)), CONTRIBUTORS)
+    assert not result.signal and result.weights == {"": 0.25, "alice": 0.25, "bob": 0.25, "carol": 0.25}
+    assert model_contributor_weights(-np.ones((3, 5)), CONTRIBUTORS) == result.weights
     with pytest.raises(ValueError, match="4 scores per query but 5 records"):
-        contributor_shares(np.zeros(4), CONTRIBUTORS)
+        model_weights(np.zeros((2, 4)), CONTRIBUTORS)
+    with pytest.raises(ValueError, match="clusters need the record ids"):
+        ModelWeightsAccumulator(CONTRIBUTORS, clusters={"x": 1})
+    with pytest.raises(ValueError, match="query ids need the record ids"):
+        model_weights(np.zeros((1, 5)), CONTRIBUTORS, query_ids=["r1"])
