@@ -1,10 +1,15 @@
 from django.conf import settings
-from django.core.validators import RegexValidator
+from django.core.exceptions import ValidationError
 from django.db import models
 
-wallet_validator = RegexValidator(
-    r"^0x[0-9a-fA-F]{40}$", "Enter an EVM address: 0x followed by 40 hexadecimal characters."
-)
+from core.addresses import address_problem
+
+
+def wallet_validator(value: str) -> None:
+    """A wallet that can receive tokens: the format, not the zero address or a precompile, a valid checksum."""
+    problem = address_problem(value)
+    if problem:
+        raise ValidationError(problem, code="invalid_wallet")
 
 
 class Profile(models.Model):

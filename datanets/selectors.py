@@ -5,6 +5,7 @@ from django.db.models import Count, Q, QuerySet
 
 from core.roles import CURATOR
 from datanets.models import Contribution, Datanet, DatanetVersion, Record
+from ledger.models import LedgerTransaction
 
 
 def datanets_curated_by(*, user) -> QuerySet[Datanet]:
@@ -112,3 +113,32 @@ def records_visible_to(*, user, datanet: Datanet, label: str = "", contribution_
     if not user_can_curate(user=user, datanet=datanet):
         qs = qs.filter(Q(contribution__status=Contribution.Status.ACCEPTED) | Q(contributor=user))
     return qs
+
+
+CHAIN_STEPS = (("contribution_stake", "Stake"), ("contribution_accept", "Accept"), ("contribution_reject", "Reject"))
+
+
+def contribution_chain_state(*, contribution: Contribution) -> dict:
+    """Where the contribution's chain writes stand, from the ledger outbox rows it enqueued.
+
+    {"state": "none"|"pending"|"confirmed"|"failed", "steps": [{kind, label, status, error, row_id}],
+     "failed": the first failed step or None}. A failed stake or accept is shown as such, never as Accepted.
+    """
+    keys = {f"{kind}:{contribution.pk}": (kind, label) for kind, label in CHAIN_STEPS}
+    rows = {r.idempotency_key: r for r in LedgerTransaction.objects.filter(idempotency_key__in=keys)}
+    steps = []
+    for key, (kind, label) in keys.items():
+        row = rows.get(key)
+        if row is not None:
+            steps.append({"kind": kind, "label": label, "status": row.status, "error": row.last_error,
+                          "row_id": row.pk})
+    failed = next((s for s in steps if s["status"] == LedgerTransaction.Status.FAILED), None)
+    if not steps:
+        state = "none"
+    elif failed:
+        state = "failed"
+    elif all(s["status"] == LedgerTransaction.Status.CONFIRMED for s in steps):
+        state = "confirmed"
+    else:
+        state = "pending"
+    return {"state": state, "steps": steps, "failed": failed}

@@ -33,7 +33,9 @@ from core.roles import CONTRIBUTOR, CURATOR, user_has_role
 from datanets import readers
 from datanets.models import Contribution, CurationDecision, Datanet, DatanetVersion, Record
 from datanets.readers import ReadError
-from ledger.services import enqueue
+from datanets.selectors import contribution_chain_state
+from ledger.models import LedgerTransaction
+from ledger.services import enqueue, ledger_transaction_retry
 
 logger = logging.getLogger(__name__)
 
@@ -607,6 +609,20 @@ def contribution_reject(*, contribution: Contribution, curator, reason: str) -> 
                                     "slash_fraction": decimal_str(c.datanet.slash_fraction), "reason": reason},
             f"contribution_reject:{c.id}")
     return c
+
+
+ERR_NOTHING_TO_RETRY = "This contribution has no failed chain write to retry."
+
+
+def contribution_chain_retry(*, contribution: Contribution, user) -> None:
+    """Send a contribution's failed stake/accept/reject again (after its cause is fixed, e.g. a usable wallet
+    or a funded stake); only its contributor or a curator of its Datanet may."""
+    if contribution.contributor_id != user.pk and not user_can_curate(user=user, datanet=contribution.datanet):
+        raise ApplicationError(ERR_NOT_CURATOR.format(datanet=contribution.datanet.name), status_code=403)
+    failed = contribution_chain_state(contribution=contribution)["failed"]
+    if failed is None:
+        raise ApplicationError(ERR_NOTHING_TO_RETRY)
+    ledger_transaction_retry(row=LedgerTransaction.objects.get(pk=failed["row_id"]))
 
 
 def contributions_decide(*, contributions, curator, decision: str, reason: str = "") -> tuple[list, list[str]]:

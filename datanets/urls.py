@@ -9,6 +9,7 @@ urlpatterns = [
     path("mine/", views.my_contributions, name="mine"),
     path("contributions/<int:pk>/", views.contribution_detail, name="contribution"),
     path("contributions/<int:pk>/retry/", views.contribution_retry, name="contribution-retry"),
+    path("contributions/<int:pk>/chain-retry/", views.contribution_chain_retry, name="contribution-chain-retry"),
     path("contributions/<int:pk>/status/", views.contribution_status, name="contribution-status"),
     path("versions/<int:pk>/download/<str:fmt>/", views.version_download, name="version-download"),
     path("<slug:slug>/", views.datanet_detail, name="detail"),

@@ -124,7 +124,22 @@ def contribution_detail(request, pk):
         "c": contribution, "form": form, "preview_columns": preview_columns, "preview": preview,
         "records": contribution.records.order_by("row_number")[:10],
         "labels": services.contribution_label_counts(contribution=contribution) if contribution.record_count else {},
+        "chain": selectors.contribution_chain_state(contribution=contribution),
     })
+
+
+@login_required
+@require_POST
+def contribution_chain_retry(request, pk):
+    """Send a failed stake/accept/reject again, once its cause is fixed."""
+    contribution = _own_contribution(request, pk)
+    try:
+        services.contribution_chain_retry(contribution=contribution, user=request.user)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Sent again: the page shows the outcome once the chain answers.")
+    return redirect("datanets:contribution", pk=contribution.pk)
 
 
 @login_required

@@ -7,9 +7,16 @@ from decimal import Decimal
 
 from django.db.models import Count, Q, Sum
 
+from core.fields import exact_sum, exact_sums_by
 from ledger import client
 from ledger.models import ContractDeployment, LedgerTransaction, RewardAccrual, RewardClaim, RewardEpoch
-from ledger.services import WEI, address_for_user, custodial_address_for_user_id, user_wallet
+from ledger.services import (
+    WEI,
+    address_for_user,
+    custodial_address_for_user_id,
+    user_wallet,
+    wallet_ignored_reason,
+)
 
 logger = logging.getLogger(__name__)
 COMPARE_LIMIT = 10  # on-chain records checked per page view: each is an RPC call
@@ -55,9 +62,12 @@ def claim_list(*, user):
 
 def earnings_by_model(*, user) -> list[dict]:
     """OPEN earned per (model, epoch); epoch None means not settled yet."""
-    rows = (RewardAccrual.objects.filter(user=user).values("model_id", "epoch_id")
-            .annotate(total=Sum("amount"), events=Count("id")).order_by("-epoch_id", "model_id"))
-    return list(rows)
+    accruals = RewardAccrual.objects.filter(user=user)
+    totals = exact_sums_by(accruals, "amount", by=("model_id", "epoch_id"))
+    rows = list(accruals.values("model_id", "epoch_id").annotate(events=Count("id")).order_by("-epoch_id", "model_id"))
+    for row in rows:
+        row["total"] = totals[(row["model_id"], row["epoch_id"])]
+    return rows
 
 
 @dataclass
@@ -74,11 +84,11 @@ class Balances:
 
 
 def balances_for(*, user) -> Balances:
-    pending = RewardAccrual.objects.filter(user=user, epoch__isnull=True).aggregate(s=Sum("amount"))["s"] or Decimal(0)
+    pending = exact_sum(RewardAccrual.objects.filter(user=user, epoch__isnull=True), "amount")
     claims = RewardClaim.objects.filter(user=user)
-    claimable = claims.filter(status__in=[RewardClaim.Status.UNCLAIMED, RewardClaim.Status.QUEUED],
-                              epoch__status=RewardEpoch.Status.PUBLISHED).aggregate(s=Sum("amount_wei"))["s"] or 0
-    claimed = claims.filter(status=RewardClaim.Status.CLAIMED).aggregate(s=Sum("amount_wei"))["s"] or 0
+    claimable = exact_sum(claims.filter(status__in=[RewardClaim.Status.UNCLAIMED, RewardClaim.Status.QUEUED],
+                                        epoch__status=RewardEpoch.Status.PUBLISHED), "amount_wei")
+    claimed = exact_sum(claims.filter(status=RewardClaim.Status.CLAIMED), "amount_wei")
     address = address_for_user(user)
     on_chain, error = None, ""
     try:
@@ -94,7 +104,8 @@ def balances_for(*, user) -> Balances:
         error = str(exc)
     return Balances(address=address, custodial=not user_wallet(user), custodial_address=custodial_address_for_user_id(user.pk),
                     on_chain=on_chain, pending=pending, claimable=Decimal(claimable) / WEI,
-                    claimed=Decimal(claimed) / WEI, chain_error=error)
+                    claimed=Decimal(claimed) / WEI, chain_error=error,
+                    extra={"wallet_ignored": wallet_ignored_reason(user)})
 
 
 def _read_contracts() -> dict:

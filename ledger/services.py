@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.addresses import address_problem, address_usable
 from core.errors import ApplicationError
 from ledger.models import ChainParameter, ContractDeployment, LedgerTransaction, RewardAccrual, RewardClaim, RewardEpoch
 
@@ -81,10 +82,22 @@ def custodial_address_for_user_id(user_id: int) -> str:
     return Account.from_key(custodial_key_for_user_id(user_id)).address
 
 
-def user_wallet(user) -> str:
-    """The user's own wallet address, or "" when they have none."""
+def _stored_wallet(user) -> str:
     profile = getattr(user, "profile", None)
     return (getattr(profile, "wallet_address", "") or "") if profile is not None else ""
+
+
+def user_wallet(user) -> str:
+    """The user's own wallet address, or "" when they have none or it cannot hold tokens (the zero address,
+    a precompile: saved before the form refused them): rewards then go to the custodial address instead."""
+    own = _stored_wallet(user)
+    return own if address_usable(own) else ""
+
+
+def wallet_ignored_reason(user) -> str:
+    """Why the user's saved wallet is not used ("" when it is, or when none is saved), for their pages."""
+    own = _stored_wallet(user)
+    return address_problem(own) if own else ""
 
 
 def address_for_user(user) -> str:

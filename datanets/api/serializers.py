@@ -6,6 +6,7 @@ from rest_framework.reverse import reverse
 
 from datanets.models import Contribution, Datanet, DatanetVersion, Record
 from datanets.readers import TEXT_MODES
+from datanets.selectors import contribution_chain_state
 
 DOWNLOAD_FORMATS = ("parquet", "jsonl")
 
@@ -67,6 +68,8 @@ class ContributionSerializer(serializers.ModelSerializer):
     label_column = serializers.SerializerMethodField()
     drop_bad_rows = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
+    chain = serializers.SerializerMethodField(help_text="The stake/accept/reject writes on-chain: "
+                                                        "state none|pending|confirmed|failed, and each step")
 
     class Meta:
         model = Contribution
@@ -74,8 +77,14 @@ class ContributionSerializer(serializers.ModelSerializer):
                   "compression", "encoding", "columns", "guess", "text_column", "label_column", "drop_bad_rows",
                   "ingest_state", "ingest_progress", "ingest_errors", "rows_total", "rows_bad", "record_count",
                   "duplicates_dropped", "conflicts", "stake", "status", "curator", "reason", "created_at",
-                  "decided_at")
+                  "decided_at", "chain")
         read_only_fields = fields
+
+    @extend_schema_field({"type": "object", "properties": {
+        "state": {"type": "string", "enum": ["none", "pending", "confirmed", "failed"]},
+        "steps": {"type": "array", "items": {"type": "object"}}, "failed": {"type": "object", "nullable": True}}})
+    def get_chain(self, obj) -> dict:
+        return contribution_chain_state(contribution=obj)
 
     def get_columns(self, obj) -> list[str]:
         return obj.options.get("columns", [])
