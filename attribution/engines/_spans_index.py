@@ -8,6 +8,7 @@ On-disk layout of one *segment* (a directory)::
                     order; packed 3-byte little-endian pointers ((n, 3) uint8) below 2**24 positions,
                     uint32 below 2**32, else int64
     doc_starts.npy  uint32/int64 position of each record's first token (records in row order)
+    order.npy       int64 accept-order key of each record (optional; absent = the row number)
     meta.json       format version, counts, dtypes, the index row of the segment's first record
 
 Build: the big-endian token array *is* a byte string whose byte-lexicographic order equals the token
@@ -17,6 +18,10 @@ on a token boundary (offset % width == 0), divided by the width. No Python sort 
 Query: all the suffixes of a generation are searched in lock step: one vectorised binary search over
 the suffix array for every start position at once, comparing a few tokens at a time, gathered from
 the memory-mapped arrays. Counts are the width of the suffix-array interval (infini-gram style).
+
+Credit: a span is credited once, to the earliest holder: the record with the smallest order key (then
+row) among all the records holding it. Repeats of a passage, inside one record or in later copies,
+add no credit; `max_occurrences` only limits how many holders are *listed* (earliest first).
 
 An *index* (``SpanIndex``) is a directory with ``manifest.json`` listing its segments: one base
 segment and small delta segments added incrementally; queries merge all segments. ``compact``
@@ -87,11 +92,13 @@ def build_segment(
     row_offset: int = 0,
     width: int | None = None,
     sa_bytes: int | None = None,
+    order: np.ndarray | None = None,
 ) -> Path:
     """Write one segment: `tokens` is the concatenation of the records' token ids, `lengths` their sizes.
 
     Records keep their order; record k gets index row `row_offset + k`. Empty records are allowed
-    (they can never match). Returns the segment directory.
+    (they can never match). `order`: each record's accept-order key (default: its row). Returns the
+    segment directory.
     """
     path = Path(path)
     tokens = np.asarray(tokens)
@@ -104,6 +111,8 @@ def build_segment(
         raise SpanIndexError("record lengths must be >= 0 and sum to the number of tokens")
     if tokens.size and int(tokens.min()) < 0:
         raise SpanIndexError("token ids must be >= 0")
+    if order is not None and len(order) != len(lengths):
+        raise SpanIndexError("one order key per record")
     max_token = int(tokens.max()) if tokens.size else 0
     width = max(width or 2, _width_for(max_token))
     sep = (1 << (8 * width)) - 1
@@ -143,6 +152,8 @@ def build_segment(
         sa.flush()
         del sa, arr
         np.save(tmp / "doc_starts.npy", starts.astype(np.uint32 if total < 2**32 else np.int64))
+        if order is not None:
+            np.save(tmp / "order.npy", np.asarray(order, dtype=np.int64))
         meta = {
             "format": FORMAT_VERSION,
             "n_positions": total,
@@ -186,6 +197,9 @@ class Segment:
         self.row_offset = int(self.meta["row_offset"])
         self.n_records = int(self.meta["n_records"])
         self.n_tokens = int(self.meta["n_tokens"])
+        order_path = self.path / "order.npy"
+        self.order = (np.load(order_path) if order_path.exists()
+                      else np.arange(self.row_offset, self.row_offset + self.n_records, dtype=np.int64))
 
     @property
     def nbytes(self) -> int:
@@ -320,9 +334,12 @@ class SpanMatch:
     end: int
     count: int
     weight: float
-    # index row -> occurrences of the span in that record (up to max_occurrences listed in all)
+    # index row -> occurrences of the span in that record, for the earliest `max_occurrences` holders
     rows: dict[int, int] = field(default_factory=dict)
-    truncated: bool = False
+    truncated: bool = False  # more holders than listed
+    # The row the weight went to: the earliest holder; -1 when the same tokens were credited earlier in
+    # this query (a generation that repeats a passage is paid for it once).
+    credited: int = -1
 
     @property
     def length(self) -> int:
@@ -359,16 +376,18 @@ class SpanIndex:
             raise SpanIndexError(f"no span index at {self.root}")
         self.manifest = json.loads(manifest.read_text())
         self.segments = [Segment(self.root / name) for name in self.manifest["segments"]]
+        self._order: np.ndarray | None = None
 
     # --- writing ------------------------------------------------------------------------------
     @classmethod
     def create(cls, root: str | os.PathLike, tokens: np.ndarray, lengths: np.ndarray, *,
-               sa_bytes: int | None = None) -> SpanIndex:
+               sa_bytes: int | None = None, order: Sequence[int] | None = None) -> SpanIndex:
         """A fresh index with one base segment (replaces whatever index was at `root`)."""
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         name = f"base-{uuid.uuid4().hex[:10]}"
-        build_segment(root / name, tokens, lengths, row_offset=0, sa_bytes=sa_bytes)
+        build_segment(root / name, tokens, lengths, row_offset=0, sa_bytes=sa_bytes,
+                      order=None if order is None else np.asarray(order, dtype=np.int64))
         old = cls._read_segments(root)
         cls._write_manifest(root, [name])
         cls._remove(root, old, keep=[name])
@@ -376,16 +395,17 @@ class SpanIndex:
 
     @classmethod
     def create_from_lists(cls, root: str | os.PathLike, docs: Sequence[Sequence[int]], *,
-                          sa_bytes: int | None = None) -> SpanIndex:
+                          sa_bytes: int | None = None, order: Sequence[int] | None = None) -> SpanIndex:
         tokens, lengths = _concat(docs)
-        return cls.create(root, tokens, lengths, sa_bytes=sa_bytes)
+        return cls.create(root, tokens, lengths, sa_bytes=sa_bytes, order=order)
 
-    def add(self, docs: Sequence[Sequence[int]]) -> SpanIndex:
+    def add(self, docs: Sequence[Sequence[int]], *, order: Sequence[int] | None = None) -> SpanIndex:
         """Append records as a small delta segment (rows continue after the existing ones)."""
         tokens, lengths = _concat(docs)
         name = f"delta-{uuid.uuid4().hex[:10]}"
         width = max(int(s.meta["width"]) for s in self.segments) if self.segments else None
-        build_segment(self.root / name, tokens, lengths, row_offset=self.n_records, width=width)
+        build_segment(self.root / name, tokens, lengths, row_offset=self.n_records, width=width,
+                      order=None if order is None else np.asarray(order, dtype=np.int64))
         self._write_manifest(self.root, [*self.manifest["segments"], name])
         return SpanIndex(self.root)
 
@@ -395,7 +415,7 @@ class SpanIndex:
         old = list(self.manifest["segments"])
         tokens, lengths = _concat(docs)
         name = f"base-{uuid.uuid4().hex[:10]}"
-        build_segment(self.root / name, tokens, lengths, row_offset=0)
+        build_segment(self.root / name, tokens, lengths, row_offset=0, order=self.order)
         self._write_manifest(self.root, [name])
         self._remove(self.root, old, keep=[name])
         return SpanIndex(self.root)
@@ -421,6 +441,14 @@ class SpanIndex:
     @property
     def n_records(self) -> int:
         return sum(s.n_records for s in self.segments)
+
+    @property
+    def order(self) -> np.ndarray:
+        """Accept-order key of every index row (segments hold consecutive rows)."""
+        if self._order is None:  # once per open: an add or compact returns a new SpanIndex
+            self._order = (np.concatenate([s.order for s in self.segments]) if self.segments
+                           else np.zeros(0, dtype=np.int64))
+        return self._order
 
     @property
     def n_tokens(self) -> int:
@@ -495,8 +523,11 @@ class SpanIndex:
         """Every maximal span of >= min_len tokens of `query` that occurs in the corpus.
 
         Each span's weight is ``length * log2(1 + corpus_tokens / count)`` (long and rare spans weigh
-        most); it is shared equally by the listed occurrences (at most `max_occurrences`, in
-        suffix-array order), and a record's score is the sum of the shares it holds.
+        most). It goes whole to one record: the earliest holder by (order key, row), found among ALL
+        its occurrences (a vectorised pass over its suffix-array interval). So a passage repeated in one
+        record, or copied into later records, captures nothing more; the first accepted copy of a text is
+        credited. `max_occurrences` bounds only the holders listed in `rows` (the earliest ones). The same
+        tokens appearing twice in the query are credited once. A record's score is the sum it is credited.
 
         `first` > 0: query[:first] is context (the prompt a generation continued). Only spans that
         reach past it are kept, and only their tokens from `first` on count in the weight: a model
@@ -528,27 +559,42 @@ class SpanIndex:
             per_seg.append((seg, lo, hi))
             counts += hi - lo
         corpus = max(self.n_tokens, 1)
+        order = self.order
         out: list[SpanMatch] = []
         row_scores: dict[int, float] = {}
+        seen: set[bytes] = set()
         for j, (s, m) in enumerate(zip(starts.tolist(), lens.tolist(), strict=True)):
             c = int(counts[j])
             weight = (s + m - max(s, first)) * math.log2(1 + corpus / max(c, 1))
-            rows: dict[int, int] = {}
-            budget = max_occurrences
-            for seg, lo, hi in per_seg:
-                n = int(min(hi[j] - lo[j], budget))
-                if n <= 0:
-                    continue
-                budget -= n
-                pos = np.asarray(seg._sa[int(lo[j]) : int(lo[j]) + n]).astype(np.int64)
-                r, k = np.unique(seg.rows_at(pos), return_counts=True)
-                for row, cnt in zip(r.tolist(), k.tolist(), strict=True):
-                    rows[row] = rows.get(row, 0) + cnt
-            listed = sum(rows.values())
-            for row, cnt in rows.items():
-                row_scores[row] = row_scores.get(row, 0.0) + weight * cnt / listed
-            out.append(SpanMatch(start=s, end=s + m, count=c, weight=weight, rows=rows, truncated=listed < c))
+            holders, occurrences = self._holders(per_seg, j)
+            # Earliest first: order key, then row (np.lexsort sorts by the last key first).
+            by_age = np.lexsort((holders, order[holders]))
+            holders, occurrences = holders[by_age], occurrences[by_age]
+            key = q[s : s + m].tobytes()
+            credited = int(holders[0]) if len(holders) and key not in seen else -1
+            seen.add(key)
+            if credited >= 0:
+                row_scores[credited] = row_scores.get(credited, 0.0) + weight
+            listed = max(0, int(max_occurrences))
+            rows = dict(zip(holders[:listed].tolist(), occurrences[:listed].tolist(), strict=True))
+            out.append(SpanMatch(start=s, end=s + m, count=c, weight=weight, rows=rows,
+                                 truncated=len(holders) > listed, credited=credited))
         return SpanResult(out, row_scores, length, first)
+
+    @staticmethod
+    def _holders(per_seg, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, occurrences in each) of every record holding span j, in chunks of the SA interval."""
+        found = []
+        for seg, lo, hi in per_seg:
+            a, b = int(lo[j]), int(hi[j])
+            for start in range(a, b, _CHUNK):
+                pos = np.asarray(seg._sa[start : min(b, start + _CHUNK)]).astype(np.int64)
+                found.append(seg.rows_at(pos))
+        if not found:
+            e = np.zeros(0, dtype=np.int64)
+            return e, e
+        rows, counts = np.unique(np.concatenate(found), return_counts=True)
+        return rows.astype(np.int64), counts.astype(np.int64)
 
 
 def _concat(docs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:

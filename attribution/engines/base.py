@@ -37,6 +37,9 @@ class Record:
     text: str
     label: Any = None
     contributor: str | None = None
+    # Accept order (smaller = accepted earlier); None = its position. Span credit for identical text
+    # goes to the earliest accepted holder.
+    order: int | None = None
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ The engine tokenises the training records (the model's tokenizer, or UTF-8 bytes
 none), builds a suffix array over their token ids (``_spans_index``: libdivsufsort, memory-mapped
 ``.npy`` files), and for a generated text finds every *maximal* span of at least ``min_span`` tokens
 that occurs in the corpus, with its exact count and the records holding it. A span's weight is
-``length * log2(1 + corpus_tokens / count)``; records share the weight of the spans they supply and
-contributors the weight of their records.
+``length * log2(1 + corpus_tokens / count)``; it goes whole to the span's earliest holder (smallest
+`Record.order`, then row), so repeats and later copies of a text earn nothing; contributors get the
+weight of their records.
 
     engine = SpanEngine(tokenizer=tok, min_span=8)
     index = engine.fit(None, records, directory="var/attribution/42")   # Sequence[Record]
@@ -133,6 +134,12 @@ class SpanEngine(AttributionEngine):
         self.max_occurrences = int(max_occurrences)
 
     # --- building ---------------------------------------------------------------------------
+    @staticmethod
+    def _order(records: Sequence[Record], first_row: int) -> np.ndarray:
+        """Each record's accept-order key; a record without one is ordered by its row."""
+        return np.array([first_row + i if r.order is None else int(r.order) for i, r in enumerate(records)],
+                        dtype=np.int64)
+
     def _tokenize_records(self, records: Sequence[Record]) -> tuple[np.ndarray, np.ndarray]:
         arrays = [np.asarray(self.tokenizer.encode(r.text)[0], dtype=np.int64) for r in records]
         lengths = np.array([len(a) for a in arrays], dtype=np.int64)
@@ -153,7 +160,7 @@ class SpanEngine(AttributionEngine):
             raise SpanIndexError("record ids must be unique")
         directory = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="spans-"))
         tokens, lengths = self._tokenize_records(records)
-        SpanIndex.create(directory / "spans", tokens, lengths)
+        SpanIndex.create(directory / "spans", tokens, lengths, order=self._order(records, 0))
         index = SpanEngineIndex(
             method=self.name,
             record_ids=ids,
@@ -185,7 +192,7 @@ class SpanEngine(AttributionEngine):
             raise SpanIndexError("record ids must be unique")
         tokens, lengths = self._tokenize_records(records)
         arrays = np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) > 1 else [tokens]
-        index.spans.add(arrays)
+        index.spans.add(arrays, order=self._order(records, len(index.record_ids)))
         index.record_ids.extend(new_ids)
         index.contributors.extend(r.contributor for r in records)
         index.labels.extend(r.label for r in records)
@@ -316,6 +323,7 @@ class SpanEngine(AttributionEngine):
                     "count": s.count,
                     "weight": s.weight,
                     "records": {index.record_ids[r]: n for r, n in sorted(s.rows.items())},
+                    "credited": index.record_ids[s.credited] if s.credited >= 0 else None,
                     "truncated": s.truncated,
                 }
             )

@@ -241,3 +241,116 @@ def test_engine_with_a_subword_tokenizer(tmp_path):
     out = engine.explain(index, "Now is the winter of our discontent")
     assert out["spans"][0]["text"] == "Now is the winter of our discontent"
     assert out["records"][0]["record_id"] == "3"
+
+
+# --- credit: once per span, to the earliest accepted holder ------------------------------------------
+
+
+def brute_credit(docs, q, n, order, first=0):
+    """Row scores by the rule, from brute-force spans: each distinct span's weight to its earliest holder."""
+    corpus = sum(len(d) for d in docs)
+    scores, seen = {}, set()
+    for i, j, count, occ in brute_spans(docs, q, n):
+        if j <= first:
+            continue
+        weight = (j - max(i, first)) * np.log2(1 + max(corpus, 1) / count)
+        key = tuple(q[i:j])
+        if key in seen:
+            continue
+        seen.add(key)
+        row = min(occ, key=lambda r: (order[r], r))
+        scores[row] = scores.get(row, 0.0) + weight
+    return scores
+
+
+@st.composite
+def corpus_query_order(draw):
+    docs, q, n = draw(corpus_and_query())
+    # Order keys with ties, unrelated to the rows (a record accepted earlier may sit in a later row).
+    order = draw(st.lists(st.integers(0, 5), min_size=len(docs), max_size=len(docs)))
+    return docs, q, n, order
+
+
+@settings(max_examples=80, deadline=None)
+@given(corpus_query_order(), st.integers(1, 4))
+def test_credit_matches_brute_force(data, max_occurrences):
+    docs, q, n, order = data
+    with tempfile.TemporaryDirectory() as d:
+        index = SpanIndex.create_from_lists(d, docs, order=order)
+        result = index.spans(q, min_len=n, max_occurrences=max_occurrences)
+        want = brute_credit(docs, q, n, order)
+        assert result.row_scores == pytest.approx(want)
+        for s in result.spans:
+            occ = occurrences(docs, q[s.start : s.end])
+            earliest = sorted(occ, key=lambda r: (order[r], r))
+            # The holders listed are the earliest ones, whatever the suffix-array order.
+            assert list(s.rows) == earliest[:max_occurrences]
+            assert s.rows == {r: occ[r] for r in earliest[:max_occurrences]}
+            assert s.truncated == (len(earliest) > max_occurrences)
+            assert s.credited in (earliest[0], -1)
+        k = len(q) // 2
+        assert index.spans(q, min_len=n, first=k).row_scores == pytest.approx(brute_credit(docs, q, n, order, k))
+
+
+@settings(max_examples=60, deadline=None)
+@given(corpus_query_order(), st.data())
+def test_repeats_and_later_copies_capture_nothing(data, draw):
+    docs, q, n, order = data
+    src = draw.draw(st.integers(0, len(docs) - 1))
+    times = draw.draw(st.integers(2, 6))
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        base = SpanIndex.create_from_lists(a, docs, order=order).spans(q, min_len=n)
+        # A later contributor uploads a record that repeats record `src` many times, and a plain copy.
+        late = max(order) + 1
+        gamed = SpanIndex.create_from_lists(b, [*docs, docs[src] * times, list(docs[src])],
+                                            order=[*order, late, late]).spans(q, min_len=n)
+        copies = {len(docs), len(docs) + 1}
+        spans_inside_src = [s for s in base.spans if occurrences([docs[src]], q[s.start : s.end])]
+        # Every span the original holds stays credited to an earlier record, never to the copies.
+        assert not any(s.credited in copies for s in gamed.spans if (s.start, s.end) in
+                       {(t.start, t.end) for t in spans_inside_src})
+        # The copies earn only spans that exist nowhere else (crossing the repetition's seams).
+        for s in gamed.spans:
+            if s.credited in copies:
+                assert not occurrences(docs, q[s.start : s.end])
+
+
+def test_earliest_accepted_copy_wins_over_rows_and_repetition(tmp_path):
+    passage = list(range(10, 30))
+    docs = [passage * 50, [1, 2, 3], list(passage)]  # row 0: the passage 50 times; row 2: once
+    index = SpanIndex.create_from_lists(tmp_path, docs, order=[7, 0, 3])  # row 2 was accepted before row 0
+    (span,) = index.spans([99, *passage, 98], min_len=5, max_occurrences=1).spans
+    assert span.count == 51 and span.credited == 2 and span.rows == {2: 1} and span.truncated
+    result = index.spans([99, *passage, 98], min_len=5)
+    assert set(result.row_scores) == {2}
+    # The same passage twice in the query (a looping generation) is credited once.
+    twice = index.spans([*passage, 97, *passage], min_len=5)
+    assert len(twice.spans) == 2 and [s.credited for s in twice.spans] == [2, -1]
+    assert twice.row_scores == pytest.approx({2: twice.spans[0].weight})
+
+
+@settings(max_examples=30, deadline=None)
+@given(corpus_query_order(), st.data())
+def test_order_survives_delta_segments_and_compaction(data, draw):
+    docs, q, n, order = data
+    cut = draw.draw(st.integers(0, len(docs) - 1))
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        whole = SpanIndex.create_from_lists(a, docs, order=order).spans(q, min_len=n)
+        inc = SpanIndex.create_from_lists(b, docs[: cut + 1], order=order[: cut + 1])
+        for doc, key in zip(docs[cut + 1 :], order[cut + 1 :], strict=True):
+            inc = inc.add([doc], order=[key])
+        assert inc.spans(q, min_len=n).row_scores == pytest.approx(whole.row_scores)
+        assert inc.compact().spans(q, min_len=n).row_scores == pytest.approx(whole.row_scores)
+
+
+def test_engine_passes_the_order_through(tmp_path):
+    text = "The slings and arrows of outrageous fortune,"
+    records = [Record(id="copy", text=text, contributor="late", order=5),
+               Record(id="orig", text=text, contributor="first", order=1)]
+    engine = SpanEngine(min_span=12)
+    index = engine.fit(None, records, directory=tmp_path)
+    out = engine.explain(index, "he said: " + text)
+    assert out["contributor_shares"] == {"first": 1.0} and out["spans"][0]["credited"] == "orig"
+    engine.add_records(index, [Record(id="later", text=text + " and more", contributor="x", order=0)])
+    out = engine.explain(engine.load_index(tmp_path), "he said: " + text)
+    assert out["contributor_shares"] == {"x": 1.0}  # an order key earlier than every indexed one wins
