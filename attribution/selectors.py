@@ -89,3 +89,23 @@ def model_attribution_overview(*, model, limit: int = 10) -> dict:
             for w in model_contributor_list(model=model, limit=limit)
         ],
     }
+
+
+def model_publication_overview(*, model) -> dict | None:
+    """The published weights root of a model and where its chain write stands; None while unpublished."""
+    from attribution.models import AttributionPublication
+    from attribution.publication import OUTBOX_KEY, published_matches_current
+    from ledger.selectors import transaction_get
+
+    publication = AttributionPublication.objects.filter(model=model).first()
+    if publication is None:
+        return None
+    row = transaction_get(idempotency_key=OUTBOX_KEY.format(model_id=model.pk))
+    return {
+        "root": publication.root, "uri": publication.uri, "published_at": publication.created_at,
+        "accounts": len(publication.document.get("accounts", {})),
+        "chain_status": row.status if row else "", "tx_hash": row.tx_hash if row else "",
+        "chain_error": row.last_error if row else "",
+        "matches_current": published_matches_current(publication=publication,
+                                                     weights=model_contributor_weights(model=model)),
+    }

@@ -23,7 +23,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from attribution.models import AttributionIndex, ModelContributorWeight
+from attribution.publication import attribution_weights_publish
 from attribution.selectors import model_contributor_weights, usernames  # noqa: F401 - weights re-exported
+from attribution.signals import attribution_index_ready
 from core.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -296,7 +298,11 @@ def attribution_index_build(*, index_id: int, hostname: str = "") -> Attribution
             current.disk_bytes = sum(p.stat().st_size for p in target.iterdir() if p.is_file())
             current.finished_at = timezone.now()
             current.save()
+            # The weights file and its on-chain root, in this transaction (the outbox row with it).
+            attribution_weights_publish(model=model, weights=exact)
         _index_cache_clear()
+        # Apps above this one (serving: the paid calls held until the index was ready) act on it.
+        attribution_index_ready.send(sender=AttributionIndex, index=current, model=model)
         return current
     except ApplicationError as exc:
         attribution_index_fail(index_id=index.id, reason=exc.message)

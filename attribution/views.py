@@ -3,11 +3,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from attribution import selectors
 from attribution.forms import ExplainForm
+from attribution.publication import publication_get, weights_file_name
 from attribution.services import attribution_index_build_enqueue, prediction_explain
 from core.errors import ApplicationError
 
@@ -35,6 +37,7 @@ def model_attribution(request, model_id: int):
         "self_influence": selectors.model_self_influence_top(model=model),
         "form": ExplainForm(),
         "can_rebuild": user_can_rebuild(user=request.user, model=model),
+        "publication": selectors.model_publication_overview(model=model),
     })
 
 
@@ -72,3 +75,16 @@ def model_index_rebuild(request, model_id: int):
         attribution_index_build_enqueue(model=model)
     messages.success(request, "The attribution index is queued for a rebuild.")
     return redirect("attribution:model", model_id=model.pk)
+
+
+@require_GET
+def model_weights_download(request, model_id: int):
+    """The published weights file, as a download; public like the model page, so anyone can verify it."""
+    model = _model(model_id)
+    try:
+        document = publication_get(model=model).document
+    except ApplicationError as exc:
+        raise Http404(exc.message) from None
+    response = JsonResponse(document, json_dumps_params={"indent": 1})
+    response["Content-Disposition"] = f'attachment; filename="{weights_file_name(model)}"'
+    return response

@@ -23,7 +23,7 @@ MAX_UINT256 = 2**256 - 1
 # Outbox kinds replayed onto a fresh chain after a redeploy (the DB still says they happened).
 REPLAYED_KINDS = (
     "datanet_create", "contribution_stake", "contribution_accept", "contribution_reject",
-    "version_register", "model_register", "epoch_publish", "reward_claim",
+    "version_register", "model_register", "attribution_root_set", "epoch_publish", "reward_claim",
 )
 
 

@@ -218,6 +218,24 @@ def _plan_model_register(ctx: Ctx, row):
         _b32(_p(row, "attribution_root"), "attribution_root"), address_for_user(developer))
 
 
+def _plan_attribution_root_set(ctx: Ctx, row):
+    """Publish a model's attribution (weights) root, once: done when the chain holds this root."""
+    reg = ctx.c["ModelRegistry"]
+    adapter = _b32(_p(row, "adapter_hash"), "adapter_hash")
+    root = _b32(_p(row, "root"), "root")
+    if root == b"\0" * 32:
+        raise PermanentError("root must not be zero")
+    on_chain = reg.functions.getModel(adapter).call()
+    if not on_chain[2]:  # registeredAt; model_register rows are sent first, so this one failed
+        raise PermanentError(f"model {_p(row, 'model_id')} is not registered on-chain")
+    current = bytes(on_chain[4])
+    if current == root:
+        return None
+    if current != b"\0" * 32:
+        raise PermanentError(f"model {_p(row, 'model_id')} already has attribution root 0x{current.hex()} on-chain")
+    return reg.functions.setAttributionRoot(adapter, root, str(_p(row, "uri"))[:300])
+
+
 def _plan_epoch_publish(ctx: Ctx, row):
     dist = ctx.c["RewardDistributor"]
     epoch = _get(RewardEpoch, _p(row, "epoch_id"), "reward epoch")
@@ -326,6 +344,7 @@ PLANNERS: dict[str, Callable] = {
     "contribution_reject": lambda ctx, row: _plan_decision(ctx, row, False),
     "version_register": _plan_version_register,
     "model_register": _plan_model_register,
+    "attribution_root_set": _plan_attribution_root_set,
     "epoch_publish": _plan_epoch_publish,
     "reward_claim": _plan_reward_claim,
     "epoch_sweep": _plan_epoch_sweep,

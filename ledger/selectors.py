@@ -45,6 +45,11 @@ def transaction_list(*, status: str = "", kind: str = ""):
     return qs
 
 
+def transaction_get(*, idempotency_key: str) -> LedgerTransaction | None:
+    """The outbox row of one chain write, by the key its app enqueued it with (None: never enqueued)."""
+    return LedgerTransaction.objects.filter(idempotency_key=idempotency_key).first()
+
+
 def epoch_list():
     return RewardEpoch.objects.annotate(
         accounts=Count("claims", distinct=True),
@@ -148,3 +153,20 @@ def onchain_compare() -> dict:
         logger.warning("onchain compare failed: %s", exc)
         out.update(ok=False, error=f"{exc.__class__.__name__}: {str(exc)[:200]}")
     return out
+
+
+def model_attribution_root(*, adapter_hash: str) -> dict:
+    """The chain's record of a model's attribution root: {ok, error, registered, model_id, attribution_root}.
+
+    Never raises: a node that is down or contracts not deployed give ok False with the reason.
+    """
+    try:
+        adapter = bytes.fromhex(adapter_hash.removeprefix("0x"))
+        rec = client.rpc(_read_contracts()["ModelRegistry"].functions.getModel(adapter).call)
+    except client.ChainError as exc:
+        return {"ok": False, "error": str(exc), "registered": False, "model_id": None, "attribution_root": None}
+    except Exception as exc:  # a bad hash, an old deployment without the field
+        return {"ok": False, "error": f"{exc.__class__.__name__}: {str(exc)[:200]}", "registered": False,
+                "model_id": None, "attribution_root": None}
+    return {"ok": True, "error": "", "registered": bool(rec[2]), "model_id": int(rec[0]),
+            "attribution_root": "0x" + bytes(rec[4]).hex()}

@@ -1,10 +1,12 @@
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from attribution.api.serializers import ExplainRequestSerializer, ExplainResponseSerializer, ModelAttributionSerializer
+from attribution.publication import publication_get, weights_file_name
 from attribution.selectors import model_attribution_overview
 from attribution.services import prediction_explain
 
@@ -44,3 +46,19 @@ class ModelExplainApi(APIView):
         serializer.is_valid(raise_exception=True)
         result = prediction_explain(model=model, **serializer.validated_data)
         return Response(ExplainResponseSerializer(result).data)
+
+
+class ModelAttributionWeightsApi(APIView):
+    """The published weights file of a model: the Merkle tree (OpenZeppelin StandardMerkleTree dump over
+    (account, weight in 1e-18 units)) whose root is on-chain, plus who each account is. Public, so anyone
+    can recompute the root; 404 until the model's index is built.
+    """
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(parameters=[MODEL_ID], responses=OpenApiTypes.OBJECT, tags=["attribution"])
+    def get(self, request, model_id: int):
+        model = _model(model_id)
+        response = Response(publication_get(model=model).document)
+        response["Content-Disposition"] = f'inline; filename="{weights_file_name(model)}"'
+        return response
