@@ -7,11 +7,11 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/modelfactory
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench deps browser clean-var help
+.PHONY: run test test-sqlite lint bench deps browser clean-var help
 
 help:
 	@echo "make run    - install, migrate, seed the demo once, start web + worker + chain on http://127.0.0.1:8000"
-	@echo "make test   - the test suite on PostgreSQL + Redis (127.0.0.1)"
+	@echo "make test   - the test suite on PostgreSQL + Redis (127.0.0.1), then the money path on SQLite"
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmarks; tables printed and written to benchmarks/results/"
 
@@ -40,6 +40,15 @@ test: deps browser
 	@echo "database: $(TEST_DATABASE_URL)   broker: $(TEST_BROKER_URL)"
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) manage.py makemigrations --check --dry-run >/dev/null
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-sqlite
+
+# The money path again on the embedded default (SQLite, the file-system broker), where a DecimalField once
+# came back through a float: exact amounts, wallets, the ledger (accrue -> epoch -> publish -> claim on anvil).
+SQLITE_TESTS ?= core/tests/test_fields.py core/tests/test_concurrent_writes.py accounts/tests/test_wallets.py ledger
+test-sqlite: deps
+	@d=$$(mktemp -d /tmp/mf-sqlite-XXXXXX); echo "database: sqlite ($$d)   broker: filesystem"; \
+	MF_ALLOW_SQLITE_TESTS=1 VAR_DIR=$$d DATABASE_URL=sqlite:///$$d/db.sqlite3 CELERY_BROKER_URL=filesystem:// \
+	  $(PY) -m pytest -m "not browser" -p no:cacheprovider $(SQLITE_TESTS); rc=$$?; rm -rf $$d; exit $$rc
 
 lint: .venv/.stamp-deps
 	.venv/bin/ruff check .
