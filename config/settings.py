@@ -332,10 +332,17 @@ SERVING_SPANS_MIN_TOKENS = env.int("SERVING_SPANS_MIN_TOKENS", default=6)
 SERVING_SPANS_DELTA_MAX_RECORDS = env.int("SERVING_SPANS_DELTA_MAX_RECORDS", default=10_000)
 CELERY_TASK_ROUTES["serving.tasks.inference_run_task"] = {"queue": "gpu"}
 CELERY_TASK_ROUTES["serving.tasks.span_index_build_task"] = {"queue": "cpu"}
+# Paid answers held until their model's attribution index is ready are settled when it is (a signal);
+# this sweep is the safety net (a lost message, a broker that was down).
+SERVING_SETTLE_SWEEP_SECONDS = env.float("SERVING_SETTLE_SWEEP_SECONDS", default=300.0)
+CELERY_TASK_ROUTES["serving.tasks.inferences_settle_task"] = {"queue": "gpu"}
+CELERY_BEAT_SCHEDULE["serving-settle-sweep"] = {
+    "task": "serving.tasks.inferences_settle_task", "schedule": SERVING_SETTLE_SWEEP_SECONDS, "options": {"queue": "gpu"},
+}
 ENV_VARS += (
     "SERVING_CACHE_ADAPTERS", "SERVING_CACHE_BYTES", "SERVING_MAX_BATCH", "SERVING_MAX_NEW_TOKENS", "SERVING_NUM_BEAMS",
     "SERVING_DEVICE",
     "SERVING_BACKEND", "SERVING_TIMEOUT_SECONDS", "SERVING_BATCH_WAIT_MS", "SERVING_FEE_PER_CALL",
     "SERVING_MAX_INPUT_CHARS", "SERVING_TOP_K", "SERVING_SPANS_MIN_TOKENS", "SERVING_SPANS_DELTA_MAX_RECORDS",
-    "SERVING_URL", "SERVING_DTYPE",
+    "SERVING_URL", "SERVING_DTYPE", "SERVING_SETTLE_SWEEP_SECONDS",
 )

@@ -237,36 +237,53 @@ def _plan_attribution_root_set(ctx: Ctx, row):
 
 
 def _plan_epoch_publish(ctx: Ctx, row):
+    """Make the epoch's root current, funded up to its cumulative total. Done once the contract's current epoch is
+    this one or a later one (a later root already holds this epoch's totals, funded)."""
     dist = ctx.c["RewardDistributor"]
     epoch = _get(RewardEpoch, _p(row, "epoch_id"), "reward epoch")
-    if dist.functions.epochs(epoch.pk).call()[0] != b"\0" * 32:
+    if dist.functions.currentEpoch().call() >= epoch.pk:
         return None
-    total = int(epoch.total_wei)
-    approve = _allowance_call(ctx, dist, total)
+    funded_on_chain, _, _, generation = dist.functions.state().call()
+    if generation != epoch.generation:
+        raise PermanentError(f"epoch {epoch.pk} is of generation {epoch.generation}, the chain is at {generation}")
+    funded = epoch.funded_wei
+    approve = _allowance_call(ctx, dist, max(0, funded - funded_on_chain))
     if approve is not None:
         return approve
-    return dist.functions.publishEpoch(epoch.pk, _b32(epoch.root, "root"), total, int(epoch.deadline.timestamp()))
+    return dist.functions.publishEpoch(epoch.pk, epoch.generation, _b32(epoch.root, "root"), funded,
+                                       int(epoch.deadline.timestamp()))
 
 
 def _plan_reward_claim(ctx: Ctx, row):
+    """Claim the account's cumulative total with its leaf in the contract's current root (a newer epoch may have
+    replaced the one the request saw: its leaf holds at least as much). Done once `claimed` reaches the total."""
+    from core.merkle import standard_proof
+
     dist = ctx.c["RewardDistributor"]
     claim = _get(RewardClaim, _p(row, "claim_id"), "reward claim")
     account = ctx.w3.to_checksum_address(claim.account)
-    if dist.functions.claimed(claim.epoch_id, account).call():
+    generation = int(row.payload.get("generation", claim.epoch.generation))
+    if dist.functions.state().call()[3] != generation:
+        raise PermanentError(f"generation {generation} was swept: its unclaimed rewards went to the treasury")
+    if dist.functions.claimed(generation, account).call() >= int(claim.cumulative_wei):
         return None
-    proof = [_b32(p, "proof") for p in claim.proof]
-    return dist.functions.claim(claim.epoch_id, account, int(claim.amount_wei), proof)
+    current = _get(RewardEpoch, dist.functions.currentEpoch().call(), "current reward epoch")
+    values = current.tree.get("values", [])
+    index = next((i for i, v in enumerate(values) if v["value"][0].lower() == account.lower()), None)
+    if index is None:
+        raise PermanentError(f"{account} has no leaf in epoch {current.pk}")
+    proof = [_b32(p, "proof") for p in standard_proof(current.tree, index)]
+    return dist.functions.claim(account, int(values[index]["value"][1]), proof)
 
 
 def _plan_epoch_sweep(ctx: Ctx, row):
     dist = ctx.c["RewardDistributor"]
-    epoch_id = int(_p(row, "epoch_id"))
-    on_chain = dist.functions.epochs(epoch_id).call()
-    if on_chain[0] == b"\0" * 32:
-        raise PermanentError(f"epoch {epoch_id} is not on-chain")
-    if on_chain[4]:
+    generation = int(row.payload.get("generation", 0))
+    if dist.functions.state().call()[3] > generation:
         return None
-    return dist.functions.sweep(epoch_id)
+    if dist.functions.root().call() == b"\0" * 32:
+        raise PermanentError(f"generation {generation} has no root on-chain")
+    return dist.functions.sweep()
 
 
 def _fee_split_operation(ctx: Ctx, row):
@@ -304,14 +321,23 @@ def _epoch_published(ctx: Ctx, row) -> None:
 
 
 def _epoch_swept(ctx: Ctx, row) -> None:
-    epoch_id = row.payload.get("epoch_id")
-    RewardEpoch.objects.filter(pk=epoch_id).update(status=RewardEpoch.Status.SWEPT)
-    RewardClaim.objects.filter(epoch_id=epoch_id, status__in=[RewardClaim.Status.UNCLAIMED, RewardClaim.Status.QUEUED]) \
+    """The sweep closes the whole generation (cumulative totals): its epochs are swept, open claims expired."""
+    epochs = RewardEpoch.objects.filter(generation=int(row.payload.get("generation", 0)), pk__lte=row.payload.get("epoch_id"))
+    RewardEpoch.objects.filter(pk__in=epochs.values("pk")).update(status=RewardEpoch.Status.SWEPT)
+    RewardClaim.objects.filter(epoch__in=epochs, status__in=[RewardClaim.Status.UNCLAIMED, RewardClaim.Status.QUEUED]) \
         .update(status=RewardClaim.Status.EXPIRED)
 
 
 def _claim_done(ctx: Ctx, row) -> None:
-    RewardClaim.objects.filter(pk=row.payload.get("claim_id")).update(
+    """Every row of the account that the on-chain cumulative `claimed` covers is paid (one claim, many epochs)."""
+    claim = RewardClaim.objects.select_related("epoch").filter(pk=row.payload.get("claim_id")).first()
+    if claim is None:
+        return
+    generation = int(row.payload.get("generation", claim.epoch.generation))
+    paid = ctx.c["RewardDistributor"].functions.claimed(generation, ctx.w3.to_checksum_address(claim.account)).call()
+    covered = [c.pk for c in RewardClaim.objects.filter(account=claim.account, epoch__generation=generation)
+               .exclude(status=RewardClaim.Status.CLAIMED) if int(c.cumulative_wei) <= paid]
+    RewardClaim.objects.filter(pk__in=covered).update(
         status=RewardClaim.Status.CLAIMED, claimed_at=timezone.now())
 
 

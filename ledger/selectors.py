@@ -51,7 +51,7 @@ def transaction_get(*, idempotency_key: str) -> LedgerTransaction | None:
 
 
 def epoch_list():
-    return RewardEpoch.objects.annotate(
+    return RewardEpoch.objects.defer("tree").annotate(  # the tree is for the download, not the list
         accounts=Count("claims", distinct=True),
         claimed_wei=Sum("claims__amount_wei", filter=Q(claims__status=RewardClaim.Status.CLAIMED)),
     ).order_by("-id")

@@ -25,6 +25,7 @@ SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 FEE_SPLIT_CACHE_SECONDS = 300
 DEFAULT_FEE_SPLIT_BPS = (7000, 2000, 1000)  # contributors, developer, protocol: the value deployed
 MAX_UINT128 = 2**128 - 1
+MAX_FUNDED = 2**96 - 1  # RewardDistributor keeps a generation's funded total in a uint96 (79x OPEN's supply)
 SWEEP_MARGIN = timedelta(minutes=5)
 
 ERR_NO_ALLOCATIONS = "Nothing to accrue: allocations are empty."
@@ -154,55 +155,94 @@ def rewards_accrue(
     return rows
 
 
-def reward_leaf(account: str, amount_wei: int) -> bytes:
-    """The RewardDistributor leaf: keccak256(bytes.concat(keccak256(abi.encode(account, uint128 amount))))."""
-    from eth_abi import encode
-    from eth_utils import keccak
+REWARD_LEAF_TYPES = ("address", "uint256")  # (account, cumulative wei): RewardDistributor.leaf
 
-    return keccak(keccak(encode(["address", "uint128"], [account, amount_wei])))
+
+def reward_leaf(account: str, cumulative_wei: int) -> bytes:
+    """The RewardDistributor leaf: keccak256(bytes.concat(keccak256(abi.encode(account, uint256 cumulative))))."""
+    from core.merkle import standard_leaf
+
+    return standard_leaf(REWARD_LEAF_TYPES, (account, cumulative_wei))
+
+
+def reward_tree(totals: dict[str, int]):
+    """The epoch tree of {account: cumulative wei}: OpenZeppelin's StandardMerkleTree (core.merkle.standard_tree),
+    values ordered by account so the same totals always give the same dump."""
+    from core.merkle import standard_tree
+
+    return standard_tree(sorted(totals.items()), REWARD_LEAF_TYPES)
+
+
+def epoch_totals(epoch: RewardEpoch | None) -> dict[str, int]:
+    """{account: cumulative wei} of an epoch's stored tree (exact: the dump keeps integers as strings)."""
+    if epoch is None or not epoch.tree:
+        return {}
+    return {v["value"][0]: int(v["value"][1]) for v in epoch.tree["values"]}
+
+
+def epoch_tree_download(*, epoch: RewardEpoch) -> dict:
+    """The epoch's full tree as `StandardMerkleTree.dump()` JSON (`StandardMerkleTree.load` reads it as is), plus
+    the root, the epoch's identity and every value's proof (`proofs[i]` proves `values[i]`)."""
+    from core.merkle import standard_proof
+
+    dump = dict(epoch.tree)
+    return {**dump, "root": epoch.root, "epoch": epoch.pk, "generation": epoch.generation, "status": epoch.status,
+            "proofs": [standard_proof(dump, i) for i in range(len(dump.get("values", [])))]}
 
 
 def rewards_epoch_close(*, now=None) -> RewardEpoch | None:
-    """Settle every unsettled accrual: one claim per account, a Merkle root, a publish row in the outbox.
+    """Settle every unsettled accrual: each account's cumulative total in a new tree, its rows, a publish row.
 
-    All in one database transaction; None when there is nothing to settle.
+    The tree holds every account of the generation (earlier totals carried over, this epoch's earnings added), so
+    one claim against the newest root collects everything. All in one database transaction; None when there is
+    nothing to settle, or while a sweep is on its way (it starts a new generation: totals restart from zero).
     """
-    from core.merkle import keccak256, merkle_proof, merkle_root
-
     now = now or timezone.now()
     with transaction.atomic():
+        latest = RewardEpoch.objects.select_for_update().order_by("-id").first()
+        if latest is not None and latest.status == RewardEpoch.Status.SWEEPING:
+            return None
         accruals = list(RewardAccrual.objects.select_for_update(of=("self",)).filter(epoch__isnull=True).select_related("user__profile"))
         if not accruals:
             return None
-        per_account: dict[str, int] = defaultdict(int)
+        generation = 0 if latest is None else latest.generation + (latest.status == RewardEpoch.Status.SWEPT)
+        totals = epoch_totals(latest) if latest is not None and latest.generation == generation else {}
+        earned: dict[str, int] = defaultdict(int)
         owner: dict[str, object] = {}
         for a in accruals:
             account = address_for_user(a.user)
-            per_account[account] += to_wei(a.amount)
+            earned[account] += to_wei(a.amount)
             owner.setdefault(account, a.user)
-        if any(v > MAX_UINT128 for v in per_account.values()):
-            raise ApplicationError("A reward exceeds the contract's uint128 range.")
-        leaves = {acct: reward_leaf(acct, amt) for acct, amt in per_account.items()}
-        root = merkle_root(list(leaves.values()), keccak256)
+        for account, wei in earned.items():
+            totals[account] = totals.get(account, 0) + wei
+        if sum(totals.values()) > MAX_FUNDED:
+            raise ApplicationError("The generation's rewards exceed the contract's uint96 funding range.")
+        tree = reward_tree(totals)
+        dump = tree.dump()
+        index = {v["value"][0]: i for i, v in enumerate(dump["values"])}
         epoch = RewardEpoch.objects.create(
-            root="0x" + root.hex(), total_wei=Decimal(sum(per_account.values())),
+            root="0x" + tree.root.hex(), total_wei=Decimal(sum(earned.values())), generation=generation, tree=dump,
             deadline=now + timedelta(days=settings.LEDGER_CLAIM_WINDOW_DAYS),
         )
         RewardClaim.objects.bulk_create([
             RewardClaim(
-                epoch=epoch, user=owner[acct], account=acct, amount_wei=Decimal(amt),
-                custodial=not user_wallet(owner[acct]),
-                proof=["0x" + p.hex() for p in merkle_proof(list(leaves.values()), leaves[acct], keccak256)],
+                epoch=epoch, user=owner[acct], account=acct, amount_wei=Decimal(wei),
+                cumulative_wei=Decimal(totals[acct]), custodial=not user_wallet(owner[acct]),
+                proof=["0x" + p.hex() for p in tree.proof(index[acct])],
             )
-            for acct, amt in per_account.items()
+            for acct, wei in earned.items()
         ])
         RewardAccrual.objects.filter(pk__in=[a.pk for a in accruals]).update(epoch=epoch)
-        enqueue("epoch_publish", {"epoch_id": epoch.pk}, f"epoch:{epoch.pk}:publish")
+        enqueue("epoch_publish", {"epoch_id": epoch.pk, "generation": generation}, f"epoch:{epoch.pk}:publish")
     return epoch
 
 
 def reward_claim_request(*, claim: RewardClaim, user) -> RewardClaim:
-    """The server claims for a custodial wallet through the outbox; external wallets claim themselves."""
+    """The server claims for a custodial wallet through the outbox; external wallets claim themselves.
+
+    Cumulative: the one on-chain claim collects this row and every other unclaimed row of the account in the
+    generation's published epochs, so they are all queued together (one row in the outbox per account and epoch).
+    """
     if claim.user_id != user.pk:
         raise ApplicationError("This is not your reward.", status_code=403)
     if not claim.custodial:
@@ -215,9 +255,16 @@ def reward_claim_request(*, claim: RewardClaim, user) -> RewardClaim:
             raise ApplicationError(ERR_NOT_PUBLISHED)
         if locked.status != RewardClaim.Status.UNCLAIMED:
             raise ApplicationError(ERR_ALREADY)
+        generation = locked.epoch.generation
+        rows = RewardClaim.objects.select_for_update(of=("self",)).filter(
+            account=locked.account, status=RewardClaim.Status.UNCLAIMED, epoch__generation=generation,
+            epoch__status=RewardEpoch.Status.PUBLISHED)
+        newest = rows.order_by("-epoch_id").first() or locked
+        rows.update(status=RewardClaim.Status.QUEUED)
         locked.status = RewardClaim.Status.QUEUED
-        locked.save(update_fields=["status"])
-        enqueue("reward_claim", {"claim_id": locked.pk}, f"claim:{locked.pk}")
+        enqueue("reward_claim", {"claim_id": newest.pk, "account": locked.account, "generation": generation,
+                                 "cumulative_wei": str(int(newest.cumulative_wei))},
+                f"claim:{generation}:{locked.account}:{newest.epoch_id}")
     return locked
 
 
@@ -274,17 +321,20 @@ def fee_split_get(*, refresh: bool = False) -> dict[str, Decimal]:
 
 
 def rewards_epochs_sweep(*, now=None) -> list[RewardEpoch]:
-    """Queue the sweep of every published epoch past its deadline: what is unclaimed returns to the treasury."""
+    """Queue the sweep of the generation once its newest epoch's deadline passed (no epoch published since):
+    what is unclaimed returns to the treasury and totals restart from zero. While epochs keep coming, earlier
+    rewards stay claimable (cumulative); the contract refuses an earlier sweep (ClaimWindowOpen)."""
     now = now or timezone.now()
-    swept = []
     with transaction.atomic():
+        latest = RewardEpoch.objects.select_for_update().order_by("-id").first()
         # the margin: the chain's clock may trail ours, and sweeping early reverts (ClaimWindowOpen)
-        for epoch in RewardEpoch.objects.select_for_update().filter(
-                status=RewardEpoch.Status.PUBLISHED, deadline__lt=now - SWEEP_MARGIN):
-            epoch.status = RewardEpoch.Status.SWEEPING
-            epoch.save(update_fields=["status"])
-            enqueue("epoch_sweep", {"epoch_id": epoch.pk}, f"epoch:{epoch.pk}:sweep")
-            swept.append(epoch)
+        if latest is None or latest.status != RewardEpoch.Status.PUBLISHED or latest.deadline >= now - SWEEP_MARGIN:
+            return []
+        swept = list(RewardEpoch.objects.select_for_update().filter(
+            generation=latest.generation, status=RewardEpoch.Status.PUBLISHED))
+        RewardEpoch.objects.filter(pk__in=[e.pk for e in swept]).update(status=RewardEpoch.Status.SWEEPING)
+        enqueue("epoch_sweep", {"epoch_id": latest.pk, "generation": latest.generation},
+                f"generation:{latest.generation}:sweep")
     return swept
 
 

@@ -4,12 +4,13 @@ from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from core.errors import ApplicationError
 from ledger import selectors, services
-from ledger.models import LedgerTransaction, RewardClaim
+from ledger.models import LedgerTransaction, RewardClaim, RewardEpoch
 
 PAGE_SIZE = 50
 
@@ -59,6 +60,16 @@ def epoch_list(request):
 
 
 @require_GET
+def epoch_tree(request, pk: int):
+    """The epoch's full tree (OpenZeppelin StandardMerkleTree dump + every proof) as a JSON download: anyone can
+    recompute the published root with `StandardMerkleTree.load(dump).root`."""
+    epoch = get_object_or_404(RewardEpoch, pk=pk)
+    response = JsonResponse(services.epoch_tree_download(epoch=epoch), json_dumps_params={"indent": 1})
+    response["Content-Disposition"] = f'attachment; filename="reward-epoch-{epoch.pk}-tree.json"'
+    return response
+
+
+@require_GET
 @login_required
 def my_rewards(request):
     claims = list(selectors.claim_list(user=request.user))
@@ -80,7 +91,8 @@ def claim(request, pk: int):
     c = get_object_or_404(RewardClaim.objects.select_related("epoch"), pk=pk, user=request.user)
     try:
         services.reward_claim_request(claim=c, user=request.user)
-        messages.success(request, f"Claim of {c.amount.normalize():f} OPEN from epoch {c.epoch_id} queued.")
+        messages.success(request, f"Claim queued: everything your account earned up to epoch {c.epoch_id} and after, in one "
+                                  "transaction.")
     except ApplicationError as exc:
         messages.error(request, exc.message)
     return redirect("ledger:rewards")

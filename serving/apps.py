@@ -5,3 +5,10 @@ class ServingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "serving"
     verbose_name = "Paid inference"
+
+    def ready(self) -> None:
+        # Attribution sits below serving and does not import it; it signals, serving settles.
+        from attribution.signals import attribution_index_ready
+        from serving.receivers import on_attribution_index_ready
+
+        attribution_index_ready.connect(on_attribution_index_ready, dispatch_uid="serving-settle-on-index-ready")

@@ -18,6 +18,16 @@ class Inference(models.Model):
         API = "api", "API"
         PLAYGROUND = "playground", "Playground"
 
+    class Settlement(models.TextChoices):
+        # The contributors' part of a charged fee waits for the model's attribution index (docs/serving.md).
+        PENDING = "pending", "Held until the attribution index is ready"
+        SETTLED = "settled", "Settled"
+
+    class Rule(models.TextChoices):
+        ATTRIBUTION = "attribution", "By this answer's attribution"
+        MODEL_WEIGHTS = "model_weights", "By the model's contributor weights (no positive influence)"
+        TREASURY = "treasury", "To the treasury (no attribution signal, no model weights)"
+
     model = models.ForeignKey("factory.FineTunedModel", on_delete=models.PROTECT, related_name="inferences")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="inferences")
     api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL,
@@ -30,6 +40,11 @@ class Inference(models.Model):
     fee = ExactDecimalField(**TOKEN_DIGITS, default=0, help_text="OPEN charged for this call")
     fee_split = models.JSONField(default=dict, blank=True,
                                  help_text="Amounts (as strings) to contributors (per user id), developer, protocol")
+    settlement = models.CharField(max_length=8, choices=Settlement.choices, blank=True, db_index=True,
+                                  help_text="Blank: nothing charged (the call failed)")
+    settlement_rule = models.CharField(max_length=16, choices=Rule.choices, blank=True,
+                                       help_text="How the contributors' part was split, once settled")
+    settled_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     latency_ms = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -1,5 +1,6 @@
-"""Paid inference: run a fine-tuned model on the shared serving engine, attribute the answer to its
-training records and contributors, charge the fee and accrue its split. Also the span indexes that
+"""Paid inference: run a fine-tuned model on the shared serving engine, charge the fee, attribute the
+answer to its training records and contributors and settle the contributors' part by that attribution
+(held as pending until the model's index is ready; `inference_settle`). Also the span indexes that
 attribute generated text (one per Datanet version and base tokenizer), built in the background.
 
 Errors are ApplicationError with the HTTP status the API answers: 400 empty input, 413 oversize input,
@@ -11,12 +12,12 @@ import logging
 import shutil
 import threading
 import time
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
 from django.utils import timezone
 
 from core.errors import ApplicationError
@@ -128,7 +129,11 @@ def inference_create(*, model, user, text: str, api_key=None, channel: str = Inf
 
 
 def inference_run(*, inference_id: int) -> Inference:
-    """Run a pending inference: serve, attribute, charge. Idempotent: a finished row is returned as is."""
+    """Run a pending inference: serve, charge, and settle the contributors' part when the model's
+    attribution index is ready (else hold it, `settlement` pending, for `inference_settle`).
+
+    Idempotent: a finished row is returned as is; accruals are keyed by the row (ledger idempotency).
+    """
     from factory.serving import InferenceRequest
     from factory.serving.adapters import AdapterError
 
@@ -149,24 +154,29 @@ def inference_run(*, inference_id: int) -> Inference:
         inference.refresh_from_db()
         return inference
     output = {k: v for k, v in result.items() if k in ("label", "probabilities", "text")}
-    attribution = output_attribute(model=model, text=inference.input_text, output=output)
     fee = Decimal(str(settings.SERVING_FEE_PER_CALL)).quantize(PLACES)
-    # Before the lock: reading governance's split may ask the chain (seconds, when it is slow).
-    split = fee_split_compute(model=model, fee=fee, shares=attribution_user_shares(attribution))
+    # Before the lock: reading governance's split may ask the chain (seconds, when it is slow), and the
+    # attribution runs a backward pass.
+    split = fee_split_charge(model=model, fee=fee)
+    settled = answer_settlement(model=model, text=inference.input_text, output=output)
     with transaction.atomic():
         locked = Inference.objects.select_for_update().get(pk=inference.pk)
         if locked.status != Inference.Status.PENDING:
             return locked
-        locked.output, locked.attribution, locked.fee, locked.fee_split = output, attribution, fee, split
+        locked.output, locked.fee, locked.fee_split = output, fee, split
+        locked.attribution = settled[0] if settled else _pending_attribution(model)
         locked.status, locked.finished_at = Inference.Status.DONE, timezone.now()
+        locked.settlement = Inference.Settlement.PENDING
         locked.latency_ms = round((time.perf_counter() - started) * 1000, 2)
         locked.save()
-        allocations = fee_allocations(split)
-        if allocations:
+        developer = split["developer"]
+        if Decimal(developer["amount"]) > 0:  # the developer's part does not depend on attribution
             from ledger.services import rewards_accrue
 
-            rewards_accrue(allocations=allocations, source=REWARD_SOURCE, reference=f"inference:{locked.pk}",
-                           model_id=model.pk)
+            rewards_accrue(allocations={int(developer["user_id"]): Decimal(developer["amount"])},
+                           source=REWARD_SOURCE, reference=f"inference:{locked.pk}", model_id=model.pk)
+        if settled:
+            _settle_locked(locked, *settled)
     return locked
 
 
@@ -217,66 +227,103 @@ def inference_execute(*, model, user, text: str, api_key=None, channel: str = In
     return inference
 
 
-# --- attribution --------------------------------------------------------------------------------
+# --- attribution of one answer ------------------------------------------------------------------
+# Settle only by attribution (docs/serving.md, "Settlement"): an answer's contributors' part waits for the
+# per-answer index (gradient for classifiers, spans for generators), then goes by the answer's positive
+# influence; an answer with none goes by the model-level contributor weights. Nothing is split by record
+# counts: that pays volume, not influence, and a stuffer of off-topic records would collect it.
 
-def output_attribute(*, model, text: str, output: dict) -> dict:
-    """Who the answer is owed to: gradient influence for classifiers, reused spans for generators.
+READY, WAITING, NEVER = "ready", "waiting", "never"
 
-    Falls back to the model-level contributor weights (or the contributors' record counts) while the
-    per-answer index is not ready or the answer reuses no training text; `method` says which.
-    """
-    top_k = settings.SERVING_TOP_K
+
+def attribution_state(*, model) -> str:
+    """`ready`: the answer can be attributed now; `waiting`: its index is queued, building, failed (a
+    rebuild can fix it) or not yet asked for; `never`: it cannot be (no training version, or a span
+    index that can never be built), so it settles by the model-level rule at once."""
+    if model.datanet_version_id is None or model.base_model_id is None:
+        return NEVER
     if model.task == CLASSIFICATION:
-        try:
-            from attribution.services import prediction_explain
-        except ImportError:
-            prediction_explain = None
-        if prediction_explain is not None:
-            try:
-                explained = prediction_explain(model=model, text=text, top_k=top_k)
-                return {"method": explained.get("method", "gradient"), "status": "ready",
-                        "records": [{"record_id": r["record_id"], "score": r["score"], "text": r.get("text", ""),
-                                     "contributor_id": r.get("contributor_id")} for r in explained["records"]],
-                        "contributors": [{"user_id": c["user_id"], "share": c["share"]}
-                                         for c in explained["contributors"] if c["share"] > 0]}
-            except ApplicationError as exc:
-                return _fallback(model, status="unavailable", reason=exc.message)
-        return _fallback(model, status="unavailable", reason="gradient attribution is not installed")
-    explained = generation_explain(model=model, text=output.get("text", ""), prompt=text, top_k=top_k)
-    if explained.get("contributors"):
-        return explained
-    return _fallback(model, status=explained.get("status", "ready"), reason=explained.get("reason", ""),
-                     spans=explained.get("spans", []))
+        from attribution.models import AttributionIndex
+        from attribution.selectors import attribution_index_get
+
+        index = attribution_index_get(model=model)
+        return READY if index is not None and index.status == AttributionIndex.Status.READY else WAITING
+    row = span_index_ensure(version=model.datanet_version, base_model=model.base_model)
+    if row.status == SpanIndex.Status.READY:
+        return READY
+    if row.status == SpanIndex.Status.FAILED and row.error.startswith("permanent"):
+        return NEVER
+    return WAITING
 
 
-def _fallback(model, *, status: str, reason: str = "", spans: list | None = None) -> dict:
-    shares: dict[int, float] = {}
-    method = "model_weights"
+def _pending_attribution(model) -> dict:
+    return {"method": "", "status": "pending", "records": [], "contributors": [],
+            "reason": "the model's attribution index is not ready; the contributors' part of the fee is held "
+                      "and split by this answer's attribution when it is"}
+
+
+def _explain_view(model):
+    """The serving engine's own loaded model, PEFT-shaped, when it serves in this process in float32; None
+    (attribution loads its float32 copy) otherwise: in another process, or at a precision whose
+    gradients would not match the index's."""
+    if settings.SERVING_BACKEND == "http":
+        return None
+    engine = serving_engine()
+    if not engine.explains_exactly:
+        return None
     try:
-        from attribution.selectors import model_contributor_weights
-
-        shares = {int(u): float(w) for u, w in model_contributor_weights(model=model).items()}
-    except ImportError:
-        pass
-    if not shares and model.datanet_version_id:
-        from datanets.models import Record
-
-        method = "record_counts"
-        counts = dict(Record.objects.filter(versions=model.datanet_version_id).values_list("contributor")
-                      .annotate(n=Count("id")).values_list("contributor", "n"))
-        total = sum(counts.values())
-        shares = {int(u): n / total for u, n in counts.items()} if total else {}
-    out = {"method": method, "status": status, "records": [],
-           "contributors": [{"user_id": u, "share": s} for u, s in sorted(shares.items(), key=lambda kv: -kv[1])]}
-    if reason:
-        out["reason"] = reason
-    if spans is not None:
-        out["spans"] = spans
-    return out
+        base_path = model_serving_path(model=model)
+    except ApplicationError:
+        return None
+    return lambda: engine.peft_view(base_path, model.adapter_dir)
 
 
-def attribution_user_shares(attribution: dict) -> dict[int, float]:
-    return {int(c["user_id"]): float(c["share"]) for c in attribution.get("contributors", []) if c["share"] > 0}
+def answer_settlement(*, model, text: str, output: dict) -> tuple[dict, str, dict] | None:
+    """(attribution, rule, shares {user id: share}) for a served answer, or None while it must wait.
+
+    The classifier's explanation is of the label served and charged (`output["label"]`), on the serving
+    engine's model where it can be; a generator's, of the text served.
+    """
+    state = attribution_state(model=model)
+    if state == WAITING:
+        return None
+    top_k = settings.SERVING_TOP_K
+    attribution: dict = {"method": "", "status": "unavailable", "records": [], "contributors": []}
+    if state == READY and model.task == CLASSIFICATION:
+        from attribution.services import prediction_explain
+
+        try:
+            explained = prediction_explain(model=model, text=text, top_k=top_k, served=output,
+                                           model_view=_explain_view(model))
+        except ApplicationError as exc:
+            if exc.status_code == 409:  # the index went away meanwhile (a rebuild): wait for it
+                return None
+            attribution["reason"] = exc.message
+        else:
+            attribution = {
+                "method": explained.get("method", "gradient"), "status": "ready",
+                "label": explained["prediction"]["label"],
+                "records": [{"record_id": r["record_id"], "score": r["score"], "text": r.get("text", ""),
+                             "contributor_id": r.get("contributor_id")} for r in explained["records"]],
+                "contributors": [{"user_id": c["user_id"], "share": c["share"]}
+                                 for c in explained["contributors"] if c["share"] > 0]}
+    elif state == READY:
+        attribution = generation_explain(model=model, text=output.get("text", ""), prompt=text, top_k=top_k)
+    shares = {int(c["user_id"]): c["share"] for c in attribution["contributors"] if c["share"] > 0}
+    if shares:
+        return attribution, Inference.Rule.ATTRIBUTION, shares
+    # No contributor has positive influence on this answer (or it reuses no training text): the model's
+    # contributor weights, what its contributors earned over its validation set, split it.
+    from attribution.selectors import model_contributor_weights
+
+    weights = {int(u): w for u, w in model_contributor_weights(model=model).items() if w > 0}
+    attribution = {**attribution, "contributors": [
+        {"user_id": u, "share": float(w)} for u, w in sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))]}
+    if weights:
+        attribution.setdefault("reason", "no contributor has positive influence on this answer")
+        return attribution, Inference.Rule.MODEL_WEIGHTS, weights
+    attribution.setdefault("reason", "no contributor has positive influence and the model has no contributor weights")
+    return attribution, Inference.Rule.TREASURY, {}
 
 
 def generation_explain(*, model, text: str, prompt: str = "", top_k: int = 5) -> dict:
@@ -312,48 +359,136 @@ def generation_explain(*, model, text: str, prompt: str = "", top_k: int = 5) ->
 
 # --- fees ---------------------------------------------------------------------------------------
 
-def _down(x: Decimal) -> Decimal:
-    return x.quantize(PLACES, rounding=ROUND_DOWN)
+WEI = 10**18
 
 
-def fee_split_compute(*, model, fee: Decimal, shares: dict[int, float]) -> dict:
-    """Split `fee` by governance's fractions; the contributors' part by `shares` (sum 1).
+def _wei(amount: Decimal) -> int:
+    return int(Decimal(amount).scaleb(18).to_integral_value())
 
-    Exact to the wei: each contributor's amount is rounded down and the dust goes to the largest
-    share; the protocol part is what is left (it stays in the treasury, which funds every epoch).
-    With no contributor shares the contributors' part also stays with the protocol.
+
+def _open(wei: int) -> str:
+    """Wei as an exact OPEN string with 18 decimals (fixed point, never exponent notation)."""
+    return format(Decimal(wei).scaleb(-18).quantize(PLACES), "f")
+
+
+def split_wei(total: int, shares: dict) -> dict:
+    """`total` wei split by `shares` (any non-negative numbers) with the largest-remainder method: each
+    gets the floor of its exact quota, then the wei left over go one each to the largest remainders
+    (ties: the larger share, then the earlier key in order). Exact integers that sum to `total`; {} when
+    no share is positive."""
+    exact = {k: Fraction(s) for k, s in shares.items() if s > 0}
+    whole = sum(exact.values())
+    if not exact or total <= 0:
+        return {}
+    quotas = {k: total * s / whole for k, s in exact.items()}
+    out = {k: int(q) for k, q in quotas.items()}  # floor: quotas are non-negative
+    order = {k: i for i, k in enumerate(exact)}
+    rest = sorted(exact, key=lambda k: (-(quotas[k] - out[k]), -exact[k], order[k]))
+    for k in rest[: total - sum(out.values())]:
+        out[k] += 1
+    return out
+
+
+def fee_split_charge(*, model, fee: Decimal) -> dict:
+    """The fee's parts by governance's fractions (`ledger.services.fee_split_get`), exact in wei.
+
+    {"fractions", "developer": {"user_id", "amount"}, "protocol", "contributors_part", "held",
+    "contributors": {}}: the contributors' part is `held` until the answer is settled (`_settle_locked`).
+    The protocol part stays in the treasury (which funds every reward epoch), so it is not accrued.
     """
     from ledger.services import fee_split_get
 
     fractions = fee_split_get()
-    total_share = sum(s for s in shares.values() if s > 0)
-    contributors_part = _down(fee * fractions["contributors"]) if total_share else Decimal(0)
-    developer_part = _down(fee * fractions["developer"])
-    amounts: dict[int, Decimal] = {}
-    for user_id, s in shares.items():
-        if s > 0:
-            amounts[user_id] = _down(contributors_part * Decimal(str(s / total_share)))
-    if amounts:
-        top = max(amounts, key=lambda u: (shares[u], -u))
-        amounts[top] += contributors_part - sum(amounts.values())
-    protocol_part = fee - contributors_part - developer_part
+    parts = split_wei(_wei(fee), {k: fractions[k] for k in ("contributors", "developer", "protocol")})
+    parts = {k: parts.get(k, 0) for k in ("contributors", "developer", "protocol")}
     return {
         "fractions": {k: str(v) for k, v in fractions.items()},
-        "contributors": {str(u): str(a) for u, a in amounts.items() if a > 0},
-        "developer": {"user_id": model.developer_id, "amount": str(developer_part)},
-        "protocol": str(protocol_part),
+        "developer": {"user_id": model.developer_id, "amount": _open(parts["developer"])},
+        "protocol": _open(parts["protocol"]),
+        "contributors_part": _open(parts["contributors"]),
+        "held": _open(parts["contributors"]),
+        "contributors": {},
     }
 
 
-def fee_allocations(split: dict) -> dict[int, Decimal]:
-    """User id -> amount owed (a developer who also contributed gets one summed row)."""
-    out: dict[int, Decimal] = {}
-    for user_id, amount in split.get("contributors", {}).items():
-        out[int(user_id)] = out.get(int(user_id), Decimal(0)) + Decimal(amount)
-    dev = split.get("developer") or {}
-    if dev and Decimal(dev["amount"]) > 0:
-        out[int(dev["user_id"])] = out.get(int(dev["user_id"]), Decimal(0)) + Decimal(dev["amount"])
-    return {u: a for u, a in out.items() if a > 0}
+def _settle_locked(locked: Inference, attribution: dict, rule: str, shares: dict[int, float]) -> None:
+    """Split the held contributors' part by `shares` and accrue it; the row is locked by the caller.
+
+    Accrued under `inference:<id>:contributors` (the developer's part is `inference:<id>`), so a retried
+    settlement cannot pay twice and a developer who also contributed gets both.
+    """
+    split = dict(locked.fee_split)
+    held = _wei(Decimal(split.get("held", "0")))
+    amounts = split_wei(held, {u: shares[u] for u in sorted(shares)})
+    split["contributors"] = {str(u): _open(a) for u, a in amounts.items() if a > 0}
+    if not amounts:  # rule treasury: no signal and no model weights, the part stays with the protocol
+        split["protocol"] = _open(_wei(Decimal(split["protocol"])) + held)
+    split["held"] = _open(0)
+    locked.fee_split, locked.attribution = split, attribution
+    locked.settlement, locked.settlement_rule, locked.settled_at = Inference.Settlement.SETTLED, rule, timezone.now()
+    locked.save(update_fields=["fee_split", "attribution", "settlement", "settlement_rule", "settled_at"])
+    allocations = {u: Decimal(_open(a)) for u, a in amounts.items() if a > 0}
+    if allocations:
+        from ledger.services import rewards_accrue
+
+        rewards_accrue(allocations=allocations, source=REWARD_SOURCE, reference=f"inference:{locked.pk}:contributors",
+                       model_id=locked.model_id)
+
+
+def inference_settle(*, inference_id: int) -> Inference:
+    """Attribute a charged answer held as pending and split its contributors' part. Idempotent: a settled
+    row, or one whose index is still not ready, is returned unchanged."""
+    inference = Inference.objects.select_related("model", "model__base_model").get(pk=inference_id)
+    if inference.settlement != Inference.Settlement.PENDING:
+        return inference
+    settled = answer_settlement(model=inference.model, text=inference.input_text, output=inference.output)
+    if settled is None:
+        return inference
+    with transaction.atomic():
+        locked = Inference.objects.select_for_update().get(pk=inference.pk)
+        if locked.settlement == Inference.Settlement.PENDING:
+            _settle_locked(locked, *settled)
+        return locked
+
+
+def inferences_settle(*, model_id: int | None = None) -> dict:
+    """Settle every pending answer (of one model, or all): what the index-ready hook and the beat sweep
+    run. A classifier with pending answers and no index at all gets its build queued (a model trained
+    before attribution existed), so its answers do not wait forever. Returns counts."""
+    from attribution.selectors import attribution_index_get
+    from attribution.services import attribution_index_build_enqueue
+
+    pending = Inference.objects.filter(settlement=Inference.Settlement.PENDING)
+    if model_id is not None:
+        pending = pending.filter(model_id=model_id)
+    counts = {"settled": 0, "waiting": 0}
+    for mid in sorted(set(pending.values_list("model_id", flat=True))):
+        model = model_get(model_id=mid)
+        if model.task == CLASSIFICATION and model.datanet_version_id and attribution_index_get(model=model) is None:
+            attribution_index_build_enqueue(model=model)
+        if attribution_state(model=model) == WAITING:
+            counts["waiting"] += pending.filter(model_id=mid).count()
+            continue
+        for pk in pending.filter(model_id=mid).order_by("pk").values_list("pk", flat=True):
+            row = inference_settle(inference_id=pk)
+            counts["settled" if row.settlement == Inference.Settlement.SETTLED else "waiting"] += 1
+    return counts
+
+
+def inferences_settle_enqueue(*, model_ids: list[int]) -> None:
+    """Queue the settlement of these models' pending answers once the caller's transaction commits.
+    Best effort: with the broker down the beat sweep settles them later."""
+    from serving.tasks import inferences_settle_task
+
+    def send():
+        for mid in model_ids:
+            try:
+                inferences_settle_task.delay(mid)
+            except Exception:  # noqa: BLE001 - the sweep is the safety net
+                logger.warning("could not queue the settlement of model %s; the sweep will", mid, exc_info=True)
+
+    if model_ids:
+        transaction.on_commit(send)
 
 
 # --- span indexes -------------------------------------------------------------------------------
@@ -480,6 +615,10 @@ def span_index_build(*, span_index_id: int, compact: bool = False) -> SpanIndex 
     row.segments, row.disk_bytes = len(index.spans.segments), index.spans.nbytes
     row.build_seconds, row.built_at = round(time.perf_counter() - started, 3), timezone.now()
     row.save()
+    # Generators' answers held until this index was ready are settled now.
+    waiting = Inference.objects.filter(settlement=Inference.Settlement.PENDING, model__datanet_version=row.version_id,
+                                       model__base_model=row.base_model_id).values_list("model_id", flat=True)
+    inferences_settle_enqueue(model_ids=sorted(set(waiting)))
     if row.segments > 1:
         from serving.tasks import span_index_build_task
 

@@ -41,13 +41,16 @@ class AccrualSerializer(serializers.ModelSerializer):
 
 class ClaimSerializer(serializers.ModelSerializer):
     amount = WeiAsOpen(source="amount_wei")
-    amount_wei = serializers.CharField(help_text="The uint128 amount for RewardDistributor.claim")
+    amount_wei = serializers.CharField(help_text="What the account earned in this epoch (wei)")
+    cumulative_wei = serializers.CharField(help_text=(
+        "The account's total so far in this epoch's tree: RewardDistributor.claim(account, cumulative_wei, proof) "
+        "pays it minus what the account already claimed"))
     epoch_status = serializers.CharField(source="epoch.status")
 
     class Meta:
         model = RewardClaim
-        fields = ("id", "epoch", "epoch_status", "account", "custodial", "amount", "amount_wei", "proof", "status",
-                  "claimed_at")
+        fields = ("id", "epoch", "epoch_status", "account", "custodial", "amount", "amount_wei", "cumulative_wei",
+                  "proof", "status", "claimed_at")
 
 
 class EpochSerializer(serializers.ModelSerializer):
@@ -57,7 +60,7 @@ class EpochSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = RewardEpoch
-        fields = ("id", "status", "root", "total", "accounts", "claimed", "deadline", "created_at")
+        fields = ("id", "status", "generation", "root", "total", "accounts", "claimed", "deadline", "created_at")
 
 
 class TransactionSerializer(serializers.ModelSerializer):

@@ -9,6 +9,7 @@ urlpatterns = [
     path("ledger/claims/", views.ClaimListApi.as_view(), name="api-ledger-claims"),
     path("ledger/claims/<int:claim_id>/claim/", views.ClaimRequestApi.as_view(), name="api-ledger-claim"),
     path("ledger/epochs/", views.EpochListApi.as_view(), name="api-ledger-epochs"),
+    path("ledger/epochs/<int:epoch_id>/tree/", views.EpochTreeApi.as_view(), name="api-ledger-epoch-tree"),
     path("ledger/transactions/", views.TransactionListApi.as_view(), name="api-ledger-transactions"),
     path("ledger/transactions/<int:transaction_id>/retry/", views.TransactionRetryApi.as_view(),
          name="api-ledger-transaction-retry"),

@@ -19,7 +19,7 @@ from ledger.api.serializers import (
     FeeSplitProposeSerializer,
     TransactionSerializer,
 )
-from ledger.models import GovernanceProposal, LedgerTransaction, RewardClaim
+from ledger.models import GovernanceProposal, LedgerTransaction, RewardClaim, RewardEpoch
 
 TAGS = ["ledger"]
 ERROR = OpenApiResponse(description="`{detail}` says why")
@@ -73,6 +73,17 @@ class EpochListApi(APIView):
     @extend_schema(tags=TAGS, responses=EpochSerializer(many=True), summary="Reward epochs")
     def get(self, request):
         return _paginate(self, request, selectors.epoch_list(), EpochSerializer)
+
+
+class EpochTreeApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(tags=TAGS, responses={200: OpenApiResponse(description=(
+        "OpenZeppelin StandardMerkleTree dump (format standard-v1: leafEncoding, tree, values with treeIndex; amounts "
+        "as decimal strings) plus root, epoch, generation, status and proofs[i] for values[i]")), 404: ERROR},
+        summary="An epoch's full reward tree: (account, cumulative wei) leaves and every proof")
+    def get(self, request, epoch_id: int):
+        return Response(services.epoch_tree_download(epoch=get_object_or_404(RewardEpoch, pk=epoch_id)))
 
 
 class ChainApi(APIView):

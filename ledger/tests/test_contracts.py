@@ -1,4 +1,4 @@
-"""Contract behaviour through web3.py on anvil: access control, one-time writes, slash arithmetic and dust,
+"""Contract behaviour through web3.py on anvil: access control, one-time writes, slash arithmetic and dust, reward funding,
 signed curator decisions, and the token's supply and governance extensions."""
 from __future__ import annotations
 
@@ -102,3 +102,39 @@ def test_reject_moves_exact_amounts(chain):
     assert token.functions.balanceOf(TREASURY).call() - treasury_before == 2  # floor(7 * 3333 / 10000)
     assert staker_before - token.functions.balanceOf(chain.signer.address).call() == 2  # 5 came back, dust included
     assert token.functions.balanceOf(reg.address).call() == 0
+
+
+def test_distributor_never_pays_more_than_funded_and_totals_only_grow(chain):
+    """A root whose leaves add up to more than was funded pays until the funding runs out, then ExceedsFunding;
+    funding never shrinks; a tree of another generation is refused; claimMany pays each account once."""
+    from ledger.services import reward_tree
+
+    dist, token = chain.c["RewardDistributor"], chain.c["OpenToken"]
+    a, b, c = (chain.actor(i).address for i in (1, 2, 3))
+    s = chain.signer
+    s.sync_nonce()
+    s.transact(token.functions.approve(dist.address, 2**255))
+    now = chain.w3.eth.get_block("latest")["timestamp"]
+    tree = reward_tree({a: 6, b: 5, c: 4})  # leaves sum to 15; only 10 funded
+    proof = {acct: tree.proof(i) for i, (acct, _) in enumerate(tree.values)}
+    assert revert_name(dist.functions.publishEpoch(1, 1, tree.root, 10, now + 3600), s.address) == "WrongGeneration"
+    assert revert_name(dist.functions.publishEpoch(1, 0, tree.root, 2**96, now + 3600), s.address) == "FundingOverflow"
+    s.transact(dist.functions.publishEpoch(1, 0, tree.root, 10, now + 3600))
+    assert revert_name(dist.functions.publishEpoch(2, 0, tree.root, 9, now + 3600), s.address) == "FundingDecreased"
+    assert revert_name(dist.functions.publishEpoch(2, 0, tree.root, 10, now + 3599), s.address) == "DeadlineInPast"
+    s.transact(dist.functions.claim(a, 6, proof[a]))
+    assert revert_name(dist.functions.claim(b, 5, proof[b]), s.address) == "ExceedsFunding"
+    s.transact(dist.functions.claim(c, 4, proof[c]))
+    funded, claimed, _, _ = dist.functions.state().call()
+    assert (funded, claimed) == (10, 10) and token.functions.balanceOf(dist.address).call() == 0
+
+    # the next epoch raises b's and c's totals and funds the difference: one claimMany pays only what is new
+    later = reward_tree({a: 6, b: 5, c: 9})
+    proof = {acct: later.proof(i) for i, (acct, _) in enumerate(later.values)}
+    s.transact(dist.functions.publishEpoch(2, 0, later.root, 20, now + 3600))
+    assert token.functions.balanceOf(dist.address).call() == 10
+    accounts = [a, b, c, c]  # a has nothing new, c twice: skipped, not paid twice
+    s.transact(dist.functions.claimMany(accounts, [6, 5, 9, 9], [proof[x] for x in accounts]))
+    assert [token.functions.balanceOf(x).call() for x in (a, b, c)] == [6, 5, 9]
+    assert dist.functions.state().call()[:2] == [20, 20] and token.functions.balanceOf(dist.address).call() == 0
+    assert revert_name(dist.functions.claimMany([a], [7], [proof[a]]), s.address) == "InvalidProof"

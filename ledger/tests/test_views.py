@@ -75,7 +75,7 @@ def test_rewards_page_and_claim_button(client, db):
     client.post(reverse("ledger:claim", args=[mine.pk]))
     mine.refresh_from_db()
     assert mine.status == RewardClaim.Status.QUEUED
-    assert LedgerTransaction.objects.filter(kind="reward_claim", payload={"claim_id": mine.pk}).exists()
+    assert LedgerTransaction.objects.filter(kind="reward_claim", payload__claim_id=mine.pk).exists()
     r = client.get(url)
     assert 'hx-trigger="every 2s"' in r.content.decode()  # polls until the claim is confirmed
 

@@ -124,6 +124,6 @@ def test_worker_killed_at_every_point_neither_loses_nor_repeats_a_write(chain_tx
     assert chain.c["ModelRegistry"].functions.modelCount().call() == 1
     dist = chain.c["RewardDistributor"]
     assert dist.functions.epochs(epoch.pk).call()[1] == int(Decimal("3.5") * E18)
-    assert dist.functions.claimed(epoch.pk, address_for_user(contributor)).call()
+    assert dist.functions.claimed(epoch.generation, address_for_user(contributor)).call()
     assert token.functions.balanceOf(address_for_user(contributor)).call() == int(Decimal("2.5") * E18)
     assert token.functions.balanceOf(dist.address).call() == 1 * E18

@@ -69,3 +69,8 @@ def gpt2_adapters(tiny_gpt2, tmp_path_factory):
     root = tmp_path_factory.mktemp("gpt2-adapters")
     specs = [dict(r=4, seed=5, targets=("c_attn",)), dict(r=8, seed=6, targets=("c_attn", "c_proj")), dict(r=2, seed=7, targets=("c_fc",))]
     return [make_adapter(tiny_gpt2, root / f"g{i}", task="generation", **s) for i, s in enumerate(specs)]
+
+
+# A really trained tiny classifier and its base, shared with the attribution tests (settlement needs a real
+# gradient index).
+from attribution.tests.conftest import attr_base_dir, trained_adapter  # noqa: E402, F401

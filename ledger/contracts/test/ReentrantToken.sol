@@ -4,7 +4,7 @@ pragma solidity 0.8.30;
 import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 
 interface IClaim {
-    function claim(uint256 epochId, address account, uint128 amount, bytes32[] calldata proof) external;
+    function claim(address account, uint256 cumulative, bytes32[] calldata proof) external;
 }
 
 /// @notice TEST ONLY: a token whose transfers call back into the distributor to claim twice.
