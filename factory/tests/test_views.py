@@ -332,7 +332,9 @@ def test_playground_runs_the_adapter(client, dev_client, tiny_bert, trained_adap
     inference = Inference.objects.get(model=model, channel=Inference.Channel.PLAYGROUND)
     assert inference.status == Inference.Status.DONE and inference.output["label"] == label
     assert 'id="playground-fee"' in html and inference.fee > 0
-    assert "Contributors paid for this answer" in html
+    # No attribution index yet: the contributors' part is held (serving/tests/test_settlement.py) and says so.
+    assert inference.settlement == Inference.Settlement.PENDING and 'id="playground-settlement"' in html
+    assert "OPEN) held" in html and "attribution index is not ready yet" in html
     r = dev_client.post(url, {"text": "   "}, **HTMX)
     assert "required" in r.content.decode()
     r = dev_client.post(url, {"text": "profit rose"})  # without htmx: the whole page with the answer
