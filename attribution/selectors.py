@@ -16,7 +16,7 @@ def model_contributor_weights(*, model) -> dict[int, Decimal]:
     """{user id: weight} of a model's contributors with a positive weight; sums to exactly 1.
 
     What the ledger and serving split a model's contributor fees by. Empty while the model has no
-    ready index (callers decide what to do then, e.g. split by record count).
+    ready index: serving then holds the contributors' part of a fee until it is (docs/serving.md).
     """
     rows = ModelContributorWeight.objects.filter(model=model, weight__gt=0).values_list("contributor_id", "weight")
     return {uid: weight for uid, weight in rows}
