@@ -9,8 +9,11 @@ on a free port. Everything is measured in the same run from receipts (`gasUsed`)
 - outbox: N `model_register` rows sent by `outbox_process` (plan from chain state, sign, save, send, wait for the
   receipt, confirm: one at a time, in order) against the bare signer sending the same calls (`Signer.transact`).
 - gas per operation: each outbox kind, sent through the outbox.
-- rewards: an epoch of P accounts published and funded in one transaction; a sample of claims at that tree's proof
-  depth. Naive: every inference pays its K contributors with an ERC-20 `transfer` each; `--naive-inferences`
+- rewards: an epoch of P accounts published and funded in one transaction; claims at that tree's proof depth, in
+  the cumulative design (RewardDistributor: one current root of totals, one claim collects every epoch) against the
+  per-epoch design it replaced (benchmarks/fixtures/RewardDistributor_per_epoch.json: one root and one claim per
+  epoch and account), both on the same chain and token: a first claim (an account that never claimed, holding no
+  OPEN), a later claim (after a second epoch), and `claimMany` (cumulative only) per claim in a batch. Naive: every inference pays its K contributors with an ERC-20 `transfer` each; `--naive-inferences`
   inferences are sent for real, and the gas of a first transfer to an address and of a later one (both measured)
   extrapolates to 10k and 100k inferences. Merkle: one publication + one claim per distinct paid account.
 Target (issue 6): at 10k inferences per epoch, under 1% of the naive gas.
@@ -59,7 +62,6 @@ def run_case(args) -> dict:
     from django.contrib.auth import get_user_model
 
     from accounts.models import Profile
-    from core.merkle import keccak256, merkle_proof, merkle_root
     from datanets.models import Contribution, Datanet
     from ledger import client, outbox
     from ledger.deploy import contracts_deploy
@@ -68,7 +70,7 @@ def run_case(args) -> dict:
         enqueue,
         fee_split_propose,
         governance_execute,
-        reward_leaf,
+        reward_tree,
         rewards_accrue,
         rewards_epoch_close,
     )
@@ -156,25 +158,69 @@ def run_case(args) -> dict:
     out["throughput"] = {"rows": n, "outbox_s": outbox_s, "outbox_tx_s": n / outbox_s, "raw_s": raw_s,
                          "raw_tx_s": n / raw_s}
 
-    # --- rewards: Merkle epoch at real tree sizes vs naive transfers --------------------------------
+    # --- rewards: Merkle epochs at real tree sizes, cumulative vs per-epoch claims, vs naive transfers ----
     token, dist = c["OpenToken"], c["RewardDistributor"]
+    old_art = json.loads((ROOT / "benchmarks/fixtures/RewardDistributor_per_epoch.json").read_text())
+    factory = signer.w3.eth.contract(abi=old_art["abi"], bytecode=old_art["bytecode"])
+    deployed = signer.transact(factory.constructor(token.address, signer.address, signer.address, signer.address,
+                                                   signer.address, (7000, 2000, 1000)))
+    old = signer.w3.eth.contract(address=deployed["contractAddress"], abi=old_art["abi"])
+    signer.transact(token.functions.approve(old.address, 2**255))
+    signer.transact(token.functions.approve(dist.address, 2**255))
     rng = random.Random(0)
     merkle = {}
+    carried = dist.functions.state().call()[0]  # funded by the epoch above: funding never decreases
+
+    def mean(xs):
+        return sum(xs) / len(xs)
+
+    def gas(call):
+        return int(signer.transact(call)["gasUsed"])
+
+    def fresh(n):
+        return [signer.w3.to_checksum_address("0x" + os.urandom(20).hex()) for _ in range(n)]
+
     for pool in POOLS:
-        accounts = [signer.w3.to_checksum_address("0x" + os.urandom(20).hex()) for _ in range(pool)]
-        amounts = {a: rng.randint(10**15, 10**18) for a in accounts}
-        leaves = {a: reward_leaf(a, v) for a, v in amounts.items()}
-        root = merkle_root(list(leaves.values()), keccak256)
-        total = sum(amounts.values())
-        deadline = signer.w3.eth.get_block("latest")["timestamp"] + 86_400
-        epoch_id = 100 + pool
-        r = signer.transact(dist.functions.publishEpoch(epoch_id, root, total, deadline))
-        claim_gas = []
-        for a in accounts[:CLAIM_SAMPLE]:
-            proof = merkle_proof(list(leaves.values()), leaves[a], keccak256)
-            claim_gas.append(int(signer.transact(dist.functions.claim(epoch_id, a, amounts[a], proof))["gasUsed"]))
-        merkle[pool] = {"publish_gas": int(r["gasUsed"]), "claim_gas_mean": sum(claim_gas) / len(claim_gas),
-                        "proof_len": len(merkle_proof(list(leaves.values()), leaves[accounts[0]], keccak256))}
+        singles, batch = fresh(CLAIM_SAMPLE), fresh(CLAIM_SAMPLE)
+        accounts = singles + batch + fresh(pool - 2 * CLAIM_SAMPLE)
+        earned = [{a: rng.randint(10**15, 10**18) for a in accounts} for _ in range(2)]
+        now = signer.w3.eth.get_block("latest")["timestamp"]
+        deadline = max(now + 86_400, dist.functions.state().call()[2]) + 1  # never before the current one
+        row: dict = {}
+        # cumulative: epoch 1's totals, then epoch 2's (every account earned again)
+        totals: dict = {}
+        for round_, amounts in enumerate(earned):
+            for a, v in amounts.items():
+                totals[a] = totals.get(a, 0) + v
+            tree = reward_tree(totals)
+            proof = {a: tree.proof(i) for i, (a, _) in enumerate(tree.values)}
+            _, _, _, generation = dist.functions.state().call()
+            epoch_id = dist.functions.currentEpoch().call() + 1
+            publish = gas(dist.functions.publishEpoch(epoch_id, generation, tree.root, carried + sum(totals.values()),
+                                                      deadline + round_))
+            single = [gas(dist.functions.claim(a, totals[a], proof[a])) for a in singles]
+            many = gas(dist.functions.claimMany(batch, [totals[a] for a in batch], [proof[a] for a in batch]))
+            tag = "first" if round_ == 0 else "later"
+            row[f"publish_gas_{tag}"] = publish
+            row[f"claim_gas_{tag}"] = mean(single)
+            row[f"claim_many_gas_{tag}"] = many / len(batch)
+            row["proof_len"] = len(proof[singles[0]])
+        carried += sum(totals.values())
+        # per-epoch (the design replaced): a claim per epoch and account; the same amounts, paid to accounts of its
+        # own that hold no OPEN yet (a recipient's first token balance costs ~20k: both designs pay it once)
+        rename = dict(zip(accounts, fresh(pool), strict=True))
+        for round_, amounts in enumerate(earned):
+            amounts = {rename[a]: v for a, v in amounts.items()}
+            tree = reward_tree(amounts)  # (address, uint256) hashes as (address, uint128): same abi.encode bytes
+            proof = {a: tree.proof(i) for i, (a, _) in enumerate(tree.values)}
+            epoch_id = 1000 * pool + round_
+            publish = gas(old.functions.publishEpoch(epoch_id, tree.root, sum(amounts.values()), deadline))
+            single = [gas(old.functions.claim(epoch_id, rename[a], amounts[rename[a]], proof[rename[a]]))
+                      for a in singles]
+            tag = "first" if round_ == 0 else "later"
+            row[f"old_publish_gas_{tag}"] = publish
+            row[f"old_claim_gas_{tag}"] = mean(single)
+        merkle[pool] = {**row, "publish_gas": row["publish_gas_later"], "claim_gas_mean": row["claim_gas_first"]}
     out["merkle"] = merkle
 
     # naive: each inference pays K random contributors of the pool with an ERC-20 transfer each, for real
@@ -281,10 +327,19 @@ def report(res: dict, rows: list[dict]) -> None:
              f"| {t['rows']} | {t['outbox_s']:.2f} | {t['outbox_tx_s']:.1f} | {t['raw_s']:.2f} | {t['raw_tx_s']:.1f} |", "",
              "## Gas per operation (through the outbox)", "", "| kind | gas |", "| --- | --- |"]
     lines += [f"| {k} | {v:,} |" for k, v in res["gas"].items()]
-    lines += ["", "## Reward epochs: Merkle publication + claims", "",
-              f"| accounts in epoch | publish gas | proof length | claim gas (mean of {CLAIM_SAMPLE}) |",
-              "| --- | --- | --- | --- |"]
-    lines += [f"| {p} | {m['publish_gas']:,} | {m['proof_len']} | {m['claim_gas_mean']:,.0f} |" for p, m in res["merkle"].items()]
+    lines += ["", "## Reward claims: cumulative (one claim collects every epoch) against per-epoch claims", "",
+              f"Gas per claim, mean of {CLAIM_SAMPLE} accounts. First: an account that never claimed and holds no OPEN "
+              "(its `claimed` slot and its token balance are written from zero: ~2 x 20k of the figure). Later: "
+              "after a second epoch (the per-epoch design claims each epoch again: one claim per epoch and account; "
+              f"cumulative claims once for all epochs so far). Batch: `claimMany` over {CLAIM_SAMPLE} accounts, per claim.",
+              "", "| accounts in epoch | proof length | per-epoch first | cumulative first | per-epoch later | "
+              "cumulative later | cumulative batch first | cumulative batch later | publish per-epoch / cumulative |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {p} | {m['proof_len']} | {m['old_claim_gas_first']:,.0f} | {m['claim_gas_first']:,.0f} | "
+              f"{m['old_claim_gas_later']:,.0f} | {m['claim_gas_later']:,.0f} | {m['claim_many_gas_first']:,.0f} | "
+              f"{m['claim_many_gas_later']:,.0f} | {m['old_publish_gas_later']:,} / {m['publish_gas_later']:,} |"
+              for p, m in res["merkle"].items()]
+    lines += ["", "Claims an account makes to collect a day of 10-minute epochs: per-epoch 144, cumulative 1."]
     lines += ["", f"## Naive: an ERC-20 transfer per contributor per inference ({CONTRIBUTORS_PER_INFERENCE} contributors each)",
               "", "| pool | inferences sent | transfers | measured gas | first transfer gas | later transfer gas |",
               "| --- | --- | --- | --- | --- | --- |"]
