@@ -1,6 +1,6 @@
 """Payout fairness: do the paid contributor weights follow what each contributor's data did? (issue 12, item 1)
 
-    .venv/bin/python benchmarks/payout_fairness.py                 # 3 seeds (~? min on 1 CPU thread)
+    .venv/bin/python benchmarks/payout_fairness.py                 # 3 seeds (~7.5 min a seed, 1 CPU thread)
     .venv/bin/python benchmarks/payout_fairness.py --quick         # a smoke run
     .venv/bin/python benchmarks/payout_fairness.py --seeds 0
 
