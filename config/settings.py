@@ -257,11 +257,20 @@ ENV_VARS += ("DATANET_DECOMPRESSED_MAX_BYTES", "DATANET_INGEST_BATCH_ROWS", "SHA
 # --- ledger ---
 # Slashes and unclaimed rewards go to the treasury (default: the signer's own address).
 LEDGER_TREASURY_ADDRESS = env.str("LEDGER_TREASURY_ADDRESS", default="")
-# Seconds a governance proposal (fee split) waits in the timelock before it can be executed.
+# Seconds a passed governance proposal waits in the timelock before anyone can execute it.
 LEDGER_GOVERNANCE_DELAY_SECONDS = env.int("LEDGER_GOVERNANCE_DELAY_SECONDS", default=3600)
+# OpenGovernor (OPEN holders' votes), fixed at deploy: blocks from proposal to vote start, blocks of voting,
+# whole OPEN of votes needed to propose, percent of the supply that must vote (for + abstain) for a quorum.
+# Small with DEBUG (a vote in a minute on anvil); about a day and a week of 12-second blocks otherwise.
+LEDGER_GOVERNOR_VOTING_DELAY_BLOCKS = env.int("LEDGER_GOVERNOR_VOTING_DELAY_BLOCKS", default=1 if DEBUG else 7200)
+LEDGER_GOVERNOR_VOTING_PERIOD_BLOCKS = env.int("LEDGER_GOVERNOR_VOTING_PERIOD_BLOCKS", default=10 if DEBUG else 50400)
+LEDGER_GOVERNOR_PROPOSAL_THRESHOLD = env.int("LEDGER_GOVERNOR_PROPOSAL_THRESHOLD", default=0 if DEBUG else 100_000)
+LEDGER_GOVERNOR_QUORUM_PERCENT = env.int("LEDGER_GOVERNOR_QUORUM_PERCENT", default=4)
 # Custodial demo wallets: keys derived from this secret (default: DJANGO_SECRET_KEY). See docs/ledger.md.
 LEDGER_CUSTODIAL_SECRET = env.str("LEDGER_CUSTODIAL_SECRET", default="")
+# The reward epoch length deployed; then OPEN holders govern it (ProtocolParameters) and beat checks every tick.
 LEDGER_EPOCH_SECONDS = env.int("LEDGER_EPOCH_SECONDS", default=600)
+LEDGER_EPOCH_TICK_SECONDS = env.int("LEDGER_EPOCH_TICK_SECONDS", default=60)
 LEDGER_CLAIM_WINDOW_DAYS = env.int("LEDGER_CLAIM_WINDOW_DAYS", default=30)
 LEDGER_SWEEP_SECONDS = env.int("LEDGER_SWEEP_SECONDS", default=30)
 # Crash injection for the outbox tests (after_sign | after_record | after_send | after_receipt | mid_epoch);
@@ -278,13 +287,15 @@ CELERY_BEAT_SCHEDULE["ledger-outbox-sweep"] = {
     "task": "ledger.tasks.outbox_sweep_task", "schedule": LEDGER_SWEEP_SECONDS, "options": {"queue": "ledger"},
 }
 CELERY_BEAT_SCHEDULE["ledger-reward-epoch"] = {
-    "task": "ledger.tasks.rewards_epoch_close_task", "schedule": LEDGER_EPOCH_SECONDS, "options": {"queue": "ledger"},
+    "task": "ledger.tasks.rewards_epoch_tick_task", "schedule": LEDGER_EPOCH_TICK_SECONDS, "options": {"queue": "ledger"},
 }
 CELERY_BEAT_SCHEDULE["ledger-reward-sweep"] = {
     "task": "ledger.tasks.rewards_epochs_sweep_task", "schedule": 3600.0, "options": {"queue": "ledger"},
 }
 ENV_VARS += (
     "LEDGER_TREASURY_ADDRESS", "LEDGER_GOVERNANCE_DELAY_SECONDS", "LEDGER_CUSTODIAL_SECRET", "LEDGER_EPOCH_SECONDS",
+    "LEDGER_GOVERNOR_VOTING_DELAY_BLOCKS", "LEDGER_GOVERNOR_VOTING_PERIOD_BLOCKS", "LEDGER_GOVERNOR_PROPOSAL_THRESHOLD",
+    "LEDGER_GOVERNOR_QUORUM_PERCENT", "LEDGER_EPOCH_TICK_SECONDS",
     "LEDGER_CLAIM_WINDOW_DAYS", "LEDGER_SWEEP_SECONDS", "LEDGER_CRASH_AT",
     "LEDGER_REPLACE_AFTER_BLOCKS", "LEDGER_FEE_BUMP_BPS", "LEDGER_MAX_FEE_PER_GAS", "LEDGER_FINALITY_DEPTH",
 )

@@ -34,6 +34,7 @@ from datanets import readers
 from datanets.models import Contribution, CurationDecision, Datanet, DatanetVersion, Record
 from datanets.readers import ReadError
 from datanets.selectors import contribution_chain_state
+from ledger.governance import datanet_terms_get
 from ledger.models import LedgerTransaction
 from ledger.services import enqueue, ledger_transaction_retry
 
@@ -559,7 +560,8 @@ def _commit_records(contribution: Contribution, staging: _Staging, stats: _Stats
     c.ingest_errors = stats.errors
     c.ingest_state = Contribution.IngestState.DONE
     c.ingest_progress = 1.0
-    c.stake = datanet.min_stake
+    terms = datanet_terms_get(datanet_id=datanet.pk)  # OPEN holders may have changed it on-chain since creation
+    c.stake = terms["min_stake"] if terms else datanet.min_stake
     c.save()
     enqueue("contribution_stake", {
         "contribution_id": c.id, "datanet_id": datanet.id, "contributor_id": c.contributor_id,

@@ -2,7 +2,7 @@
 from django.contrib import admin, messages
 
 from core.errors import ApplicationError
-from ledger import services
+from ledger import governance, services
 from ledger.models import (
     ChainParameter,
     ContractDeployment,
@@ -101,19 +101,21 @@ class RewardAccrualAdmin(admin.ModelAdmin):
 
 @admin.register(GovernanceProposal)
 class GovernanceProposalAdmin(admin.ModelAdmin):
-    list_display = ("id", "action", "params", "status", "ready_at", "executed_at")
-    readonly_fields = ("action", "params", "salt", "operation_id", "status", "proposed_by", "ready_at", "created_at",
-                       "executed_at")
+    list_display = ("id", "action", "params", "status", "proposer_address", "vote_end", "eta", "executed_at")
+    list_filter = ("action", "status")
+    readonly_fields = ("action", "params", "description", "proposer_address", "targets", "values", "calldatas",
+                       "proposal_id", "status", "proposed_by", "vote_start", "vote_end", "tally", "quorum_wei", "eta",
+                       "created_at", "synced_at", "executed_at")
     actions = ["execute"]
 
     def has_add_permission(self, request):
-        return False  # proposals are made through fee_split_propose (API or shell)
+        return False  # holders propose from the governance pages or the API (ledger.governance)
 
-    @admin.action(description="Execute the selected proposals (once the timelock released them)")
+    @admin.action(description="Execute the selected proposals (once queued and released by the timelock)")
     def execute(self, request, queryset):
         for proposal in queryset:
             try:
-                services.governance_execute(proposal=proposal)
+                governance.governance_execute(user=request.user, proposal=proposal)
                 self.message_user(request, f"Proposal {proposal.pk} queued for execution.")
             except ApplicationError as exc:
                 self.message_user(request, f"Proposal {proposal.pk}: {exc.message}", messages.ERROR)

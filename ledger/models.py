@@ -176,26 +176,49 @@ class RewardAccrual(models.Model):
 
 
 class GovernanceProposal(models.Model):
-    """A parameter change sent through the governance timelock (today: the reward fee split).
+    """A proposal to OPEN holders' Governor: one governed parameter change (fee split, a Datanet's terms, the
+    epoch length), voted with ERC20Votes, queued in the timelock when it passes, executed after its delay.
 
-    Scheduled through the outbox; executable by anyone in the executor set once the timelock's delay passed.
+    `status` mirrors the Governor's `state()` (refreshed by `governance.proposal_sync`); PROPOSING and FAILED
+    are ours: the proposal is in the outbox, or the chain refused it. `targets`/`values`/`calldatas` and
+    `description` are exactly what was proposed, so anyone can recompute `proposal_id` (Governor.hashProposal).
     """
 
-    class Status(models.TextChoices):
-        SCHEDULING = "scheduling", "Scheduling"
-        SCHEDULED = "scheduled", "Scheduled (waiting for the timelock)"
-        EXECUTING = "executing", "Executing"
-        EXECUTED = "executed", "Executed"
+    class Action(models.TextChoices):
+        FEE_SPLIT = "fee_split", "Reward fee split"
+        DATANET_TERMS = "datanet_terms", "Datanet minimum stake and slash rate"
+        EPOCH_SECONDS = "epoch_seconds", "Reward epoch length"
 
-    action = models.CharField(max_length=32, default="fee_split")
+    class Status(models.TextChoices):
+        PROPOSING = "proposing", "Being proposed"
+        PENDING = "pending", "Pending (voting opens soon)"
+        ACTIVE = "active", "Voting"
+        CANCELED = "canceled", "Canceled"
+        DEFEATED = "defeated", "Defeated"
+        SUCCEEDED = "succeeded", "Passed (queue it)"
+        QUEUED = "queued", "Queued in the timelock"
+        EXPIRED = "expired", "Expired"
+        EXECUTED = "executed", "Executed"
+        FAILED = "failed", "Refused by the chain"
+
+    action = models.CharField(max_length=32, choices=Action.choices, default=Action.FEE_SPLIT)
     params = models.JSONField(default=dict)
-    salt = models.CharField(max_length=66, unique=True)
-    operation_id = models.CharField(max_length=66, blank=True)
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.SCHEDULING)
+    description = models.TextField(blank=True)
+    proposer_address = models.CharField(max_length=42, blank=True)
+    targets = models.JSONField(default=list, blank=True)
+    values = models.JSONField(default=list, blank=True, help_text="wei, as decimal strings")
+    calldatas = models.JSONField(default=list, blank=True, help_text="0x-hex")
+    proposal_id = models.CharField(max_length=80, blank=True, db_index=True, help_text="Governor proposal id (uint256)")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PROPOSING)
     proposed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="governance_proposals")
-    ready_at = models.DateTimeField(null=True, blank=True, help_text="When the timelock releases it (chain time).")
+    vote_start = models.BigIntegerField(null=True, blank=True, help_text="Snapshot block: votes counted as of it")
+    vote_end = models.BigIntegerField(null=True, blank=True, help_text="Last block of voting")
+    tally = models.JSONField(default=dict, blank=True, help_text="against / for / abstain votes in wei (strings)")
+    quorum_wei = models.CharField(max_length=80, blank=True)
+    eta = models.DateTimeField(null=True, blank=True, help_text="When the timelock releases it (chain time)")
     created_at = models.DateTimeField(auto_now_add=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
     executed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -203,3 +226,28 @@ class GovernanceProposal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.params} [{self.status}]"
+
+
+class GovernanceVote(models.Model):
+    """One account's ballot on a proposal, relayed by the operator with `castVoteBySig` (signed by the server
+    for a custodial wallet, or by the holder's own wallet). The weight is read from the chain once cast."""
+
+    class Support(models.IntegerChoices):  # GovernorCountingSimple's order
+        AGAINST = 0, "Against"
+        FOR = 1, "For"
+        ABSTAIN = 2, "Abstain"
+
+    proposal = models.ForeignKey(GovernanceProposal, on_delete=models.CASCADE, related_name="votes")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="governance_votes")
+    voter = models.CharField(max_length=42)
+    support = models.PositiveSmallIntegerField(choices=Support.choices)
+    signature = models.CharField(max_length=200, blank=True, help_text="The holder's own EIP-712 ballot signature")
+    cast = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["proposal", "voter"], name="one_vote_per_voter")]
+
+    def __str__(self) -> str:
+        return f"{self.voter} {self.get_support_display()} on proposal {self.proposal_id}"

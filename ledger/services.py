@@ -339,55 +339,7 @@ def rewards_epochs_sweep(*, now=None) -> list[RewardEpoch]:
 
 
 # --- governance ---------------------------------------------------------------------------------
-
-ERR_BAD_SPLIT = "A fee split is three whole basis points (contributors, developer, protocol) that sum to 10000."
-ERR_NOT_READY = "The timelock has not released this proposal yet."
-ERR_NOT_SCHEDULED = "This proposal is not scheduled (or is already executed)."
-
-
-def fee_split_propose(*, contributors_bps: int, developer_bps: int, protocol_bps: int, user=None):
-    """Schedule a new fee split on the governance timelock (through the outbox).
-
-    It takes effect only after the timelock's delay, with `governance_execute`; nothing else can change it.
-    """
-    import secrets
-
-    from ledger.models import GovernanceProposal
-
-    try:
-        bps = [int(contributors_bps), int(developer_bps), int(protocol_bps)]
-    except (TypeError, ValueError):
-        raise ApplicationError(ERR_BAD_SPLIT) from None
-    if any(b < 0 or b > 10_000 for b in bps) or sum(bps) != 10_000:
-        raise ApplicationError(ERR_BAD_SPLIT, extra={"bps": bps})
-    with transaction.atomic():
-        proposal = GovernanceProposal.objects.create(
-            action="fee_split", params={"bps": bps}, salt="0x" + secrets.token_hex(32), proposed_by=user)
-        enqueue("fee_split_schedule", {"proposal_id": proposal.pk}, f"governance:{proposal.pk}:schedule")
-    return proposal
-
-
-def governance_execute(*, proposal):
-    """Execute a scheduled proposal once the timelock released it (checked on-chain first)."""
-    from ledger import client
-    from ledger.deploy import deployed_contracts
-    from ledger.models import GovernanceProposal
-
-    if proposal.status != GovernanceProposal.Status.SCHEDULED or not proposal.operation_id:
-        raise ApplicationError(ERR_NOT_SCHEDULED)
-    signer = client.get_signer()
-    timelock = deployed_contracts(signer)["Governance"]
-    op = bytes.fromhex(proposal.operation_id.removeprefix("0x"))
-    if not client.rpc(timelock.functions.isOperationReady(op).call):
-        raise ApplicationError(ERR_NOT_READY, extra={"ready_at": proposal.ready_at.isoformat() if proposal.ready_at else None})
-    with transaction.atomic():
-        locked = GovernanceProposal.objects.select_for_update().get(pk=proposal.pk)
-        if locked.status != GovernanceProposal.Status.SCHEDULED:
-            raise ApplicationError(ERR_NOT_SCHEDULED)
-        locked.status = GovernanceProposal.Status.EXECUTING
-        locked.save(update_fields=["status"])
-        enqueue("fee_split_execute", {"proposal_id": locked.pk}, f"governance:{locked.pk}:execute")
-    return locked
+# Proposals, delegation, votes, queue and execute by OPEN holders, and the governed parameters: ledger.governance.
 
 
 # --- operations ---------------------------------------------------------------------------------

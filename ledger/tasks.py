@@ -36,6 +36,19 @@ def rewards_epoch_close_task() -> int | None:
 
 
 @shared_task(acks_late=True, ignore_result=True)
+def rewards_epoch_tick_task() -> int | None:
+    """Beat, every LEDGER_EPOCH_TICK_SECONDS: close an epoch once the governed epoch length passed
+    (ProtocolParameters.epochSeconds, read cached; the last value read while the chain is down)."""
+    from ledger.governance import epoch_close_due
+    from ledger.services import rewards_epoch_close
+
+    if not epoch_close_due():
+        return None
+    epoch = rewards_epoch_close()
+    return epoch.pk if epoch else None
+
+
+@shared_task(acks_late=True, ignore_result=True)
 def rewards_epochs_sweep_task() -> list[int]:
     """Beat: queue the sweep of epochs past their claim deadline."""
     from ledger.services import rewards_epochs_sweep

@@ -11,4 +11,11 @@ urlpatterns = [
     path("epochs/<int:pk>/tree.json", views.epoch_tree, name="epoch-tree"),
     path("rewards/", views.my_rewards, name="rewards"),
     path("claims/<int:pk>/claim/", views.claim, name="claim"),
+    path("governance/", views.governance_page, name="governance"),
+    path("governance/delegate/", views.governance_delegate, name="governance-delegate"),
+    path("governance/propose/", views.governance_propose, name="governance-propose"),
+    path("governance/<int:pk>/", views.proposal_detail, name="proposal"),
+    path("governance/<int:pk>/vote/", views.proposal_act, {"act": "vote"}, name="proposal-vote"),
+    path("governance/<int:pk>/queue/", views.proposal_act, {"act": "queue"}, name="proposal-queue"),
+    path("governance/<int:pk>/execute/", views.proposal_act, {"act": "execute"}, name="proposal-execute"),
 ]

@@ -4,7 +4,6 @@ from rest_framework import serializers
 
 from ledger.models import (
     ContractDeployment,
-    GovernanceProposal,
     LedgerTransaction,
     RewardAccrual,
     RewardClaim,
@@ -83,15 +82,3 @@ class ChainSerializer(serializers.Serializer):
     block = serializers.IntegerField(required=False)
     contracts = ContractSerializer(many=True)
     fee_split = serializers.DictField(child=serializers.DecimalField(max_digits=6, decimal_places=4))
-
-
-class FeeSplitProposalSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = GovernanceProposal
-        fields = ("id", "action", "params", "status", "operation_id", "ready_at", "created_at", "executed_at")
-
-
-class FeeSplitProposeSerializer(serializers.Serializer):
-    contributors_bps = serializers.IntegerField(min_value=0, max_value=10_000)
-    developer_bps = serializers.IntegerField(min_value=0, max_value=10_000)
-    protocol_bps = serializers.IntegerField(min_value=0, max_value=10_000)

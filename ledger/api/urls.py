@@ -1,6 +1,6 @@
 from django.urls import path
 
-from ledger.api import views
+from ledger.api import governance, views
 
 urlpatterns = [
     path("ledger/", views.ChainApi.as_view(), name="api-ledger-chain"),
@@ -13,7 +13,15 @@ urlpatterns = [
     path("ledger/transactions/", views.TransactionListApi.as_view(), name="api-ledger-transactions"),
     path("ledger/transactions/<int:transaction_id>/retry/", views.TransactionRetryApi.as_view(),
          name="api-ledger-transaction-retry"),
-    path("ledger/fee-split/proposals/", views.FeeSplitProposalApi.as_view(), name="api-ledger-proposals"),
-    path("ledger/fee-split/proposals/<int:proposal_id>/execute/", views.FeeSplitExecuteApi.as_view(),
-         name="api-ledger-proposal-execute"),
+    path("ledger/governance/", governance.GovernanceAccountApi.as_view(), name="api-governance"),
+    path("ledger/governance/delegate/", governance.DelegateApi.as_view(), name="api-governance-delegate"),
+    path("ledger/governance/proposals/", governance.ProposalListApi.as_view(), name="api-governance-proposals"),
+    path("ledger/governance/proposals/<int:proposal_id>/", governance.ProposalDetailApi.as_view(),
+         name="api-governance-proposal"),
+    path("ledger/governance/proposals/<int:proposal_id>/vote/", governance.VoteApi.as_view(),
+         name="api-governance-vote"),
+    path("ledger/governance/proposals/<int:proposal_id>/queue/", governance.QueueApi.as_view(),
+         name="api-governance-queue"),
+    path("ledger/governance/proposals/<int:proposal_id>/execute/", governance.ExecuteApi.as_view(),
+         name="api-governance-execute"),
 ]

@@ -1,5 +1,5 @@
 """REST API of the ledger: a user's balances, accruals and claims (and a claim request), reward epochs,
-the contracts, and for staff the outbox (with retry) and fee-split proposals. Thin over selectors/services."""
+the contracts, and for staff the outbox (with retry); governance is in ledger/api/governance.py. Thin over selectors/services."""
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -15,11 +15,9 @@ from ledger.api.serializers import (
     ChainSerializer,
     ClaimSerializer,
     EpochSerializer,
-    FeeSplitProposalSerializer,
-    FeeSplitProposeSerializer,
     TransactionSerializer,
 )
-from ledger.models import GovernanceProposal, LedgerTransaction, RewardClaim, RewardEpoch
+from ledger.models import LedgerTransaction, RewardClaim, RewardEpoch
 
 TAGS = ["ledger"]
 ERROR = OpenApiResponse(description="`{detail}` says why")
@@ -116,29 +114,3 @@ class TransactionRetryApi(APIView):
     def post(self, request, transaction_id: int):
         row = services.ledger_transaction_retry(row=get_object_or_404(LedgerTransaction, pk=transaction_id))
         return Response(TransactionSerializer(row).data, status=status.HTTP_202_ACCEPTED)
-
-
-class FeeSplitProposalApi(APIView):
-    permission_classes = [IsAdminUser]
-
-    @extend_schema(tags=TAGS, responses=FeeSplitProposalSerializer(many=True), summary="Fee-split proposals (staff)")
-    def get(self, request):
-        return _paginate(self, request, GovernanceProposal.objects.order_by("-id"), FeeSplitProposalSerializer)
-
-    @extend_schema(tags=TAGS, request=FeeSplitProposeSerializer, responses={202: FeeSplitProposalSerializer, 400: ERROR},
-                   summary="Propose a fee split through the governance timelock (staff)")
-    def post(self, request):
-        s = FeeSplitProposeSerializer(data=request.data)
-        s.is_valid(raise_exception=True)
-        proposal = services.fee_split_propose(**s.validated_data, user=request.user)
-        return Response(FeeSplitProposalSerializer(proposal).data, status=status.HTTP_202_ACCEPTED)
-
-
-class FeeSplitExecuteApi(APIView):
-    permission_classes = [IsAdminUser]
-
-    @extend_schema(tags=TAGS, request=None, responses={202: FeeSplitProposalSerializer, 400: ERROR},
-                   summary="Execute a proposal the timelock has released (staff)")
-    def post(self, request, proposal_id: int):
-        proposal = services.governance_execute(proposal=get_object_or_404(GovernanceProposal, pk=proposal_id))
-        return Response(FeeSplitProposalSerializer(proposal).data, status=status.HTTP_202_ACCEPTED)

@@ -17,6 +17,7 @@ contract DatanetRegistry is AccessControl, ReentrancyGuard, EIP712 {
     using SafeERC20 for IERC20;
 
     bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
+    bytes32 public constant GOVERNANCE_ROLE = keccak256("GOVERNANCE_ROLE");
     bytes32 public constant DECISION_TYPEHASH =
         keccak256("Decision(uint256 datanetId,bytes32 contentHash,bool accept)");
     uint16 public constant BPS = 10_000;
@@ -55,6 +56,7 @@ contract DatanetRegistry is AccessControl, ReentrancyGuard, EIP712 {
     mapping(uint256 => mapping(uint256 => Version)) public versions;
 
     event DatanetCreated(uint256 indexed datanetId, address indexed owner, uint128 minStake, uint16 slashBps);
+    event DatanetTermsSet(uint256 indexed datanetId, uint128 minStake, uint16 slashBps);
     event CuratorSet(uint256 indexed datanetId, address indexed curator, bool enabled);
     event Staked(uint256 indexed datanetId, bytes32 indexed contentHash, address indexed contributor, address staker, uint128 amount);
     event Accepted(uint256 indexed datanetId, bytes32 indexed contentHash, address indexed curator, uint128 released);
@@ -79,6 +81,7 @@ contract DatanetRegistry is AccessControl, ReentrancyGuard, EIP712 {
         token = token_;
         treasury = treasury_;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _grantRole(GOVERNANCE_ROLE, admin); // the timelock: OPEN holders set each Datanet's terms
         _grantRole(OPERATOR_ROLE, operator);
     }
 
@@ -97,6 +100,16 @@ contract DatanetRegistry is AccessControl, ReentrancyGuard, EIP712 {
         for (uint256 i = 0; i < curators.length; ++i) {
             _setCurator(datanetId, curators[i], true);
         }
+    }
+
+    /// @notice Governance changes a Datanet's minimum stake and slash rate. They apply to stakes made after it
+    /// and to rejections after it (a pending stake is slashed at the rate in force when it is rejected).
+    function setDatanetTerms(uint256 datanetId, uint128 minStake, uint16 slashBps) external onlyRole(GOVERNANCE_ROLE) {
+        Datanet storage d = _datanet(datanetId);
+        if (slashBps > BPS) revert BadSlash(slashBps);
+        d.minStake = minStake;
+        d.slashBps = slashBps;
+        emit DatanetTermsSet(datanetId, minStake, slashBps);
     }
 
     /// @notice The Datanet's owner or the operator appoints or removes a curator.

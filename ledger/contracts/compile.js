@@ -12,6 +12,7 @@ const BUILD = path.join(ROOT, "build");
 const NODE_MODULES = path.resolve(ROOT, "..", "..", "node_modules");
 const SOURCES = [
   "OpenToken.sol", "DatanetRegistry.sol", "ModelRegistry.sol", "RewardDistributor.sol", "Governance.sol",
+  "OpenGovernor.sol", "ProtocolParameters.sol",
   "test/ReentrantToken.sol",
 ];
 

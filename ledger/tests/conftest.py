@@ -18,6 +18,8 @@ ANVIL_KEYS = [
     "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
 ]
 TREASURY = "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"  # anvil account 9
+# A vote in a few blocks: delay 1, period 10; 4% of OPEN's supply (40M) is the quorum.
+GOVERNOR = {"voting_delay": 1, "voting_period": 10, "proposal_threshold": 0, "quorum_percent": 4}
 
 
 @dataclass
@@ -58,7 +60,7 @@ def chain_deployment(anvil):
 
     w3 = client.get_web3(anvil.url)
     signer = client.Signer(w3, ANVIL_DEV_KEY)
-    found = deploy_all(signer, treasury=TREASURY, governance_delay=60)
+    found = deploy_all(signer, treasury=TREASURY, governance_delay=60, governor=GOVERNOR)
     return {name: (address, receipt["blockNumber"]) for name, (address, receipt) in found.items()}
 
 

@@ -2,6 +2,7 @@ import pytest
 from django.core.management import call_command
 
 from ledger import client
+from ledger.deploy import CONTRACTS
 from ledger.models import ContractDeployment
 
 pytestmark = pytest.mark.chain
@@ -69,7 +70,7 @@ def test_deploy_contracts_if_needed(chain):
     ContractDeployment.objects.all().delete()
     call_command("deploy_contracts", if_needed=True)
     first = dict(ContractDeployment.objects.values_list("name", "address"))
-    assert set(first) == {"OpenToken", "Governance", "DatanetRegistry", "ModelRegistry", "RewardDistributor"}
+    assert set(first) == set(CONTRACTS)
     call_command("deploy_contracts", if_needed=True)  # live: nothing deployed
     assert dict(ContractDeployment.objects.values_list("name", "address")) == first
     # the chain lost the code (wiped state): the command deploys again
@@ -88,3 +89,17 @@ def test_deploy_contracts_without_a_chain_is_skipped_by_bootstrap(settings, db, 
 
     with pytest.raises(CommandError):
         call_command("deploy_contracts")
+
+
+def test_replacement_fees_rise_at_least_the_minimum_and_stop_at_the_ceiling():
+    old = {"maxFeePerGas": 3_000_000_001, "maxPriorityFeePerGas": 1_000_000_001}
+    quiet = {"maxFeePerGas": 1, "maxPriorityFeePerGas": 1}
+    fees = client.bumped_fees(old, quiet, bump_bps=1250, ceiling=10**12)
+    # +12.5 %, rounded up: a node compares with >=, so rounding down could fall short by one wei
+    assert fees == {"maxFeePerGas": 3_375_000_002, "maxPriorityFeePerGas": 1_125_000_002}
+    assert client.bumped_fees(old, quiet, bump_bps=100, ceiling=10**12) == fees  # never below 12.5 %
+    busy = {"maxFeePerGas": 9 * 10**9, "maxPriorityFeePerGas": 2 * 10**9}
+    assert client.bumped_fees(old, busy, bump_bps=1250, ceiling=10**12) == busy  # the market, when higher
+    assert client.bumped_fees(old, busy, bump_bps=1250, ceiling=4 * 10**9) == {
+        "maxFeePerGas": 4 * 10**9, "maxPriorityFeePerGas": 2 * 10**9}  # capped, still a valid raise
+    assert client.bumped_fees(old, busy, bump_bps=1250, ceiling=3_375_000_001) is None  # no room for the raise

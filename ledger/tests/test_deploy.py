@@ -14,6 +14,7 @@ from accounts.tests.factories import UserFactory
 from core.testing import AnvilProcess
 from ledger import client, outbox
 from ledger.client import ANVIL_DEV_KEY
+from ledger.deploy import CONTRACTS
 from ledger.models import ContractDeployment, LedgerTransaction
 from ledger.services import enqueue
 from ledger.tests.factories import h
@@ -71,7 +72,7 @@ def test_if_needed_survives_a_restart_and_redeploys_a_wiped_chain(db, settings, 
     start()
     call_command("deploy_contracts", if_needed=True)  # what `make run` (bootstrap) calls: deploys once
     first = dict(ContractDeployment.objects.values_list("name", "address"))
-    assert set(first) == {"OpenToken", "Governance", "DatanetRegistry", "ModelRegistry", "RewardDistributor"}
+    assert set(first) == set(CONTRACTS)
     row = enqueue("model_register", _model_payload(UserFactory()), "model_register:restart")
     outbox.outbox_process()
     row.refresh_from_db()

@@ -1,5 +1,5 @@
 """Rewards on anvil: leaf encoding and standard trees against the contract and @openzeppelin/merkle-tree, cumulative
-epochs -> publish -> one claim for all -> sweep of a quiet generation, reentrancy, and the fee split changed only through the timelock."""
+epochs -> publish -> one claim for all -> sweep of a quiet generation, reentrancy, and the fee split's fallback (its votes: test_governance.py)."""
 from __future__ import annotations
 
 import itertools
@@ -14,18 +14,15 @@ from hypothesis import strategies as st
 from accounts.tests.factories import UserFactory
 from core.errors import ApplicationError
 from ledger import client, outbox
-from ledger.models import GovernanceProposal, LedgerTransaction, RewardClaim, RewardEpoch
+from ledger.models import LedgerTransaction, RewardClaim, RewardEpoch
 from ledger.services import (
     ERR_ALREADY,
     ERR_EXTERNAL_WALLET,
     ERR_NOT_PUBLISHED,
-    ERR_NOT_READY,
     address_for_user,
     epoch_totals,
     epoch_tree_download,
     fee_split_get,
-    fee_split_propose,
-    governance_execute,
     reward_claim_request,
     reward_leaf,
     reward_tree,
@@ -225,39 +222,7 @@ def test_reentrant_token_cannot_claim_twice(chain):
     assert evil.functions.balanceOf(dist_address).call() == 7
 
 
-def test_fee_split_changes_only_through_the_timelock(chain):
-    dist, timelock = chain.c["RewardDistributor"], chain.c["Governance"]
-    assert fee_split_get(refresh=True) == {"contributors": Decimal("0.7"), "developer": Decimal("0.2"),
-                                           "protocol": Decimal("0.1")}
-    # the operator/admin cannot set it directly; nor can anyone else
-    assert revert_name(dist.functions.setFeeSplit((5000, 4000, 1000)), chain.signer.address) == \
-        "AccessControlUnauthorizedAccount"
-    with pytest.raises(ApplicationError, match="sum to 10000"):
-        fee_split_propose(contributors_bps=5000, developer_bps=4000, protocol_bps=2000)
-
-    proposal = fee_split_propose(contributors_bps=6000, developer_bps=3000, protocol_bps=1000)
-    run()
-    proposal.refresh_from_db()
-    assert proposal.status == GovernanceProposal.Status.SCHEDULED and proposal.ready_at is not None
-    with pytest.raises(ApplicationError, match=ERR_NOT_READY):
-        governance_execute(proposal=proposal)
-    data = dist.encode_abi("setFeeSplit", args=[(6000, 3000, 1000)])
-    salt = bytes.fromhex(proposal.salt[2:])
-    assert revert_name(timelock.functions.execute(dist.address, 0, data, b"\0" * 32, salt), chain.signer.address) == \
-        "TimelockUnexpectedOperationState"
-    assert list(dist.functions.feeSplit().call()) == [7000, 2000, 1000]
-
-    chain.mine(seconds=61)  # the test deployment's delay is 60 s
-    # only the executor set may run it, even once it is ready
-    assert revert_name(timelock.functions.execute(dist.address, 0, data, b"\0" * 32, salt),
-                       chain.actor(3).address) == "AccessControlUnauthorizedAccount"
-    governance_execute(proposal=proposal)
-    run()
-    proposal.refresh_from_db()
-    assert proposal.status == GovernanceProposal.Status.EXECUTED
-    assert list(dist.functions.feeSplit().call()) == [6000, 3000, 1000]
-    assert fee_split_get() == {"contributors": Decimal("0.6"), "developer": Decimal("0.3"), "protocol": Decimal("0.1")}
-    assert set(LedgerTransaction.objects.values_list("status", flat=True)) == {LedgerTransaction.Status.CONFIRMED}
+# The fee split changes only through a token vote and the timelock: ledger/tests/test_governance.py.
 
 
 def test_fee_split_falls_back_to_the_last_value_read_when_the_chain_is_down(db, settings):

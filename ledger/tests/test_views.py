@@ -110,26 +110,17 @@ def test_api_needs_login(api, db):
         assert api.get(reverse(name)).status_code in (401, 403), name
 
 
-def test_api_transactions_and_proposals_are_staff_only(api, db):
+def test_api_transactions_are_staff_only(api, db):
     row = LedgerTransactionFactory(status=S.FAILED, last_error="boom")
     api.force_authenticate(UserFactory())
     assert api.get(reverse("api-ledger-transactions")).status_code == 403
     assert api.post(reverse("api-ledger-transaction-retry", args=[row.pk])).status_code == 403
-    assert api.post(reverse("api-ledger-proposals"), {"contributors_bps": 1, "developer_bps": 1,
-                                                       "protocol_bps": 9998}).status_code == 403
     api.force_authenticate(UserFactory(is_staff=True))
     r = api.get(reverse("api-ledger-transactions"), {"status": "failed"})
     assert r.status_code == 200 and r.json()["results"][0]["last_error"] == "boom"
     assert api.post(reverse("api-ledger-transaction-retry", args=[row.pk])).status_code == 202
     r = api.post(reverse("api-ledger-transaction-retry", args=[row.pk]))
     assert r.status_code == 400 and "Only a failed" in r.json()["detail"]
-    r = api.post(reverse("api-ledger-proposals"), {"contributors_bps": 5000, "developer_bps": 5000, "protocol_bps": 1})
-    assert r.status_code == 400 and "sum to 10000" in r.json()["detail"]
-    r = api.post(reverse("api-ledger-proposals"), {"contributors_bps": 6000, "developer_bps": 3000, "protocol_bps": 1000})
-    assert r.status_code == 202 and r.json()["status"] == "scheduling"
-    assert LedgerTransaction.objects.filter(kind="fee_split_schedule").count() == 1
-    r = api.post(reverse("api-ledger-proposal-execute", args=[r.json()["id"]]))
-    assert r.status_code == 400 and "not scheduled" in r.json()["detail"]
 
 
 def test_api_my_claims_accruals_and_claim_request(api, db, settings):
