@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from accounts.tests.factories import UserFactory
 from attribution import services
-from attribution.models import AttributionIndex, AttributionPublication
+from attribution.models import AttributionIndex, AttributionPublication, ModelContributorWeight
 from attribution.publication import (
     UNITS,
     attribution_weights_publish,
@@ -115,6 +115,7 @@ def test_the_file_is_downloadable_from_the_api_and_the_model_page(model, django_
     with django_capture_on_commit_callbacks():
         publication = attribution_weights_publish(model=model, weights={a.pk: Decimal(1)})
     AttributionIndex.objects.create(model=model, status=AttributionIndex.Status.READY)
+    ModelContributorWeight.objects.create(model=model, contributor=a, weight=Decimal(1), record_count=1)
     response = anon.get(api)  # public: anyone may check what is paid
     assert response.status_code == 200 and response.json() == publication.document
     download = anon.get(f"/attribution/models/{model.pk}/weights.json")
@@ -124,6 +125,10 @@ def test_the_file_is_downloadable_from_the_api_and_the_model_page(model, django_
     assert page.status_code == 200
     assert f"/attribution/models/{model.pk}/weights.json" in page.content.decode()
     assert publication.root[:10] in page.content.decode()
+    member = Client()
+    member.force_login(UserFactory())
+    details = member.get(reverse("attribution:model", args=[model.pk])).content.decode()
+    assert publication.root in details and "queued" in details and "Rebuilt since" not in details
 
 
 def _verify(env, model_id: int, *args) -> subprocess.CompletedProcess:
