@@ -575,6 +575,9 @@ def finetune_job_finish(*, job_id: int, result: TrainResult) -> FineTuneJob:
 def _register_on_chain(model: FineTunedModel) -> None:
     from ledger.services import enqueue
 
+    # No weights exist yet (the index is built after training): zero is a placeholder. The attribution app
+    # sets the real root once, later, with ModelRegistry.setAttributionRoot (outbox kind attribution_root_set).
+
     enqueue("model_register", {
         "model_id": model.id, "adapter_hash": "0x" + model.adapter_sha256, "base_model": model.base_model.name,
         "version_root": model.version_root, "attribution_root": "0x" + "00" * 32, "developer_id": model.developer_id,
