@@ -26,6 +26,9 @@ GAS_MARGIN_PERCENT = 25
 RECEIPT_TIMEOUT_SECONDS = 60
 RECEIPT_POLL_SECONDS = 0.1
 PRIORITY_FEE_WEI = 1_000_000_000  # 1 gwei tip when the node does not suggest one
+# Nodes refuse a same-nonce replacement unless both fees rise by a minimum (geth 10 %); 12.5 % is the
+# EIP-1559 base fee's largest step per block, so a bumped transaction keeps up with a rising base fee.
+MIN_FEE_BUMP_BPS = 1250
 ANVIL_CHAIN_ID = 31337
 # Anvil's well-known development account 0. Public knowledge; only used on chain 31337 with DEBUG on.
 ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"  # noqa: S105
@@ -194,6 +197,7 @@ class Signer:
         return self._nonce
 
     def fees(self) -> dict:
+        """The market's EIP-1559 fees (2 x base fee + tip), never above `LEDGER_MAX_FEE_PER_GAS`."""
         block = rpc(self.w3.eth.get_block, "latest")
         base = int(block.get("baseFeePerGas") or 0)
         try:
@@ -202,12 +206,19 @@ class Signer:
             raise
         except Exception:
             tip = PRIORITY_FEE_WEI
-        return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+        ceiling = settings.LEDGER_MAX_FEE_PER_GAS
+        max_fee = min(2 * base + tip, ceiling)
+        return {"maxFeePerGas": max_fee, "maxPriorityFeePerGas": min(tip, max_fee)}
 
-    def build(self, call, *, gas: int | None = None) -> dict:
+    def head(self) -> int:
+        """The latest block number."""
+        return rpc(lambda: self.w3.eth.block_number)
+
+    def build(self, call, *, gas: int | None = None, nonce: int | None = None, fees: dict | None = None) -> dict:
         """A transaction dict for a contract function call, gas estimated with a margin.
 
-        Raises TxReverted when the node says the call would revert (a permanent error).
+        `nonce` and `fees` are given for a replacement (same nonce, raised fees); otherwise the local nonce
+        and the market's fees. Raises TxReverted when the node says the call would revert (a permanent error).
         """
         try:
             estimate = gas or rpc(call.estimate_gas, {"from": self.address})
@@ -218,13 +229,14 @@ class Signer:
             if reverted:
                 raise reverted from None
             raise
-        with self._lock:
-            if self._nonce is None:
-                self.sync_nonce()
-            nonce = self._nonce
+        if nonce is None:
+            with self._lock:
+                if self._nonce is None:
+                    self.sync_nonce()
+                nonce = self._nonce
         tx = call.build_transaction({
             "from": self.address, "nonce": nonce, "chainId": self.chain_id,
-            "gas": estimate * (100 + GAS_MARGIN_PERCENT) // 100, **self.fees(),
+            "gas": estimate * (100 + GAS_MARGIN_PERCENT) // 100, **(fees or self.fees()),
         })
         return tx
 
@@ -302,6 +314,22 @@ class Signer:
         if receipt is None or receipt["status"] != 1:
             raise ChainError(f"deploying {name} failed ({signed.tx_hash})")
         return receipt["contractAddress"], receipt
+
+
+def bumped_fees(old: dict, market: dict, *, bump_bps: int, ceiling: int) -> dict | None:
+    """Fees for a same-nonce replacement: each of maxFeePerGas and maxPriorityFeePerGas at least the old one
+    raised by `bump_bps` (never under MIN_FEE_BUMP_BPS, rounded up) and at least the market's.
+
+    None when `ceiling` (wei per gas) leaves no room for the raise: the node would refuse the replacement.
+    """
+    factor = 10_000 + max(int(bump_bps), MIN_FEE_BUMP_BPS)
+    min_max = -(-int(old["maxFeePerGas"]) * factor // 10_000)
+    min_tip = -(-int(old["maxPriorityFeePerGas"]) * factor // 10_000)
+    tip = max(min_tip, int(market["maxPriorityFeePerGas"]))
+    max_fee = min(max(min_max, int(market["maxFeePerGas"]), tip), int(ceiling))
+    if max_fee < min_max or max_fee < min_tip:
+        return None
+    return {"maxFeePerGas": max_fee, "maxPriorityFeePerGas": min(tip, max_fee)}
 
 
 _signers: dict[str, Signer] = {}

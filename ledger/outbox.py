@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -383,6 +384,54 @@ ON_CONFIRMED: dict[str, Callable] = {
 }
 
 
+# --- undo of ON_CONFIRMED, when a reorg drops the row's transaction before finality ---------------
+# Effects apply at the first confirmation (a claim opens as soon as its epoch is mined), so a reorg must
+# take them back: each undo restores the state the enqueueing service left, and the re-sent row applies
+# the effect again when it confirms again. Every hook and undo is a guarded UPDATE, safe to repeat.
+
+def _epoch_unpublished(ctx: Ctx, row) -> None:
+    RewardEpoch.objects.filter(pk=row.payload.get("epoch_id"), status=RewardEpoch.Status.PUBLISHED) \
+        .update(status=RewardEpoch.Status.PUBLISHING)
+
+
+def _epoch_unswept(ctx: Ctx, row) -> None:
+    epoch_id = row.payload.get("epoch_id")
+    RewardEpoch.objects.filter(pk=epoch_id, status=RewardEpoch.Status.SWEPT).update(status=RewardEpoch.Status.SWEEPING)
+    expired = RewardClaim.objects.filter(epoch_id=epoch_id, status=RewardClaim.Status.EXPIRED)
+    pending = LedgerTransaction.objects.filter(kind="reward_claim", status__in=[Status.QUEUED, Status.SENT]) \
+        .values_list("payload__claim_id", flat=True)
+    queued = {int(pk) for pk in pending if pk is not None}
+    expired.filter(pk__in=queued).update(status=RewardClaim.Status.QUEUED)
+    expired.exclude(pk__in=queued).update(status=RewardClaim.Status.UNCLAIMED)
+
+
+def _claim_undone(ctx: Ctx, row) -> None:
+    RewardClaim.objects.filter(pk=row.payload.get("claim_id"), status=RewardClaim.Status.CLAIMED) \
+        .update(status=RewardClaim.Status.QUEUED, claimed_at=None)
+
+
+def _fee_split_unscheduled(ctx: Ctx, row) -> None:
+    from ledger.models import GovernanceProposal
+
+    GovernanceProposal.objects.filter(pk=row.payload.get("proposal_id"), status=GovernanceProposal.Status.SCHEDULED) \
+        .update(status=GovernanceProposal.Status.SCHEDULING, operation_id="", ready_at=None)
+
+
+def _fee_split_unexecuted(ctx: Ctx, row) -> None:
+    from ledger.models import ChainParameter, GovernanceProposal
+
+    GovernanceProposal.objects.filter(pk=row.payload.get("proposal_id"), status=GovernanceProposal.Status.EXECUTED) \
+        .update(status=GovernanceProposal.Status.EXECUTING, executed_at=None)
+    ChainParameter.objects.filter(chain_id=ctx.signer.chain_id, name="fee_split").delete()
+    fee_split_cache_clear()
+
+
+ON_REORGED: dict[str, Callable] = {
+    "epoch_publish": _epoch_unpublished, "reward_claim": _claim_undone, "epoch_sweep": _epoch_unswept,
+    "fee_split_schedule": _fee_split_unscheduled, "fee_split_execute": _fee_split_unexecuted,
+}
+
+
 def plan(ctx: Ctx, row: LedgerTransaction):
     planner = PLANNERS.get(row.kind)
     if planner is None:
@@ -407,10 +456,13 @@ def _save(row: LedgerTransaction, **fields) -> None:
 
 
 def _confirm(ctx: Ctx, row: LedgerTransaction, receipt=None) -> None:
+    """Confirmed by a receipt (its block kept for the reorg check) or by the chain's state at the head."""
     with transaction.atomic():
-        fields = {"status": Status.CONFIRMED, "confirmed_at": timezone.now(), "last_error": ""}
+        fields = {"status": Status.CONFIRMED, "confirmed_at": timezone.now(), "last_error": "", "finalized_at": None}
         if receipt is not None:
-            fields["block_number"] = receipt["blockNumber"]
+            fields.update(block_number=receipt["blockNumber"], block_hash=_hex(receipt["blockHash"]))
+        else:
+            fields.update(block_number=ctx.signer.head(), block_hash="")
         _save(row, **fields)
         hook = ON_CONFIRMED.get(row.kind)
         if hook:
@@ -424,6 +476,97 @@ def _fail(row: LedgerTransaction, message: str) -> None:
 
 def _requeue(row: LedgerTransaction, note: str = "") -> None:
     _save(row, status=Status.QUEUED, tx_hash="", raw_tx="", nonce=None, last_error=note[:2000])
+
+
+def _hex(value) -> str:
+    if isinstance(value, str):
+        return value if value.startswith("0x") else "0x" + value
+    return "0x" + bytes(value).hex()
+
+
+def _log_entry(signed: client.SignedTx, tx: dict, head: int) -> dict:
+    return {"tx_hash": signed.tx_hash, "nonce": signed.nonce, "max_fee_per_gas": int(tx["maxFeePerGas"]),
+            "max_priority_fee_per_gas": int(tx["maxPriorityFeePerGas"]), "block": head}
+
+
+def _current_sends(row: LedgerTransaction) -> list[dict]:
+    """The row's signed transactions for its current nonce, newest first (the original and its replacements)."""
+    sends = [e for e in row.broadcasts or [] if e.get("tx_hash") and e.get("nonce") == row.nonce]
+    if row.tx_hash and not any(e["tx_hash"] == row.tx_hash for e in sends):
+        sends.append({"tx_hash": row.tx_hash, "nonce": row.nonce})  # a row sent before the log existed
+    return sends[::-1]
+
+
+def _find_receipt(ctx: Ctx, row: LedgerTransaction):
+    """The receipt of whichever of the row's same-nonce transactions was mined (at most one can be)."""
+    for entry in _current_sends(row):
+        receipt = ctx.signer.receipt(entry["tx_hash"])
+        if receipt is not None:
+            if entry["tx_hash"] != row.tx_hash:  # an earlier fee level won the race with its replacement
+                _save(row, tx_hash=entry["tx_hash"])
+            return receipt
+    return None
+
+
+def _stuck(ctx: Ctx, row: LedgerTransaction, head: int) -> bool:
+    sends = _current_sends(row)
+    sent_at = sends[0].get("block") if sends else None
+    return sent_at is not None and head - sent_at >= settings.LEDGER_REPLACE_AFTER_BLOCKS
+
+
+def _replace(ctx: Ctx, row: LedgerTransaction, head: int) -> bool:
+    """Sign the row's call again with its nonce and raised fees, record it, broadcast it.
+
+    False when there is nothing to raise to (the fee ceiling) or the write is already done; the caller keeps
+    waiting. A node that refuses the replacement leaves the row `sent` with the reason; the next poll retries.
+    """
+    last = _current_sends(row)[0]
+    if "max_fee_per_gas" not in last:
+        return False
+    old = {"maxFeePerGas": last["max_fee_per_gas"], "maxPriorityFeePerGas": last["max_priority_fee_per_gas"]}
+    fees = client.bumped_fees(old, ctx.signer.fees(), bump_bps=settings.LEDGER_FEE_BUMP_BPS,
+                              ceiling=settings.LEDGER_MAX_FEE_PER_GAS)
+    if fees is None:
+        if "at the fee ceiling" not in row.last_error:
+            _save(row, last_error=f"not mined since block {last['block']} and at the fee ceiling "
+                                  f"({settings.LEDGER_MAX_FEE_PER_GAS} wei per gas): waiting")
+        return False
+    call = plan(ctx, row)
+    if call is None:
+        return False
+    tx = ctx.signer.build(call, nonce=row.nonce, fees=fees)
+    signed = ctx.signer.sign(tx)
+    logger.info("outbox row %s: %s not mined within %s blocks; replacing it with %s (max fee %s -> %s wei)",
+                row.pk, last["tx_hash"], settings.LEDGER_REPLACE_AFTER_BLOCKS, signed.tx_hash,
+                old["maxFeePerGas"], fees["maxFeePerGas"])
+    _save(row, tx_hash=signed.tx_hash, raw_tx=signed.raw.hex(), broadcasts=[*row.broadcasts, _log_entry(signed, tx, head)],
+          last_error=f"replaced {last['tx_hash']}: not mined within {settings.LEDGER_REPLACE_AFTER_BLOCKS} blocks")
+    try:
+        ctx.signer.send(signed)
+    except client.ChainUnavailable:
+        raise
+    except client.ChainError as exc:
+        _save(row, last_error=f"replacement refused: {str(exc)[:500]}")
+    return True
+
+
+def _await(ctx: Ctx, row: LedgerTransaction, *, timeout: float | None = None):
+    """The receipt of the row's transaction with LEDGER_CONFIRMATIONS confirmations, replacing the transaction
+    while it is not mined within LEDGER_REPLACE_AFTER_BLOCKS blocks; None after `timeout` seconds."""
+    need = settings.LEDGER_CONFIRMATIONS
+    deadline = time.monotonic() + (client.RECEIPT_TIMEOUT_SECONDS if timeout is None else timeout)
+    while True:
+        receipt = _find_receipt(ctx, row)
+        if receipt is not None:
+            if ctx.signer.confirmations(receipt, need=need) >= need:
+                return receipt
+        else:
+            head = ctx.signer.head()
+            if _stuck(ctx, row, head):
+                _replace(ctx, row, head)
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(client.RECEIPT_POLL_SECONDS)
 
 
 def _settle(ctx: Ctx, row: LedgerTransaction, receipt) -> None:
@@ -446,7 +589,7 @@ def _settle(ctx: Ctx, row: LedgerTransaction, receipt) -> None:
 
 def reconcile(ctx: Ctx, row: LedgerTransaction) -> bool:
     """Settle a row left `sent`; False when it must wait (no receipt or too few confirmations yet)."""
-    receipt = ctx.signer.receipt(row.tx_hash) if row.tx_hash else None
+    receipt = _find_receipt(ctx, row) if row.tx_hash else None
     if receipt is not None:
         if ctx.signer.confirmations(receipt, need=settings.LEDGER_CONFIRMATIONS) < settings.LEDGER_CONFIRMATIONS:
             return False
@@ -461,16 +604,20 @@ def reconcile(ctx: Ctx, row: LedgerTransaction) -> bool:
         return True
     chain_nonce = client.rpc(ctx.w3.eth.get_transaction_count, ctx.signer.address, "latest")
     if row.raw_tx and row.nonce is not None and chain_nonce <= row.nonce:
-        signed = client.SignedTx(raw=bytes.fromhex(row.raw_tx), tx_hash=row.tx_hash, nonce=row.nonce)
-        try:
-            ctx.signer.send(signed)
-        except client.ChainUnavailable:
-            raise
-        except client.ChainError as exc:
-            _requeue(row, f"rebroadcast refused, rebuilding: {exc}")
-            ctx.signer.reset()
-            return True
-        receipt = ctx.signer.wait(row.tx_hash)
+        head = ctx.signer.head()
+        if _stuck(ctx, row, head):  # not mined within N blocks: the same nonce with raised fees
+            _replace(ctx, row, head)
+        else:
+            signed = client.SignedTx(raw=bytes.fromhex(row.raw_tx), tx_hash=row.tx_hash, nonce=row.nonce)
+            try:
+                ctx.signer.send(signed)
+            except client.ChainUnavailable:
+                raise
+            except client.ChainError as exc:
+                _requeue(row, f"rebroadcast refused, rebuilding: {exc}")
+                ctx.signer.reset()
+                return True
+        receipt = _await(ctx, row)
         if receipt is None:
             return False
         _settle(ctx, row, receipt)
@@ -485,22 +632,66 @@ def send_row(ctx: Ctx, row: LedgerTransaction) -> bool:
     if call is None:
         _confirm(ctx, row)
         return True
+    head = ctx.signer.head()
     tx = ctx.signer.build(call)
     signed = ctx.signer.sign(tx)
     _crash_point("after_sign", row)
     _save(row, status=Status.SENT, tx_hash=signed.tx_hash, nonce=signed.nonce, raw_tx=signed.raw.hex(),
-          from_address=ctx.signer.address, attempts=row.attempts + 1)
+          from_address=ctx.signer.address, attempts=row.attempts + 1,
+          broadcasts=[*row.broadcasts, _log_entry(signed, tx, head)])
     _crash_point("after_record", row)
     ctx.signer.send(signed)
     _crash_point("after_send", row)
     if row.kind == "epoch_publish":
         _crash_point("mid_epoch", row)
-    receipt = ctx.signer.wait(signed.tx_hash)
+    receipt = _await(ctx, row)
     if receipt is None:
         return False
     _crash_point("after_receipt", row)
     _settle(ctx, row, receipt)
     return True
+
+
+# --- reorgs: confirmed rows re-checked until finality ----------------------------------------------
+
+def _reorged(ctx: Ctx, row: LedgerTransaction, note: str) -> None:
+    """The chain no longer holds the row's write: undo its effects and queue it again (re-planned, so what
+    the new branch already holds is confirmed without a transaction, and nothing is sent twice)."""
+    logger.warning("outbox row %s (%s): %s; sending it again", row.pk, row.kind, note)
+    with transaction.atomic():
+        undo = ON_REORGED.get(row.kind)
+        if undo:
+            undo(ctx, row)
+        event = {"reorg": row.tx_hash or None, "block": row.block_number, "block_hash": row.block_hash or None}
+        _save(row, status=Status.QUEUED, tx_hash="", raw_tx="", nonce=None, steps=0, block_number=None,
+              block_hash="", confirmed_at=None, broadcasts=[*row.broadcasts, event], last_error=note[:2000])
+
+
+def recheck(ctx: Ctx, row: LedgerTransaction, head: int) -> None:
+    """Re-check one confirmed row against the chain: final once LEDGER_FINALITY_DEPTH blocks are on it; moved
+    to another block (the same transaction re-mined) is recorded; dropped by a reorg is undone and re-sent."""
+    depth = settings.LEDGER_FINALITY_DEPTH
+    if row.tx_hash:
+        receipt = _find_receipt(ctx, row)
+        if receipt is None:
+            _reorged(ctx, row, f"transaction {row.tx_hash} (block {row.block_number}) was dropped by a reorg")
+            return
+        block_hash = _hex(receipt["blockHash"])
+        if block_hash != row.block_hash or receipt["blockNumber"] != row.block_number:
+            _save(row, block_number=receipt["blockNumber"], block_hash=block_hash)
+    else:  # confirmed from the chain's state, no transaction of ours: the state must still say done
+        try:
+            still_done = plan(ctx, row) is None
+        except (PermanentError, client.TxReverted) as exc:
+            logger.warning("outbox row %s: cannot re-check it (%s); left as it is", row.pk, exc)
+            return
+        if not still_done:
+            _reorged(ctx, row, f"the chain no longer holds this write (confirmed at block {row.block_number})")
+            return
+        if row.block_number is None:
+            _save(row, block_number=head)
+    if row.block_number is not None and head - row.block_number + 1 >= depth:
+        _save(row, finalized_at=timezone.now())
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -567,12 +758,18 @@ def outbox_process(*, max_rows: int = MAX_ROWS_PER_RUN) -> dict:
 
 
 def _process(max_rows: int) -> dict:
-    stats = {"reconciled": 0, "sent": 0, "failed": 0, "locked": False}
+    stats = {"reconciled": 0, "sent": 0, "failed": 0, "rechecked": 0, "reorged": 0, "locked": False}
     with _SenderLock() as lock:
         if not lock.held:
             stats["locked"] = True
             return stats
         ctx = context()
+        head = ctx.signer.head()
+        unfinal = LedgerTransaction.objects.filter(status=Status.CONFIRMED, finalized_at__isnull=True).order_by("id")
+        for row in unfinal[:MAX_ROWS_PER_RUN]:
+            recheck(ctx, row, head)
+            stats["rechecked"] += 1
+            stats["reorged"] += row.status == Status.QUEUED
         for row in LedgerTransaction.objects.filter(status=Status.SENT).order_by("id"):
             try:
                 if not reconcile(ctx, row):

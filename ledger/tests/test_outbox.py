@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from decimal import Decimal
 
 import pytest
@@ -210,6 +211,197 @@ def test_already_on_chain_is_confirmed_without_sending(chain):
     run()
     dup.refresh_from_db()
     assert dup.status == S.CONFIRMED and dup.tx_hash == ""
+    assert chain.w3.eth.get_transaction_count(chain.signer.address) == nonce
+
+
+# --- stuck transactions: replaced with the same nonce and raised fees ------------------------------
+
+GWEI = 10**9
+
+
+def _strand_pending_tx(chain, blocks: int) -> None:
+    """Raise the base fee far above what the pending transaction pays, then mine `blocks` blocks without it
+    (anvil drops such a transaction from its pool; geth would keep it unmined: the sender sees the same)."""
+    chain.rpc("anvil_setNextBlockBaseFeePerGas", hex(100 * GWEI))
+    for _ in range(blocks):
+        chain.rpc("evm_mine")
+
+
+def _assert_replaced(chain, row):
+    first, last = row.broadcasts[0], row.broadcasts[-1]
+    assert len(row.broadcasts) == 2 and first["nonce"] == last["nonce"] == row.nonce
+    assert row.tx_hash == last["tx_hash"] != first["tx_hash"]
+    for key in ("max_fee_per_gas", "max_priority_fee_per_gas"):  # both raised by at least 12.5 %
+        assert last[key] * 1000 >= first[key] * 1125, (key, first, last)
+    assert chain.w3.eth.get_transaction_receipt(last["tx_hash"])["status"] == 1
+    with pytest.raises(Exception, match="not found"):
+        chain.w3.eth.get_transaction_receipt(first["tx_hash"])
+    assert row.block_hash == chain.w3.eth.get_block(row.block_number)["hash"].to_0x_hex()
+
+
+@pytest.fixture
+def manual_mining(chain):
+    base_fee = chain.w3.eth.get_block("latest")["baseFeePerGas"]
+    chain.rpc("evm_setAutomine", False)
+    yield chain
+    # a snapshot revert restores neither the mining mode nor the next block's base fee
+    chain.rpc("evm_setAutomine", True)
+    chain.rpc("anvil_setNextBlockBaseFeePerGas", hex(base_fee))
+
+
+def test_stuck_transaction_is_replaced_while_the_sender_waits(manual_mining, settings):
+    """The sender is waiting for its receipt when blocks go by without it: it replaces the transaction in the
+    same run (same nonce, fees raised past the new base fee) and the replacement confirms."""
+    import threading
+
+    chain = manual_mining
+    settings.LEDGER_REPLACE_AFTER_BLOCKS = 3
+    row = enqueue("model_register", model_payload(31, UserFactory()), "m31")
+    nonce = chain.w3.eth.get_transaction_count(chain.signer.address)
+
+    def the_base_fee_jumps():
+        w3 = client.get_web3(chain.url)  # its own connection: the sender polls on the other
+        deadline = time.monotonic() + 30
+        while w3.provider.make_request("txpool_status", [])["result"]["pending"] == "0x0":  # not broadcast yet
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        for method, params in [("anvil_setNextBlockBaseFeePerGas", [hex(100 * GWEI)]), ("evm_mine", []),
+                               ("evm_mine", []), ("evm_mine", []), ("evm_setAutomine", [True])]:
+            w3.provider.make_request(method, params)
+
+    t = threading.Thread(target=the_base_fee_jumps, daemon=True)
+    t.start()
+    try:
+        stats = run()
+    finally:
+        t.join(timeout=30)
+    row.refresh_from_db()
+    assert stats["sent"] == 1 and row.status == S.CONFIRMED, (row.status, row.last_error)
+    _assert_replaced(chain, row)
+    assert row.broadcasts[-1]["block"] - row.broadcasts[0]["block"] >= 3
+    assert chain.c["ModelRegistry"].functions.isRegistered(b32(h("adapter 31"))).call()
+    assert chain.w3.eth.get_transaction_count(chain.signer.address) == nonce + 1  # one write, one nonce
+
+
+def test_stuck_transaction_waits_at_the_fee_ceiling_then_is_replaced_after_a_restart(manual_mining, settings, monkeypatch):
+    chain = manual_mining
+    settings.LEDGER_REPLACE_AFTER_BLOCKS = 2
+    monkeypatch.setattr(client, "RECEIPT_TIMEOUT_SECONDS", 0.5)
+    row = enqueue("model_register", model_payload(32, UserFactory()), "m32")
+    assert run()["sent"] == 0  # sent, not mined: nothing is mined by hand yet
+    row.refresh_from_db()
+    assert row.status == S.SENT and len(row.broadcasts) == 1
+    _strand_pending_tx(chain, 2)
+    # the ceiling is what the stuck transaction already pays: no room for a raise, so it waits and says why
+    settings.LEDGER_MAX_FEE_PER_GAS = row.broadcasts[0]["max_fee_per_gas"]
+    client.reset_signers()
+    run()
+    row.refresh_from_db()
+    assert row.status == S.SENT and len(row.broadcasts) == 1 and "at the fee ceiling" in row.last_error
+    # a higher ceiling: the restarted sender replaces it
+    settings.LEDGER_MAX_FEE_PER_GAS = 1000 * GWEI
+    chain.rpc("evm_setAutomine", True)
+    client.reset_signers()
+    assert run()["reconciled"] == 1
+    row.refresh_from_db()
+    assert row.status == S.CONFIRMED, row.last_error
+    _assert_replaced(chain, row)
+    assert row.broadcasts[-1]["max_fee_per_gas"] <= 1000 * GWEI
+
+
+# --- reorgs: confirmed rows re-checked until finality ---------------------------------------------
+
+def test_reorg_undoes_effects_and_resends_the_dropped_rows(chain, settings):
+    from ledger.models import RewardClaim
+    from ledger.services import reward_claim_request
+
+    settings.LEDGER_FINALITY_DEPTH = 3
+    dev, earner = UserFactory(), UserFactory()
+    token, dist, models = chain.c["OpenToken"], chain.c["RewardDistributor"], chain.c["ModelRegistry"]
+    old = enqueue("model_register", model_payload(40, dev), "m40")
+    run()
+    chain.mine()
+    chain.mine()
+    run()  # three blocks on it: final, never checked again
+    old.refresh_from_db()
+    assert old.finalized_at is not None
+    fork = chain.w3.eth.block_number
+
+    rewards_accrue(allocations={earner.pk: Decimal("2.5")}, source="test", reference="reorg")
+    epoch = rewards_epoch_close()
+    enqueue("model_register", model_payload(41, dev), "m41")
+    enqueue("model_register", model_payload(41, dev), "m41 again")  # confirmed from the chain's state
+    run()
+    claim = RewardClaim.objects.get(epoch=epoch)
+    reward_claim_request(claim=claim, user=earner)
+    run()
+    rows = list(LedgerTransaction.objects.exclude(pk=old.pk).order_by("id"))
+    assert [r.status for r in rows] == [S.CONFIRMED] * 4 and all(r.finalized_at is None for r in rows)
+    assert all(r.block_hash for r in rows if r.tx_hash) and rows[2].tx_hash == "" and rows[2].block_number
+    before = {r.pk: (r.tx_hash, r.block_hash) for r in rows}
+    claim.refresh_from_db()
+    assert claim.status == RewardClaim.Status.CLAIMED and RewardEpoch.objects.get().status == RewardEpoch.Status.PUBLISHED
+    account = address_for_user(earner)
+    assert token.functions.balanceOf(account).call() == 25 * E18 // 10
+
+    # every block after the fork is replaced by an empty one: our transactions are gone
+    chain.rpc("anvil_reorg", chain.w3.eth.block_number - fork, [])
+    assert not dist.functions.claimed(epoch.generation, account).call() and token.functions.balanceOf(account).call() == 0
+    ctx = outbox.context()
+    head = ctx.signer.head()
+    for r in rows:
+        outbox.recheck(ctx, r, head)
+    for r in rows:
+        r.refresh_from_db()
+        assert r.status == S.QUEUED and r.tx_hash == "" and r.block_hash == "", (r.kind, r.status)
+        assert "reorg" in r.last_error or "no longer holds" in r.last_error
+    assert rows[0].broadcasts[-1]["reorg"] == before[rows[0].pk][0]
+    claim.refresh_from_db()
+    assert claim.status == RewardClaim.Status.QUEUED and claim.claimed_at is None  # effects undone
+    assert RewardEpoch.objects.get().status == RewardEpoch.Status.PUBLISHING
+
+    # the next run sends them again, once each, and applies the effects again
+    nonce = chain.w3.eth.get_transaction_count(chain.signer.address)
+    run()
+    for r in rows:
+        r.refresh_from_db()
+        assert r.status == S.CONFIRMED, (r.kind, r.last_error)
+        if r.tx_hash:
+            assert r.block_hash and r.block_hash != before[r.pk][1]
+    sent = sum(r.steps + 1 for r in rows if r.tx_hash)  # one transaction per step of each re-sent row
+    assert sent >= 3 and chain.w3.eth.get_transaction_count(chain.signer.address) == nonce + sent
+    claim.refresh_from_db()
+    assert claim.status == RewardClaim.Status.CLAIMED and RewardEpoch.objects.get().status == RewardEpoch.Status.PUBLISHED
+    assert token.functions.balanceOf(account).call() == 25 * E18 // 10 and dist.functions.claimed(epoch.generation, account).call()
+    assert models.functions.getModel(b32(h("adapter 41"))).call()[0] == 41
+    old.refresh_from_db()
+    assert old.status == S.CONFIRMED  # below the fork and final: untouched
+
+    # blocks on top make them final; a final row is not checked again
+    for _ in range(3):
+        chain.mine()
+    assert run()["rechecked"] == 4
+    assert LedgerTransaction.objects.filter(status=S.CONFIRMED, finalized_at__isnull=True).count() == 0
+    assert run()["rechecked"] == 0
+
+
+def test_transaction_remined_in_another_block_keeps_its_effects(chain, settings):
+    """A reorg that puts the same transaction in the new branch: only its block is updated, nothing is re-sent."""
+    settings.LEDGER_FINALITY_DEPTH = 10
+    chain.mine()  # an empty block under ours: the new branch forks there, keeping our earlier nonces
+    row = enqueue("model_register", model_payload(42, UserFactory()), "m42")
+    run()
+    row.refresh_from_db()
+    old_hash, nonce = row.block_hash, chain.w3.eth.get_transaction_count(chain.signer.address)
+    raw = chain.w3.eth.get_raw_transaction(row.tx_hash).to_0x_hex()
+    depth = chain.w3.eth.block_number - row.block_number + 2
+    chain.rpc("anvil_reorg", depth, [[raw, 1]])  # the same bytes, in the new branch's second block
+    stats = run()
+    row.refresh_from_db()
+    assert stats["reorged"] == 0 and row.status == S.CONFIRMED
+    assert row.block_hash != old_hash
+    assert row.block_hash == chain.w3.eth.get_block(row.block_number)["hash"].to_0x_hex()
     assert chain.w3.eth.get_transaction_count(chain.signer.address) == nonce
 
 
