@@ -216,6 +216,28 @@ def governance_delegate(*, user, delegatee: str | None = None, signature: str = 
         return enqueue("governance_delegate", payload, key)
 
 
+# --- demo voting power ------------------------------------------------------------------------------------
+
+DEMO_GRANT_WHOLE_OPEN = 20_000_000  # 2% of the supply: with a 4% quorum, two demo holders pass a proposal
+
+
+def governance_tokens_grant(*, user, whole_open: int = DEMO_GRANT_WHOLE_OPEN, reference: str = "demo"):
+    """Send OPEN from the operator's treasury to a user and delegate its votes to itself (both through the
+    outbox; idempotent per user and reference). For the demo and development chains, where nobody else
+    holds OPEN: without it no proposal can reach quorum. Refused on other chains: a real distribution of
+    voting power is a governance decision, not a seed step."""
+    if not settings.DEBUG:
+        raise ApplicationError("Token grants are for development chains only.")
+    account = address_for_user(user)
+    with transaction.atomic():
+        row = enqueue("token_grant", {"user_id": user.pk, "account": account, "amount_wei": str(whole_open * 10**18)},
+                      f"token_grant:{reference}:{user.pk}")
+        if not user_wallet(user):  # a custodial holder's votes count once delegated; an own wallet delegates itself
+            enqueue("governance_delegate", {"user_id": user.pk, "account": account, "delegatee": account},
+                    f"governance:delegate:{account}:{account}:{reference}")
+    return row
+
+
 # --- proposals -----------------------------------------------------------------------------------------
 
 def _encode_actions(c: dict, action: str, params: dict) -> tuple[dict, list[str], list[int], list[str]]:

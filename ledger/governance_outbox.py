@@ -146,7 +146,18 @@ def _voted(ctx: Ctx, row) -> None:
     governance.proposal_sync(proposal=vote.proposal)
 
 
+def _plan_token_grant(ctx: Ctx, row):
+    """A transfer of OPEN from the operator (development chains): done once the account holds the amount."""
+    token = ctx.c["OpenToken"]
+    account = ctx.w3.to_checksum_address(_p(row, "account"))
+    amount = int(_p(row, "amount_wei"))
+    if token.functions.balanceOf(account).call() >= amount:
+        return None
+    return token.functions.transfer(account, amount)
+
+
 PLANNERS = {
+    "token_grant": _plan_token_grant,
     "governance_delegate": _plan_delegate, "governance_propose": _plan_propose, "governance_vote": _plan_vote,
     "governance_queue": _plan_queue, "governance_execute": _plan_execute,
 }

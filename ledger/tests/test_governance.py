@@ -309,3 +309,19 @@ def test_the_epoch_closes_on_the_governed_length_read_last_while_the_chain_is_do
     assert not governance.epoch_close_due(now=now + timedelta(seconds=119))
     assert governance.epoch_close_due(now=now + timedelta(seconds=120))
     assert rewards_epoch_tick_task() is None  # not due (the real clock) and nothing accrued either
+
+
+def test_demo_grant_gives_voting_power_once_and_only_on_development(chain, settings):
+    user = UserFactory()
+    settings.DEBUG = False
+    with pytest.raises(ApplicationError, match="development chains only"):
+        governance.governance_tokens_grant(user=user)
+    settings.DEBUG = True
+    governance.governance_tokens_grant(user=user)
+    governance.governance_tokens_grant(user=user)  # a second seed run queues nothing new
+    assert LedgerTransaction.objects.filter(kind="token_grant").count() == 1
+    run()
+    account = address_for_user(user)
+    grant = governance.DEMO_GRANT_WHOLE_OPEN * E18
+    assert chain.c["OpenToken"].functions.balanceOf(account).call() == grant
+    assert chain.c["OpenToken"].functions.getVotes(account).call() == grant

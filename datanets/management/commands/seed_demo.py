@@ -22,6 +22,7 @@ from accounts.services import user_create
 from core.roles import CONTRIBUTOR, CURATOR, MODEL_DEVELOPER
 from datanets import services
 from datanets.models import Contribution, Datanet
+from ledger.governance import DEMO_GRANT_WHOLE_OPEN, governance_tokens_grant
 
 # With DEBUG on every demo user gets this documented password (docs/datanets.md); otherwise each gets a
 # random one, printed once when the user is created.
@@ -111,6 +112,10 @@ class Command(BaseCommand):
             self._contribute(literature, users[name], f"shakespeare-{name}.txt", part.encode("utf-8"), curator=cora,
                              text_mode="paragraph")
         self._version(literature, cora)
+        if settings.DEBUG:  # voting power for the governance demo (development chains only)
+            for user in users.values():
+                governance_tokens_grant(user=user)
+            self.stdout.write(f"seed_demo: {DEMO_GRANT_WHOLE_OPEN:,} OPEN and its votes queued for each demo user")
         self.stdout.write(self.style.SUCCESS(f"seed_demo: done in {time.monotonic() - started:.1f}s"))
 
     @staticmethod
