@@ -27,6 +27,7 @@ from attribution.publication import attribution_weights_publish
 from attribution.selectors import model_contributor_weights, usernames  # noqa: F401 - weights re-exported
 from attribution.signals import attribution_index_ready
 from core.errors import ApplicationError
+from datanets.selectors import version_near_duplicate_clusters
 
 logger = logging.getLogger(__name__)
 
@@ -188,9 +189,9 @@ def _accept_order(version, record_ids: list[str]) -> list[int]:
 
 
 def _near_duplicate_clusters(version) -> dict[str, str] | None:
-    """{record id: cluster id} of the version's near-duplicates, once ingest finds them; None until then
-    (every record is its own cluster)."""
-    return None
+    """{record id: cluster id} of the version's near-duplicates found at ingest (datanets/neardup.py);
+    None when there are none (every record is its own cluster)."""
+    return version_near_duplicate_clusters(version=version) or None
 
 
 def _exact_weights(weights: dict[str, float]) -> dict[int, Decimal]:

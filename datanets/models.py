@@ -5,6 +5,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from core.fields import ExactDecimalField
+from datanets import neardup
 
 # OPEN amounts in whole tokens with 18 decimals, as on-chain.
 TOKEN_DIGITS = dict(max_digits=38, decimal_places=18)
@@ -35,6 +36,11 @@ class Datanet(models.Model):
         max_digits=5, decimal_places=4, default=Decimal("0.5"),
         validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
     )
+    near_duplicate_threshold = models.FloatField(
+        default=neardup.DEFAULT_THRESHOLD,
+        validators=[MinValueValidator(neardup.MIN_THRESHOLD), MaxValueValidator(1.0)],
+        help_text="Records whose word/word-pair Jaccard similarity reaches this are one near-duplicate cluster "
+                  "(credit to its earliest accepted copy). Applies to records ingested after a change.")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_datanets")
     curators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="curated_datanets")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -114,6 +120,14 @@ class Record(models.Model):
     text_sha256 = models.CharField(max_length=64, blank=True, default="", help_text="sha256 of the canonical text")
     row_number = models.PositiveIntegerField(default=0)
     is_conflict = models.BooleanField(default=False, help_text="Same text with another label elsewhere")
+    # Near-duplicates (datanets/neardup.py): the MinHash signature (128 bytes), and for a record that joined
+    # a cluster at ingest, the cluster's root (an earlier record) and the exact similarity to it. A root has
+    # none: its cluster key is its own id. Not enforced (like the keys above); a deleted root leaves the
+    # id as a plain cluster key.
+    minhash = models.BinaryField(null=True, blank=True, editable=False)
+    near_dup_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+                                    db_index=False, related_name="+")
+    near_dup_similarity = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -142,3 +142,50 @@ def contribution_chain_state(*, contribution: Contribution) -> dict:
     else:
         state = "pending"
     return {"state": state, "steps": steps, "failed": failed}
+
+
+def contribution_near_duplicates(*, contribution: Contribution, examples: int = 5) -> dict:
+    """How many of this contribution's records joined the near-duplicate cluster of an earlier record
+    (found at ingest, datanets/neardup.py), split into twins within this contribution and copies of
+    other contributions' records, by whose, with a few examples side by side. Later copies earn no
+    credit (docs/attribution.md)."""
+    members = contribution.records.filter(near_dup_of__isnull=False)
+    twins = members.filter(near_dup_of__contribution=contribution).count()
+    earlier = members.exclude(near_dup_of__contribution=contribution)
+    by_whom = [{"contributor_id": row["near_dup_of__contributor"], "username": row["near_dup_of__contributor__username"],
+                "count": row["n"]}
+               for row in earlier.values("near_dup_of__contributor", "near_dup_of__contributor__username")
+               .annotate(n=Count("id")).order_by("-n", "near_dup_of__contributor__username")]
+    fields = ("id", "text", "label", "near_dup_similarity", "near_dup_of", "near_dup_of__text", "near_dup_of__label",
+              "near_dup_of__contributor__username", "near_dup_of__contribution")
+    sample = list(earlier.order_by("id").values(*fields)[:examples])  # copies of earlier records first, then twins
+    if len(sample) < examples:
+        sample += members.filter(near_dup_of__contribution=contribution).order_by("id").values(*fields)[:examples - len(sample)]
+    return {
+        "records": members.count(),
+        "twins": twins,
+        "copies_of_earlier": earlier.count(),
+        "threshold": contribution.datanet.near_duplicate_threshold,
+        "by_contributor": by_whom,
+        "examples": [{"record_id": s["id"], "text": s["text"], "label": s["label"],
+                      "similarity": s["near_dup_similarity"], "of_record_id": s["near_dup_of"],
+                      "of_text": s["near_dup_of__text"], "of_label": s["near_dup_of__label"],
+                      "of_contributor": s["near_dup_of__contributor__username"],
+                      "of_contribution_id": s["near_dup_of__contribution"]} for s in sample],
+    }
+
+
+def version_near_duplicate_clusters(*, version: DatanetVersion) -> dict[str, str]:
+    """{record id: cluster id} for the version's records in a near-duplicate cluster of two or more
+    (members and their roots; the cluster id is the root's record id). Records not listed are alone."""
+    clusters: dict[str, str] = {}
+    roots: set[int] = set()
+    for rid, root in version.records.filter(near_dup_of__isnull=False).values_list("id", "near_dup_of").iterator(
+            chunk_size=10_000):
+        clusters[str(rid)] = str(root)
+        roots.add(root)
+    ordered = sorted(roots)
+    for i in range(0, len(ordered), 10_000):
+        for rid in version.records.filter(id__in=ordered[i:i + 10_000]).values_list("id", flat=True):
+            clusters[str(rid)] = str(rid)
+    return clusters

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission
 from django.core.files import File
@@ -30,7 +31,7 @@ from django.utils.text import slugify
 from core.errors import ApplicationError
 from core.merkle import merkle_proof, merkle_root, merkle_verify
 from core.roles import CONTRIBUTOR, CURATOR, user_has_role
-from datanets import readers
+from datanets import neardup, readers
 from datanets.models import Contribution, CurationDecision, Datanet, DatanetVersion, Record
 from datanets.readers import ReadError
 from datanets.selectors import contribution_chain_state
@@ -72,7 +73,8 @@ RESERVED_SLUGS = frozenset({"new", "mine", "contributions", "versions"})
 def datanet_create(*, owner, name: str, domain: str = Datanet.Domain.OTHER, task: str = Datanet.Task.CLASSIFICATION,
                    labels: list[str] | tuple[str, ...] = (), description: str = "", license: str = "",
                    min_stake: Decimal = Decimal("10"), slash_fraction: Decimal = Decimal("0.5"),
-                   max_text_length: int = 10_000, curators=(), slug: str = "") -> Datanet:
+                   max_text_length: int = 10_000, curators=(), slug: str = "",
+                   near_duplicate_threshold: float = neardup.DEFAULT_THRESHOLD) -> Datanet:
     """Create a Datanet and register it on-chain (outbox). Labels are required for classification."""
     labels = [str(label).strip() for label in labels if str(label).strip()]
     if task == Datanet.Task.CLASSIFICATION and (len(labels) < 2 or len(set(labels)) != len(labels)
@@ -86,7 +88,8 @@ def datanet_create(*, owner, name: str, domain: str = Datanet.Domain.OTHER, task
         slug, i = f"{base}-{i}", i + 1
     datanet = Datanet(owner=owner, name=name, slug=slug, domain=domain, task=task, labels=labels,
                       description=description, license=license, min_stake=Decimal(min_stake),
-                      slash_fraction=Decimal(slash_fraction), max_text_length=max_text_length)
+                      slash_fraction=Decimal(slash_fraction), max_text_length=max_text_length,
+                      near_duplicate_threshold=near_duplicate_threshold)
     datanet.full_clean()
     datanet.save()
     for curator in curators:
@@ -367,7 +370,7 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 class _Staging:
     """A temporary table on this connection holding validated, hashed rows of one ingest."""
 
-    COLUMNS = ("row_number", "text", "label", "sha256", "text_sha256")
+    COLUMNS = ("row_number", "text", "label", "sha256", "text_sha256", "minhash")
 
     def __init__(self):
         self.name = f"mf_ingest_{uuid.uuid4().hex[:12]}"
@@ -378,21 +381,24 @@ class _Staging:
         hex64 = 'varchar(64) COLLATE "C"' if self.postgres else "char(64)"
         with connection.cursor() as cur:
             cur.execute(f"CREATE TEMPORARY TABLE {self.name} (row_number integer NOT NULL, text text NOT NULL, "
-                        f"label varchar(120) NOT NULL, sha256 {hex64} NOT NULL, text_sha256 {hex64} NOT NULL)")
+                        f"label varchar(120) NOT NULL, sha256 {hex64} NOT NULL, text_sha256 {hex64} NOT NULL, "
+                        f"minhash {'bytea' if self.postgres else 'blob'} NOT NULL)")
 
     def write(self, rows: list[tuple]) -> None:
         if not rows:
             return
         with connection.cursor() as cur:
             if self.postgres:
-                # COPY text format: backslash, tab, newline and CR escaped; a NUL never gets here.
+                # COPY text format: backslash, tab, newline and CR escaped; a NUL never gets here. bytea
+                # as hex, its backslash doubled.
                 buf = "".join(
-                    f"{n}\t{t.translate(_COPY_ESCAPES) if _needs_escape(t) else t}\t{lab.translate(_COPY_ESCAPES)}\t{h}\t{th}\n"
-                    for n, t, lab, h, th in rows)
+                    f"{n}\t{t.translate(_COPY_ESCAPES) if _needs_escape(t) else t}\t{lab.translate(_COPY_ESCAPES)}\t{h}\t{th}"
+                    f"\t\\\\x{mh.hex()}\n"
+                    for n, t, lab, h, th, mh in rows)
                 with cur.cursor.copy(f"COPY {self.name} ({', '.join(self.COLUMNS)}) FROM STDIN") as copy:
                     copy.write(buf)
             else:
-                cur.executemany(f"INSERT INTO {self.name} ({', '.join(self.COLUMNS)}) VALUES (%s, %s, %s, %s, %s)", rows)  # noqa: S608 - generated name
+                cur.executemany(f"INSERT INTO {self.name} ({', '.join(self.COLUMNS)}) VALUES (%s, %s, %s, %s, %s, %s)", rows)  # noqa: S608 - generated name
 
     def drop(self) -> None:
         try:
@@ -437,6 +443,12 @@ def _stage(contribution: Contribution, staging: _Staging) -> _Stats:
     stats = _Stats()
     batch: list[tuple] = []
     canonical, rec_hash, txt_hash = readers.canonical_text, readers.record_sha256, readers.text_sha256
+
+    def flush(batch: list[tuple]) -> None:  # + the MinHash signature of each row, computed per batch
+        if batch:
+            sigs = neardup.signatures([row[1] for row in batch]).tobytes()
+            size = neardup.SIGNATURE_BYTES
+            staging.write([(*row, sigs[i * size:(i + 1) * size]) for i, row in enumerate(batch)])
     compressed_pos = _position_reader(raw, path)
     with raw:
         for row in readers.iter_rows(raw, fmt, contribution.encoding, text_column=opts.get("text_column", ""),
@@ -464,10 +476,10 @@ def _stage(contribution: Contribution, staging: _Staging) -> _Stats:
                 continue
             batch.append((row.number, text, label, rec_hash(text, label), txt_hash(text)))
             if len(batch) >= batch_rows:
-                staging.write(batch)
+                flush(batch)
                 batch = []
                 _progress(contribution.pk, 0.85 * compressed_pos() / size)
-        staging.write(batch)
+        flush(batch)
     return stats
 
 
@@ -519,7 +531,9 @@ def contribution_ingest(*, contribution_id: int) -> Contribution:
 def _commit_records(contribution: Contribution, staging: _Staging, stats: _Stats) -> None:
     """Phase 2 (inside a transaction): staged rows -> Records, counts, conflicts, the stake."""
     c = Contribution.objects.select_for_update().select_related("datanet").get(pk=contribution.pk)
-    datanet = c.datanet
+    # One phase 2 at a time per Datanet: the duplicate check and the near-duplicate clusters then see
+    # every earlier ingest's records, and record ids grow in ingest order (what "earlier" means).
+    datanet = Datanet.objects.select_for_update().get(pk=c.datanet_id)
     s = staging.name
     live = "c.status <> 'rejected' AND c.ingest_state = 'done'"
     with connection.cursor() as cur:
@@ -532,8 +546,8 @@ def _commit_records(contribution: Contribution, staging: _Staging, stats: _Stats
         # equal rows is kept.
         cur.execute(
             f"INSERT INTO datanets_record (datanet_id, contribution_id, contributor_id, text, label, sha256, "  # noqa: S608 - generated table name; values are parameters
-            f"text_sha256, row_number, is_conflict) "
-            f"SELECT %s, %s, %s, s.text, s.label, s.sha256, s.text_sha256, s.row_number, %s FROM {s} s "
+            f"text_sha256, row_number, is_conflict, minhash) "
+            f"SELECT %s, %s, %s, s.text, s.label, s.sha256, s.text_sha256, s.row_number, %s, s.minhash FROM {s} s "
             f"WHERE s.row_number IN (SELECT MIN(row_number) FROM {s} GROUP BY sha256) "
             f"AND NOT EXISTS (SELECT 1 FROM datanets_record r JOIN datanets_contribution c ON c.id = r.contribution_id "
             f"WHERE r.datanet_id = %s AND r.sha256 = s.sha256 AND {live}) ORDER BY s.sha256",
@@ -553,6 +567,7 @@ def _commit_records(contribution: Contribution, staging: _Staging, stats: _Stats
                 Record.objects.filter(datanet=datanet, text_sha256__in=texts[i:i + 1000]).update(is_conflict=True)
             if texts:
                 conflicts = Record.objects.filter(contribution=c, is_conflict=True).count()
+    _near_duplicates_assign(contribution=c, datanet=datanet)
     c.record_count = inserted
     c.duplicates_dropped = stats.total - stats.bad - inserted
     c.conflicts = conflicts
@@ -567,6 +582,64 @@ def _commit_records(contribution: Contribution, staging: _Staging, stats: _Stats
         "contribution_id": c.id, "datanet_id": datanet.id, "contributor_id": c.contributor_id,
         "content_hash": "0x" + c.file_sha256, "stake": decimal_str(c.stake),
     }, f"contribution_stake:{c.id}")
+
+
+def _near_duplicates_assign(*, contribution: Contribution, datanet: Datanet) -> int:
+    """Put the contribution's new records into near-duplicate clusters (datanets/neardup.py) against the
+    Datanet's earlier roots, any contributor's, and each other. Returns how many joined a cluster."""
+    new = list(Record.objects.filter(contribution=contribution).order_by("id").values_list("id", "minhash"))
+    roots = list(Record.objects.filter(datanet=datanet, near_dup_of__isnull=True, minhash__isnull=False)
+                 .exclude(contribution=contribution).order_by("id").values_list("id", "minhash"))
+    if not new:
+        return 0
+    matches = neardup.cluster_assign(
+        new_ids=[r[0] for r in new], new_sigs=neardup.from_bytes([r[1] for r in new]),
+        root_ids=[r[0] for r in roots], root_sigs=neardup.from_bytes([r[1] for r in roots]),
+        texts=_record_texts, threshold=datanet.near_duplicate_threshold)
+    if matches:
+        with connection.cursor() as cur:
+            cur.executemany("UPDATE datanets_record SET near_dup_of_id = %s, near_dup_similarity = %s WHERE id = %s",
+                            [(m.root, round(m.similarity, 6), rid) for rid, m in matches.items()])
+    return len(matches)
+
+
+def _record_texts(ids: list[int]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for i in range(0, len(ids), 10_000):
+        out.update(Record.objects.filter(id__in=ids[i:i + 10_000]).values_list("id", "text"))
+    return out
+
+
+def datanet_near_duplicates_rebuild(*, datanet: Datanet) -> int:
+    """Recompute every record's signature and cluster in id (ingest) order, e.g. after the threshold
+    changed or for records ingested before clusters existed. Same result as ingesting them in order.
+    Returns how many records are in a cluster other than their own."""
+    with transaction.atomic():
+        datanet = Datanet.objects.select_for_update().get(pk=datanet.pk)
+        rows = Record.objects.filter(datanet=datanet).order_by("id").values_list("id", "text")
+        ids, sigs = [], []
+        batch: list[tuple[int, str]] = []
+        for row in rows.iterator(chunk_size=10_000):
+            batch.append(row)
+            if len(batch) >= 10_000:
+                ids.extend(r[0] for r in batch)
+                sigs.append(neardup.signatures([r[1] for r in batch]))
+                batch = []
+        ids.extend(r[0] for r in batch)
+        sigs.append(neardup.signatures([r[1] for r in batch]))
+        all_sigs = np.vstack(sigs)
+        Record.objects.filter(datanet=datanet).update(near_dup_of=None, near_dup_similarity=None)
+        with connection.cursor() as cur:
+            size = neardup.SIGNATURE_BYTES
+            blob = all_sigs.tobytes()
+            cur.executemany("UPDATE datanets_record SET minhash = %s WHERE id = %s",
+                            [(blob[i * size:(i + 1) * size], rid) for i, rid in enumerate(ids)])
+            matches = neardup.cluster_assign(new_ids=ids, new_sigs=all_sigs, root_ids=[],
+                                             root_sigs=neardup.from_bytes([]), texts=_record_texts,
+                                             threshold=datanet.near_duplicate_threshold)
+            cur.executemany("UPDATE datanets_record SET near_dup_of_id = %s, near_dup_similarity = %s WHERE id = %s",
+                            [(m.root, round(m.similarity, 6), rid) for rid, m in matches.items()])
+    return len(matches)
 
 
 # --- curation -----------------------------------------------------------------------------------------

@@ -125,6 +125,7 @@ def contribution_detail(request, pk):
         "records": contribution.records.order_by("row_number")[:10],
         "labels": services.contribution_label_counts(contribution=contribution) if contribution.record_count else {},
         "chain": selectors.contribution_chain_state(contribution=contribution),
+        "near_dups": selectors.contribution_near_duplicates(contribution=contribution) if contribution.record_count else None,
     })
 
 

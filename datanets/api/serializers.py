@@ -6,7 +6,7 @@ from rest_framework.reverse import reverse
 
 from datanets.models import Contribution, Datanet, DatanetVersion, Record
 from datanets.readers import TEXT_MODES
-from datanets.selectors import contribution_chain_state
+from datanets.selectors import contribution_chain_state, contribution_near_duplicates
 
 DOWNLOAD_FORMATS = ("parquet", "jsonl")
 
@@ -105,6 +105,23 @@ class ContributionSerializer(serializers.ModelSerializer):
 
     def get_url(self, obj) -> str:
         return reverse("api-contribution", args=[obj.id], request=self.context.get("request"))
+
+
+class ContributionDetailSerializer(ContributionSerializer):
+    near_duplicates = serializers.SerializerMethodField(
+        help_text="Records that joined an earlier record's near-duplicate cluster at ingest (no credit of their "
+                  "own): twins within this contribution, copies of earlier records by contributor, examples")
+
+    class Meta(ContributionSerializer.Meta):
+        fields = (*ContributionSerializer.Meta.fields, "near_duplicates")
+        read_only_fields = fields
+
+    @extend_schema_field({"type": "object", "properties": {
+        "records": {"type": "integer"}, "twins": {"type": "integer"}, "copies_of_earlier": {"type": "integer"},
+        "threshold": {"type": "number"}, "by_contributor": {"type": "array", "items": {"type": "object"}},
+        "examples": {"type": "array", "items": {"type": "object"}}}})
+    def get_near_duplicates(self, obj) -> dict:
+        return contribution_near_duplicates(contribution=obj)
 
 
 class UploadSerializer(serializers.Serializer):

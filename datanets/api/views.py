@@ -20,6 +20,7 @@ from core.api import HasRole
 from core.roles import CONTRIBUTOR, CURATOR
 from datanets import selectors, services
 from datanets.api.serializers import (
+    ContributionDetailSerializer,
     ContributionSerializer,
     ContributionStartSerializer,
     DatanetCreateSerializer,
@@ -152,9 +153,10 @@ class MyContributionListApi(APIView):
 class ContributionDetailApi(APIView):
     """One contribution: ingest state and progress, row errors, counts, stake and review (poll this)."""
 
-    @extend_schema(tags=TAGS, responses={200: ContributionSerializer, 404: ERROR})
+    @extend_schema(tags=TAGS, responses={200: ContributionDetailSerializer, 404: ERROR})
     def get(self, request, contribution_id: int):
-        return Response(ContributionSerializer(_contribution_for(request, contribution_id), context={"request": request}).data)
+        return Response(ContributionDetailSerializer(_contribution_for(request, contribution_id),
+                                                     context={"request": request}).data)
 
 
 class ContributionStartApi(APIView):

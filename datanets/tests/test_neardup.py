@@ -1,0 +1,157 @@
+"""Near-duplicate clusters: the MinHash/LSH engine alone, then at ingest across contributors, the
+contribution page and API, and the mapping the attribution weights use."""
+import csv
+import random
+
+import numpy as np
+import pytest
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from datanets import neardup, selectors, services
+from datanets.models import Record
+from datanets.tests.factories import DatanetFactory, contributor, curator_of
+from datanets.tests.helpers import PHRASEBANK, ingest, upload
+
+
+def _phrasebank(n: int = 400) -> list[tuple[str, str]]:
+    with open(PHRASEBANK, encoding="iso-8859-1", newline="") as fh:
+        rows = [(r["result"], r["content"]) for r in csv.DictReader(fh)]
+    seen, out = set(), []
+    for label, text in rows:
+        if len(text.split()) >= 12 and text not in seen:
+            seen.add(text)
+            out.append((label, text))
+    return out[:n]
+
+
+def _one_token_variant(text: str, rng: random.Random) -> str:
+    words = text.split(" ")
+    i = rng.randrange(1, len(words) - 1)
+    words[i] = rng.choice(["firm", "revenue", "quarterly", "Nordic", "stated", "grew"])
+    return " ".join(words)
+
+
+def _csv(rows: list[tuple[str, str]]) -> bytes:
+    lines = ["label,text"] + [f'{label},"{text.replace(chr(34), chr(34) * 2)}"' for label, text in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+# --- the engine (no database) ----------------------------------------------------------------------
+
+
+def test_normalisation_and_similarity():
+    assert neardup.tokens("Profit ROSE,  by 5 %!") == ["profit", "rose", "by", "5"]
+    assert neardup.similarity("Profit rose.", "profit   ROSE") == 1.0
+    # Word pairs keep order: same words in another order are not twins.
+    assert neardup.similarity("profit rose and sales fell", "sales rose and profit fell") < neardup.DEFAULT_THRESHOLD
+    sigs = neardup.signatures(["Profit rose.", "profit   ROSE", "Sales fell sharply in May"])
+    assert sigs.shape == (3, neardup.NUM_PERM) and sigs.dtype == np.uint16
+    assert (sigs[0] == sigs[1]).all() and (sigs[0] != sigs[2]).mean() > 0.9
+
+
+def test_signatures_do_not_depend_on_batching_and_estimate_jaccard():
+    rows = [t for _, t in _phrasebank(300)]
+    whole = neardup.signatures(rows)
+    assert (np.vstack([neardup.signatures([t]) for t in rows[:50]]) == whole[:50]).all()
+    assert (neardup.from_bytes([neardup.to_bytes(s) for s in whole]) == whole).all()
+    rng = random.Random(0)
+    variants = [_one_token_variant(t, rng) for t in rows]
+    est = np.array([neardup.estimated_similarity(a, b) for a, b in zip(whole, neardup.signatures(variants), strict=True)])
+    exact = np.array([neardup.similarity(a, b) for a, b in zip(rows, variants, strict=True)])
+    assert abs(est.mean() - exact.mean()) < 0.02 and np.abs(est - exact).std() < 0.08
+
+
+def test_lsh_params_keep_recall_at_the_threshold():
+    for t in (0.5, 0.7, 0.8, 0.9):
+        bands, rows = neardup.lsh_params(t)
+        assert bands * rows <= neardup.NUM_PERM
+        assert 1 - (1 - t**rows) ** bands >= neardup.RECALL_AT_THRESHOLD
+
+
+def test_cluster_assign_is_a_star_around_the_earliest_root():
+    texts = {1: "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period",
+             2: "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding quarter",
+             3: "The company will open a new office in Helsinki next spring to serve customers",
+             4: "operating profit ROSE to EUR 13.1 mn from EUR 8.7 mn in the corresponding period !"}
+    ids = sorted(texts)
+    sigs = neardup.signatures([texts[i] for i in ids])
+    matches = neardup.cluster_assign(new_ids=ids, new_sigs=sigs, root_ids=[], root_sigs=neardup.from_bytes([]),
+                                     texts=lambda q: {i: texts[i] for i in q}, threshold=0.7)
+    assert set(matches) == {2, 4} and matches[2].root == 1 and matches[4].root == 1
+    assert matches[4].similarity == 1.0 and 0.7 <= matches[2].similarity < 1.0
+    # Against stored roots: the same answer in two steps.
+    again = neardup.cluster_assign(new_ids=[2, 4], new_sigs=sigs[[1, 3]], root_ids=[1, 3], root_sigs=sigs[[0, 2]],
+                                   texts=lambda q: {i: texts[i] for i in q}, threshold=0.7)
+    assert again == {2: matches[2], 4: matches[4]}
+    # A stricter threshold leaves the one-token variant alone.
+    strict = neardup.cluster_assign(new_ids=ids, new_sigs=sigs, root_ids=[], root_sigs=neardup.from_bytes([]),
+                                    texts=lambda q: {i: texts[i] for i in q}, threshold=0.95)
+    assert set(strict) == {4}
+
+
+# --- at ingest ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_one_token_variants_of_another_contributors_records_join_their_clusters():
+    datanet = DatanetFactory()
+    alice, mallory = contributor("alice"), contributor("mallory")
+    rows = _phrasebank(120)
+    a = ingest(upload(datanet, alice, "alice.csv", _csv(rows)))
+    assert a.record_count == 120
+    assert Record.objects.filter(contribution=a, minhash__isnull=True).count() == 0
+    rng = random.Random(3)
+    copied = rows[:40]
+    variants = [(label, _one_token_variant(text, rng)) for label, text in copied]
+    exact_sim = [neardup.similarity(t, v) for (_, t), (_, v) in zip(copied, variants, strict=True)]
+    # ... plus twins within the upload and honest new rows
+    fresh: list[tuple[str, str]] = []
+    for label, text in _phrasebank(400)[150:]:  # new sentences, none a near-twin of another (the PhraseBank has some)
+        if all(neardup.similarity(text, t) < 0.5 for _, t in rows + fresh):
+            fresh.append((label, text))
+        if len(fresh) == 20:
+            break
+    twins = [(label, text + " ( update )") for label, text in fresh[:5]]
+    m = ingest(upload(datanet, mallory, "mallory.csv", _csv(variants + fresh + twins)))
+    assert m.record_count == 65
+    by_text = {r.text: r for r in Record.objects.filter(contribution=m)}
+    alice_by_text = {r.text: r for r in Record.objects.filter(contribution=a)}
+    joined = 0
+    for (_, original), (_, variant), sim in zip(copied, variants, exact_sim, strict=True):
+        rec = by_text[variant]
+        if sim >= datanet.near_duplicate_threshold:
+            joined += 1
+            assert rec.near_dup_of_id == alice_by_text[original].id
+            assert rec.near_dup_similarity == pytest.approx(sim, abs=1e-6)
+        else:
+            assert rec.near_dup_of_id is None or rec.near_dup_similarity >= datanet.near_duplicate_threshold
+    assert joined >= 36  # ~97% of one-token variants of a sentence this long reach 0.7
+    for (_, text), (_, twin) in zip(fresh[:5], twins, strict=True):
+        assert by_text[twin].near_dup_of_id == by_text[text].id or by_text[text].near_dup_of_id == by_text[twin].id
+    assert all(by_text[t].near_dup_of_id is None for _, t in fresh[5:])
+    assert Record.objects.filter(contribution=a, near_dup_of__isnull=False).count() == 0  # earlier ones never move
+
+    summary = selectors.contribution_near_duplicates(contribution=m)
+    assert summary["twins"] == 5 and summary["copies_of_earlier"] == joined
+    assert summary["records"] == joined + 5
+    assert summary["by_contributor"] == [{"contributor_id": alice.id, "username": "alice", "count": joined}]
+    ex = summary["examples"][0]
+    assert ex["of_contributor"] == "alice" and ex["similarity"] >= datanet.near_duplicate_threshold
+
+    # The curator sees it on the contribution page; the API detail carries the same counts.
+    curator = curator_of(datanet, "carol")
+    client = APIClient()
+    client.force_login(curator)
+    page = client.get(reverse("datanets:contribution", args=[m.id]))
+    html = page.content.decode()
+    assert page.status_code == 200 and 'id="near-duplicates"' in html
+    assert f"{joined} copies of earlier records" in html and f"alice ({joined})" in html
+    data = client.get(f"/api/v1/contributions/{m.id}/").json()
+    assert data["near_duplicates"]["copies_of_earlier"] == joined
+    assert data["near_duplicates"]["by_contributor"][0]["username"] == "alice"
+
+    # The rebuild recomputes the same clusters from the texts.
+    before = dict(Record.objects.filter(datanet=datanet).values_list("id", "near_dup_of_id"))
+    services.datanet_near_duplicates_rebuild(datanet=datanet)
+    assert dict(Record.objects.filter(datanet=datanet).values_list("id", "near_dup_of_id")) == before
