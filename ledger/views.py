@@ -12,10 +12,12 @@ from django.views.decorators.http import require_GET, require_POST
 
 from core.errors import ApplicationError
 from ledger import governance, selectors, services
+from ledger.audit import ledger_audit
 from ledger.forms import ProposeForm
 from ledger.models import GovernanceProposal, LedgerTransaction, RewardClaim, RewardEpoch
 
 PAGE_SIZE = 50
+AUDIT_ROWS_PER_KIND = 10  # a page view reads the events once; the rows checked per kind stay few
 
 
 @require_GET
@@ -27,6 +29,8 @@ def explorer(request):
         # skip the record reads (and their retries) when the node already did not answer
         "compare": selectors.onchain_compare() if overview["status"]["ok"] else
         {"ok": False, "error": overview["status"]["detail"], "datanets": [], "models": []},
+        # every outbox kind against the chain's events: the checks of `manage.py ledger_audit`, latest rows only
+        "audit": ledger_audit(per_kind=AUDIT_ROWS_PER_KIND) if overview["status"]["ok"] else None,
     }
     return render(request, "ledger/explorer.html", ctx)
 
