@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from attribution.harm import harm_findings, harm_flags_store
 from attribution.models import AttributionIndex, ModelContributorWeight
 from attribution.publication import attribution_weights_publish
 from attribution.selectors import model_contributor_weights, usernames  # noqa: F401 - weights re-exported
@@ -261,6 +262,8 @@ def attribution_index_build(*, index_id: int, hostname: str = "") -> Attribution
         t_weights = time.perf_counter() - t0
         paid = acc.result()  # paid.signal False: no contributor beat the null, an equal split (docs)
         weights, negative = paid.weights, acc.negative()
+        harms = harm_findings(acc=acc, paid=paid, record_ids=fitted.record_ids,  # flagged to curators, not charged here
+                              harm_threshold=model.datanet_version.datanet.harm_threshold)
         record_positive = acc.record_positive()
         self_inf = engine.self_influence(fitted)
         top_influential = [int(i) for i in np.argsort(-record_positive, kind="stable")[:SUMMARY_TOP]
@@ -301,6 +304,7 @@ def attribution_index_build(*, index_id: int, hostname: str = "") -> Attribution
             current.save()
             # The weights file and its on-chain root, in this transaction (the outbox row with it).
             attribution_weights_publish(model=model, weights=exact)
+            harm_flags_store(model=model, findings=harms, validation_queries=len(queries))
         _index_cache_clear()
         # Apps above this one (serving: the paid calls held until the index was ready) act on it.
         attribution_index_ready.send(sender=AttributionIndex, index=current, model=model)

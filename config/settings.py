@@ -273,6 +273,12 @@ LEDGER_EPOCH_SECONDS = env.int("LEDGER_EPOCH_SECONDS", default=600)
 LEDGER_EPOCH_TICK_SECONDS = env.int("LEDGER_EPOCH_TICK_SECONDS", default=60)
 LEDGER_CLAIM_WINDOW_DAYS = env.int("LEDGER_CLAIM_WINDOW_DAYS", default=30)
 LEDGER_SWEEP_SECONDS = env.int("LEDGER_SWEEP_SECONDS", default=30)
+# An accepted contribution's stake stays bonded this long (fixed at deploy, then governed: setBondSeconds):
+# a curator may slash it within the bond when its records turn out harmful to a model (docs/datanets.md);
+# after it a beat task releases it. An hour with DEBUG (a quick model is trained and indexed in minutes),
+# 30 days otherwise; 0 releases at accept.
+LEDGER_STAKE_BOND_SECONDS = env.int("LEDGER_STAKE_BOND_SECONDS", default=3600 if DEBUG else 30 * 86400)
+LEDGER_STAKE_RELEASE_TICK_SECONDS = env.int("LEDGER_STAKE_RELEASE_TICK_SECONDS", default=300)
 # Crash injection for the outbox tests (after_sign | after_record | after_send | after_receipt | mid_epoch);
 # honoured only with DEBUG on.
 LEDGER_CRASH_AT = env.str("LEDGER_CRASH_AT", default="")
@@ -289,6 +295,9 @@ CELERY_BEAT_SCHEDULE["ledger-outbox-sweep"] = {
 CELERY_BEAT_SCHEDULE["ledger-reward-epoch"] = {
     "task": "ledger.tasks.rewards_epoch_tick_task", "schedule": LEDGER_EPOCH_TICK_SECONDS, "options": {"queue": "ledger"},
 }
+CELERY_BEAT_SCHEDULE["datanets-stake-release"] = {
+    "task": "datanets.tasks.contribution_bonds_release_task", "schedule": LEDGER_STAKE_RELEASE_TICK_SECONDS,
+}
 CELERY_BEAT_SCHEDULE["ledger-reward-sweep"] = {
     "task": "ledger.tasks.rewards_epochs_sweep_task", "schedule": 3600.0, "options": {"queue": "ledger"},
 }
@@ -298,6 +307,7 @@ ENV_VARS += (
     "LEDGER_GOVERNOR_QUORUM_PERCENT", "LEDGER_EPOCH_TICK_SECONDS",
     "LEDGER_CLAIM_WINDOW_DAYS", "LEDGER_SWEEP_SECONDS", "LEDGER_CRASH_AT",
     "LEDGER_REPLACE_AFTER_BLOCKS", "LEDGER_FEE_BUMP_BPS", "LEDGER_MAX_FEE_PER_GAS", "LEDGER_FINALITY_DEPTH",
+    "LEDGER_STAKE_BOND_SECONDS", "LEDGER_STAKE_RELEASE_TICK_SECONDS",
 )
 
 # --- factory ---

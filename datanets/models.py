@@ -41,6 +41,10 @@ class Datanet(models.Model):
         validators=[MinValueValidator(neardup.MIN_THRESHOLD), MaxValueValidator(1.0)],
         help_text="Records whose word/word-pair Jaccard similarity reaches this are one near-duplicate cluster "
                   "(credit to its earliest accepted copy). Applies to records ingested after a change.")
+    harm_threshold = models.FloatField(
+        default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="A contributor whose mean normalised influence on a model's validation set is significantly "
+                  "negative and below minus this is flagged to the curators (docs/attribution.md, harmful data).")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_datanets")
     curators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="curated_datanets")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -64,6 +68,12 @@ class Contribution(models.Model):
         RUNNING = "running", "Ingesting"
         DONE = "done", "Ingested"
         FAILED = "failed", "Failed"
+
+    class Bond(models.TextChoices):
+        NONE = "", "Not bonded"
+        BONDED = "bonded", "Bonded"
+        RELEASED = "released", "Released"
+        SLASHED = "slashed", "Slashed"
 
     datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="contributions")
     contributor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="contributions")
@@ -91,6 +101,10 @@ class Contribution(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     decided_at = models.DateTimeField(null=True, blank=True)
+    # An accepted stake stays bonded on-chain until about `bonded_until` (LEDGER_STAKE_BOND_SECONDS after the
+    # accept; the chain's clock decides): slashable for harm until then, released by a beat task after.
+    bond = models.CharField(max_length=10, choices=Bond.choices, default=Bond.NONE, blank=True, db_index=True)
+    bonded_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -165,6 +179,7 @@ class CurationDecision(models.Model):
     class Decision(models.TextChoices):
         ACCEPTED = "accepted", "Accepted"
         REJECTED = "rejected", "Rejected"
+        SLASHED = "slashed", "Slashed after acceptance"
 
     contribution = models.ForeignKey(Contribution, on_delete=models.CASCADE, related_name="decisions")
     curator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="curation_decisions")
@@ -177,6 +192,44 @@ class CurationDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.curator} {self.decision} contribution {self.contribution_id}"
+
+
+class HarmFlag(models.Model):
+    """A contributor whose records were, together, significantly harmful to a model trained on this Datanet.
+
+    Written by the attribution step (a model's index build) with its evidence; curators slash the
+    contributor's bonded contributions or dismiss it. `model_id` names a factory.FineTunedModel without a
+    foreign key: datanets sits below factory in the data flow (design.md) and must not import it.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        SLASHED = "slashed", "Slashed"
+        DISMISSED = "dismissed", "Dismissed"
+
+    datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="harm_flags")
+    contributor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="harm_flags")
+    contributions = models.ManyToManyField(Contribution, related_name="harm_flags")
+    model_id = models.PositiveBigIntegerField(db_index=True, help_text="The factory model the harm was measured on")
+    model_name = models.CharField(max_length=200, blank=True)
+    statistic = models.FloatField(help_text="T_c: mean normalised signed influence over the validation set (< 0)")
+    null_bound = models.FloatField(help_text="The family-wise null bound T_c had to fall below (minus this)")
+    harm_threshold = models.FloatField(help_text="The Datanet's harm threshold when flagged")
+    evidence = models.JSONField(default=dict, blank=True,
+                                help_text="validation_queries, records: [{record_id, contribution_id, label, score}]")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN, db_index=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["model_id", "contributor"], name="unique_harm_flag_per_model")]
+
+    def __str__(self) -> str:
+        return f"harm flag: user {self.contributor_id} on model {self.model_id} ({self.status})"
 
 
 class PendingContribution(Contribution):

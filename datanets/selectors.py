@@ -115,7 +115,8 @@ def records_visible_to(*, user, datanet: Datanet, label: str = "", contribution_
     return qs
 
 
-CHAIN_STEPS = (("contribution_stake", "Stake"), ("contribution_accept", "Accept"), ("contribution_reject", "Reject"))
+CHAIN_STEPS = (("contribution_stake", "Stake"), ("contribution_accept", "Accept"), ("contribution_reject", "Reject"),
+               ("contribution_slash", "Slash"), ("contribution_release", "Release"))
 
 
 def contribution_chain_state(*, contribution: Contribution) -> dict:

@@ -16,6 +16,7 @@ import logging
 import shutil
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -665,8 +666,12 @@ def _decide(*, contribution: Contribution, curator, decision: str, reason: str) 
 
 @transaction.atomic
 def contribution_accept(*, contribution: Contribution, curator, reason: str = "") -> Contribution:
-    """Accept: the records join the Datanet and the stake is released (outbox)."""
+    """Accept: the records join the Datanet; the stake is bonded for LEDGER_STAKE_BOND_SECONDS (slashable for
+    harm found later, released after: datanets/harm.py), then released (outbox)."""
     c = _decide(contribution=contribution, curator=curator, decision=Contribution.Status.ACCEPTED, reason=reason)
+    if settings.LEDGER_STAKE_BOND_SECONDS > 0:  # the chain's bond starts when the accept is mined (a bit later)
+        c.bond, c.bonded_until = Contribution.Bond.BONDED, c.decided_at + timedelta(seconds=settings.LEDGER_STAKE_BOND_SECONDS)
+        c.save(update_fields=["bond", "bonded_until"])
     enqueue("contribution_accept", {"contribution_id": c.id, "datanet_id": c.datanet_id,
                                     "content_hash": "0x" + c.file_sha256}, f"contribution_accept:{c.id}")
     return c

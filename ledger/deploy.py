@@ -60,7 +60,7 @@ def governor_config() -> dict:
 
 
 def deploy_all(signer, *, treasury: str, governance_delay: int, governor: dict | None = None,
-               epoch_seconds: int | None = None) -> dict[str, tuple[str, dict]]:
+               epoch_seconds: int | None = None, bond_seconds: int | None = None) -> dict[str, tuple[str, dict]]:
     """Deploy every contract from the signer (no database); name -> (address, receipt).
 
     Raises ChainError when the roles do not end as the module docstring says (nothing is recorded then)."""
@@ -77,7 +77,8 @@ def deploy_all(signer, *, treasury: str, governance_delay: int, governor: dict |
         "OpenGovernor", token, timelock_address, int(governor["voting_delay"]), int(governor["voting_period"]),
         int(Decimal(str(governor["proposal_threshold"])) * 10**18), int(governor["quorum_percent"]),
     )
-    found["DatanetRegistry"] = signer.deploy("DatanetRegistry", token, treasury, timelock_address, operator)
+    bond = settings.LEDGER_STAKE_BOND_SECONDS if bond_seconds is None else bond_seconds
+    found["DatanetRegistry"] = signer.deploy("DatanetRegistry", token, treasury, timelock_address, operator, int(bond))
     found["ModelRegistry"] = signer.deploy("ModelRegistry", timelock_address, operator)
     found["RewardDistributor"] = signer.deploy(
         "RewardDistributor", token, treasury, timelock_address, operator, timelock_address, DEFAULT_FEE_SPLIT_BPS,

@@ -23,6 +23,12 @@ why in docs/attribution.md ("Contributor weights"):
    shown an effect the validation set can tell from noise: `signal=False` and the weights are an equal
    split per contributor (volume cannot buy it); the caller stores the flag and says so.
 
+Harm (`ModelWeightsAccumulator.harmful`), reported to curators, never a change to the weights: the same
+statistic read from the other side. A contributor is harmful when T_c < -z * s_c (significantly negative
+at the same family-wise alpha: noise is flagged with probability <= alpha) and |T_c| exceeds the Datanet's
+`harm_threshold`. The evidence is each record's part of T_c (mean over queries of its credited score over the
+query's scale: a contributor's records sum to T_c), most negative first.
+
 Per-query shares for one explanation (`contributor_shares`) keep the older net-clipped rule: one query
 cannot be tested against a null. They are shown, not what a model's fees are split by.
 
@@ -116,6 +122,16 @@ class ModelWeights:
                 "mean": self.mean, "threshold": self.threshold, "queries_scored": self.queries}
 
 
+@dataclass
+class Harm:
+    """A contributor significantly harmful on the validation set, with the evidence (see the docstring)."""
+
+    contributor: str
+    statistic: float                 # T_c < 0
+    null_bound: float                # z * s_c; T_c < -null_bound
+    records: list[tuple[int, float]]  # (column position, part of T_c), most negative first
+
+
 class ModelWeightsAccumulator:
     """The model-level rule over validation queries fed in chunks, so the (n_val, n_records) score matrix
     never has to be in memory at once; the result does not depend on the chunking.
@@ -171,6 +187,7 @@ class ModelWeightsAccumulator:
         self._sum_x2 = np.zeros(k)
         self._negative_sum = np.zeros(k)
         self._record_positive = np.zeros(n)
+        self._record_x = np.zeros(n)  # per record: sum over queries of credited score / query scale
         self.queries = 0
         self.queries_scored = 0
 
@@ -207,7 +224,9 @@ class ModelWeightsAccumulator:
         credited = scores * self._credited
         scale = np.abs(credited).sum(axis=1)
         scored = scale > 0
-        x = self._per_contributor(credited[scored]) / scale[scored, None]
+        normalised = credited[scored] / scale[scored, None]
+        self._record_x += normalised.sum(axis=0)
+        x = self._per_contributor(normalised)
         self._sum_x += x.sum(axis=0)
         self._sum_x2 += (x * x).sum(axis=0)
         self.queries += scores.shape[0]
@@ -244,6 +263,32 @@ class ModelWeightsAccumulator:
 
     def weights(self) -> dict[str, float]:
         return self.result().weights
+
+    def record_means(self) -> np.ndarray:
+        """Per record: its part of its contributor's T_c (mean over scored queries of score / query scale)."""
+        return self._record_x / max(self.queries_scored, 1)
+
+    def harmful(self, harm_threshold: float = 0.0, *, top: int = 20,
+                result: ModelWeights | None = None) -> list[Harm]:
+        """Contributors whose T_c is below minus the null bound and below -harm_threshold, most harmful first,
+        each with its `top` most negative records (column positions and their parts of T_c). Never "" (the
+        unattributed pool has nobody to flag)."""
+        result = result or self.result()
+        if self.queries_scored == 0:
+            return []
+        means = self.record_means()
+        out = []
+        for code, name in enumerate(self.names):
+            t, bound = result.mean[name], result.threshold[name]
+            if not name or not (t < -bound and -t > harm_threshold):
+                continue
+            cols = self._by_owner[self._owner_starts[code]:(self._owner_starts[code + 1]
+                                                              if code + 1 < len(self.names) else None)]
+            cols = cols[self._credited[cols] & (means[cols] < 0)]
+            worst = cols[np.argsort(means[cols], kind="stable")[:top]]
+            out.append(Harm(contributor=name, statistic=t, null_bound=bound,
+                            records=[(int(i), float(means[i])) for i in worst]))
+        return sorted(out, key=lambda h: (h.statistic, h.contributor))
 
     def negative(self) -> dict[str, float]:
         """Mean negative influence per query for each contributor's own records (<= 0); for curation."""

@@ -10,9 +10,12 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 
 /// @title Datanets, stakes on contributions, curation decisions and versions.
 /// @notice Ids are the application's database ids. A stake is paid by its `staker` (the contributor or a
-/// sponsor such as the operator for custodial demo wallets). Accept releases the stake to the staker;
-/// reject sends `amount * slashBps / 10000` (rounded down) to the treasury and the rest, dust included,
-/// back to the staker. Curators decide directly (msg.sender) or by an EIP-712 signature that anyone relays.
+/// sponsor such as the operator for custodial demo wallets). Reject sends `amount * slashBps / 10000`
+/// (rounded down) to the treasury and the rest, dust included, back to the staker. Accept keeps the stake
+/// bonded for `bondSeconds` (governed): harm found later (net negative influence on a model's clean
+/// validation set) can still be slashed within it by a curator (`slashAccepted`, the same split as a
+/// rejection); after it anyone may `release` the stake to its staker. With `bondSeconds == 0` accept
+/// releases at once. Curators act directly (msg.sender) or by an EIP-712 signature that anyone relays.
 contract DatanetRegistry is AccessControl, ReentrancyGuard, EIP712 {
     using SafeERC20 for IERC20;
 
@@ -20,10 +23,14 @@ contract DatanetRegistry is AccessControl, ReentrancyGuard, EIP712 {
     bytes32 public constant GOVERNANCE_ROLE = keccak256("GOVERNANCE_ROLE");
     bytes32 public constant DECISION_TYPEHASH =
         keccak256("Decision(uint256 datanetId,bytes32 contentHash,bool accept)");
+    bytes32 public constant SLASH_TYPEHASH = keccak256("Slash(uint256 datanetId,bytes32 contentHash)");
+    uint64 public constant MAX_BOND_SECONDS = 365 days;
     uint16 public constant BPS = 10_000;
     uint256 public constant MAX_CURATORS = 32;
 
     enum StakeStatus { None, Pending, Accepted, Rejected }
+    /// @notice What happened to an accepted stake's tokens (status stays Accepted: the decision is not undone).
+    enum Bond { None, Bonded, Released, Slashed }
 
     struct Datanet {
         address owner;
@@ -39,6 +46,8 @@ contract DatanetRegistry is AccessControl, ReentrancyGuard, EIP712 {
         address staker;
         uint128 amount;
         StakeStatus status;
+        uint64 bondedUntil; // accepted stakes: slashable before, releasable from this time
+        Bond bond;
     }
 
     struct Version {
@@ -49,6 +58,7 @@ contract DatanetRegistry is AccessControl, ReentrancyGuard, EIP712 {
 
     IERC20 public immutable token;
     address public immutable treasury;
+    uint64 public bondSeconds;
 
     mapping(uint256 => Datanet) public datanets;
     mapping(uint256 => mapping(address => bool)) public isCurator;
@@ -59,7 +69,10 @@ contract DatanetRegistry is AccessControl, ReentrancyGuard, EIP712 {
     event DatanetTermsSet(uint256 indexed datanetId, uint128 minStake, uint16 slashBps);
     event CuratorSet(uint256 indexed datanetId, address indexed curator, bool enabled);
     event Staked(uint256 indexed datanetId, bytes32 indexed contentHash, address indexed contributor, address staker, uint128 amount);
-    event Accepted(uint256 indexed datanetId, bytes32 indexed contentHash, address indexed curator, uint128 released);
+    event Accepted(uint256 indexed datanetId, bytes32 indexed contentHash, address indexed curator, uint128 bonded);
+    event Released(uint256 indexed datanetId, bytes32 indexed contentHash, address indexed staker, uint128 amount);
+    event SlashedAccepted(uint256 indexed datanetId, bytes32 indexed contentHash, address indexed curator, uint128 slashed, uint128 returned);
+    event BondSecondsSet(uint64 bondSeconds);
     event Rejected(uint256 indexed datanetId, bytes32 indexed contentHash, address indexed curator, uint128 slashed, uint128 returned);
     event VersionRegistered(uint256 indexed datanetId, uint256 indexed number, bytes32 merkleRoot, uint64 recordCount);
 
@@ -75,11 +88,19 @@ contract DatanetRegistry is AccessControl, ReentrancyGuard, EIP712 {
     error NotPending(bytes32 contentHash);
     error VersionExists(uint256 number);
     error EmptyRoot();
+    error NotBonded(bytes32 contentHash);
+    error BondRunning(bytes32 contentHash, uint64 bondedUntil);
+    error BondOver(bytes32 contentHash, uint64 bondedUntil);
+    error BadBond(uint64 bondSeconds);
 
-    constructor(IERC20 token_, address treasury_, address admin, address operator) EIP712("DatanetRegistry", "1") {
+    constructor(IERC20 token_, address treasury_, address admin, address operator, uint64 bondSeconds_)
+        EIP712("DatanetRegistry", "1")
+    {
         if (address(token_) == address(0) || treasury_ == address(0) || admin == address(0)) revert ZeroAddress();
+        if (bondSeconds_ > MAX_BOND_SECONDS) revert BadBond(bondSeconds_);
         token = token_;
         treasury = treasury_;
+        bondSeconds = bondSeconds_;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(GOVERNANCE_ROLE, admin); // the timelock: OPEN holders set each Datanet's terms
         _grantRole(OPERATOR_ROLE, operator);
@@ -112,6 +133,13 @@ contract DatanetRegistry is AccessControl, ReentrancyGuard, EIP712 {
         emit DatanetTermsSet(datanetId, minStake, slashBps);
     }
 
+    /// @notice Governance sets how long an accepted stake stays bonded (slashable). Applies to accepts after it.
+    function setBondSeconds(uint64 bondSeconds_) external onlyRole(GOVERNANCE_ROLE) {
+        if (bondSeconds_ > MAX_BOND_SECONDS) revert BadBond(bondSeconds_);
+        bondSeconds = bondSeconds_;
+        emit BondSecondsSet(bondSeconds_);
+    }
+
     /// @notice The Datanet's owner or the operator appoints or removes a curator.
     function setCurator(uint256 datanetId, address curator, bool enabled) external {
         Datanet storage d = _datanet(datanetId);
@@ -142,7 +170,7 @@ contract DatanetRegistry is AccessControl, ReentrancyGuard, EIP712 {
         if (amount < d.minStake) revert StakeTooSmall(amount, d.minStake);
         Stake storage s = stakes[datanetId][contentHash];
         if (s.status != StakeStatus.None) revert StakeExists(contentHash);
-        stakes[datanetId][contentHash] = Stake(contributor, msg.sender, amount, StakeStatus.Pending);
+        stakes[datanetId][contentHash] = Stake(contributor, msg.sender, amount, StakeStatus.Pending, 0, Bond.None);
         emit Staked(datanetId, contentHash, contributor, msg.sender, amount);
         token.safeTransferFrom(msg.sender, address(this), amount);
     }
@@ -181,7 +209,14 @@ contract DatanetRegistry is AccessControl, ReentrancyGuard, EIP712 {
         if (accept_) {
             s.status = StakeStatus.Accepted;
             emit Accepted(datanetId, contentHash, curator, amount);
-            token.safeTransfer(staker, amount);
+            if (bondSeconds == 0) {
+                s.bond = Bond.Released;
+                emit Released(datanetId, contentHash, staker, amount);
+                token.safeTransfer(staker, amount);
+            } else {
+                s.bond = Bond.Bonded;
+                s.bondedUntil = uint64(block.timestamp) + bondSeconds;
+            }
         } else {
             (uint128 slashed, uint128 returned) = slashAmounts(amount, d.slashBps);
             s.status = StakeStatus.Rejected;
@@ -189,6 +224,46 @@ contract DatanetRegistry is AccessControl, ReentrancyGuard, EIP712 {
             if (slashed > 0) token.safeTransfer(treasury, slashed);
             if (returned > 0) token.safeTransfer(staker, returned);
         }
+    }
+
+    // --- the bond of an accepted stake ---------------------------------------------------------
+
+    /// @notice After the bond period anyone may release an accepted stake to its staker.
+    function release(uint256 datanetId, bytes32 contentHash) external nonReentrant {
+        Stake storage s = stakes[datanetId][contentHash];
+        if (s.bond != Bond.Bonded) revert NotBonded(contentHash);
+        if (block.timestamp < s.bondedUntil) revert BondRunning(contentHash, s.bondedUntil);
+        s.bond = Bond.Released;
+        emit Released(datanetId, contentHash, s.staker, s.amount);
+        token.safeTransfer(s.staker, s.amount);
+    }
+
+    /// @notice Within the bond period a curator slashes an accepted stake at the Datanet's rate in force now:
+    /// the same split as a rejection (to the treasury, the rest with the dust back to the staker).
+    function slashAccepted(uint256 datanetId, bytes32 contentHash) external {
+        _slashAccepted(datanetId, contentHash, msg.sender);
+    }
+
+    /// @notice Relay a curator's signed slash (EIP-712 `Slash`).
+    function slashAcceptedBySig(uint256 datanetId, bytes32 contentHash, bytes calldata signature) external {
+        _slashAccepted(datanetId, contentHash, ECDSA.recover(slashDigest(datanetId, contentHash), signature));
+    }
+
+    function slashDigest(uint256 datanetId, bytes32 contentHash) public view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(SLASH_TYPEHASH, datanetId, contentHash)));
+    }
+
+    function _slashAccepted(uint256 datanetId, bytes32 contentHash, address curator) private nonReentrant {
+        Datanet storage d = _datanet(datanetId);
+        if (!isCurator[datanetId][curator]) revert NotCurator(curator);
+        Stake storage s = stakes[datanetId][contentHash];
+        if (s.bond != Bond.Bonded) revert NotBonded(contentHash);
+        if (block.timestamp >= s.bondedUntil) revert BondOver(contentHash, s.bondedUntil);
+        (uint128 slashed, uint128 returned) = slashAmounts(s.amount, d.slashBps);
+        s.bond = Bond.Slashed;
+        emit SlashedAccepted(datanetId, contentHash, curator, slashed, returned);
+        if (slashed > 0) token.safeTransfer(treasury, slashed);
+        if (returned > 0) token.safeTransfer(s.staker, returned);
     }
 
     // --- versions -------------------------------------------------------------------------------

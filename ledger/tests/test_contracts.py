@@ -104,6 +104,56 @@ def test_reject_moves_exact_amounts(chain):
     assert token.functions.balanceOf(reg.address).call() == 0
 
 
+def test_accept_bonds_the_stake_slashable_within_the_bond_and_released_after(chain):
+    """Accept keeps the stake (bonded for bondSeconds); within it a curator (directly or by signature) slashes
+    it with the rejection's split, once; after it anyone releases it to the staker, once."""
+    token = chain.c["OpenToken"]
+    curator, outsider = chain.actor(2), chain.actor(1)
+    reg = _create(chain, curators=[curator.address], min_stake=1, bps=3333)
+    bond = reg.functions.bondSeconds().call()
+    assert bond > 0
+    h2 = b"\x22" * 32
+    chain.signer.transact(reg.functions.stake(1, H, chain.actor(0).address, 7))
+    chain.signer.transact(reg.functions.stake(1, h2, chain.actor(0).address, 10 * E18))
+    held = token.functions.balanceOf(reg.address).call()
+    accepted = chain.transact_as(curator, reg.functions.accept(1, H))
+    assert accepted["status"] == 1
+    assert chain.transact_as(curator, reg.functions.accept(1, h2))["status"] == 1
+    assert token.functions.balanceOf(reg.address).call() == held  # nothing released at accept
+    stake = reg.functions.stakes(1, H).call()
+    assert (stake[3], stake[5]) == (2, 1)  # Accepted, Bonded
+    assert stake[4] == chain.w3.eth.get_block(accepted["blockNumber"])["timestamp"] + bond
+    # within the bond: nobody releases; only a curator slashes
+    assert revert_name(reg.functions.release(1, H), outsider.address) == "BondRunning"
+    assert revert_name(reg.functions.slashAccepted(1, H), outsider.address) == "NotCurator"
+    forged = Account.unsafe_sign_hash(reg.functions.slashDigest(1, H).call(), outsider.key).signature
+    assert revert_name(reg.functions.slashAcceptedBySig(1, H, bytes(forged)), chain.signer.address) == "NotCurator"
+    treasury_before = token.functions.balanceOf(TREASURY).call()
+    staker_before = token.functions.balanceOf(chain.signer.address).call()
+    signed = Account.unsafe_sign_hash(reg.functions.slashDigest(1, H).call(), curator.key).signature
+    chain.signer.transact(reg.functions.slashAcceptedBySig(1, H, bytes(signed)))
+    assert token.functions.balanceOf(TREASURY).call() - treasury_before == 2  # floor(7 * 3333 / 10000)
+    assert token.functions.balanceOf(chain.signer.address).call() - staker_before == 5
+    assert reg.functions.stakes(1, H).call()[5] == 3  # Slashed
+    assert revert_name(reg.functions.slashAccepted(1, H), curator.address) == "NotBonded"
+    assert revert_name(reg.functions.release(1, H), outsider.address) == "NotBonded"
+    # after the bond: no slash; anyone releases the whole stake to its staker, once
+    chain.mine(bond + 1)
+    assert revert_name(reg.functions.slashAccepted(1, h2), curator.address) == "BondOver"
+    staker_before = token.functions.balanceOf(chain.signer.address).call()
+    assert chain.transact_as(outsider, reg.functions.release(1, h2))["status"] == 1
+    assert token.functions.balanceOf(chain.signer.address).call() - staker_before == 10 * E18
+    assert token.functions.balanceOf(reg.address).call() == held - 7 - 10 * E18
+    assert revert_name(reg.functions.release(1, h2), outsider.address) == "NotBonded"
+    # pending and rejected stakes have no bond
+    assert revert_name(reg.functions.slashAccepted(1, b"\x33" * 32), curator.address) == "NotBonded"
+
+
+def test_bond_seconds_is_governed(chain):
+    reg = chain.c["DatanetRegistry"]
+    assert revert_name(reg.functions.setBondSeconds(5), chain.signer.address) == "AccessControlUnauthorizedAccount"
+
+
 def test_distributor_never_pays_more_than_funded_and_totals_only_grow(chain):
     """A root whose leaves add up to more than was funded pays until the funding runs out, then ExceedsFunding;
     funding never shrinks; a tree of another generation is refused; claimMany pays each account once."""

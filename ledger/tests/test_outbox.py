@@ -70,7 +70,8 @@ def test_every_kind_reaches_the_chain(chain):
     # slash arithmetic: floor(amount * 3333 / 10000) to the treasury, the rest (with the dust) back
     amount2 = 12 * E18 + 1
     assert token.functions.balanceOf(TREASURY).call() - treasury_before == amount2 * 3333 // 10_000
-    assert token.functions.balanceOf(reg.address).call() == 0
+    assert s1[5] == 1  # accepted: bonded (slashable for harm) until LEDGER_STAKE_BOND_SECONDS pass
+    assert token.functions.balanceOf(reg.address).call() == 10 * E18  # c1's bond; c2 was settled at reject
     assert reg.functions.versions(d.pk, 1).call()[:2] == [b32(h("root")), 42]
     m = models.functions.getModel(b32(h("adapter 7"))).call()
     assert m[0] == 7 and m[1] == address_for_user(dev) and m[5] == "minilm-l6"
@@ -484,7 +485,7 @@ def test_randomised_crashes_never_lose_or_double_a_write(chain):
             if what == "stake":
                 s = reg.functions.stakes(d.pk, bytes.fromhex(obj.file_sha256)).call()
                 assert s[3] == status and s[2] == int(obj.stake) * E18, (i, point)
-                pending_total += s[2] if status == 1 else 0
+                pending_total += s[2] if status in (1, 2) else 0  # pending, or accepted and still bonded
             elif what == "model":
                 assert models.functions.getModel(b32(obj["adapter_hash"])).call()[0] == obj["model_id"]
             elif what == "version":
@@ -492,7 +493,7 @@ def test_randomised_crashes_never_lose_or_double_a_write(chain):
             else:
                 assert dist.functions.epochs(obj.pk).call()[1] == obj.funded_wei  # cumulative funding
                 assert RewardEpoch.objects.get(pk=obj.pk).status == RewardEpoch.Status.PUBLISHED
-        # no double transfer: the registry holds exactly the pending stakes, the distributor the epoch funds
+        # no double transfer: the registry holds exactly the pending and bonded stakes, the distributor the epoch funds
         assert token.functions.balanceOf(reg.address).call() == pending_total, (i, point)
         # (the distributor is funded up to the latest epoch's cumulative total: each publication adds the difference)
         epochs = [o for w, o, _ in expect if w == "epoch"]
