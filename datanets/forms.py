@@ -50,6 +50,12 @@ class DatanetCreateForm(forms.Form):
                                         help_text="Share of the stake slashed when a contribution is rejected.")
     max_text_length = forms.IntegerField(min_value=1, max_value=1_000_000, initial=10_000,
                                          help_text="Longest record text accepted, in characters.")
+    harm_threshold = forms.FloatField(min_value=0, max_value=1, initial=0.0, required=False,
+                                      help_text="Flag a contributor to curators when their records' mean influence on a "
+                                                "model's validation set is significantly negative and below minus this.")
+
+    def clean_harm_threshold(self) -> float:
+        return self.cleaned_data.get("harm_threshold") or 0.0
 
     def clean_labels(self) -> list[str]:
         return [line.strip() for line in self.cleaned_data["labels"].splitlines() if line.strip()]

@@ -75,7 +75,7 @@ def datanet_create(*, owner, name: str, domain: str = Datanet.Domain.OTHER, task
                    labels: list[str] | tuple[str, ...] = (), description: str = "", license: str = "",
                    min_stake: Decimal = Decimal("10"), slash_fraction: Decimal = Decimal("0.5"),
                    max_text_length: int = 10_000, curators=(), slug: str = "",
-                   near_duplicate_threshold: float = neardup.DEFAULT_THRESHOLD) -> Datanet:
+                   near_duplicate_threshold: float = neardup.DEFAULT_THRESHOLD, harm_threshold: float = 0.0) -> Datanet:
     """Create a Datanet and register it on-chain (outbox). Labels are required for classification."""
     labels = [str(label).strip() for label in labels if str(label).strip()]
     if task == Datanet.Task.CLASSIFICATION and (len(labels) < 2 or len(set(labels)) != len(labels)
@@ -90,7 +90,7 @@ def datanet_create(*, owner, name: str, domain: str = Datanet.Domain.OTHER, task
     datanet = Datanet(owner=owner, name=name, slug=slug, domain=domain, task=task, labels=labels,
                       description=description, license=license, min_stake=Decimal(min_stake),
                       slash_fraction=Decimal(slash_fraction), max_text_length=max_text_length,
-                      near_duplicate_threshold=near_duplicate_threshold)
+                      near_duplicate_threshold=near_duplicate_threshold, harm_threshold=harm_threshold)
     datanet.full_clean()
     datanet.save()
     for curator in curators:

@@ -11,9 +11,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from core.errors import ApplicationError
 from core.roles import CONTRIBUTOR, CURATOR, role_required
-from datanets import selectors, services
+from datanets import harm, selectors, services
 from datanets.forms import DatanetCreateForm, DatanetFilterForm, MappingForm, UploadForm
-from datanets.models import Contribution, Datanet, DatanetVersion
+from datanets.models import Contribution, Datanet, DatanetVersion, HarmFlag
 
 RECORDS_PER_PAGE = 25
 
@@ -126,7 +126,35 @@ def contribution_detail(request, pk):
         "labels": services.contribution_label_counts(contribution=contribution) if contribution.record_count else {},
         "chain": selectors.contribution_chain_state(contribution=contribution),
         "near_dups": selectors.contribution_near_duplicates(contribution=contribution) if contribution.record_count else None,
+        "harm_flags": harm.harm_flags_visible_to(user=request.user, contribution=contribution),
+        "can_curate": services.user_can_curate(user=request.user, datanet=contribution.datanet),
     })
+
+
+@login_required
+@require_POST
+def harm_flag_decide(request, pk, action):
+    """A curator slashes a harm flag's bonded contributions (a reason is required) or dismisses it; the
+    service checks that the user curates the flag's Datanet and is not the flagged contributor."""
+    if action not in ("slash", "dismiss"):
+        raise Http404("No such action.")
+    flag = get_object_or_404(HarmFlag.objects.select_related("datanet"), pk=pk)
+    if not services.user_can_curate(user=request.user, datanet=flag.datanet):
+        raise PermissionDenied("You do not curate this Datanet.")
+    reason = request.POST.get("reason", "")
+    try:
+        if action == "slash":
+            slashed = harm.harm_flag_slash(flag=flag, curator=request.user, reason=reason)
+            messages.success(request, f"Slashed {len(slashed)} contribution(s); the chain shows it once mined.")
+        else:
+            harm.harm_flag_dismiss(flag=flag, curator=request.user, reason=reason)
+            messages.success(request, "Flag dismissed.")
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    back = request.POST.get("contribution")
+    if back and back.isdigit() and flag.contributions.filter(pk=int(back)).exists():
+        return redirect("datanets:contribution", pk=int(back))
+    return redirect("datanets:detail", slug=flag.datanet.slug)
 
 
 @login_required

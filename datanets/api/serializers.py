@@ -20,7 +20,7 @@ class DatanetSerializer(serializers.ModelSerializer):
     class Meta:
         model = Datanet
         fields = ("id", "slug", "name", "domain", "task", "labels", "description", "license", "max_text_length",
-                  "min_stake", "slash_fraction", "owner", "curators", "accepted_records", "created_at")
+                  "min_stake", "slash_fraction", "harm_threshold", "owner", "curators", "accepted_records", "created_at")
         read_only_fields = fields
 
 
@@ -35,6 +35,8 @@ class DatanetCreateSerializer(serializers.Serializer):
     min_stake = serializers.DecimalField(max_digits=38, decimal_places=18, min_value=0, default="10")
     slash_fraction = serializers.DecimalField(max_digits=5, decimal_places=4, min_value=0, max_value=1, default="0.5")
     max_text_length = serializers.IntegerField(min_value=1, max_value=1_000_000, default=10_000)
+    harm_threshold = serializers.FloatField(min_value=0, max_value=1, default=0.0,
+                                            help_text="Harm flags: see docs/attribution.md (harmful data).")
 
 
 class LabelCountSerializer(serializers.Serializer):

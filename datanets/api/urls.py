@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from datanets.api import views
+from datanets.api import harm, views
 
 urlpatterns = [
     path("datanets/", views.DatanetListCreateApi.as_view(), name="api-datanets"),
@@ -18,4 +18,8 @@ urlpatterns = [
     path("contributions/<int:contribution_id>/", views.ContributionDetailApi.as_view(), name="api-contribution"),
     path("contributions/<int:contribution_id>/start/", views.ContributionStartApi.as_view(), name="api-contribution-start"),
     path("contributions/<int:contribution_id>/retry/", views.ContributionRetryApi.as_view(), name="api-contribution-retry"),
+    path("contributions/<int:contribution_id>/harm-flags/", harm.ContributionHarmFlagsApi.as_view(),
+         name="api-contribution-harm-flags"),
+    path("datanets/<slug:slug>/harm-flags/", harm.DatanetHarmFlagsApi.as_view(), name="api-datanet-harm-flags"),
+    path("harm-flags/<int:flag_id>/", harm.HarmFlagDecideApi.as_view(), name="api-harm-flag-decide"),
 ]
