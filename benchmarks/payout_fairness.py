@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from attribution.engines.base import Query, Record  # noqa: E402
 from attribution.engines.gradient import GradientEngine  # noqa: E402
-from attribution.engines.weights import contributor_shares_matrix, model_weights, null_z  # noqa: E402
+from attribution.engines.weights import PAY_Z, contributor_shares_matrix, model_weights, null_z  # noqa: E402
 from benchmarks.attribution_quality import COMMON, LABELS, Bench  # noqa: E402
 
 DATA = Path("/work/shared/data/financial_phrasebank.csv")
@@ -262,7 +262,8 @@ def markdown(results: list[dict], cfg_name: str) -> str:
         t = targets(r)
         out += [f"## seed {r['seed']} ({r['records']} records, val accuracy {r['val_accuracy']:.3f}, "
                 f"{r['clusters']} near-duplicate clusters, signal {r['signal']}, {r['seconds']:.0f}s)", "",
-                f"`T/s` is each contributor's signed mean over its null's scale; paid only above z = {r['null_z']:.2f}.", "",
+                f"`T/s` is each contributor's signed mean over its null's scale; a signal needs some T/s above "
+                f"z = {r['null_z']:.2f} (family-wise), then each is paid its excess over T/s = {PAY_Z:g}.", "",
                 "| contributor | paid | T/s | paid, no clusters | old rule | LoRA LOO | cheap LOO | Shapley | Shapley share |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for c in CONTRIBUTORS:
