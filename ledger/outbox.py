@@ -18,7 +18,6 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -33,7 +32,6 @@ from ledger.services import (
     address_for_user,
     custodial_address_for_user_id,
     custodial_key_for_user_id,
-    fee_split_cache_clear,
     to_wei,
 )
 
@@ -287,36 +285,6 @@ def _plan_epoch_sweep(ctx: Ctx, row):
     return dist.functions.sweep()
 
 
-def _fee_split_operation(ctx: Ctx, row):
-    """(timelock, target, calldata, salt, operation id) of a fee-split proposal row."""
-    from ledger.models import GovernanceProposal
-
-    proposal = _get(GovernanceProposal, _p(row, "proposal_id"), "governance proposal")
-    bps = [int(x) for x in proposal.params["bps"]]
-    dist, timelock = ctx.c["RewardDistributor"], ctx.c["Governance"]
-    data = dist.encode_abi("setFeeSplit", args=[tuple(bps)])
-    salt = _b32(proposal.salt, "salt")
-    op = timelock.functions.hashOperation(dist.address, 0, data, b"\0" * 32, salt).call()
-    return timelock, dist.address, data, salt, op
-
-
-def _plan_fee_split_schedule(ctx: Ctx, row):
-    timelock, target, data, salt, op = _fee_split_operation(ctx, row)
-    if timelock.functions.isOperation(op).call():
-        return None
-    delay = timelock.functions.getMinDelay().call()
-    return timelock.functions.schedule(target, 0, data, b"\0" * 32, salt, delay)
-
-
-def _plan_fee_split_execute(ctx: Ctx, row):
-    timelock, target, data, salt, op = _fee_split_operation(ctx, row)
-    if timelock.functions.isOperationDone(op).call():
-        return None
-    if not timelock.functions.isOperationReady(op).call():
-        raise PermanentError("the timelock has not released this proposal yet (or it was never scheduled)")
-    return timelock.functions.execute(target, 0, data, b"\0" * 32, salt)
-
-
 def _epoch_published(ctx: Ctx, row) -> None:
     RewardEpoch.objects.filter(pk=row.payload.get("epoch_id")).update(status=RewardEpoch.Status.PUBLISHED)
 
@@ -342,28 +310,6 @@ def _claim_done(ctx: Ctx, row) -> None:
         status=RewardClaim.Status.CLAIMED, claimed_at=timezone.now())
 
 
-def _fee_split_scheduled(ctx: Ctx, row) -> None:
-    from ledger.models import GovernanceProposal
-
-    timelock, _, _, _, op = _fee_split_operation(ctx, row)
-    ready = timelock.functions.getTimestamp(op).call()
-    GovernanceProposal.objects.filter(pk=row.payload.get("proposal_id")).update(
-        status=GovernanceProposal.Status.SCHEDULED, operation_id="0x" + bytes(op).hex(),
-        ready_at=datetime.fromtimestamp(ready, tz=UTC) if ready > 1 else None)
-
-
-def _fee_split_executed(ctx: Ctx, row) -> None:
-    from ledger.models import ChainParameter, GovernanceProposal
-
-    proposal = GovernanceProposal.objects.filter(pk=row.payload.get("proposal_id")).first()
-    if proposal is None:
-        return
-    GovernanceProposal.objects.filter(pk=proposal.pk).update(
-        status=GovernanceProposal.Status.EXECUTED, executed_at=timezone.now())
-    ChainParameter.objects.filter(chain_id=ctx.signer.chain_id, name="fee_split").delete()  # re-read on next use
-    fee_split_cache_clear()  # this process at once; others within FEE_SPLIT_CACHE_SECONDS
-
-
 PLANNERS: dict[str, Callable] = {
     "datanet_create": _plan_datanet_create,
     "contribution_stake": _plan_contribution_stake,
@@ -375,12 +321,9 @@ PLANNERS: dict[str, Callable] = {
     "epoch_publish": _plan_epoch_publish,
     "reward_claim": _plan_reward_claim,
     "epoch_sweep": _plan_epoch_sweep,
-    "fee_split_schedule": _plan_fee_split_schedule,
-    "fee_split_execute": _plan_fee_split_execute,
 }
 ON_CONFIRMED: dict[str, Callable] = {
     "epoch_publish": _epoch_published, "reward_claim": _claim_done, "epoch_sweep": _epoch_swept,
-    "fee_split_schedule": _fee_split_scheduled, "fee_split_execute": _fee_split_executed,
 }
 
 
@@ -395,40 +338,35 @@ def _epoch_unpublished(ctx: Ctx, row) -> None:
 
 
 def _epoch_unswept(ctx: Ctx, row) -> None:
-    epoch_id = row.payload.get("epoch_id")
-    RewardEpoch.objects.filter(pk=epoch_id, status=RewardEpoch.Status.SWEPT).update(status=RewardEpoch.Status.SWEEPING)
-    expired = RewardClaim.objects.filter(epoch_id=epoch_id, status=RewardClaim.Status.EXPIRED)
+    """The sweep closed the whole generation (`_epoch_swept`): its epochs go back to sweeping and its expired
+    claims back to what they were (queued when a claim row still waits in the outbox)."""
+    epochs = RewardEpoch.objects.filter(generation=int(row.payload.get("generation", 0)), pk__lte=row.payload.get("epoch_id"))
+    RewardEpoch.objects.filter(pk__in=epochs.values("pk"), status=RewardEpoch.Status.SWEPT) \
+        .update(status=RewardEpoch.Status.SWEEPING)
+    expired = RewardClaim.objects.filter(epoch__in=epochs, status=RewardClaim.Status.EXPIRED)
     pending = LedgerTransaction.objects.filter(kind="reward_claim", status__in=[Status.QUEUED, Status.SENT]) \
-        .values_list("payload__claim_id", flat=True)
-    queued = {int(pk) for pk in pending if pk is not None}
-    expired.filter(pk__in=queued).update(status=RewardClaim.Status.QUEUED)
-    expired.exclude(pk__in=queued).update(status=RewardClaim.Status.UNCLAIMED)
+        .values_list("payload__account", flat=True)
+    waiting = {a for a in pending if a}
+    expired.filter(account__in=waiting).update(status=RewardClaim.Status.QUEUED)
+    expired.exclude(account__in=waiting).update(status=RewardClaim.Status.UNCLAIMED)
 
 
 def _claim_undone(ctx: Ctx, row) -> None:
-    RewardClaim.objects.filter(pk=row.payload.get("claim_id"), status=RewardClaim.Status.CLAIMED) \
-        .update(status=RewardClaim.Status.QUEUED, claimed_at=None)
-
-
-def _fee_split_unscheduled(ctx: Ctx, row) -> None:
-    from ledger.models import GovernanceProposal
-
-    GovernanceProposal.objects.filter(pk=row.payload.get("proposal_id"), status=GovernanceProposal.Status.SCHEDULED) \
-        .update(status=GovernanceProposal.Status.SCHEDULING, operation_id="", ready_at=None)
-
-
-def _fee_split_unexecuted(ctx: Ctx, row) -> None:
-    from ledger.models import ChainParameter, GovernanceProposal
-
-    GovernanceProposal.objects.filter(pk=row.payload.get("proposal_id"), status=GovernanceProposal.Status.EXECUTED) \
-        .update(status=GovernanceProposal.Status.EXECUTING, executed_at=None)
-    ChainParameter.objects.filter(chain_id=ctx.signer.chain_id, name="fee_split").delete()
-    fee_split_cache_clear()
+    """A cumulative claim marked every row it covered (`_claim_done`); the chain on its new branch says how much
+    is still paid, and every row above that is queued again (the re-sent row claims it)."""
+    claim = RewardClaim.objects.select_related("epoch").filter(pk=row.payload.get("claim_id")).first()
+    if claim is None:
+        return
+    generation = int(row.payload.get("generation", claim.epoch.generation))
+    paid = ctx.c["RewardDistributor"].functions.claimed(generation, ctx.w3.to_checksum_address(claim.account)).call()
+    undone = [c.pk for c in RewardClaim.objects.filter(account=claim.account, epoch__generation=generation,
+                                                       status=RewardClaim.Status.CLAIMED)
+              if int(c.cumulative_wei) > paid]
+    RewardClaim.objects.filter(pk__in=undone).update(status=RewardClaim.Status.QUEUED, claimed_at=None)
 
 
 ON_REORGED: dict[str, Callable] = {
     "epoch_publish": _epoch_unpublished, "reward_claim": _claim_undone, "epoch_sweep": _epoch_unswept,
-    "fee_split_schedule": _fee_split_unscheduled, "fee_split_execute": _fee_split_unexecuted,
 }
 
 
