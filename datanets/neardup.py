@@ -294,8 +294,9 @@ def cluster_assign(
             if hit:
                 candidates.update(hit)
         best: Match | None = None
+        mine = None
         if candidates:
-            mine = sh(rid)
+            mine = shingles(text_of[rid])  # not cached: only roots are compared again
             for cand in sorted(candidates):
                 s = jaccard(mine, sh(cand))
                 if s >= threshold and (best is None or s > best.similarity):
@@ -303,6 +304,8 @@ def cluster_assign(
         if best is not None:
             matches[rid] = best
         else:  # a root: later records may join it
+            if mine is not None:
+                cache[rid] = mine
             for j, key in enumerate(keys_row):
                 tables[j].setdefault(key, []).append(rid)
     return matches

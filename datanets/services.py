@@ -597,11 +597,26 @@ def _near_duplicates_assign(*, contribution: Contribution, datanet: Datanet) -> 
         new_ids=[r[0] for r in new], new_sigs=neardup.from_bytes([r[1] for r in new]),
         root_ids=[r[0] for r in roots], root_sigs=neardup.from_bytes([r[1] for r in roots]),
         texts=_record_texts, threshold=datanet.near_duplicate_threshold)
-    if matches:
-        with connection.cursor() as cur:
-            cur.executemany("UPDATE datanets_record SET near_dup_of_id = %s, near_dup_similarity = %s WHERE id = %s",
-                            [(m.root, round(m.similarity, 6), rid) for rid, m in matches.items()])
+    _near_duplicates_write(matches)
     return len(matches)
+
+
+def _near_duplicates_write(matches: dict[int, neardup.Match]) -> None:
+    """Store the clusters found; on PostgreSQL one COPY and one UPDATE (a file of copies has many)."""
+    if not matches:
+        return
+    rows = [(rid, m.root, round(m.similarity, 6)) for rid, m in matches.items()]
+    with connection.cursor() as cur:
+        if connection.vendor != "postgresql":
+            cur.executemany("UPDATE datanets_record SET near_dup_of_id = %s, near_dup_similarity = %s WHERE id = %s",
+                            [(root, sim, rid) for rid, root, sim in rows])
+            return
+        name = f"mf_neardup_{uuid.uuid4().hex[:12]}"
+        cur.execute(f"CREATE TEMPORARY TABLE {name} (id bigint PRIMARY KEY, root bigint, sim double precision) ON COMMIT DROP")
+        with cur.cursor.copy(f"COPY {name} (id, root, sim) FROM STDIN") as copy:
+            copy.write("".join(f"{rid}\t{root}\t{sim!r}\n" for rid, root, sim in rows))
+        cur.execute(f"UPDATE datanets_record r SET near_dup_of_id = t.root, near_dup_similarity = t.sim "  # noqa: S608 - generated name
+                    f"FROM {name} t WHERE r.id = t.id")
 
 
 def _record_texts(ids: list[int]) -> dict[int, str]:
@@ -638,8 +653,7 @@ def datanet_near_duplicates_rebuild(*, datanet: Datanet) -> int:
             matches = neardup.cluster_assign(new_ids=ids, new_sigs=all_sigs, root_ids=[],
                                              root_sigs=neardup.from_bytes([]), texts=_record_texts,
                                              threshold=datanet.near_duplicate_threshold)
-            cur.executemany("UPDATE datanets_record SET near_dup_of_id = %s, near_dup_similarity = %s WHERE id = %s",
-                            [(m.root, round(m.similarity, 6), rid) for rid, m in matches.items()])
+        _near_duplicates_write(matches)
     return len(matches)
 
 
