@@ -180,13 +180,30 @@ def training_split(model, meta: dict) -> tuple[list, list, dict[int, int]]:
     return sorted(train, key=lambda e: e.record_id), sorted(held, key=lambda e: e.record_id), contributor_of
 
 
-def _accept_order(version, record_ids: list[str]) -> list[int]:
-    """Accept order of the index's records (contribution decided first, then record id): near-duplicate
-    credit goes to the earliest accepted copy."""
+def _version_accept_ranks(version) -> dict[str, int]:
+    """{record id: accept order} over the whole version (contribution decided first, then record id)."""
     rows = version.records.values_list("id", "contribution__decided_at")
     ranked = sorted(rows, key=lambda r: (r[1] is None, r[1] or timezone.now(), r[0]))
-    rank = {str(rid): i for i, (rid, _) in enumerate(ranked)}
+    return {str(rid): i for i, (rid, _) in enumerate(ranked)}
+
+
+def _accept_order(version, record_ids: list[str]) -> list[int]:
+    """Accept order of the index's records: near-duplicate credit goes to the earliest accepted copy."""
+    rank = _version_accept_ranks(version)
     return [rank[rid] for rid in record_ids]
+
+
+def _cluster_first_order(version, clusters: dict[str, str] | None) -> dict[str, int] | None:
+    """{cluster: accept order of its earliest copy in the whole version}, held-out records included, so that
+    when the original is a validation query no training copy is credited as if it were the original."""
+    if not clusters:
+        return None
+    rank = _version_accept_ranks(version)
+    first: dict[str, int] = {}
+    for rid, cluster in clusters.items():
+        if rid in rank:
+            first[cluster] = min(first.get(cluster, rank[rid]), rank[rid])
+    return first
 
 
 def _near_duplicate_clusters(version) -> dict[str, str] | None:
@@ -252,9 +269,10 @@ def attribution_index_build(*, index_id: int, hostname: str = "") -> Attribution
         sources = held or train
         queries = [Query(text=e.text, label=e.label) for e in sources]
         query_ids = [str(e.record_id) for e in sources]
-        acc = ModelWeightsAccumulator(fitted.contributors, record_ids=fitted.record_ids,
-                                      clusters=_near_duplicate_clusters(model.datanet_version),
-                                      order=_accept_order(model.datanet_version, fitted.record_ids))
+        clusters = _near_duplicate_clusters(model.datanet_version)
+        acc = ModelWeightsAccumulator(fitted.contributors, record_ids=fitted.record_ids, clusters=clusters,
+                                      order=_accept_order(model.datanet_version, fitted.record_ids),
+                                      cluster_first_order=_cluster_first_order(model.datanet_version, clusters))
         t0 = time.perf_counter()
         for start in range(0, len(queries), VALIDATION_CHUNK):
             result = engine.attribute(fitted, queries[start : start + VALIDATION_CHUNK], top_k=0, return_matrix=True)

@@ -149,6 +149,7 @@ class ModelWeightsAccumulator:
         record_ids: Sequence[str] | None = None,
         clusters: Mapping[str, Hashable] | None = None,
         order: Sequence[float] | None = None,
+        cluster_first_order: Mapping[Hashable, float] | None = None,
         alpha: float = NULL_ALPHA,
     ):
         self.contributors = list(contributors)
@@ -180,6 +181,13 @@ class ModelWeightsAccumulator:
             first[1:] = col_keys[by_key_then_order][1:] != col_keys[by_key_then_order][:-1]
             self._credited[:] = False
             self._credited[by_key_then_order[first]] = True
+            # The earliest copy may not be a training record (held out as a validation query): then no
+            # training copy is the original, and none is credited (a copier is not paid for what it copied).
+            if cluster_first_order:
+                for m, rid in enumerate(record_ids):
+                    key = self._clusters.get(str(rid))
+                    if key is not None and key in cluster_first_order and rank[m] > cluster_first_order[key]:
+                        self._credited[m] = False
         self._by_owner = np.argsort(self._codes, kind="stable")
         self._owner_starts = np.searchsorted(self._codes[self._by_owner], np.arange(len(self.names)))
         k = len(self.names)
@@ -307,11 +315,13 @@ def model_weights(
     record_ids: Sequence[str] | None = None,
     clusters: Mapping[str, Hashable] | None = None,
     order: Sequence[float] | None = None,
+    cluster_first_order: Mapping[Hashable, float] | None = None,
     query_ids: Sequence[str | None] | None = None,
     alpha: float = NULL_ALPHA,
 ) -> ModelWeights:
     """The model-level rule on a whole (n_queries, n_records) matrix; see the module docstring."""
-    acc = ModelWeightsAccumulator(contributors, record_ids=record_ids, clusters=clusters, order=order, alpha=alpha)
+    acc = ModelWeightsAccumulator(contributors, record_ids=record_ids, clusters=clusters, order=order,
+                                  cluster_first_order=cluster_first_order, alpha=alpha)
     acc.add(scores, query_ids=query_ids)
     return acc.result()
 

@@ -193,3 +193,21 @@ def test_no_scores_and_bad_shapes():
         ModelWeightsAccumulator(CONTRIBUTORS, clusters={"x": 1})
     with pytest.raises(ValueError, match="query ids need the record ids"):
         model_weights(np.zeros((1, 5)), CONTRIBUTORS, query_ids=["r1"])
+
+
+def test_a_copy_of_a_held_out_original_is_not_credited_as_the_original():
+    """The original (accept order 0) is a validation query, so only its copy is a training record: the copy
+    must not collect the original's credit."""
+    rng = np.random.default_rng(3)
+    n_q = 200
+    honest = [f"h{i}" for i in range(20)]
+    record_ids = [*honest, "copy"]
+    owners = ["honest"] * 20 + ["copier"]
+    scores = np.concatenate([rng.normal(0.5, 1.0, (n_q, 20)), rng.normal(3.0, 1.0, (n_q, 1))], axis=1)
+    clusters = {"original": "k", "copy": "k"}
+    order = [*range(1, 21), 21]
+    paid_as_original = model_weights(scores, owners, record_ids=record_ids, clusters=clusters, order=order)
+    assert paid_as_original.weights["copier"] > 0.1  # the gap: among training records the copy is earliest
+    fixed = model_weights(scores, owners, record_ids=record_ids, clusters=clusters, order=order,
+                          cluster_first_order={"k": 0})
+    assert fixed.weights["copier"] == 0.0 and fixed.weights["honest"] == pytest.approx(1.0)
