@@ -7,11 +7,12 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/modelfactory
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
 PYTEST_ARGS ?=
 
-.PHONY: run test test-sqlite lint bench deps browser clean-var help
+.PHONY: run test test-sqlite forge lint bench deps browser clean-var help
 
 help:
 	@echo "make run    - install, migrate, seed the demo once, start web + worker + chain on http://127.0.0.1:8000"
 	@echo "make test   - the test suite on PostgreSQL + Redis (127.0.0.1), then the money path on SQLite"
+	@echo "make forge  - fuzz and invariant tests of the contracts (forge, offline)"
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmarks; tables printed and written to benchmarks/results/"
 
@@ -40,7 +41,13 @@ test: deps browser
 	@echo "database: $(TEST_DATABASE_URL)   broker: $(TEST_BROKER_URL)"
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) manage.py makemigrations --check --dry-run >/dev/null
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory forge
 	$(MAKE) --no-print-directory test-sqlite
+
+# Fuzz and invariant tests of RewardDistributor and DatanetRegistry (ledger/contracts/foundry.toml: runs, depth,
+# seed); npm's forge with the npm solc, no network. About 30-45 s on 2 cores.
+forge: node_modules/.stamp-npm
+	cd ledger/contracts && ../../node_modules/.bin/forge test
 
 # The money path again on the embedded default (SQLite, the file-system broker), where a DecimalField once
 # came back through a float: exact amounts, wallets, the ledger (accrue -> epoch -> publish -> claim on anvil).
