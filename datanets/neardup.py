@@ -236,6 +236,14 @@ class Match:
     similarity: float  # exact Jaccard with the root
 
 
+# Bounds on the exact check per record: each LSH bucket keeps its first MAX_BUCKET roots and a record is
+# compared with the MAX_CANDIDATES roots that share most bands with it. A true near-duplicate (Jaccard >= 0.7)
+# shares most of its bands with its original, so it ranks first unless every one of those buckets filled up
+# with other roots before the original arrived.
+MAX_BUCKET = 64
+MAX_CANDIDATES = 32
+
+
 def cluster_assign(
     *,
     new_ids: Sequence[int],
@@ -282,22 +290,30 @@ def cluster_assign(
         return s
 
     tables: list[dict[int, list[int]]] = [{} for _ in range(bands)]
-    ke_hot = ke[idx_root].tolist()
-    for rid, keys_row in zip(root_ids[idx_root].tolist(), ke_hot, strict=True):
+
+    def index(rid: int, keys_row) -> None:
         for j, key in enumerate(keys_row):
-            tables[j].setdefault(key, []).append(rid)
+            bucket = tables[j].setdefault(key, [])
+            if len(bucket) < MAX_BUCKET:  # a full bucket tells nothing more about who is similar
+                bucket.append(rid)
+
+    for rid, keys_row in zip(root_ids[idx_root].tolist(), ke[idx_root].tolist(), strict=True):
+        index(rid, keys_row)
     matches: dict[int, Match] = {}
     for rid, keys_row in zip(new_ids[idx_new].tolist(), kn[idx_new].tolist(), strict=True):
-        candidates: set[int] = set()
+        hits: dict[int, int] = {}
         for j, key in enumerate(keys_row):
-            hit = tables[j].get(key)
-            if hit:
-                candidates.update(hit)
+            for cand in tables[j].get(key, ()):
+                hits[cand] = hits.get(cand, 0) + 1
         best: Match | None = None
         mine = None
-        if candidates:
+        if hits:
             mine = shingles(text_of[rid])  # not cached: only roots are compared again
-            for cand in sorted(candidates):
+            # The candidates sharing the most bands first (their MinHash estimate of Jaccard is highest),
+            # at most MAX_CANDIDATES of them: rows that all look alike (a 40,000-row file of "line N") made
+            # the exact check quadratic.
+            ranked = sorted(hits, key=lambda c: (-hits[c], c))[:MAX_CANDIDATES]
+            for cand in sorted(ranked):
                 s = jaccard(mine, sh(cand))
                 if s >= threshold and (best is None or s > best.similarity):
                     best = Match(cand, s)
@@ -306,6 +322,5 @@ def cluster_assign(
         else:  # a root: later records may join it
             if mine is not None:
                 cache[rid] = mine
-            for j, key in enumerate(keys_row):
-                tables[j].setdefault(key, []).append(rid)
+            index(rid, keys_row)
     return matches
