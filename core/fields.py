@@ -17,6 +17,7 @@ from decimal import Decimal
 from django.core import checks
 from django.db import connections, models
 
+_WIDE = decimal.Context(prec=100)
 NEGATIVE_ON_SQLITE = "an exact amount cannot be negative (stored as fixed-width text on SQLite): {value}"
 
 
@@ -69,8 +70,8 @@ class ExactDecimalField(models.DecimalField):
         if isinstance(value, float):
             # Only a SQL aggregate over the column gives a float; `exact_sum` avoids that path.
             raise TypeError("an exact amount was read through a float: use core.fields.exact_sum")
-        return self.context.create_decimal(str(value)).quantize(Decimal(1).scaleb(-self.decimal_places),
-                                                                context=self.context)
+        # A wide context: a SQL sum over the column (PostgreSQL) may hold more digits than one value does.
+        return _WIDE.create_decimal(str(value)).quantize(Decimal(1).scaleb(-self.decimal_places), context=_WIDE)
 
 
 def _vendor(queryset) -> str:
