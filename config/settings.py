@@ -258,7 +258,8 @@ ENV_VARS += ("DATANET_DECOMPRESSED_MAX_BYTES", "DATANET_INGEST_BATCH_ROWS", "SHA
 # Slashes and unclaimed rewards go to the treasury (default: the signer's own address).
 LEDGER_TREASURY_ADDRESS = env.str("LEDGER_TREASURY_ADDRESS", default="")
 # Seconds a passed governance proposal waits in the timelock before anyone can execute it.
-LEDGER_GOVERNANCE_DELAY_SECONDS = env.int("LEDGER_GOVERNANCE_DELAY_SECONDS", default=3600)
+# Two minutes with DEBUG, so a proposal passes the timelock during a demo; fixed in the timelock at deploy.
+LEDGER_GOVERNANCE_DELAY_SECONDS = env.int("LEDGER_GOVERNANCE_DELAY_SECONDS", default=120 if DEBUG else 3600)
 # OpenGovernor (OPEN holders' votes), fixed at deploy: blocks from proposal to vote start, blocks of voting,
 # whole OPEN of votes needed to propose, percent of the supply that must vote (for + abstain) for a quorum.
 # Small with DEBUG (a vote in a minute on anvil); about a day and a week of 12-second blocks otherwise.

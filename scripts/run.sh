@@ -25,8 +25,10 @@ if [ -z "${WEB3_PROVIDER_URI:-}" ]; then
     echo "chain: anvil on :$CHAIN_PORT, state in var/chain/state.json"
     # --state loads and saves the chain so contracts and balances survive restarts; --state-interval
     # also saves it every 10 s, so a hard kill loses at most that much (the outbox replays the rest).
+    # --block-time 2 --mixed-mining: transactions are mined at once, and a block comes every 2 s as on an L2,
+    # so governance's voting delay and period (counted in blocks) pass while the app is idle.
     node_modules/.bin/anvil --port "$CHAIN_PORT" --host 127.0.0.1 --state var/chain/state.json --state-interval 10 \
-      --silent >var/log/anvil.log 2>&1 &
+      --block-time 2 --mixed-mining --silent >var/log/anvil.log 2>&1 &
     pids+=($!)
     started_anvil=1
     for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/"$CHAIN_PORT") 2>/dev/null && break; sleep 0.2; done
