@@ -61,4 +61,7 @@ def test_api_through_the_inference_server(server, settings, tiny_bert, bert_adap
     resp = api.post(f"/api/v1/models/{model.pk}/infer", {"text": "profit rose"}, format="json")
     assert resp.status_code == 200, resp.content
     assert set(resp.json()["output"]["probabilities"]) == {"neg", "pos"}
-    assert sum(a.amount for a in RewardAccrual.objects.all()) == Decimal("0.009")
+    # No attribution index yet: the developer's 20% accrues at once, the contributors' 70% is held until the
+    # index is ready (settled by attribution then, never by record counts); the protocol's 10% is not an accrual.
+    assert resp.json()["settlement"]["status"] == "pending"
+    assert sum(a.amount for a in RewardAccrual.objects.all()) == Decimal("0.002")
