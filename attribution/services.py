@@ -23,7 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from attribution.harm import harm_findings, harm_flags_store
-from attribution.models import AttributionIndex, ModelContributorWeight
+from attribution.models import AttributionIndex, AttributionPublication, ModelContributorWeight
 from attribution.publication import attribution_weights_publish
 from attribution.selectors import model_contributor_weights, usernames  # noqa: F401 - weights re-exported
 from attribution.signals import attribution_index_ready
@@ -306,12 +306,15 @@ def attribution_index_build(*, index_id: int, hostname: str = "") -> Attribution
             current = AttributionIndex.objects.select_for_update().get(pk=index.pk)
             if current.status != AttributionIndex.Status.RUNNING or current.worker != hostname:
                 return current  # another worker took it over; its result wins
-            ModelContributorWeight.objects.filter(model=model).delete()
+            # Once published, the model-level weights are final: the chain holds their root (set once per
+            # model) and payouts must follow what anyone can verify; a rebuild refreshes the index, not them.
+            if not AttributionPublication.objects.filter(model=model).exists():
+                ModelContributorWeight.objects.filter(model=model).delete()
             ModelContributorWeight.objects.bulk_create([
                 ModelContributorWeight(model=model, contributor_id=uid, weight=w, negative=negative[str(uid)],
                                        record_count=counts.get(uid, 0), method=index.method)
                 for uid, w in exact.items()
-            ])
+            ] if not ModelContributorWeight.objects.filter(model=model).exists() else [])
             current.status, current.directory = AttributionIndex.Status.READY, str(target)
             current.record_count, current.validation_count = len(records), len(queries)
             current.settings = {**opts, "weights_rule": paid.rule, "weights_signal": paid.signal}

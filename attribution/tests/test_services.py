@@ -137,3 +137,20 @@ def test_weights_say_which_rule_paid(model):
     weights = selectors.model_contributor_weights(model=model)
     assert len(weights) == 3 and sum(weights.values()) == Decimal(1)
     assert max(weights.values()) - min(weights.values()) <= Decimal("1e-16")  # equal up to float rounding
+
+
+def test_published_weights_stay_what_is_paid_after_a_rebuild(model):
+    """The chain holds the first published root (set once per model): a rebuild whose weights differ does not
+    replace the weights payouts use, so what is paid stays what anyone can verify against the chain."""
+    from attribution.models import AttributionPublication, ModelContributorWeight
+    from attribution.publication import published_matches_current
+
+    build(model)
+    publication = AttributionPublication.objects.get(model=model)
+    published = selectors.model_contributor_weights(model=model)
+    # Mark the published rows: a rebuild that replaced them would write fresh record counts.
+    ModelContributorWeight.objects.filter(model=model).update(record_count=0)
+    build(model)
+    assert selectors.model_contributor_weights(model=model) == published
+    assert set(ModelContributorWeight.objects.filter(model=model).values_list("record_count", flat=True)) == {0}
+    assert published_matches_current(publication=publication, weights=published)
