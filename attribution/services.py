@@ -28,7 +28,7 @@ from attribution.publication import attribution_weights_publish
 from attribution.selectors import model_contributor_weights, usernames  # noqa: F401 - weights re-exported
 from attribution.signals import attribution_index_ready
 from core.errors import ApplicationError
-from datanets.selectors import version_near_duplicate_clusters
+from datanets.selectors import version_evaluation_records, version_near_duplicate_clusters, version_training_records
 
 logger = logging.getLogger(__name__)
 
@@ -164,12 +164,14 @@ def _fresh_classifier(model, base_path: str, device: str | None = None):
 
 
 def training_split(model, meta: dict) -> tuple[list, list, dict[int, int]]:
-    """(train examples, held-out examples, record id -> contributor id), split exactly as the trainer did."""
+    """(train examples, held-out examples, record id -> contributor id), split exactly as the trainer did
+    (over the version's training records: curator-held evaluation records are never trained on)."""
     from factory.training.data import split_examples
     from factory.training.types import Example
 
     version = model.datanet_version
-    rows = list(version.records.order_by("id").values_list("id", "text", "label", "contributor_id"))
+    rows = list(version_training_records(version=version).order_by("id")
+                .values_list("id", "text", "label", "contributor_id"))
     contributor_of = {rid: cid for rid, _, _, cid in rows}
     examples = [Example(text=text, label=label, record_id=rid) for rid, text, label, _ in rows]
     config = meta.get("config", {})
@@ -178,6 +180,20 @@ def training_split(model, meta: dict) -> tuple[list, list, dict[int, int]]:
         return examples, [], contributor_of
     train, held = split_examples(examples, eval_split=eval_split, seed=int(config.get("seed", 42)), task=CLASSIFICATION)
     return sorted(train, key=lambda e: e.record_id), sorted(held, key=lambda e: e.record_id), contributor_of
+
+
+def validation_examples(model, *, held: list, train: list) -> tuple[list, str]:
+    """(the validation queries of the model-level weights, their source). The version's curator-held
+    evaluation records when it has any ("evaluation_set": no contributor of the training split supplied
+    them); else the fallback, the trainer's held-out split ("held_out"), else the training records
+    ("training"). Why: docs/attribution.md, validation queries."""
+    from factory.training.types import Example
+
+    rows = version_evaluation_records(version=model.datanet_version).order_by("id").values_list("id", "text", "label")
+    evaluation = [Example(text=text, label=label, record_id=rid) for rid, text, label in rows]
+    if evaluation:
+        return evaluation, "evaluation_set"
+    return (held, "held_out") if held else (train, "training")
 
 
 def _version_accept_ranks(version) -> dict[str, int]:
@@ -263,10 +279,11 @@ def attribution_index_build(*, index_id: int, hostname: str = "") -> Attribution
         t0 = time.perf_counter()
         fitted = engine.fit(classifier, records)
         t_fit = time.perf_counter() - t0
-        # Model-level weights over the held-out split (the version's records the model did not train on);
-        # a model trained without one is scored on its training records. Either way a query's own record
-        # and its near-duplicates are left out of its scores (query_ids): self-influence is not payable.
-        sources = held or train
+        # Model-level weights over the version's curator-held evaluation set when it has one (records no
+        # contributor of the training split supplied); else over the held-out split (records the model did
+        # not train on), else over its training records. Always, a query's own record and its near-duplicates
+        # are left out of its scores (query_ids): self-influence, or a copy of a query, is not payable.
+        sources, query_source = validation_examples(model, held=held, train=train)
         queries = [Query(text=e.text, label=e.label) for e in sources]
         query_ids = [str(e.record_id) for e in sources]
         clusters = _near_duplicate_clusters(model.datanet_version)
@@ -288,7 +305,8 @@ def attribution_index_build(*, index_id: int, hostname: str = "") -> Attribution
                            if record_positive[i] > 0]
         top_self = [int(i) for i in np.argsort(-self_inf, kind="stable")[:SUMMARY_TOP]]
         (tmp / WEIGHTS_FILE).write_text(json.dumps({"weights": weights, "negative": negative,
-                                                     "validation_queries": len(queries), **paid.as_json()}, indent=1))
+                                                     "validation_queries": len(queries),
+                                                     "validation_source": query_source, **paid.as_json()}, indent=1))
         (tmp / SUMMARY_FILE).write_text(json.dumps({
             "influential": [{"record_id": int(fitted.record_ids[i]), "score": float(record_positive[i])}
                             for i in top_influential],
@@ -317,7 +335,8 @@ def attribution_index_build(*, index_id: int, hostname: str = "") -> Attribution
             ] if not ModelContributorWeight.objects.filter(model=model).exists() else [])
             current.status, current.directory = AttributionIndex.Status.READY, str(target)
             current.record_count, current.validation_count = len(records), len(queries)
-            current.settings = {**opts, "weights_rule": paid.rule, "weights_signal": paid.signal}
+            current.settings = {**opts, "weights_rule": paid.rule, "weights_signal": paid.signal,
+                                "validation_source": query_source}
             current.timings = {"fit_s": round(t_fit, 3), "weights_s": round(t_weights, 3),
                                "total_s": round(time.perf_counter() - t_start, 3), **{k: round(v, 3) for k, v in engine.timings.items()}}
             current.disk_bytes = sum(p.stat().st_size for p in target.iterdir() if p.is_file())

@@ -14,6 +14,10 @@ class UploadForm(forms.Form):
     text_mode = forms.ChoiceField(choices=[(m, f"one record per {m}") for m in TEXT_MODES], initial="line",
                                   help_text="Plain text only.")
     drop_bad_rows = forms.BooleanField(required=False, help_text="Store the valid rows even if some fail validation.")
+    is_evaluation = forms.BooleanField(
+        required=False, label="Curator-held evaluation data",
+        help_text="Frozen in versions but never trained on and never paid; the attribution build's validation "
+                  "queries. No stake. Curators of this Datanet only.")
 
 
 class MappingForm(forms.Form):

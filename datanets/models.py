@@ -105,6 +105,10 @@ class Contribution(models.Model):
     # accept; the chain's clock decides): slashable for harm until then, released by a beat task after.
     bond = models.CharField(max_length=10, choices=Bond.choices, default=Bond.NONE, blank=True, db_index=True)
     bonded_until = models.DateTimeField(null=True, blank=True)
+    # Curator-held evaluation data (docs/datanets.md): frozen in versions like any records, never trained on,
+    # the attribution build's validation queries, never paid; uploaded by a curator only, with no stake.
+    is_evaluation = models.BooleanField(
+        default=False, help_text="Curator-held evaluation data: in versions, never trained on, never paid, no stake.")
 
     class Meta:
         ordering = ["-created_at"]
@@ -159,7 +163,9 @@ class DatanetVersion(models.Model):
     records = models.ManyToManyField(Record, related_name="versions")
     merkle_root = models.CharField(max_length=66)
     record_count = models.PositiveIntegerField(default=0)
-    contributor_count = models.PositiveIntegerField(default=0)
+    contributor_count = models.PositiveIntegerField(default=0, help_text="Contributors of training records")
+    evaluation_count = models.PositiveIntegerField(
+        default=0, help_text="Records of curator-held evaluation contributions (in record_count and the root)")
     label_counts = models.JSONField(default=dict, blank=True)
     export_path = models.CharField(max_length=500, blank=True, help_text="Folder of the Arrow dataset export")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")

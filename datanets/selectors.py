@@ -40,8 +40,10 @@ def datanet_label_distribution(*, datanet: Datanet, accepted_only: bool = True) 
 
 
 def datanet_contributors_ranked(*, datanet: Datanet, limit: int = 20) -> list[dict]:
+    """Contributors by accepted training records (curator-held evaluation records are not contributions to rank)."""
     return list(
-        Record.objects.filter(datanet=datanet, contribution__status=Contribution.Status.ACCEPTED)
+        Record.objects.filter(datanet=datanet, contribution__status=Contribution.Status.ACCEPTED,
+                              contribution__is_evaluation=False)
         .values("contributor__username").annotate(records=Count("id")).order_by("-records", "contributor__username")[:limit]
     )
 
@@ -174,6 +176,17 @@ def contribution_near_duplicates(*, contribution: Contribution, examples: int = 
                       "of_contributor": s["near_dup_of__contributor__username"],
                       "of_contribution_id": s["near_dup_of__contribution"]} for s in sample],
     }
+
+
+def version_training_records(*, version: DatanetVersion) -> QuerySet[Record]:
+    """The version's records a fine-tune may train on (and whose contributors may be paid): all but the
+    curator-held evaluation records (docs/datanets.md)."""
+    return version.records.filter(contribution__is_evaluation=False)
+
+
+def version_evaluation_records(*, version: DatanetVersion) -> QuerySet[Record]:
+    """The version's curator-held evaluation records: the attribution build's validation queries."""
+    return version.records.filter(contribution__is_evaluation=True)
 
 
 def version_near_duplicate_clusters(*, version: DatanetVersion) -> dict[str, str]:

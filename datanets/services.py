@@ -56,6 +56,7 @@ ERR_NEED_TEXT_COLUMN = "Choose the column that holds the text."
 ERR_NEED_LABEL_COLUMN = "Choose the column that holds the label (this Datanet classifies text)."
 ERR_NOT_MAPPING = "Contribution {id} is {state}; its columns can no longer be changed."
 ERR_NO_ACCEPTED = "The Datanet has no accepted records to version."
+ERR_EVALUATION_NOT_CURATOR = "Only a curator of the Datanet '{datanet}' can upload evaluation data."
 ERR_LABELS = "A classification Datanet needs at least two labels, each on one line and unique."
 ERRORS_KEPT = 100
 
@@ -221,16 +222,21 @@ def upload_size_check(*, size: int, request_body: bool = False) -> None:
 
 def contribution_upload(*, datanet: Datanet, contributor, file, file_name: str = "", text_column: str = "",
                         label_column: str = "", text_mode: str = "line", drop_bad_rows: bool = False,
-                        auto_start: bool = True, inline: bool = False, extra_options: dict | None = None) -> UploadResult:
+                        auto_start: bool = True, inline: bool = False, extra_options: dict | None = None,
+                        is_evaluation: bool = False) -> UploadResult:
     """Store an uploaded file as a Contribution and, when its columns are known, queue its ingest.
 
     Idempotent on the file's sha256 per Datanet: a second upload of the same bytes returns the first
     contribution (unless that one failed, which is then retried with the new options). Raises
     ApplicationError for oversize, empty, unsupported or binary files; nothing is stored then.
     `inline` ingests in this process instead of queueing the `cpu` task (seed_demo, benchmarks).
+    `is_evaluation` marks curator-held evaluation data (no stake, never trained on or paid): 403 unless
+    the uploader curates the Datanet.
     """
     if not user_has_role(contributor, CONTRIBUTOR):
         raise ApplicationError(ERR_NOT_CONTRIBUTOR, status_code=403)
+    if is_evaluation and not user_can_curate(user=contributor, datanet=datanet):
+        raise ApplicationError(ERR_EVALUATION_NOT_CURATOR.format(datanet=datanet.name), status_code=403)
     file_name = Path(file_name or getattr(file, "name", "") or "upload").name
     size = _file_size(file)
     upload_size_check(size=size)
@@ -249,7 +255,8 @@ def contribution_upload(*, datanet: Datanet, contributor, file, file_name: str =
         existing = Contribution.objects.select_for_update().filter(datanet=datanet, file_sha256=digest).first()
         if existing and existing.ingest_state != Contribution.IngestState.FAILED:
             return UploadResult(existing, False)
-        contribution = existing or Contribution(datanet=datanet, contributor=contributor, file_sha256=digest)
+        contribution = existing or Contribution(datanet=datanet, contributor=contributor, file_sha256=digest,
+                                                is_evaluation=bool(is_evaluation))
         if existing:
             existing.file.delete(save=False)
         contribution.file_name = file_name[:255]
@@ -576,6 +583,10 @@ def _commit_records(contribution: Contribution, staging: _Staging, stats: _Stats
     c.ingest_errors = stats.errors
     c.ingest_state = Contribution.IngestState.DONE
     c.ingest_progress = 1.0
+    if c.is_evaluation:  # curator-held evaluation data: nothing is paid for it, so nothing is staked
+        c.stake = Decimal(0)
+        c.save()
+        return
     terms = datanet_terms_get(datanet_id=datanet.pk)  # OPEN holders may have changed it on-chain since creation
     c.stake = terms["min_stake"] if terms else datanet.min_stake
     c.save()
@@ -661,7 +672,9 @@ def datanet_near_duplicates_rebuild(*, datanet: Datanet) -> int:
 
 def _decide(*, contribution: Contribution, curator, decision: str, reason: str) -> Contribution:
     c = Contribution.objects.select_for_update().select_related("datanet").get(pk=contribution.pk)
-    if c.contributor_id == curator.pk:
+    # The own-contribution rule guards a stake and a payout; curator-held evaluation data has neither, and
+    # its uploader is already a curator, so they may decide it.
+    if c.contributor_id == curator.pk and not c.is_evaluation:
         raise ApplicationError(ERR_OWN_CONTRIBUTION, status_code=403)
     if not user_can_curate(user=curator, datanet=c.datanet):
         raise ApplicationError(ERR_NOT_CURATOR.format(datanet=c.datanet.name), status_code=403)
@@ -683,6 +696,8 @@ def contribution_accept(*, contribution: Contribution, curator, reason: str = ""
     """Accept: the records join the Datanet; the stake is bonded for LEDGER_STAKE_BOND_SECONDS (slashable for
     harm found later, released after: datanets/harm.py), then released (outbox)."""
     c = _decide(contribution=contribution, curator=curator, decision=Contribution.Status.ACCEPTED, reason=reason)
+    if c.is_evaluation:  # no stake on-chain to bond or decide (the version's root covers its records)
+        return c
     if settings.LEDGER_STAKE_BOND_SECONDS > 0:  # the chain's bond starts when the accept is mined (a bit later)
         c.bond, c.bonded_until = Contribution.Bond.BONDED, c.decided_at + timedelta(seconds=settings.LEDGER_STAKE_BOND_SECONDS)
         c.save(update_fields=["bond", "bonded_until"])
@@ -698,6 +713,8 @@ def contribution_reject(*, contribution: Contribution, curator, reason: str) -> 
     if not reason:
         raise ApplicationError(ERR_REASON_REQUIRED)
     c = _decide(contribution=contribution, curator=curator, decision=Contribution.Status.REJECTED, reason=reason)
+    if c.is_evaluation:  # no stake to slash
+        return c
     enqueue("contribution_reject", {"contribution_id": c.id, "datanet_id": c.datanet_id,
                                     "content_hash": "0x" + c.file_sha256,
                                     "slash_fraction": decimal_str(c.datanet.slash_fraction), "reason": reason},
@@ -750,18 +767,19 @@ def _export(version: DatanetVersion, out: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    # `evaluation`: curator-held evaluation records, in the root but never to be trained on (docs/datanets.md).
     schema = pa.schema([("text", pa.string()), ("label", pa.string()), ("record_id", pa.int64()),
-                        ("contributor", pa.int64())])
+                        ("contributor", pa.int64()), ("evaluation", pa.bool_())])
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    qs = version.records.order_by("id").values_list("text", "label", "id", "contributor_id")
+    qs = version.records.order_by("id").values_list("text", "label", "id", "contributor_id", "contribution__is_evaluation")
     with pq.ParquetWriter(tmp / "data.parquet", schema) as pw, open(tmp / "data.jsonl", "w", encoding="utf-8") as jl:
         batch: list[tuple] = []
         for row in qs.iterator(chunk_size=EXPORT_BATCH):
             batch.append(row)
-            jl.write(json.dumps({"text": row[0], "label": row[1], "record_id": row[2], "contributor": row[3]},
-                                ensure_ascii=False) + "\n")
+            jl.write(json.dumps({"text": row[0], "label": row[1], "record_id": row[2], "contributor": row[3],
+                                 "evaluation": row[4]}, ensure_ascii=False) + "\n")
             if len(batch) >= EXPORT_BATCH:
                 pw.write_table(pa.Table.from_pylist([dict(zip(schema.names, r, strict=True)) for r in batch], schema))
                 batch = []
@@ -793,9 +811,11 @@ def datanet_version_create(*, datanet: Datanet, user) -> DatanetVersion:
         leaves = [bytes.fromhex(h) for h in records.values_list("sha256", flat=True).iterator(chunk_size=10_000)]
         root = "0x" + merkle_root(leaves).hex()
         label_counts = dict(records.values_list("label").annotate(n=Count("id")).order_by())
+        # Curator-held evaluation records are frozen with the rest (the root covers them) and counted apart.
+        evaluation = records.filter(contribution__is_evaluation=True).count()
         version = DatanetVersion.objects.create(
-            datanet=datanet, number=number, merkle_root=root, record_count=len(ids),
-            contributor_count=records.values("contributor").distinct().count(),
+            datanet=datanet, number=number, merkle_root=root, record_count=len(ids), evaluation_count=evaluation,
+            contributor_count=records.filter(contribution__is_evaluation=False).values("contributor").distinct().count(),
             label_counts={k or "": v for k, v in label_counts.items()}, created_by=user)
         through = DatanetVersion.records.through
         for i in range(0, len(ids), 50_000):

@@ -72,19 +72,23 @@ def upload(request, slug):
     form = UploadForm(request.POST or None, request.FILES or None)
     if datanet.task == Datanet.Task.CLASSIFICATION:
         del form.fields["text_mode"]  # plain text (the only use of it) goes to generation Datanets only
+    can_curate = services.user_can_curate(user=request.user, datanet=datanet)
+    if not can_curate:
+        del form.fields["is_evaluation"]  # curators only (the service refuses anyone else too)
     if request.method == "POST" and form.is_valid():
         try:
             result = services.contribution_upload(
                 datanet=datanet, contributor=request.user, file=form.cleaned_data["file"],
                 file_name=form.cleaned_data["file"].name, text_mode=form.cleaned_data.get("text_mode", "line"),
-                drop_bad_rows=form.cleaned_data["drop_bad_rows"], auto_start=False)
+                drop_bad_rows=form.cleaned_data["drop_bad_rows"], auto_start=False,
+                is_evaluation=form.cleaned_data.get("is_evaluation", False))
         except ApplicationError as exc:
             form.add_error("file", exc.message)
         else:
             if not result.created and result.contribution.ingest_state != Contribution.IngestState.MAPPING:
                 messages.info(request, "This file was uploaded before; here is its contribution.")
             return redirect("datanets:contribution", pk=result.contribution.pk)
-    return render(request, "datanets/upload.html", {"datanet": datanet, "form": form})
+    return render(request, "datanets/upload.html", {"datanet": datanet, "form": form, "can_curate": can_curate})
 
 
 def _own_contribution(request, pk) -> Contribution:

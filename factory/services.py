@@ -17,6 +17,7 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from core.errors import ApplicationError
+from datanets.selectors import version_training_records
 from factory.models import BaseModel, FineTunedModel, FineTuneJob, JobMetric
 from factory.training import (
     Example,
@@ -267,7 +268,8 @@ def finetune_params_validate(*, datanet_version, base_model: BaseModel | None, t
 
 
 def _version_task_problem(version, task: str) -> str:
-    n = version.records.count()
+    records = version_training_records(version=version)
+    n = records.count()
     if n < MIN_RECORDS:
         return ERR_TOO_FEW.format(version=version, n=n, min=MIN_RECORDS)
     if task != CLASSIFICATION:
@@ -275,7 +277,7 @@ def _version_task_problem(version, task: str) -> str:
     allowed = list(version.datanet.labels or [])
     if len(allowed) < 2:
         return ERR_NO_LABELS.format(datanet=version.datanet.name)
-    present = sorted(set(version.records.values_list("label", flat=True)))
+    present = sorted(set(records.values_list("label", flat=True)))
     outside = [x for x in present if x not in allowed]
     if outside:
         return ERR_LABELS_OUTSIDE.format(version=version, labels=outside[:5])
@@ -286,8 +288,9 @@ def _version_task_problem(version, task: str) -> str:
 
 def finetune_estimate(*, datanet_version, base_model: BaseModel, task: str, params: dict) -> Estimate:
     """Cost of a run before it starts (the form's live estimate); params must be validated."""
-    n = datanet_version.records.count() if datanet_version else 0
-    sample = list(datanet_version.records.order_by("id").values_list("text", flat=True)[:500]) if n else []
+    records = version_training_records(version=datanet_version) if datanet_version else None
+    n = records.count() if records is not None else 0
+    sample = list(records.order_by("id").values_list("text", flat=True)[:500]) if n else []
     # ~4 characters a token for English WordPiece/BPE, plus the special tokens.
     mean_tokens = (sum(len(t) for t in sample) / len(sample) / 4 + 2) if sample else params["max_length"]
     labels = datanet_version.datanet.labels if datanet_version else []
@@ -411,7 +414,9 @@ def finetune_job_claim(*, job_id: int, hostname: str) -> FineTuneJob | None:
 
 
 def _examples(version) -> list[Example]:
-    rows = version.records.order_by("id").values_list("id", "text", "label")
+    """The training data of a run: the version's records less its curator-held evaluation set, which no
+    fine-tune trains on (it is the attribution build's validation queries, docs/attribution.md)."""
+    rows = version_training_records(version=version).order_by("id").values_list("id", "text", "label")
     return [Example(text=text, label=label, record_id=rid) for rid, text, label in rows.iterator(chunk_size=2000)]
 
 
@@ -523,7 +528,7 @@ def _reload(job: FineTuneJob) -> FineTuneJob:
 
 
 def _contributors(version) -> list[tuple[str, int]]:
-    rows = (version.records.values("contributor__username").annotate(n=Count("id"))
+    rows = (version_training_records(version=version).values("contributor__username").annotate(n=Count("id"))
             .order_by("-n", "contributor__username"))
     return [(r["contributor__username"], r["n"]) for r in rows]
 

@@ -154,3 +154,37 @@ def test_published_weights_stay_what_is_paid_after_a_rebuild(model):
     assert selectors.model_contributor_weights(model=model) == published
     assert set(ModelContributorWeight.objects.filter(model=model).values_list("record_count", flat=True)) == {0}
     assert published_matches_current(publication=publication, weights=published)
+
+
+def test_the_curator_held_evaluation_set_is_the_validation_queries(trained_adapter, attr_base_dir, tmp_path):
+    """With an evaluation set in the version, its records (and only they) are the validation queries; the
+    trainer's split and the paid records are those of the training records, and its uploader is never paid.
+    Without one, the held-out split is the fallback (test_build_explain_and_weights: 9 queries)."""
+    import hashlib
+    import json
+
+    from accounts.tests.factories import UserFactory
+    from attribution.tests.factories import WORDS, make_version
+    from datanets.models import Contribution, Record
+
+    version = make_version()
+    cura = UserFactory(username="cura")
+    held = Contribution.objects.create(datanet=version.datanet, contributor=cura, file_name="held.csv",
+                                       file_sha256="e" * 64, status=Contribution.Status.ACCEPTED, is_evaluation=True)
+    rows = [(f"an analyst saw {WORDS[label][i % 5]} at the firm, case {i}", label)
+            for i, label in enumerate(LABELS * 4)]
+    version.records.add(*[Record.objects.create(
+        datanet=version.datanet, contribution=held, contributor=cura, text=text, label=label, row_number=i,
+        sha256=hashlib.sha256(f"{text}\x00{label}".encode()).hexdigest()) for i, (text, label) in enumerate(rows)])
+    model = make_model(adapter_src=trained_adapter, base_dir=attr_base_dir, workdir=tmp_path, version=version)
+    index = build(model)
+    assert index.status == AttributionIndex.Status.READY, index.error
+    assert index.record_count == 27 and index.validation_count == 12  # 36 training records (27 + 9 held out)
+    assert index.settings["validation_source"] == "evaluation_set"
+    weights = json.loads((Path(index.directory) / services.WEIGHTS_FILE).read_text())
+    assert weights["validation_queries"] == 12 and weights["validation_source"] == "evaluation_set"
+    assert str(cura.id) not in weights["weights"]
+    assert not ModelContributorWeight.objects.filter(model=model, contributor=cura).exists()
+    fallback = build(make_model(adapter_src=trained_adapter, base_dir=attr_base_dir, workdir=tmp_path / "b",
+                                version=make_version(slug="no-evaluation-set")))
+    assert fallback.validation_count == 9 and fallback.settings["validation_source"] == "held_out"

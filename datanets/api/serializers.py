@@ -79,7 +79,7 @@ class ContributionSerializer(serializers.ModelSerializer):
                   "compression", "encoding", "columns", "guess", "text_column", "label_column", "drop_bad_rows",
                   "ingest_state", "ingest_progress", "ingest_errors", "rows_total", "rows_bad", "record_count",
                   "duplicates_dropped", "conflicts", "stake", "status", "curator", "reason", "created_at",
-                  "decided_at", "chain")
+                  "decided_at", "chain", "is_evaluation")
         read_only_fields = fields
 
     @extend_schema_field({"type": "object", "properties": {
@@ -137,6 +137,9 @@ class UploadSerializer(serializers.Serializer):
                                         help_text="Plain text: one record per line or per paragraph.")
     drop_bad_rows = serializers.BooleanField(default=False,
                                              help_text="Store the valid rows even if some fail validation.")
+    is_evaluation = serializers.BooleanField(
+        default=False, help_text="Curator-held evaluation data (curators of the Datanet only; 403 otherwise): in "
+                                 "versions, never trained on, never paid, no stake.")
 
 
 class ContributionStartSerializer(serializers.Serializer):
@@ -163,7 +166,8 @@ class VersionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = DatanetVersion
-        fields = ("id", "datanet", "number", "merkle_root", "record_count", "contributor_count", "label_counts",
+        fields = ("id", "datanet", "number", "merkle_root", "record_count", "evaluation_count", "contributor_count",
+                  "label_counts",
                   "created_by", "created_at", "downloads")
         read_only_fields = fields
 

@@ -136,7 +136,7 @@ class ContributionListUploadApi(APIView):
         result = services.contribution_upload(
             datanet=datanet, contributor=request.user, file=data["file"], file_name=data["file"].name,
             text_column=data["text_column"], label_column=data["label_column"], text_mode=data["text_mode"],
-            drop_bad_rows=data["drop_bad_rows"])
+            drop_bad_rows=data["drop_bad_rows"], is_evaluation=data["is_evaluation"])
         return Response(ContributionSerializer(result.contribution, context={"request": request}).data,
                         status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 

@@ -16,9 +16,12 @@ pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
 def test_noisy_share_is_30_percent_relabelled_and_deterministic():
-    shares = seed_demo.phrasebank_shares(PHRASEBANK)
-    assert shares == seed_demo.phrasebank_shares(PHRASEBANK)
-    assert sum(len(rows) for rows in shares.values()) == 4846
+    shares, evaluation = seed_demo.phrasebank_split(PHRASEBANK)
+    assert (shares, evaluation) == seed_demo.phrasebank_split(PHRASEBANK)
+    assert len(evaluation) == seed_demo.EVALUATION_SIZE == 300
+    assert sum(len(rows) for rows in shares.values()) == 4846 - 300
+    held = {text for _, text in evaluation}
+    assert not held & {text for rows in shares.values() for _, text in rows}  # no contributor supplies one
     original = {}
     with open(PHRASEBANK, encoding="iso-8859-1", newline="") as fh:
         for r in csv.DictReader(fh):
@@ -45,10 +48,16 @@ def test_seed_demo_builds_the_demo_once(settings):
     finance = Datanet.objects.get(slug="finance")
     assert finance.labels == ["positive", "negative", "neutral"] and finance.curators.get() == users["cora"]
     contributions = finance.contributions.all()
-    assert contributions.count() == 5 and {c.status for c in contributions} == {Contribution.Status.ACCEPTED}
+    assert contributions.count() == 6 and {c.status for c in contributions} == {Contribution.Status.ACCEPTED}
     assert {c.encoding for c in contributions} <= {"cp1252", "latin-1"}
+    # The curator-held evaluation set: cora's 300 sentences, no stake, in version 1 and counted apart.
+    held = contributions.get(is_evaluation=True)
+    assert held.contributor == users["cora"] and held.record_count == 300 and held.stake == 0
     v1 = DatanetVersion.objects.get(datanet=finance, number=1)
-    assert 4800 < v1.record_count <= 4846 and v1.contributor_count == 5
+    assert 4800 < v1.record_count <= 4846 and v1.contributor_count == 5 and v1.evaluation_count == 300
+    assert v1.records.filter(contribution=held).count() == 300
+    assert not Record.objects.filter(datanet=finance, contribution__is_evaluation=False,
+                                     text__in=held.records.values("text")).exists()
     assert v1.label_counts["neutral"] > v1.label_counts["positive"] > v1.label_counts["negative"]
     # erin's labels disagree with the PhraseBank's about 30% of the time; alice's never do.
     gold = {}

@@ -42,7 +42,7 @@ def test_version_snapshot_root_exports_and_outbox(accepted):
     assert v.label_counts == {"positive": 2, "negative": 2, "neutral": 1}
     out = Path(v.export_path)
     ds = datasets.load_from_disk(str(out / "arrow"))
-    assert set(ds.column_names) == {"text", "label", "record_id", "contributor"} and len(ds) == 5
+    assert set(ds.column_names) == {"text", "label", "record_id", "contributor", "evaluation"} and len(ds) == 5
     assert "Rejected line." not in ds["text"]
     lines = [json.loads(x) for x in (out / "data.jsonl").read_text().splitlines()]
     assert {x["text"] for x in lines} == set(ds["text"])

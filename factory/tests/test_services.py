@@ -290,3 +290,29 @@ def test_generation_job_on_a_registered_causal_lm(tiny_gpt2_dir, settings, tmp_p
     archive = services.adapter_archive(model=model)
     names = {n.rsplit("/", 1)[-1] for n in zipfile.ZipFile(io.BytesIO(archive)).namelist()}
     assert {"adapter_model.safetensors", "adapter_config.json", "README.md", "factory.json"} <= names
+
+
+def test_a_run_never_trains_on_the_curator_held_evaluation_set(tiny_bert, settings, tmp_path):
+    """The version's evaluation records are frozen with it but left out of the run's data, its split, its
+    estimate and its model card (docs/datanets.md, curator-held evaluation data)."""
+    import hashlib
+
+    from datanets.models import Contribution, Record
+
+    settings.MODELS_DIR = tmp_path
+    settings.FACTORY_PROGRESS_SECONDS = 0
+    version = make_version(n=40, contributors=3)
+    cura = developer(username="cura")
+    held = Contribution.objects.create(datanet=version.datanet, contributor=cura, file_name="held.csv",
+                                       file_sha256="e" * 64, status=Contribution.Status.ACCEPTED, is_evaluation=True)
+    version.records.add(*[Record.objects.create(
+        datanet=version.datanet, contribution=held, contributor=cura, text=f"held out sentence {i}", label=label,
+        sha256=hashlib.sha256(f"held {i}".encode()).hexdigest(), row_number=i)
+        for i, label in enumerate(["negative", "neutral", "positive"] * 8)])
+    assert [e.record_id for e in services._examples(version)] == sorted(
+        version.records.filter(contribution__is_evaluation=False).values_list("id", flat=True))
+    job = services.finetune_job_run(job_id=create(version, tiny_bert).id, hostname="w@test")
+    assert job.status == "succeeded", job.error
+    # 40 training records: 30 train + 10 eval, 4 steps an epoch, 2 epochs (64 records would give 12 steps).
+    assert job.step == 8
+    assert "| cura |" not in FineTunedModel.objects.get(job=job).model_card

@@ -1,5 +1,8 @@
 """Seed the demo: users, a Finance Datanet from the PhraseBank and a Literature Datanet from Tiny Shakespeare.
 
+The Finance Datanet also gets a curator-held evaluation set (EVALUATION_SIZE PhraseBank sentences uploaded
+by the curator, taken out of the contributors' shares): the attribution build's validation queries.
+
 Everything goes through the same services as a real upload (encoding detection, validation, dedup,
 conflicts, stakes in the outbox, curation, versions), ingesting in this process rather than on a worker.
 Idempotent: users, Datanets, contributions (by file hash) and versions are reused when present.
@@ -36,22 +39,38 @@ DEVELOPER_USER = "devon"
 FINANCE, LITERATURE = "finance", "literature"
 LABELS = ["positive", "negative", "neutral"]
 LITERATURE_CONTRIBUTORS = ("alice", "bob", "carol")
+EVALUATION_SIZE = 300
+EVALUATION_FILE = "phrasebank-evaluation.csv"
 
 
-def phrasebank_shares(path: Path) -> dict[str, list[tuple[str, str]]]:
-    """The PhraseBank's (label, text) rows shuffled (seed 0) and dealt into one share per contributor;
-    the noisy contributor's share has 30% of its rows given another label (seeded). Deterministic."""
+def phrasebank_split(path: Path) -> tuple[dict[str, list[tuple[str, str]]], list[tuple[str, str]]]:
+    """(one share per contributor, the curator's evaluation set) of the PhraseBank's (label, text) rows,
+    shuffled (seed 0). The evaluation set is the first EVALUATION_SIZE rows whose text occurs once in the
+    file, so no contributor supplies that text; the rest are dealt into the shares. The noisy contributor's
+    share has 30% of its rows given another label (seeded). Deterministic."""
     with open(path, encoding="iso-8859-1", newline="") as fh:
         rows = [(r["result"], r["content"]) for r in csv.DictReader(fh)]
     rng = random.Random(SEED)
     rng.shuffle(rows)
+    seen: dict[str, int] = {}
+    for _, text in rows:
+        seen[text] = seen.get(text, 0) + 1
+    picked = [i for i, (_, text) in enumerate(rows) if seen[text] == 1][:EVALUATION_SIZE]
+    evaluation = [rows[i] for i in picked]
+    taken = set(picked)
+    rows = [row for i, row in enumerate(rows) if i not in taken]
     n = len(CONTRIBUTORS)
     shares = {name: rows[i::n] for i, name in enumerate(CONTRIBUTORS)}
     noisy = shares[NOISY]
     for i in sorted(rng.sample(range(len(noisy)), round(NOISY_FRACTION * len(noisy)))):
         label, text = noisy[i]
         noisy[i] = (rng.choice([lab for lab in LABELS if lab != label]), text)
-    return shares
+    return shares, evaluation
+
+
+def phrasebank_shares(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """The contributors' shares of `phrasebank_split`."""
+    return phrasebank_split(path)[0]
 
 
 def _csv_bytes(rows: list[tuple[str, str]]) -> bytes:
@@ -100,8 +119,11 @@ class Command(BaseCommand):
                                 task=Datanet.Task.CLASSIFICATION, labels=LABELS, license="CC BY-NC-SA 3.0",
                                 description="Sentences from financial news labelled positive, negative or neutral "
                                             "(Financial PhraseBank, Malo et al. 2014).")
-        for name, rows in phrasebank_shares(phrasebank).items():
+        shares, evaluation = phrasebank_split(phrasebank)
+        for name, rows in shares.items():
             self._contribute(finance, users[name], f"phrasebank-{name}.csv", _csv_bytes(rows), curator=cora)
+        # The curator's held-out sentences: in version 1, never trained on or paid (docs/datanets.md).
+        self._contribute(finance, cora, EVALUATION_FILE, _csv_bytes(evaluation), curator=cora, is_evaluation=True)
         self._version(finance, cora)
 
         literature = self._datanet(LITERATURE, owner=cora, name="Literature: Tiny Shakespeare", domain=Datanet.Domain.OTHER,
@@ -163,4 +185,6 @@ class Command(BaseCommand):
         if datanet.versions.exists():
             return
         version = services.datanet_version_create(datanet=datanet, user=curator)
-        self.stdout.write(f"  {datanet.slug} v{version.number}: {version.record_count} records, root {version.merkle_root}")
+        held = f" ({version.evaluation_count} curator-held evaluation)" if version.evaluation_count else ""
+        self.stdout.write(f"  {datanet.slug} v{version.number}: {version.record_count} records{held}, "
+                          f"root {version.merkle_root}")
