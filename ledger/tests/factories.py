@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from accounts.tests.factories import UserFactory
 from core.factory_boy import factory_boy as factory
+from ledger import client
 from ledger.models import LedgerTransaction
 
 _seq = itertools.count(1)
@@ -52,3 +53,14 @@ class LedgerTransactionFactory(factory.django.DjangoModelFactory):
     kind = "model_register"
     payload = factory.LazyFunction(dict)
     idempotency_key = factory.Sequence(lambda n: f"test:{n}")
+
+
+def revert_name(call, sender) -> str:
+    """The custom error a contract call reverts with (the call must revert)."""
+    try:
+        call.call({"from": sender})
+    except Exception as exc:
+        reverted = client.revert_from_exception(exc)
+        assert reverted is not None, exc
+        return reverted.error
+    raise AssertionError("the call did not revert")

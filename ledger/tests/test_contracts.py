@@ -9,7 +9,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from ledger.tests.conftest import TREASURY
-from ledger.tests.test_rewards import revert_name
+from ledger.tests.factories import revert_name
 
 pytestmark = pytest.mark.chain
 E18 = 10**18

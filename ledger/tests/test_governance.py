@@ -17,6 +17,7 @@ from ledger.deploy import GOVERNED_ROLES, governance_role_problems
 from ledger.models import ChainParameter, GovernanceProposal, LedgerTransaction
 from ledger.services import address_for_user, fee_split_get
 from ledger.tests.conftest import ANVIL_KEYS, GOVERNOR
+from ledger.tests.factories import revert_name
 
 pytestmark = pytest.mark.chain
 E18 = 10**18
@@ -28,16 +29,6 @@ def run():
     failed = list(LedgerTransaction.objects.filter(status=LedgerTransaction.Status.FAILED).values_list("kind", "last_error"))
     assert not failed, failed
     return stats
-
-
-def revert_name(call, sender) -> str:
-    try:
-        call.call({"from": sender})
-    except Exception as exc:
-        reverted = client.revert_from_exception(exc)
-        assert reverted is not None, exc
-        return reverted.error
-    raise AssertionError("the call did not revert")
 
 
 def fund(chain, account: str, whole_open: int) -> None:

@@ -32,6 +32,7 @@ from ledger.services import (
 )
 from ledger.tasks import rewards_epoch_close_task
 from ledger.tests.conftest import TREASURY
+from ledger.tests.factories import revert_name
 
 pytestmark = pytest.mark.chain
 E18 = 10**18
@@ -40,16 +41,6 @@ _epoch_ids = itertools.count(10_000)
 
 def run():
     return outbox.outbox_process()
-
-
-def revert_name(call, sender) -> str:
-    try:
-        call.call({"from": sender})
-    except Exception as exc:
-        reverted = client.revert_from_exception(exc)
-        assert reverted is not None, exc
-        return reverted.error
-    raise AssertionError("the call did not revert")
 
 
 addresses = st.binary(min_size=20, max_size=20).map(lambda b: client.get_web3("http://x").to_checksum_address(b))
