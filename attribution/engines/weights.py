@@ -17,13 +17,16 @@ why in docs/attribution.md ("Contributor weights"):
    independent across queries; sign-flipping them gives the null distribution of T_c. Its upper tail
    is bounded exactly by Hoeffding: P(T_c >= z * s_c) <= exp(-z^2 / 2) with s_c = sqrt(sum_q x^2) / Q.
    With z = sqrt(2 ln(K / alpha)) for K contributors, the chance that ANY no-effect contributor passes
-   is at most alpha (default 0.01), whatever the number of records or the score distribution. A
-   contributor is paid only their excess over that quantile: max(0, T_c - z * s_c).
-6. **Normalised** to sum to 1 when any contributor has an excess (`signal=True`). Otherwise nobody has
+   is at most alpha (default 0.01), whatever the number of records or the score distribution. This
+   bound is the gate (is there a signal at all); once passed, each contributor is paid its excess over
+   ONE null standard error: max(0, T_c - PAY_Z * s_c).
+6. **Normalised** to sum to 1 when any contributor passes the gate (`signal=True`). Otherwise nobody has
    shown an effect the validation set can tell from noise: `signal=False` and the weights are an equal
-   split per contributor (volume cannot buy it); the caller stores the flag and says so.
+   split per contributor (volume cannot buy it), leaving out contributors shown harmful (below) by the
+   same bound; the caller stores the flag and says so.
 
-Harm (`ModelWeightsAccumulator.harmful`), reported to curators, never a change to the weights: the same
+Harm (`ModelWeightsAccumulator.harmful`), reported to curators, and otherwise only used to leave the harmful
+out of the no-signal equal split: the same
 statistic read from the other side. A contributor is harmful when T_c < -z * s_c (significantly negative
 at the same family-wise alpha: noise is flagged with probability <= alpha) and |T_c| exceeds the Datanet's
 `harm_threshold`. The evidence is each record's part of T_c (mean over queries of its credited score over the
@@ -256,10 +259,16 @@ class ModelWeightsAccumulator:
         # with its number of records as the old per-query clipping did.
         scale = np.divide(threshold, null_z(k, self.alpha), out=np.zeros_like(threshold),
                           where=threshold > 0)
+        # PAY_Z < z, so a contributor above the gate always has a positive excess.
         signal = bool(np.any(mean - threshold > 0))
         excess = np.clip(mean - PAY_Z * scale, 0, None)
-        weights = excess / excess.sum() if signal and excess.sum() > 0 else np.full(k, 1.0 / k)
-        signal = signal and bool(excess.sum() > 0)
+        if signal:
+            weights = excess / excess.sum()
+        else:
+            # No signal: an equal split, but not to a contributor the same bound shows to be harmful (the
+            # harm flag's test): mislabelled data must not earn a share because nobody else stood out.
+            eligible = ~(mean < -threshold)
+            weights = eligible / eligible.sum() if eligible.any() else np.full(k, 1.0 / k)
         return ModelWeights(
             weights={name: float(w) for name, w in zip(self.names, weights, strict=True)},
             signal=signal,

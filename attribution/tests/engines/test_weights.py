@@ -211,3 +211,13 @@ def test_a_copy_of_a_held_out_original_is_not_credited_as_the_original():
     fixed = model_weights(scores, owners, record_ids=record_ids, clusters=clusters, order=order,
                           cluster_first_order={"k": 0})
     assert fixed.weights["copier"] == 0.0 and fixed.weights["honest"] == pytest.approx(1.0)
+
+
+def test_no_signal_split_leaves_out_a_contributor_shown_harmful():
+    """Nobody beats the null, but one contributor is significantly harmful: the equal split skips it."""
+    rng = np.random.default_rng(5)
+    scores, owners, _ = population(rng, {"a": 40, "b": 40, "noisy": 40}, 200, means={"noisy": -0.8})
+    result = model_weights(scores, owners)
+    assert not result.signal and result.rule == RULE_NO_SIGNAL
+    assert result.mean["noisy"] < -result.threshold["noisy"]
+    assert result.weights == pytest.approx({"a": 0.5, "b": 0.5, "noisy": 0.0})
