@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.merkle import standard_proof
 from ledger import client
 from ledger.deploy import deployed_contracts
 from ledger.models import LedgerTransaction, RewardClaim, RewardEpoch
@@ -256,8 +257,6 @@ def _plan_epoch_publish(ctx: Ctx, row):
 def _plan_reward_claim(ctx: Ctx, row):
     """Claim the account's cumulative total with its leaf in the contract's current root (a newer epoch may have
     replaced the one the request saw: its leaf holds at least as much). Done once `claimed` reaches the total."""
-    from core.merkle import standard_proof
-
     dist = ctx.c["RewardDistributor"]
     claim = _get(RewardClaim, _p(row, "claim_id"), "reward claim")
     account = ctx.w3.to_checksum_address(claim.account)

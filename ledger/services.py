@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from core.addresses import address_problem, address_usable
 from core.errors import ApplicationError
+from core.merkle import standard_leaf, standard_proof, standard_tree
 from ledger.models import ChainParameter, ContractDeployment, LedgerTransaction, RewardAccrual, RewardClaim, RewardEpoch
 
 logger = logging.getLogger(__name__)
@@ -160,16 +161,12 @@ REWARD_LEAF_TYPES = ("address", "uint256")  # (account, cumulative wei): RewardD
 
 def reward_leaf(account: str, cumulative_wei: int) -> bytes:
     """The RewardDistributor leaf: keccak256(bytes.concat(keccak256(abi.encode(account, uint256 cumulative))))."""
-    from core.merkle import standard_leaf
-
     return standard_leaf(REWARD_LEAF_TYPES, (account, cumulative_wei))
 
 
 def reward_tree(totals: dict[str, int]):
     """The epoch tree of {account: cumulative wei}: OpenZeppelin's StandardMerkleTree (core.merkle.standard_tree),
     values ordered by account so the same totals always give the same dump."""
-    from core.merkle import standard_tree
-
     return standard_tree(sorted(totals.items()), REWARD_LEAF_TYPES)
 
 
@@ -183,8 +180,6 @@ def epoch_totals(epoch: RewardEpoch | None) -> dict[str, int]:
 def epoch_tree_download(*, epoch: RewardEpoch) -> dict:
     """The epoch's full tree as `StandardMerkleTree.dump()` JSON (`StandardMerkleTree.load` reads it as is), plus
     the root, the epoch's identity and every value's proof (`proofs[i]` proves `values[i]`)."""
-    from core.merkle import standard_proof
-
     dump = dict(epoch.tree)
     return {**dump, "root": epoch.root, "epoch": epoch.pk, "generation": epoch.generation, "status": epoch.status,
             "proofs": [standard_proof(dump, i) for i in range(len(dump.get("values", [])))]}
