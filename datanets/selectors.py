@@ -6,6 +6,7 @@ from django.db.models import Count, Q, QuerySet
 from core.roles import CURATOR
 from datanets.models import Contribution, Datanet, DatanetVersion, Record
 from ledger.models import LedgerTransaction
+from ledger.selectors import transactions_get
 
 
 def datanets_curated_by(*, user) -> QuerySet[Datanet]:
@@ -128,13 +129,13 @@ def contribution_chain_state(*, contribution: Contribution) -> dict:
      "failed": the first failed step or None}. A failed stake or accept is shown as such, never as Accepted.
     """
     keys = {f"{kind}:{contribution.pk}": (kind, label) for kind, label in CHAIN_STEPS}
-    rows = {r.idempotency_key: r for r in LedgerTransaction.objects.filter(idempotency_key__in=keys)}
+    rows = transactions_get(idempotency_keys=keys)
     steps = []
     for key, (kind, label) in keys.items():
         row = rows.get(key)
         if row is not None:
             steps.append({"kind": kind, "label": label, "status": row.status, "error": row.last_error,
-                          "row_id": row.pk})
+                          "row_id": row.pk, "key": key})
     failed = next((s for s in steps if s["status"] == LedgerTransaction.Status.FAILED), None)
     if not steps:
         state = "none"

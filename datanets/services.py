@@ -37,7 +37,7 @@ from datanets.models import Contribution, CurationDecision, Datanet, DatanetVers
 from datanets.readers import ReadError
 from datanets.selectors import contribution_chain_state
 from ledger.governance import datanet_terms_get
-from ledger.models import LedgerTransaction
+from ledger.selectors import transaction_get
 from ledger.services import enqueue, ledger_transaction_retry
 
 logger = logging.getLogger(__name__)
@@ -733,7 +733,7 @@ def contribution_chain_retry(*, contribution: Contribution, user) -> None:
     failed = contribution_chain_state(contribution=contribution)["failed"]
     if failed is None:
         raise ApplicationError(ERR_NOTHING_TO_RETRY)
-    ledger_transaction_retry(row=LedgerTransaction.objects.get(pk=failed["row_id"]))
+    ledger_transaction_retry(row=transaction_get(idempotency_key=failed["key"]))
 
 
 def contributions_decide(*, contributions, curator, decision: str, reason: str = "") -> tuple[list, list[str]]:

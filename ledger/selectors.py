@@ -50,6 +50,11 @@ def transaction_get(*, idempotency_key: str) -> LedgerTransaction | None:
     return LedgerTransaction.objects.filter(idempotency_key=idempotency_key).first()
 
 
+def transactions_get(*, idempotency_keys) -> dict[str, LedgerTransaction]:
+    """{key: outbox row} of the chain writes an app enqueued under these keys (keys never enqueued are absent)."""
+    return {r.idempotency_key: r for r in LedgerTransaction.objects.filter(idempotency_key__in=list(idempotency_keys))}
+
+
 def epoch_list():
     return RewardEpoch.objects.defer("tree").annotate(  # the tree is for the download, not the list
         accounts=Count("claims", distinct=True),
