@@ -26,11 +26,16 @@ class MappingForm(forms.Form):
     text_mode = forms.ChoiceField(choices=[(m, f"one record per {m}") for m in TEXT_MODES], initial="line")
     drop_bad_rows = forms.BooleanField(required=False, help_text="Store the valid rows even if some fail validation.")
 
-    def __init__(self, *args, columns: list[str], needs_label: bool, is_text: bool, **kwargs):
+    def __init__(self, *args, columns: list[str], needs_label: bool, is_text: bool, is_chat: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         choices = [("", "—")] + [(c, c) for c in columns]
         self.fields["text_column"].choices = choices
         self.fields["label_column"].choices = choices
+        if is_chat:  # instruction data: a messages column, or a prompt column and a response column
+            needs_label = True
+            self.fields["text_column"].label = "Messages or prompt column"
+            self.fields["label_column"].label = "Response column"
+            self.fields["label_column"].help_text = "Blank when the first column holds chat messages (role/content turns)."
         if is_text:
             del self.fields["text_column"]
             del self.fields["label_column"]

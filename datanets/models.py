@@ -22,6 +22,7 @@ class Datanet(models.Model):
     class Task(models.TextChoices):
         CLASSIFICATION = "classification", "Text classification"
         GENERATION = "generation", "Text generation"
+        CHAT = "chat", "Instruction / chat"
 
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=120, unique=True)

@@ -32,7 +32,7 @@ from django.utils.text import slugify
 from core.errors import ApplicationError
 from core.merkle import merkle_proof, merkle_root, merkle_verify
 from core.roles import CONTRIBUTOR, CURATOR, user_has_role
-from datanets import neardup, readers
+from datanets import chat, neardup, readers
 from datanets.models import Contribution, CurationDecision, Datanet, DatanetVersion, Record
 from datanets.readers import ReadError
 from datanets.selectors import contribution_chain_state
@@ -51,6 +51,8 @@ ERR_NOT_INGESTED = "Contribution {id} is not ingested yet ({state}); it cannot b
 ERR_REASON_REQUIRED = "A rejection needs a reason."
 ERR_ROWS_INVALID = "{bad} of {total} rows failed validation; nothing was stored. Fix them, or upload again choosing to drop bad rows."
 ERR_NO_VALID_ROWS = "No valid rows in the file; nothing was stored."
+ERR_TEXT_NEEDS_CHAT_COLUMNS = ("Plain text has no turns: upload chat JSONL (a 'messages' list of role/content turns) or "
+                               "CSV/JSONL/Parquet with prompt and response columns.")
 ERR_TEXT_NEEDS_GENERATION = "Plain text has no labels: upload it to a text-generation Datanet, or use CSV/JSONL/Parquet with a label column."
 ERR_NEED_TEXT_COLUMN = "Choose the column that holds the text."
 ERR_NEED_LABEL_COLUMN = "Choose the column that holds the label (this Datanet classifies text)."
@@ -82,7 +84,7 @@ def datanet_create(*, owner, name: str, domain: str = Datanet.Domain.OTHER, task
     if task == Datanet.Task.CLASSIFICATION and (len(labels) < 2 or len(set(labels)) != len(labels)
                                                   or any("\n" in label for label in labels)):
         raise ApplicationError(ERR_LABELS)
-    if task == Datanet.Task.GENERATION:
+    if task in (Datanet.Task.GENERATION, Datanet.Task.CHAT):
         labels = []
     base = slug or slugify(name)[:100] or "datanet"
     slug, i = base, 2
@@ -178,7 +180,8 @@ def _inspect(contribution: Contribution) -> None:
     with raw:
         encoding = "" if fmt == "parquet" else readers.detect_encoding(raw)
     if fmt == "text" and contribution.datanet.task != Datanet.Task.GENERATION:
-        raise ReadError(ERR_TEXT_NEEDS_GENERATION)
+        raise ReadError(ERR_TEXT_NEEDS_CHAT_COLUMNS if contribution.datanet.task == Datanet.Task.CHAT
+                        else ERR_TEXT_NEEDS_GENERATION)
     raw, fmt, compression = readers.open_payload(path, contribution.file_name, max_decompressed=limit)
     with raw:
         columns, preview = readers.read_columns(raw, fmt, encoding)
@@ -188,12 +191,39 @@ def _inspect(contribution: Contribution) -> None:
                 raise ReadError(readers.ERR_BOMB.format(limit=limit))
     if fmt in ("csv", "tsv", "jsonl", "parquet") and not columns:
         raise ReadError(readers.ERR_NO_COLUMNS.format(fmt=fmt.upper()))
-    text_col, label_col = readers.guess_columns(columns, preview, contribution.datanet.labels)
+    if contribution.datanet.task == Datanet.Task.CHAT:  # messages, or prompt (text) + response (label)
+        text_col, label_col = chat.guess_chat_columns(columns)
+    else:
+        text_col, label_col = readers.guess_columns(columns, preview, contribution.datanet.labels)
     contribution.format, contribution.compression, contribution.encoding = fmt, compression, encoding
     contribution.options = {
         **contribution.options, "columns": columns, "preview": preview[:10],
         "guess": {"text_column": text_col, "label_column": label_col},
     }
+    if contribution.datanet.task == Datanet.Task.CHAT:
+        contribution.options["chat_preview"] = chat_preview(preview[:5], text_column=text_col, response_column=label_col,
+                                                            max_length=contribution.datanet.max_text_length)
+
+
+def chat_preview(rows: list[dict], *, text_column: str, response_column: str, max_length: int) -> list[dict]:
+    """The first rows as the model will see them (ChatML), or each row's validation error."""
+    out = []
+    for n, row in enumerate(rows, 1):
+        try:
+            turns = _row_conversation(row.get(text_column, ""), row.get(response_column, "") if response_column else None,
+                                      max_length=max_length)
+            out.append({"row": n, "text": chat.conversation_preview(turns), "error": ""})
+        except chat.ChatError as exc:
+            out.append({"row": n, "text": "", "error": str(exc)})
+    return out
+
+
+def _row_conversation(text: str, response: str | None, *, max_length: int) -> list[dict]:
+    """A row of a chat Datanet as canonical turns: a prompt/response pair when there is a response column,
+    else the text column holds the messages. Raises chat.ChatError."""
+    if response is not None:
+        return chat.conversation_from_pair(text, response, max_length=max_length)
+    return chat.conversation_parse(text, max_length=max_length)
 
 
 def _mapping_complete(contribution: Contribution, options: dict) -> bool:
@@ -201,7 +231,7 @@ def _mapping_complete(contribution: Contribution, options: dict) -> bool:
         return True
     if not options.get("text_column"):
         return False
-    return contribution.datanet.task == Datanet.Task.GENERATION or bool(options.get("label_column"))
+    return contribution.datanet.task != Datanet.Task.CLASSIFICATION or bool(options.get("label_column"))
 
 
 # Multipart framing around the file in a request (boundaries, headers, the other fields) stays below this.
@@ -275,6 +305,8 @@ def contribution_upload(*, datanet: Datanet, contributor, file, file_name: str =
         opts["text_column"] = opts["text_column"] or guess["text_column"]
         if datanet.task == Datanet.Task.CLASSIFICATION:
             opts["label_column"] = opts["label_column"] or guess["label_column"]
+        elif datanet.task == Datanet.Task.CHAT:  # the response column; none when the text column holds messages
+            opts["label_column"] = opts["label_column"] or (guess["label_column"] if not text_column else "")
         else:
             opts["label_column"] = ""
         for key in ("text_column", "label_column"):
@@ -328,7 +360,7 @@ def contribution_start(*, contribution: Contribution, user, text_column: str = "
                 raise ApplicationError(readers.ERR_COLUMN_MISSING.format(column=column, columns=", ".join(columns)))
         if text_column == label_column:
             raise ApplicationError("Text and label must be different columns.")
-    opts.update(text_column=text_column, label_column=label_column if contribution.datanet.task == Datanet.Task.CLASSIFICATION else "",
+    opts.update(text_column=text_column, label_column=label_column if contribution.datanet.task != Datanet.Task.GENERATION else "",
                 text_mode=text_mode, drop_bad_rows=bool(drop_bad_rows))
     contribution.options = opts
     contribution.ingest_state = Contribution.IngestState.QUEUED
@@ -437,6 +469,7 @@ def _stage(contribution: Contribution, staging: _Staging) -> _Stats:
     datanet = contribution.datanet
     opts = contribution.options
     classification = datanet.task == Datanet.Task.CLASSIFICATION
+    is_chat = datanet.task == Datanet.Task.CHAT
     allowed = frozenset(datanet.labels)
     max_len = datanet.max_text_length
     limit = settings.DATANET_DECOMPRESSED_MAX_BYTES
@@ -464,7 +497,15 @@ def _stage(contribution: Contribution, staging: _Staging) -> _Stats:
                                      max_decompressed=limit):
             stats.total += 1
             error = row.error
-            if not error:
+            if not error and is_chat:  # validated turn by turn, stored as canonical JSON, no label
+                try:
+                    turns = _row_conversation(row.text, row.label if opts.get("label_column") else None,
+                                              max_length=max_len)
+                except chat.ChatError as exc:
+                    error = str(exc)
+                else:
+                    text, label = chat.conversation_text(turns), ""
+            elif not error:
                 text = canonical(row.text)
                 label = row.label.strip() if classification else ""
                 if not text:

@@ -110,7 +110,7 @@ def contribution_detail(request, pk):
                    "text_mode": opts.get("text_mode", "line"), "drop_bad_rows": opts.get("drop_bad_rows", False)}
         form = MappingForm(request.POST or None, initial=initial, columns=opts.get("columns", []),
                            needs_label=contribution.datanet.task == Datanet.Task.CLASSIFICATION,
-                           is_text=contribution.format == "text")
+                           is_text=contribution.format == "text", is_chat=contribution.datanet.task == Datanet.Task.CHAT)
         if request.method == "POST" and form.is_valid():
             try:
                 services.contribution_start(contribution=contribution, user=request.user,
@@ -126,6 +126,7 @@ def contribution_detail(request, pk):
     preview = [[row.get(c, "") for c in preview_columns] for row in opts.get("preview", [])]
     return render(request, "datanets/contribution.html", {
         "c": contribution, "form": form, "preview_columns": preview_columns, "preview": preview,
+        "chat_preview": opts.get("chat_preview", []),
         "records": contribution.records.order_by("row_number")[:10],
         "labels": services.contribution_label_counts(contribution=contribution) if contribution.record_count else {},
         "chain": selectors.contribution_chain_state(contribution=contribution),

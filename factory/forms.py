@@ -53,6 +53,8 @@ class FineTuneForm(forms.Form):
                                widget=forms.HiddenInput)
     target_modules = forms.MultipleChoiceField(choices=(), required=False, widget=forms.CheckboxSelectMultiple,
                                                help_text="Linear layers of the base model that get a LoRA update.")
+    packing = forms.BooleanField(required=False, help_text="Generation: pack short examples into full rows of max "
+                                                           "length (fewer steps; examples in a row see each other).")
 
     def __init__(self, *args, base_model: BaseModel | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -69,13 +71,14 @@ class FineTuneForm(forms.Form):
         targets = base_model.target_modules if base_model else []
         self.fields["target_modules"].choices = [(t, t) for t in targets]
         self.order_fields(["name", "datanet_version", "base_model", "task", "preset", "lora_r", "lora_alpha",
-                           "lora_dropout", "target_modules", *PARAM_FIELDS[3:]])
+                           "lora_dropout", "target_modules", *PARAM_FIELDS[3:], "packing"])
 
     def clean(self):
         data = super().clean()
         raw_targets = self.data.getlist("target_modules") if hasattr(self.data, "getlist") else []
         params = {name: (self.data.get(name) or "").strip() for name in PARAM_FIELDS}
         params["target_modules"] = raw_targets
+        params["packing"] = self.data.get("packing", "")
         try:
             data["params"] = services.finetune_params_validate(
                 datanet_version=data.get("datanet_version"), base_model=data.get("base_model"),
@@ -104,7 +107,7 @@ def fine_tune_initial(*, query, base_model: BaseModel | None) -> dict:
         initial.update({f: query.get(f) for f in PARAM_FIELDS if query.get(f) not in (None, "")})
         initial["target_modules"] = query.getlist("target_modules") if hasattr(query, "getlist") else []
         initial["preset"] = query.get("preset", "") if query.get("preset") in services.PRESETS else ""
-    for key in ("name", "datanet_version", "task"):
+    for key in ("name", "datanet_version", "task", "packing"):
         if query.get(key):
             initial[key] = query.get(key)
     if base_model is not None:

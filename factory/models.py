@@ -11,6 +11,12 @@ class BaseModel(models.Model):
         PACKAGE = "package", "Python package (get_model_path())"
         HUB = "hub", "Hugging Face hub id"
 
+    class BuildStatus(models.TextChoices):
+        READY = "ready", "Ready"
+        QUEUED = "queued", "Queued for pre-training"
+        BUILDING = "building", "Pre-training"
+        FAILED = "failed", "Pre-training failed"
+
     name = models.CharField(max_length=120, unique=True)
     source_kind = models.CharField(max_length=10, choices=SourceKind.choices, default=SourceKind.LOCAL)
     source = models.CharField(max_length=500, help_text="Folder path, package name or hub id")
@@ -25,7 +31,15 @@ class BaseModel(models.Model):
     target_modules = models.JSONField(default=list, help_text="Linear layer names LoRA can wrap")
     default_target_modules = models.JSONField(default=list)
     module_shapes = models.JSONField(default=dict, blank=True)
+    # The chat template conversations are rendered with (Jinja, as in tokenizer_config.json): one set for this
+    # base in the catalog, or the tokenizer's own read at registration; "" when the base has none.
+    chat_template = models.TextField(blank=True)
+    chat_template_source = models.CharField(max_length=10, blank=True, help_text="catalog, tokenizer or empty")
     is_active = models.BooleanField(default=True)
+    # A base built on this machine (the demo's chat base) is pre-trained by a gpu-queue job; it joins the
+    # catalog (is_active) when ready. `build`: token, step, total_steps, loss, first_loss, seconds, error.
+    status = models.CharField(max_length=10, choices=BuildStatus.choices, default=BuildStatus.READY)
+    build = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -33,6 +47,11 @@ class BaseModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def build_percent(self) -> float:
+        total = self.build.get("total_steps") or 0
+        return round(100 * (self.build.get("step") or 0) / total, 1) if total else 0.0
 
 
 class FineTuneJob(models.Model):

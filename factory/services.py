@@ -17,6 +17,8 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from core.errors import ApplicationError
+from datanets.chat import conversation_load
+from datanets.models import Datanet
 from datanets.selectors import version_training_records
 from factory.models import BaseModel, FineTunedModel, FineTuneJob, JobMetric
 from factory.training import (
@@ -48,6 +50,9 @@ ERR_TARGETS = "Target modules {bad} are not layers of {model}; choose from {choi
 ERR_NOT_OWNER = "Only the job's owner (or an admin) can do that."
 ERR_CANNOT_CANCEL = "Job {id} is {status}; only queued or running jobs can be cancelled."
 ERR_CANNOT_RETRY = "Job {id} is {status}; only failed or cancelled jobs can be retried."
+ERR_PACKING_CLASSIFICATION = "Packing is for language models (generation); a classifier sees one text per row."
+ERR_NO_CHAT_TEMPLATE = ("{model} has no chat template, so it cannot train on conversations; set one for it "
+                        "(register_base_model --chat-template FILE) or pick a chat base.")
 MIN_RECORDS = 4
 
 # Every hyperparameter: (type, min, max). The form, the API and the task read these; one set of rules.
@@ -65,7 +70,7 @@ PARAM_RULES: dict[str, tuple[type, float, float]] = {
 PARAM_LABELS = {
     "lora_r": "LoRA rank", "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout", "epochs": "Epochs",
     "learning_rate": "Learning rate", "batch_size": "Batch size", "max_length": "Max sequence length",
-    "eval_split": "Evaluation split", "seed": "Seed", "target_modules": "Target modules",
+    "eval_split": "Evaluation split", "seed": "Seed", "target_modules": "Target modules", "packing": "Packing",
 }
 
 # Presets fill the form. "all" target modules means every Linear layer the model has.
@@ -142,9 +147,11 @@ def base_model_inspect(*, source_kind: str, source: str) -> dict:
 
 
 def base_model_register(*, path: str, name: str = "", tasks: list[str] | None = None, description: str = "",
-                        source_kind: str = BaseModel.SourceKind.LOCAL) -> BaseModel:
+                        source_kind: str = BaseModel.SourceKind.LOCAL, chat_template: str = "") -> BaseModel:
     """Inspect a model (config only, no weights) and add or refresh its catalog entry.
-    `path` is a folder, a package name (source_kind=package) or a hub id (source_kind=hub)."""
+    `path` is a folder, a package name (source_kind=package) or a hub id (source_kind=hub). Any Hugging
+    Face causal LM works (Llama, Qwen2, Mistral, Gemma, Phi, GPT-2, ...). `chat_template` (Jinja) sets this
+    base's template; without it the tokenizer's own is used. A template that does not render is refused."""
     if source_kind not in BaseModel.SourceKind.values:
         raise ApplicationError(f"Unknown source kind {source_kind!r}; use local, package or hub.")
     if source_kind == BaseModel.SourceKind.LOCAL:
@@ -159,13 +166,35 @@ def base_model_register(*, path: str, name: str = "", tasks: list[str] | None = 
             raise ApplicationError(f"A {info['architecture']} model cannot do {', '.join(unsupported)}; "
                                    f"it supports {', '.join(info['tasks'])}.")
         info["tasks"] = list(tasks)
+    template, template_source = _chat_template_pick(source_kind=source_kind, source=path, given=chat_template,
+                                                    own=info.get("chat_template", ""))
     default_name = Path(path).name if source_kind == BaseModel.SourceKind.LOCAL else path
     model, _ = BaseModel.objects.update_or_create(
         name=(name or default_name)[:120],
         defaults={"source_kind": source_kind, "source": path, "description": description, "is_active": True,
-                  **{k: info[k] for k in INSPECTED_FIELDS}},
+                  "status": BaseModel.BuildStatus.READY, "chat_template": template,
+                  "chat_template_source": template_source, **{k: info[k] for k in INSPECTED_FIELDS}},
     )
     return model
+
+
+ERR_CHAT_TEMPLATE = "Chat template of {label}: {detail}"
+
+
+def _chat_template_pick(*, source_kind: str, source: str, given: str, own: str) -> tuple[str, str]:
+    """(template, where it comes from): the catalog's when given (checked by rendering a conversation with the
+    model's tokenizer), else the tokenizer's own."""
+    if not given.strip():
+        return own, ("tokenizer" if own else "")
+    from factory.training.chat import template_check
+    from factory.training.modeling import load_tokenizer
+
+    folder = base_model_folder(source_kind=source_kind, source=source)
+    try:
+        template_check(load_tokenizer(folder), given)
+    except (TrainingError, OSError, ValueError) as exc:
+        raise ApplicationError(ERR_CHAT_TEMPLATE.format(label=source, detail=exc)) from exc
+    return given, "catalog"
 
 
 # The catalog's shipped entries: (name, source kind, source, description). Installed by migration 0002
@@ -187,6 +216,120 @@ def base_model_builtins_install() -> list[BaseModel]:
     return installed
 
 
+# --- bases built on this machine (the demo's chat base) ---------------------------------------------
+
+DEMO_CHAT_BASE = "shakespeare-chat (Llama)"
+DEMO_CHAT_BASE_DESCRIPTION = (
+    "A small Llama-architecture chat model (4 layers, 256 wide, ~5M parameters) with a ChatML byte-level BPE, "
+    "both trained on this machine on Tiny Shakespeare (text and \"continue this passage\" conversations): "
+    "for trying instruction fine-tunes, the chat playground and span attribution without a download.")
+ERR_BUILD_CORPUS = "The pre-training text {path} is missing: set SHARED_DATA_DIR to the folder holding it."
+
+
+def base_model_build_enqueue(*, name: str = DEMO_CHAT_BASE, steps: int | None = None) -> BaseModel:
+    """Add the demo chat base to the catalog as queued (inactive) and queue its pre-training on `gpu`;
+    it joins the catalog when the job finishes. A fresh token makes an older queued message a no-op."""
+    import uuid
+
+    steps = settings.DEMO_BASE_PRETRAIN_STEPS if steps is None else steps
+    path = str(Path(settings.MODELS_DIR) / "base" / "shakespeare-chat")
+    token = uuid.uuid4().hex
+    model, _ = BaseModel.objects.update_or_create(name=name, defaults={
+        "source_kind": BaseModel.SourceKind.LOCAL, "source": path, "description": DEMO_CHAT_BASE_DESCRIPTION,
+        "architecture": "llama", "tasks": [GENERATION], "is_active": False, "status": BaseModel.BuildStatus.QUEUED,
+        "build": {"token": token, "step": 0, "total_steps": steps, "queued_at": timezone.now().isoformat()}})
+
+    def send():
+        from factory.tasks import base_model_build_task
+
+        base_model_build_task.apply_async(args=[model.id, token], queue="gpu")
+
+    transaction.on_commit(send)
+    return model
+
+
+def base_model_build_stale(model: BaseModel) -> bool:
+    """A build to start again: failed, or queued/building with no progress for WORKER_STALE_SECONDS (its
+    worker died, or the broker lost the message when the app stopped)."""
+    from datetime import datetime
+
+    if model.status == BaseModel.BuildStatus.FAILED:
+        return True
+    if model.status == BaseModel.BuildStatus.READY:
+        return False
+    beat = model.build.get("heartbeat") or model.build.get("queued_at")
+    if not beat:
+        return True
+    age = (timezone.now() - datetime.fromisoformat(beat)).total_seconds()
+    return age > settings.WORKER_STALE_SECONDS
+
+
+def _build_update(model_id: int, token: str, **changes) -> bool:
+    """Merge `changes` into the build JSON (and set status) if the build is still this token's."""
+    with transaction.atomic():
+        model = BaseModel.objects.select_for_update().filter(pk=model_id).first()
+        if model is None or model.build.get("token") != token:
+            return False
+        status = changes.pop("status", None)
+        model.build = {**model.build, **changes, "heartbeat": timezone.now().isoformat()}
+        fields = ["build"]
+        if status:
+            model.status = status
+            fields.append("status")
+        model.save(update_fields=fields)
+    return True
+
+
+def base_model_build_run(*, base_model_id: int, token: str) -> BaseModel | None:
+    """The worker side: build the demo chat base's tokenizer and model, pre-train it with progress in the
+    row, then inspect it and put it in the catalog. None when this message is not the current build's.
+    A failure marks the row failed with the reason (bootstrap queues it again on the next `make run`)."""
+    import time
+
+    from factory.training.tiny import SAMPLE_TEXT, build_demo_chat_base
+
+    model = BaseModel.objects.filter(pk=base_model_id).first()
+    if model is None or model.build.get("token") != token or model.status == BaseModel.BuildStatus.READY:
+        return None
+    if not _build_update(model.id, token, status=BaseModel.BuildStatus.BUILDING, started_at=timezone.now().isoformat()):
+        return None
+    corpus = Path(settings.SHARED_DATA_DIR) / "tinyshakespeare.txt"
+    texts = corpus.read_text(encoding="utf-8").splitlines() if corpus.is_file() else list(SAMPLE_TEXT) * 50
+    last = {"t": 0.0}
+
+    def progress(step: int, total: int, loss: float) -> None:
+        now = time.monotonic()
+        if now - last["t"] >= settings.FACTORY_PROGRESS_SECONDS or step == total:
+            last["t"] = now
+            first = {"first_loss": loss} if step == 1 else {}
+            if not _build_update(model.id, token, step=step, total_steps=total, loss=round(loss, 4), **first):
+                raise TrainingSuperseded(step)
+
+    try:
+        result = build_demo_chat_base(model.source, texts=texts, steps=int(model.build.get("total_steps") or 0),
+                                      on_progress=progress, threads=settings.FACTORY_CPU_THREADS)
+        info = base_model_inspect(source_kind=model.source_kind, source=model.source)
+    except TrainingCancelled:
+        logger.warning("base %s: a newer build took over; this one stops", model.name)
+        return None
+    except Exception as exc:
+        logger.exception("building base %s failed", model.name)
+        _build_update(model.id, token, status=BaseModel.BuildStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        raise
+    with transaction.atomic():
+        model = BaseModel.objects.select_for_update().get(pk=model.pk)
+        if model.build.get("token") != token:
+            return None
+        for key in INSPECTED_FIELDS:
+            setattr(model, key, info[key])
+        model.tasks = [GENERATION]
+        model.chat_template, model.chat_template_source = info["chat_template"], "tokenizer"
+        model.status, model.is_active = BaseModel.BuildStatus.READY, True
+        model.build = {**model.build, **(result or {}), "finished_at": timezone.now().isoformat(), "error": ""}
+        model.save()
+    return model
+
+
 # --- validation, presets, estimate -----------------------------------------------------------------
 
 def preset_params(*, preset: str, base_model: BaseModel | None) -> dict:
@@ -200,6 +343,13 @@ def preset_params(*, preset: str, base_model: BaseModel | None) -> dict:
                                         base_model.default_target_modules)
         params["max_length"] = min(params["max_length"], base_model.max_length)
     return params
+
+
+def _flag(value) -> bool:
+    """A checkbox or JSON boolean: true, "true", "on", "1"."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "on", "yes")
+    return bool(value)
 
 
 def _coerce(name: str, value, errors: dict) -> float | int | None:
@@ -236,6 +386,9 @@ def finetune_params_validate(*, datanet_version, base_model: BaseModel | None, t
     if isinstance(targets, str):
         targets = [t.strip() for t in targets.split(",") if t.strip()]
     clean["target_modules"] = sorted(set(targets))
+    clean["packing"] = _flag(params.get("packing"))
+    if clean["packing"] and task == CLASSIFICATION:
+        errors["packing"] = ERR_PACKING_CLASSIFICATION
     if task not in FineTuneJob.Task.values:
         errors["task"] = f"Unknown task {task!r}; choose classification or generation."
     if datanet_version is None:
@@ -256,6 +409,9 @@ def finetune_params_validate(*, datanet_version, base_model: BaseModel | None, t
                 and clean["max_length"] > base_model.max_length:
             errors["max_length"] = ERR_MAX_LENGTH.format(value=clean["max_length"], model=base_model.name,
                                                          limit=base_model.max_length)
+    if datanet_version is not None and base_model is not None and "task" not in errors \
+            and datanet_version.datanet.task == Datanet.Task.CHAT and not base_model.chat_template:
+        errors["base_model"] = ERR_NO_CHAT_TEMPLATE.format(model=base_model.name)
     if datanet_version is not None and "task" not in errors:
         message = _version_task_problem(datanet_version, task)
         if message:
@@ -417,7 +573,9 @@ def _examples(version) -> list[Example]:
     """The training data of a run: the version's records less its curator-held evaluation set, which no
     fine-tune trains on (it is the attribution build's validation queries, docs/attribution.md)."""
     rows = version_training_records(version=version).order_by("id").values_list("id", "text", "label")
-    return [Example(text=text, label=label, record_id=rid) for rid, text, label in rows.iterator(chunk_size=2000)]
+    chats = version.datanet.task == Datanet.Task.CHAT  # records are conversations (datanets/chat.py)
+    return [Example(text=text, label=label, record_id=rid, messages=conversation_load(text) if chats else None)
+            for rid, text, label in rows.iterator(chunk_size=2000)]
 
 
 def train_config_for(job: FineTuneJob, model_path: str) -> TrainConfig:
@@ -428,6 +586,7 @@ def train_config_for(job: FineTuneJob, model_path: str) -> TrainConfig:
         lora_r=hp["lora_r"], lora_alpha=hp["lora_alpha"], lora_dropout=hp["lora_dropout"],
         target_modules=list(hp["target_modules"]), epochs=hp["epochs"], learning_rate=hp["learning_rate"],
         batch_size=hp["batch_size"], max_length=hp["max_length"], eval_split=hp["eval_split"], seed=hp["seed"],
+        packing=bool(hp.get("packing", False)), chat_template=job.base_model.chat_template,
         checkpoint_every=settings.FACTORY_CHECKPOINT_EVERY, progress_every_s=settings.FACTORY_PROGRESS_SECONDS,
         cpu_threads=settings.FACTORY_CPU_THREADS,
     )

@@ -36,6 +36,24 @@ def finetune_job_run_task(self, job_id: int) -> None:
     finetune_job_run(job_id=job_id, hostname=self.request.hostname or "unknown")
 
 
+class BaseBuildTask(Task):
+    """Pre-training of a base built here (the demo's chat base): acked late; the row's build token, not
+    Celery, says which run counts, so a redelivered message is a no-op or a clean restart."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+    soft_time_limit = 3 * 3600  # 1,000 steps take ~6 min on an idle 2-core CPU; a crowded one, far longer
+    time_limit = 3 * 3600 + 60
+
+
+@shared_task(base=BaseBuildTask, name="factory.tasks.base_model_build_task")
+def base_model_build_task(base_model_id: int, token: str) -> None:
+    from factory.services import base_model_build_run
+
+    base_model_build_run(base_model_id=base_model_id, token=token)
+
+
 @shared_task(name="factory.tasks.finetune_jobs_recover_task", ignore_result=True)
 def finetune_jobs_recover_task() -> list[int]:
     from factory.services import finetune_jobs_recover

@@ -63,6 +63,11 @@ def base_model_list(*, active_only: bool = True) -> QuerySet[BaseModel]:
     return qs.filter(is_active=True) if active_only else qs
 
 
+def base_model_builds() -> list[BaseModel]:
+    """Bases being pre-trained here (queued, running or failed), for the catalog page."""
+    return list(BaseModel.objects.exclude(status=BaseModel.BuildStatus.READY).order_by("name"))
+
+
 # Final figures shown in tables: the headline metric of each task first.
 HEADLINE_METRICS = ("macro_f1", "accuracy", "eval_loss", "perplexity")
 

@@ -37,7 +37,12 @@ def factory_home(request):
 
 @require_GET
 def base_model_list(request):
-    return render(request, "factory/base_models.html", {"base_models": ui_services.base_model_list()})
+    """The catalog, and the bases being pre-trained here (the page polls their progress while there are any)."""
+    building = ui_services.base_model_builds()
+    context = {"base_models": ui_services.base_model_list(), "building": building}
+    if request.htmx:
+        return render(request, "factory/_base_builds.html", context)
+    return render(request, "factory/base_models.html", context)
 
 
 # --- the fine-tune form ------------------------------------------------------------------------------

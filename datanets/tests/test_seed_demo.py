@@ -1,6 +1,7 @@
 """`seed_demo`: the demo users, the Finance and Literature Datanets, accepted and versioned; idempotent."""
 import csv
 import io
+import json
 from collections import Counter
 
 import pytest
@@ -73,6 +74,19 @@ def test_seed_demo_builds_the_demo_once(settings):
     assert Counter(literature.contributions.values_list("status", flat=True)) == {"accepted": 3}
     lv1 = literature.versions.get(number=1)
     assert lv1.record_count > 7000 and Record.objects.filter(datanet=literature, text__startswith="First Citizen:").exists()
+
+    # Instructions (chat): alice's finance questions (prompt/response CSV), bob's and carol's continuations (JSONL)
+    instructions = Datanet.objects.get(slug="instructions")
+    assert instructions.task == Datanet.Task.CHAT
+    by_user = {c.contributor.username: c for c in instructions.contributions.all()}
+    assert set(by_user) == {"alice", "bob", "carol"} and by_user["alice"].format == "csv"
+    assert by_user["alice"].record_count == seed_demo.INSTRUCTION_FINANCE_ROWS
+    assert by_user["bob"].record_count > 500 and by_user["bob"].format == "jsonl"
+    question = json.loads(Record.objects.filter(contribution=by_user["alice"]).first().text)
+    assert question[0]["content"].startswith("What is the sentiment") and question[1]["content"] in finance.labels
+    passage = json.loads(Record.objects.filter(contribution=by_user["carol"]).first().text)
+    assert passage[0]["content"].startswith("Continue this passage:\n") and passage[1]["role"] == "assistant"
+    assert instructions.versions.get(number=1).record_count == sum(c.record_count for c in by_user.values())
 
     counts = (Contribution.objects.count(), Record.objects.count(), DatanetVersion.objects.count())
     out = io.StringIO()

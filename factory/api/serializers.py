@@ -10,7 +10,8 @@ class BaseModelSerializer(serializers.ModelSerializer):
     class Meta:
         model = BaseModel
         fields = ["id", "name", "source_kind", "source", "description", "architecture", "tasks", "parameter_count",
-                  "max_length", "hidden_size", "num_layers", "target_modules", "default_target_modules"]
+                  "max_length", "hidden_size", "num_layers", "target_modules", "default_target_modules",
+                  "chat_template", "chat_template_source", "status", "build"]
         read_only_fields = fields
 
 
@@ -34,9 +35,10 @@ class JobCreateSerializer(serializers.Serializer):
     max_length = serializers.JSONField(required=False, help_text="8 to the base model's limit")
     eval_split = serializers.JSONField(required=False, help_text="0.05-0.5")
     seed = serializers.JSONField(required=False)
+    packing = serializers.BooleanField(required=False, help_text="Generation only: pack examples into full rows")
 
 
-PARAM_NAMES = (*services.PARAM_RULES, "target_modules")
+PARAM_NAMES = (*services.PARAM_RULES, "target_modules", "packing")
 
 
 class JobMetricSerializer(serializers.ModelSerializer):

@@ -43,10 +43,13 @@ def split_examples(examples: list[Example], *, eval_split: float, seed: int, tas
 
 @dataclass
 class Encoded:
-    """Tokenised examples: token ids (unpadded) and, for classification, the label index."""
+    """Tokenised examples: token ids (unpadded) and, for classification, the label index. For causal LMs
+    `loss_masks` (when set) marks per token whether the loss is taken on it (a chat's assistant turns)."""
 
     input_ids: list[list[int]]
     labels: list[int]
+    loss_masks: list[list[int]] | None = None
+    dropped: int = 0  # conversations left with no assistant token after truncation
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -65,6 +68,8 @@ def encode(examples: list[Example], *, tokenizer, task: str, labels: list[str], 
             raise TrainingError(f"Records carry labels outside the label set {labels}: {unknown[:5]}")
         ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
         return Encoded(input_ids=ids, labels=[index[ex.label] for ex in examples])
+    if any(ex.messages for ex in examples):
+        return _encode_chats(examples, tokenizer=tokenizer, max_length=max_length)
     eos = tokenizer.eos_token_id
     room = max_length - (1 if eos is not None else 0)
     ids = tokenizer(texts, truncation=True, max_length=room, add_special_tokens=False)["input_ids"]
@@ -73,6 +78,54 @@ def encode(examples: list[Example], *, tokenizer, task: str, labels: list[str], 
     if not ids:
         raise TrainingError("No record has enough text to train a language model on.")
     return Encoded(input_ids=ids, labels=[])
+
+
+def _encode_chats(examples: list[Example], *, tokenizer, max_length: int) -> Encoded:
+    """Conversations through the chat template, with the assistant-only mask; plain texts among them are
+    trained on whole. A conversation truncated before its first answer is dropped (and counted)."""
+    from factory.training.chat import encode_chat
+
+    ids_all, masks, dropped = [], [], 0
+    eos = tokenizer.eos_token_id
+    for ex in examples:
+        if ex.messages:
+            ids, mask = encode_chat(tokenizer, list(ex.messages), max_length=max_length)
+        else:
+            ids = tokenizer(ex.text, truncation=True, max_length=max_length - 1, add_special_tokens=False)["input_ids"]
+            ids = ids + ([eos] if eos is not None else [])
+            mask = [1] * len(ids)
+        if sum(mask[1:]) == 0:  # the first token is never predicted: nothing to learn from this one
+            dropped += 1
+            continue
+        ids_all.append(ids)
+        masks.append(mask)
+    if not ids_all:
+        raise TrainingError(f"No conversation keeps an assistant answer within {max_length} tokens; raise the "
+                            "max sequence length.")
+    return Encoded(input_ids=ids_all, labels=[], loss_masks=masks, dropped=dropped)
+
+
+def pack(data: Encoded, *, max_length: int, seed: int) -> Encoded:
+    """Whole examples packed into rows of at most `max_length` tokens (first fit, longest first; the rows
+    then shuffled by the seed). Examples in one row attend to each other, as TRL's "wrapped" packing does;
+    the loss mask keeps each example's own. Fewer pad tokens, fewer steps."""
+    masks = data.loss_masks or [[1] * len(x) for x in data.input_ids]
+    order = sorted(range(len(data)), key=lambda i: -len(data.input_ids[i]))
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in order:
+        n = len(data.input_ids[i])
+        slot = next((r for r, left in enumerate(room) if left >= n), None)
+        if slot is None:
+            rows.append([])
+            room.append(max_length)
+            slot = len(rows) - 1
+        rows[slot].append(i)
+        room[slot] -= n
+    random.Random(seed).shuffle(rows)
+    ids = [[t for i in row for t in data.input_ids[i]] for row in rows]
+    packed_masks = [[m for i in row for m in masks[i]] for row in rows]
+    return Encoded(input_ids=ids, labels=[], loss_masks=packed_masks, dropped=data.dropped)
 
 
 def batch_order(lengths: list[int], *, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
@@ -109,5 +162,9 @@ def collate(data: Encoded, indices: list[int], *, pad_id: int, task: str) -> dic
     else:
         labels = input_ids.clone()
         labels[mask == 0] = LABEL_PAD
+        if data.loss_masks is not None:  # assistant tokens only
+            for row, i in enumerate(indices):
+                keep = torch.tensor(data.loss_masks[i], dtype=torch.bool)
+                labels[row, :len(keep)][~keep] = LABEL_PAD
         batch["labels"] = labels
     return batch

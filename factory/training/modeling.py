@@ -20,8 +20,25 @@ DEFAULT_TARGETS = {
     "llama": ["q_proj", "v_proj"],
     "mistral": ["q_proj", "v_proj"],
     "qwen2": ["q_proj", "v_proj"],
+    "gemma": ["q_proj", "v_proj"],
+    "phi": ["q_proj", "v_proj"],
 }
 CAUSAL_TYPES_HINT = ("ForCausalLM", "LMHeadModel")
+
+
+def is_causal_lm(config) -> bool:
+    """Whether this is a decoder-only LM of any family transformers knows (not a fixed list). Encoders such
+    as BERT also have a causal-LM class in transformers, but only as decoders (`is_decoder`)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    archs = config.architectures or []
+    decoder_only = (config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+                    and config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    return bool(getattr(config, "is_decoder", False) or any(a.endswith(CAUSAL_TYPES_HINT) for a in archs)
+                or decoder_only)
 
 
 def _linear_like():
@@ -62,16 +79,14 @@ def inspect_model(path: str | Path) -> dict:
             entry = modules.setdefault(leaf, {"count": 0, "shapes": []})
             entry["count"] += 1
             entry["shapes"].append([fin, fout])
-    archs = config.architectures or []
-    tasks = [CLASSIFICATION]
-    if config.is_decoder or any(a.endswith(CAUSAL_TYPES_HINT) for a in archs) or config.model_type in (
-            "gpt2", "llama", "mistral", "qwen2", "gpt_neox", "opt", "phi"):
-        tasks = [GENERATION, CLASSIFICATION]
-    defaults = [m for m in DEFAULT_TARGETS.get(config.model_type, []) if m in modules] or sorted(modules)[:2]
+    tasks = [GENERATION, CLASSIFICATION] if is_causal_lm(config) else [CLASSIFICATION]
+    preferred = DEFAULT_TARGETS.get(config.model_type, ["q_proj", "v_proj"])
+    defaults = [m for m in preferred if m in modules] or sorted(modules)[:2]
     max_len = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 512
     hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or 0
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None) or 0
     return {
+        "chat_template": read_chat_template(path),
         "architecture": config.model_type,
         "tasks": tasks,
         "parameter_count": int(params),
@@ -83,6 +98,22 @@ def inspect_model(path: str | Path) -> dict:
         "default_target_modules": defaults,
         "module_shapes": modules,
     }
+
+
+def read_chat_template(path: str | Path) -> str:
+    """The tokenizer's own chat template, read from its files (no tokenizer loaded): `chat_template.jinja`
+    (transformers >= 4.50 writes it there) or the `chat_template` key of tokenizer_config.json."""
+    path = Path(path)
+    jinja = path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    cfg = path / "tokenizer_config.json"
+    if cfg.is_file():
+        template = json.loads(cfg.read_text(encoding="utf-8")).get("chat_template") or ""
+        if isinstance(template, list):  # named templates: the default one
+            template = next((t["template"] for t in template if t.get("name") == "default"), "")
+        return template
+    return ""
 
 
 def pick_device(preferred: str = "") -> tuple[torch.device, torch.dtype]:
@@ -97,10 +128,13 @@ def pick_device(preferred: str = "") -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str, *, chat_template: str = ""):
+    """The tokenizer, with a pad token, and the catalog's chat template when the base sets one."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
+    if chat_template:
+        tok.chat_template = chat_template
     if tok.pad_token is None:
         if tok.eos_token is None:
             raise TrainingError("The tokenizer has neither a pad nor an end-of-sequence token.")

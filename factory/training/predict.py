@@ -51,7 +51,13 @@ def predict(base_path: str, adapter_dir: str, text: str, *, max_new_tokens: int 
             labels = meta.get("labels") or [str(i) for i in range(len(probs))]
             ranked = sorted(zip(labels, probs, strict=True), key=lambda x: -x[1])
             return {"label": ranked[0][0], "probabilities": {k: round(v, 4) for k, v in ranked}}
-        enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length)
+        if meta.get("chat"):  # a chat fine-tune: the text is the user's turn, the answer the assistant's
+            from factory.training.chat import prompt_ids
+
+            ids = prompt_ids(tokenizer, [{"role": "user", "content": text}])[-max_length:]
+            enc = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+        else:
+            enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length)
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, no_repeat_ngram_size=3,
                              pad_token_id=tokenizer.pad_token_id)
         return {"text": tokenizer.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True)}

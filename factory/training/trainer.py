@@ -200,10 +200,13 @@ def prepare(config: TrainConfig, examples: list[Example]):
     """Tokenizer, split and encoded sets: shared by the trainer and the benchmark's reference script."""
     if not Path(config.model_path).is_dir():
         raise TrainingError(f"The base model folder {config.model_path} does not exist (was it moved or deleted?).")
-    tokenizer = load_tokenizer(config.model_path)
+    tokenizer = load_tokenizer(config.model_path, chat_template=config.chat_template)
     train_ex, eval_ex = batching.split_examples(examples, eval_split=config.eval_split, seed=config.seed, task=config.task)
     enc = dict(tokenizer=tokenizer, task=config.task, labels=config.labels, max_length=config.max_length)
-    return tokenizer, batching.encode(train_ex, **enc), batching.encode(eval_ex, **enc)
+    train_set, eval_set = batching.encode(train_ex, **enc), batching.encode(eval_ex, **enc)
+    if config.packing and config.task != CLASSIFICATION:
+        train_set = batching.pack(train_set, max_length=config.max_length, seed=config.seed)
+    return tokenizer, train_set, eval_set
 
 
 def train(config: TrainConfig, examples: list[Example], *, output_dir: str | Path,
@@ -224,8 +227,13 @@ def train(config: TrainConfig, examples: list[Example], *, output_dir: str | Pat
         torch.set_num_threads(config.cpu_threads)
     tokenizer, train_set, eval_set = prepare(config, examples)
     pad_id = tokenizer.pad_token_id
-    log(f"{len(train_set)} training and {len(eval_set)} evaluation examples; device {device.type}, "
-        f"{'bf16' if dtype == torch.bfloat16 else 'fp32'}")
+    log(f"{len(train_set)} training {'rows (packed)' if config.packing else 'examples'} and {len(eval_set)} "
+        f"evaluation examples; device {device.type}, {'bf16' if dtype == torch.bfloat16 else 'fp32'}")
+    if train_set.loss_masks is not None:
+        log("conversations: loss on the assistant's tokens only")
+    if train_set.dropped + eval_set.dropped:
+        log(f"{train_set.dropped + eval_set.dropped} conversations dropped: no answer within "
+            f"{config.max_length} tokens")
 
     model = load_base(config.model_path, task=config.task, labels=config.labels, pad_token_id=pad_id)
     model = wrap_lora(model, task=config.task, r=config.lora_r, alpha=config.lora_alpha,
@@ -349,6 +357,8 @@ def train(config: TrainConfig, examples: list[Example], *, output_dir: str | Pat
     (final / "factory.json").write_text(json.dumps({
         "task": config.task, "labels": config.labels, "max_length": config.max_length,
         "best_epoch": state.best_epoch, "config": config.to_dict(),
+        # Trained on conversations: prompts are rendered with the saved tokenizer's chat template.
+        "chat": train_set.loss_masks is not None,
     }, indent=2))
     seconds = base_seconds + (time.monotonic() - run_start)
     log(f"done: best epoch {state.best_epoch} of {config.epochs}, {state.step} steps, {seconds:.1f}s")

