@@ -128,7 +128,8 @@ def _claim(index_id: int, hostname: str) -> AttributionIndex | None:
 
 
 def attribution_index_fail(*, index_id: int, reason: str) -> None:
-    AttributionIndex.objects.filter(pk=index_id).update(
+    """Fail a queued or running build (a finished one is left alone: the task base calls this too)."""
+    AttributionIndex.objects.filter(pk=index_id, status__in=AttributionIndex.ACTIVE).update(
         status=AttributionIndex.Status.FAILED, error=reason[:4000], finished_at=timezone.now()
     )
 

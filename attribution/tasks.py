@@ -1,35 +1,19 @@
 """Thin Celery tasks for Proof of Attribution (queue `gpu`, routed in settings)."""
-import logging
+from celery import shared_task
 
-from celery import Task, shared_task
-
-logger = logging.getLogger(__name__)
-
-# An index build is one pass over the training set plus one over the validation set: generous limits.
-SOFT_TIME_LIMIT_S = 6 * 3600
-HARD_TIME_LIMIT_S = SOFT_TIME_LIMIT_S + 300
+from core.tasks import LongTask
 
 
-class IndexBuildTask(Task):
-    """Long build: acked late so a killed worker's message comes back; the index row, not Celery, says what
-    is done, so a second delivery of a finished build does nothing."""
+class IndexBuildTask(LongTask):
+    """An index build is one pass over the training set plus one over the validation set. The index row,
+    not Celery, says what is done, so a second delivery of a finished build does nothing."""
 
-    acks_late = True
-    reject_on_worker_lost = True
-    track_started = True
-    ignore_result = True
-    soft_time_limit = SOFT_TIME_LIMIT_S
-    time_limit = HARD_TIME_LIMIT_S
+    limits = "attribution_index"
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo):
-        # The service records its own failures; this catches what escaped it (e.g. the database was down).
+    def fail_row(self, row_id: int, reason: str) -> None:
         from attribution.services import attribution_index_fail
 
-        if args:
-            try:
-                attribution_index_fail(index_id=args[0], reason=f"Internal error: {type(exc).__name__}: {exc}")
-            except Exception:
-                logger.exception("could not mark attribution index %s failed", args[0])
+        attribution_index_fail(index_id=row_id, reason=reason)
 
 
 @shared_task(base=IndexBuildTask, bind=True, name="attribution.tasks.attribution_index_build_task")

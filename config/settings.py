@@ -206,6 +206,17 @@ CELERY_TASK_ROUTES = {
     "ledger.tasks.*": {"queue": "ledger"},
 }
 CELERY_BEAT_SCHEDULE: dict = {}
+# Soft time limit (seconds) of each kind of long task (core.tasks.LongTask): at it the task stops and its
+# row says why (a fine-tune keeps its checkpoint; a retry resumes); the hard limit, GRACE later, kills it.
+TASK_TIME_LIMITS = {
+    "finetune": env.int("TASK_TIME_LIMIT_FINETUNE", default=24 * 3600),
+    "attribution_index": env.int("TASK_TIME_LIMIT_ATTRIBUTION_INDEX", default=6 * 3600),
+    "ingest": env.int("TASK_TIME_LIMIT_INGEST", default=2 * 3600),
+    "span_index": env.int("TASK_TIME_LIMIT_SPAN_INDEX", default=2 * 3600),
+    "export": env.int("TASK_TIME_LIMIT_EXPORT", default=3600),
+    "settle": env.int("TASK_TIME_LIMIT_SETTLE", default=1800),
+}
+TASK_TIME_LIMIT_GRACE_SECONDS = env.int("TASK_TIME_LIMIT_GRACE_SECONDS", default=300)
 # Seconds after which a worker that stopped beating counts as gone (see core.heartbeat).
 WORKER_HEARTBEAT_SECONDS = env.int("WORKER_HEARTBEAT_SECONDS", default=10)
 WORKER_STALE_SECONDS = env.int("WORKER_STALE_SECONDS", default=45)
@@ -238,7 +249,9 @@ if not DEBUG:
 ENV_VARS = (
     "VAR_DIR", "REDIS_CACHE_URL", "DJANGO_DEBUG", "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DJANGO_CSRF_TRUSTED_ORIGINS",
     "DATABASE_URL", "MEDIA_ROOT", "DATANET_UPLOAD_MAX_BYTES", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
-    "WORKER_HEARTBEAT_SECONDS", "WORKER_STALE_SECONDS", "WEB3_PROVIDER_URI", "LEDGER_PRIVATE_KEY",
+    "WORKER_HEARTBEAT_SECONDS", "WORKER_STALE_SECONDS", "TASK_TIME_LIMIT_FINETUNE", "TASK_TIME_LIMIT_ATTRIBUTION_INDEX",
+    "TASK_TIME_LIMIT_INGEST", "TASK_TIME_LIMIT_SPAN_INDEX", "TASK_TIME_LIMIT_EXPORT", "TASK_TIME_LIMIT_SETTLE",
+    "TASK_TIME_LIMIT_GRACE_SECONDS", "WEB3_PROVIDER_URI", "LEDGER_PRIVATE_KEY",
     "LEDGER_CONFIRMATIONS", "MODELS_DIR", "HF_HOME", "DEMO_BASE_PRETRAIN_STEPS", "LOG_LEVEL", "DJANGO_SECURE_COOKIES",
 )
 
@@ -321,7 +334,14 @@ FACTORY_CPU_THREADS = env.int("FACTORY_CPU_THREADS", default=0)
 CELERY_BEAT_SCHEDULE["factory-recover-jobs"] = {
     "task": "factory.tasks.finetune_jobs_recover_task", "schedule": 120.0, "options": {"queue": "gpu"},
 }
-ENV_VARS += ("FACTORY_CHECKPOINT_EVERY", "FACTORY_PROGRESS_SECONDS", "FACTORY_RECOVERY_SECONDS", "FACTORY_CPU_THREADS")
+# A queued job whose message is not in the (empty) gpu queue this long after it was sent is sent again.
+# On `cpu`: the sweep must run while the gpu worker is busy training.
+FACTORY_REDISPATCH_SECONDS = env.float("FACTORY_REDISPATCH_SECONDS", default=300.0)
+CELERY_BEAT_SCHEDULE["factory-redispatch-jobs"] = {
+    "task": "factory.tasks.finetune_jobs_redispatch_task", "schedule": 60.0, "options": {"queue": "cpu"},
+}
+ENV_VARS += ("FACTORY_CHECKPOINT_EVERY", "FACTORY_PROGRESS_SECONDS", "FACTORY_RECOVERY_SECONDS", "FACTORY_CPU_THREADS",
+             "FACTORY_REDISPATCH_SECONDS")
 
 # --- serving ---
 INSTALLED_APPS += ["serving"]

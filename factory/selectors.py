@@ -1,0 +1,14 @@
+"""Read queries for the Model Factory."""
+from __future__ import annotations
+
+from factory.models import FineTuneJob
+
+
+def finetune_job_queue_position(*, job: FineTuneJob) -> dict:
+    """For a queued job: the jobs queued before it and the jobs running now (the gpu worker runs them in
+    order of sending). An estimate shown while it waits; the broker decides the real order."""
+    queued = FineTuneJob.objects.filter(status=FineTuneJob.Status.QUEUED)
+    return {
+        "ahead": queued.filter(created_at__lt=job.created_at).count(),
+        "running": FineTuneJob.objects.filter(status=FineTuneJob.Status.RUNNING).count(),
+    }

@@ -7,12 +7,14 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Value
+from django.db.models import Count, F, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
@@ -463,13 +465,15 @@ def finetune_estimate(*, datanet_version, base_model: BaseModel, task: str, para
 # --- jobs: create, cancel, retry -------------------------------------------------------------------
 
 def _queue(job: FineTuneJob) -> None:
+    """Send the job's message after commit. Its task id is written first, with the row: a run whose
+    message id is not the row's (a message re-sent by `finetune_jobs_redispatch`, or one a recovery
+    superseded) does nothing, so a re-send never runs a job twice. For a queued job `heartbeat_at` says
+    when its message was last sent."""
     from factory.tasks import finetune_job_run_task
 
-    def send():
-        result = finetune_job_run_task.apply_async(args=[job.id], queue="gpu")
-        FineTuneJob.objects.filter(pk=job.pk).update(celery_task_id=result.id)
-
-    transaction.on_commit(send)
+    task_id = str(uuid.uuid4())
+    FineTuneJob.objects.filter(pk=job.pk).update(celery_task_id=task_id, heartbeat_at=timezone.now())
+    transaction.on_commit(lambda: finetune_job_run_task.apply_async(args=[job.id], queue="gpu", task_id=task_id))
 
 
 @transaction.atomic
@@ -545,6 +549,15 @@ def _fail(job_id: int, reason: str) -> None:
     _log(job_id, f"failed: {reason}")
 
 
+def finetune_job_fail(*, job_id: int, reason: str) -> bool:
+    """The task base's failure hook: fail a job still queued or running (a finished one is left alone)."""
+    done = FineTuneJob.objects.filter(pk=job_id, status__in=FineTuneJob.ACTIVE).update(
+        status=FineTuneJob.Status.FAILED, error=reason, finished_at=timezone.now())
+    if done:
+        _log(job_id, f"failed: {reason}")
+    return bool(done)
+
+
 def _worker_alive(hostname: str) -> bool:
     from core.models import WorkerHeartbeat
 
@@ -553,11 +566,14 @@ def _worker_alive(hostname: str) -> bool:
 
 
 @transaction.atomic
-def finetune_job_claim(*, job_id: int, hostname: str) -> FineTuneJob | None:
-    """Mark the job running on `hostname`, or None when it must not run here: it is finished, or a live
-    worker already runs it (a redelivered message of a job that was recovered elsewhere)."""
+def finetune_job_claim(*, job_id: int, hostname: str, dispatch_id: str | None = None) -> FineTuneJob | None:
+    """Mark the job running on `hostname`, or None when it must not run here: it is finished, a live
+    worker already runs it (a redelivered message of a job that was recovered elsewhere), or the message
+    (`dispatch_id`) is not the job's latest (it was re-sent since)."""
     job = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
     if job is None or job.status in FineTuneJob.TERMINAL:
+        return None
+    if dispatch_id and job.celery_task_id and dispatch_id != job.celery_task_id:
         return None
     if job.status == FineTuneJob.Status.RUNNING and job.worker != hostname and _worker_alive(job.worker):
         return None
@@ -633,11 +649,13 @@ class _RunHooks:
         return "cancel" if row["cancel_requested"] else None
 
 
-def finetune_job_run(*, job_id: int, hostname: str) -> FineTuneJob | None:
-    """Run (or resume) a job on this worker. Never raises for a user-caused failure: the row says why."""
+def finetune_job_run(*, job_id: int, hostname: str, dispatch_id: str | None = None) -> FineTuneJob | None:
+    """Run (or resume) a job on this worker. Never raises for a user-caused failure: the row says why.
+    Anything else (the soft time limit, a bug, the database away) propagates to the task base's
+    `on_failure`, which fails the row."""
     from factory.training import Callbacks, checkpoint_step, train
 
-    job = finetune_job_claim(job_id=job_id, hostname=hostname)
+    job = finetune_job_claim(job_id=job_id, hostname=hostname, dispatch_id=dispatch_id)
     if job is None:
         logger.info("job %s: nothing to do here", job_id)
         return None
@@ -673,10 +691,6 @@ def finetune_job_run(*, job_id: int, hostname: str) -> FineTuneJob | None:
         return _reload(job)
     except TrainingError as exc:
         _fail(job.id, str(exc))
-        return _reload(job)
-    except Exception as exc:
-        logger.exception("job %s crashed", job.id)
-        _fail(job.id, f"Internal error: {type(exc).__name__}: {exc}")
         return _reload(job)
     return finetune_job_finish(job_id=job.id, result=result)
 
@@ -733,7 +747,35 @@ def finetune_job_finish(*, job_id: int, result: TrainResult) -> FineTuneJob:
         job.save(update_fields=["status", "finished_at", "metrics", "best_epoch", "step", "resumed_from_step",
                                 "eta_seconds"])
     _log(job.id, f"model {model.id} ready: adapter sha256 {result.adapter_sha256[:16]}…")
+    freed = finetune_job_checkpoints_remove(job=job)
+    if freed:
+        _log(job.id, f"intermediate checkpoints removed ({freed / 1e6:.1f} MB freed)")
     return job
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def finetune_job_checkpoints_remove(*, job: FineTuneJob) -> int:
+    """Remove a succeeded job's resume state (checkpoints, the best-epoch copy): the adapter folder holds
+    the model and its index; nothing resumes a finished job. Returns the bytes freed."""
+    from factory.training.trainer import BEST, CHECKPOINT
+
+    if job.status != FineTuneJob.Status.SUCCEEDED or not job.output_dir:
+        return 0
+    out, freed = Path(job.output_dir), 0
+    for name in (CHECKPOINT, f"{CHECKPOINT}.old", f"{CHECKPOINT}.tmp", BEST):
+        folder = out / name
+        if folder.is_dir():
+            freed += _folder_bytes(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+    return freed
+
+
+def finetune_job_disk_bytes(*, job: FineTuneJob) -> int:
+    """Bytes the job's folder takes on disk (adapter, index, and checkpoints while it can resume)."""
+    return _folder_bytes(Path(job.output_dir)) if job.output_dir else 0
 
 
 def _register_on_chain(model: FineTunedModel) -> None:
@@ -780,6 +822,45 @@ def finetune_jobs_recover() -> list[int]:
                 _queue(job)
                 requeued.append(job.id)
     return requeued
+
+
+def _queue_depth(queue: str) -> int | None:
+    """Messages waiting in a broker queue, or None when the broker cannot say. Declared, not passively
+    looked up: Redis keeps no key for an empty list, so a passive look-up of an empty queue answers 404
+    (declaring a queue the workers consume anyway changes nothing on Redis or the file-system broker)."""
+    from config.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            return conn.default_channel.queue_declare(queue=queue).message_count
+    except Exception:  # broker away: say nothing, the next sweep asks again
+        logger.warning("could not read the depth of queue %s", queue, exc_info=True)
+        return None
+
+
+def finetune_jobs_redispatch(*, older_than_s: float | None = None) -> list[int]:
+    """Beat: re-send the message of queued jobs whose message was lost (the broker restarted without its
+    data, a crash between commit and send). Lost means: queued for longer than FACTORY_REDISPATCH_SECONDS
+    since its last send while the gpu queue holds no message at all, so nothing waits that could be it.
+    Idempotent: the new message gets a new id on the row, and a run of an older id does nothing."""
+    older_than_s = settings.FACTORY_REDISPATCH_SECONDS if older_than_s is None else older_than_s
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_s)
+    sent_before = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    waiting = list(FineTuneJob.objects.filter(sent_before, status=FineTuneJob.Status.QUEUED)
+                   .values_list("pk", "celery_task_id"))
+    if not waiting or _queue_depth("gpu") != 0:
+        return []
+    sent = []
+    for pk, task_id in waiting:
+        with transaction.atomic():
+            # Guarded: only the sweep that still sees the old id re-sends (two beats, or a retry, race safely).
+            job = FineTuneJob.objects.filter(pk=pk, status=FineTuneJob.Status.QUEUED, celery_task_id=task_id).first()
+            if job is None:
+                continue
+            _log(job.id, "its message was lost (the gpu queue is empty); sent again")
+            _queue(job)
+            sent.append(job.id)
+    return sent
 
 
 # --- models: prediction, download -------------------------------------------------------------------

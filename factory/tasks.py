@@ -2,38 +2,36 @@
 import logging
 import threading
 
-from celery import Task, shared_task
+from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
+
+from core.errors import ApplicationError
+from core.tasks import LongTask
+from factory.training.types import TrainingError
 
 logger = logging.getLogger(__name__)
 _stop = threading.Event()
 
 
-class FineTuneTask(Task):
-    """Long training run: acked late (a killed worker's message is not lost), one job per message;
-    the job row, not Celery, says what is done, so running it twice is safe."""
+class FineTuneTask(LongTask):
+    """Long training run, one job per message; the job row, not Celery, says what is done, so running it
+    twice is safe. At the soft time limit the loop stops and the job fails with the reason; its last
+    checkpoint stays, so a retry resumes from it."""
 
-    acks_late = True
-    reject_on_worker_lost = True
-    track_started = True
-    ignore_result = True
+    limits = "finetune"
+    throws = (ApplicationError, TrainingError)
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo):
-        # The service marks user-caused failures itself; this catches what escaped it (e.g. the DB was down).
-        from factory.services import _fail
+    def fail_row(self, row_id: int, reason: str) -> None:
+        from factory.services import finetune_job_fail
 
-        if args:
-            try:
-                _fail(args[0], f"Internal error: {type(exc).__name__}: {exc}")
-            except Exception:
-                logger.exception("could not mark job %s failed", args[0])
+        finetune_job_fail(job_id=row_id, reason=reason)
 
 
 @shared_task(base=FineTuneTask, bind=True, name="factory.tasks.finetune_job_run_task")
 def finetune_job_run_task(self, job_id: int) -> None:
     from factory.services import finetune_job_run
 
-    finetune_job_run(job_id=job_id, hostname=self.request.hostname or "unknown")
+    finetune_job_run(job_id=job_id, hostname=self.request.hostname or "unknown", dispatch_id=self.request.id)
 
 
 class BaseBuildTask(Task):
@@ -59,6 +57,14 @@ def finetune_jobs_recover_task() -> list[int]:
     from factory.services import finetune_jobs_recover
 
     return finetune_jobs_recover()
+
+
+@shared_task(name="factory.tasks.finetune_jobs_redispatch_task", ignore_result=True)
+def finetune_jobs_redispatch_task() -> list[int]:
+    """Beat: re-send queued jobs whose message was lost (see finetune_jobs_redispatch)."""
+    from factory.services import finetune_jobs_redispatch
+
+    return finetune_jobs_redispatch()
 
 
 def _sweep_loop(interval: float) -> None:

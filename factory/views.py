@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from core.errors import ApplicationError
 from core.roles import MODEL_DEVELOPER, role_required, user_has_role
-from factory import services, ui_services
+from factory import selectors, services, ui_services
 from factory.forms import FineTuneForm, JobFilterForm, PlaygroundForm, fine_tune_initial
 from factory.models import BaseModel, FineTunedModel, FineTuneJob
 
@@ -156,6 +156,8 @@ def _job_context(request, job: FineTuneJob) -> dict:
         "can_cancel": can_manage and job.status in FineTuneJob.ACTIVE,
         "can_retry": can_manage and job.status in (FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED),
         "model": model, "poll_seconds": POLL_SECONDS, "hp_rows": ui_services.hyperparameter_rows(job),
+        "queue": selectors.finetune_job_queue_position(job=job) if job.status == FineTuneJob.Status.QUEUED else None,
+        "disk_bytes": services.finetune_job_disk_bytes(job=job),
     }
 
 

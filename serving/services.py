@@ -565,6 +565,12 @@ def _earlier_index(row: SpanIndex) -> SpanIndex | None:
     return None
 
 
+def span_index_fail(*, span_index_id: int, reason: str) -> None:
+    """The task base's failure hook (the time limit, a crash past the build's own handler)."""
+    SpanIndex.objects.filter(pk=span_index_id).exclude(status=SpanIndex.Status.READY).update(
+        status=SpanIndex.Status.FAILED, error=reason[:2000])
+
+
 def span_index_build(*, span_index_id: int, compact: bool = False) -> SpanIndex | None:
     """Build (or with `compact`, merge the delta segments of) a version's span index.
 

@@ -141,6 +141,41 @@ def test_run_in_process_makes_a_registered_model(tiny_bert, settings, tmp_path):
         services.finetuned_model_predict(model=model, text="  ")
     assert services.finetune_job_run(job_id=job.id, hostname="w2@test") is None  # a redelivery does nothing
     assert FineTunedModel.objects.count() == 1
+    # Nothing resumes a finished job: its checkpoints are removed, the adapter stays.
+    out = tmp_path / "jobs" / str(job.id)
+    assert not (out / "checkpoint").exists() and not (out / "best").exists() and (out / "adapter").is_dir()
+    job.refresh_from_db()
+    assert "intermediate checkpoints removed" in job.log
+    assert 0 < services.finetune_job_disk_bytes(job=job) < 10 * 1024 * 1024
+
+
+def test_a_superseded_message_does_not_run_the_job(tiny_bert, settings, tmp_path):
+    """Each send writes its task id on the row first; a run of an older id (re-sent since) does nothing."""
+    settings.MODELS_DIR = tmp_path
+    job = create(make_version(n=12), tiny_bert)
+    current = FineTuneJob.objects.get(pk=job.pk).celery_task_id
+    assert current and services.finetune_job_run(job_id=job.id, hostname="w@test", dispatch_id="older-message") is None
+    job.refresh_from_db()
+    assert job.status == "queued" and job.attempts == 0 and job.celery_task_id == current
+
+
+def test_task_base_failure_hook_writes_the_state(tiny_bert, settings, tmp_path):
+    """on_failure of the one task base: the time limit and a crash each say why; a finished job keeps its state."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from factory.tasks import finetune_job_run_task
+
+    assert finetune_job_run_task.soft_time_limit == settings.TASK_TIME_LIMITS["finetune"]
+    assert finetune_job_run_task.time_limit > finetune_job_run_task.soft_time_limit and finetune_job_run_task.acks_late
+    settings.MODELS_DIR = tmp_path
+    job = create(make_version(n=12), tiny_bert)
+    finetune_job_run_task.on_failure(SoftTimeLimitExceeded(), "id", [job.id], {}, None)
+    job.refresh_from_db()
+    assert job.status == "failed" and job.error.startswith("Stopped after the time limit of")
+    FineTuneJob.objects.filter(pk=job.pk).update(status="succeeded", error="")
+    finetune_job_run_task.on_failure(RuntimeError("late"), "id", [job.id], {}, None)
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.error == ""
 
 
 def test_vanished_inputs_fail_with_a_reason(tiny_bert, minilm, settings, tmp_path):

@@ -189,6 +189,24 @@ def test_live_fragment_stops_polling_when_the_job_ends(dev_client, tiny_bert):
     assert "Out of memory: lower the batch size." in html and "Retry" in html
 
 
+def test_queued_job_page_shows_its_place_in_the_queue_and_disk_use(dev_client, tiny_bert, settings, tmp_path):
+    settings.MODELS_DIR = tmp_path
+    running = make_job(owner=dev_client.user, base=tiny_bert, status="running")
+    first = make_job(owner=dev_client.user, base=tiny_bert)
+    second = make_job(owner=dev_client.user, base=tiny_bert)
+    html = dev_client.get(reverse("factory:job", args=[second.pk])).content.decode()
+    assert "Waiting for the gpu worker: 1 job ahead, 1 running now." in html
+    html = dev_client.get(reverse("factory:job-live", args=[first.pk]), **HTMX).content.decode()
+    assert "next in the queue, 1 running now." in html
+    assert 'id="job-queue"' not in dev_client.get(reverse("factory:job", args=[running.pk])).content.decode()
+    import pathlib
+
+    out = pathlib.Path(running.output_dir)
+    (out / "checkpoint").mkdir(parents=True, exist_ok=True)
+    (out / "checkpoint" / "adapter.bin").write_bytes(b"x" * 2048)
+    assert "2.0\xa0KB on disk" in dev_client.get(reverse("factory:job", args=[running.pk])).content.decode()
+
+
 def test_job_page_needs_login_and_404s(client, dev_client, tiny_bert):
     job = make_job(base=tiny_bert)
     client.logout()

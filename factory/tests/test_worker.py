@@ -61,3 +61,48 @@ def test_sigkilled_worker_job_resumes_from_its_checkpoint(start_worker, tiny_ber
     model = FineTunedModel.objects.get(job=done)
     base = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert_dir), num_labels=3)
     PeftModel.from_pretrained(base, model.adapter_dir)  # plain PEFT loads the artifact
+
+
+def test_lost_message_is_sent_again_by_the_beat_task_once(start_worker, tiny_bert_dir, settings, tmp_path):
+    """The broker loses a queued job's message; the beat task (on a real worker) finds the gpu queue empty
+    and sends it again; the job runs once, and a second sweep sends nothing."""
+    from config.celery import app
+    from factory.tasks import finetune_jobs_redispatch_task
+
+    settings.MODELS_DIR = tmp_path
+    tiny_bert = services.base_model_register(path=str(tiny_bert_dir), name="tiny-bert")
+    job = services.finetune_job_create(owner=developer(), datanet_version=make_version(n=40), base_model=tiny_bert,
+                                       task="classification", params=small_params())
+    first_id = FineTuneJob.objects.get(pk=job.pk).celery_task_id
+    assert first_id
+    app.control.purge()  # the message is lost (a broker restarted without its data)
+    worker = start_worker(queues="cpu,gpu", MODELS_DIR=tmp_path, FACTORY_REDISPATCH_SECONDS=0, **WORKER_ENV)
+    time.sleep(2)
+    assert FineTuneJob.objects.get(pk=job.pk).status == "queued"  # nothing would ever run it
+    finetune_jobs_redispatch_task.apply_async(queue="cpu")  # what beat sends every minute
+    done = wait_for(lambda: FineTuneJob.objects.filter(pk=job.pk, status__in=FineTuneJob.TERMINAL).first(),
+                    timeout=180, what="the re-sent job to finish", worker=worker)
+    assert done.status == "succeeded", done.error
+    assert done.attempts == 1 and done.celery_task_id != first_id and "its message was lost" in done.log
+    assert FineTunedModel.objects.filter(job=done).count() == 1
+    assert services.finetune_jobs_redispatch(older_than_s=0) == []  # finished: nothing to send
+    # Intermediate checkpoints are gone; the adapter (the model) stays.
+    out = tmp_path / "jobs" / str(job.pk)
+    assert not (out / "checkpoint").exists() and not (out / "best").exists() and (out / "adapter").is_dir()
+    wait_for(lambda: "intermediate checkpoints removed" in FineTuneJob.objects.get(pk=job.pk).log, timeout=30,
+             what="the clean-up's log line (written after the commit)", worker=worker)
+    assert services.finetune_job_disk_bytes(job=done) > 0
+
+
+def test_soft_time_limit_fails_the_job_with_the_reason(start_worker, tiny_bert_dir, settings, tmp_path):
+    """TASK_TIME_LIMIT_FINETUNE from the settings stops a run on a real worker; the task base's on_failure
+    writes why on the row (not 'running' forever)."""
+    settings.MODELS_DIR = tmp_path
+    tiny_bert = services.base_model_register(path=str(tiny_bert_dir), name="tiny-bert")
+    worker = start_worker(queues="gpu", MODELS_DIR=tmp_path, TASK_TIME_LIMIT_FINETUNE=3, **WORKER_ENV)
+    job = services.finetune_job_create(owner=developer(), datanet_version=make_version(n=400), base_model=tiny_bert,
+                                       task="classification", params=small_params(batch_size=2, epochs=3))
+    done = wait_for(lambda: FineTuneJob.objects.filter(pk=job.pk, status__in=FineTuneJob.TERMINAL).first(),
+                    timeout=120, what="the job to stop at its time limit", worker=worker)
+    assert done.status == "failed", done.log
+    assert done.error.startswith("Stopped after the time limit of 3 s") and "retry to resume" in done.error
