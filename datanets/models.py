@@ -159,6 +159,12 @@ class Record(models.Model):
 class DatanetVersion(models.Model):
     """An immutable snapshot of a Datanet's accepted records."""
 
+    class ExportState(models.TextChoices):
+        QUEUED = "queued", "Export queued"
+        RUNNING = "running", "Exporting"
+        DONE = "done", "Exported"
+        FAILED = "failed", "Export failed"
+
     datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()
     records = models.ManyToManyField(Record, related_name="versions")
@@ -169,6 +175,10 @@ class DatanetVersion(models.Model):
         default=0, help_text="Records of curator-held evaluation contributions (in record_count and the root)")
     label_counts = models.JSONField(default=dict, blank=True)
     export_path = models.CharField(max_length=500, blank=True, help_text="Folder of the Arrow dataset export")
+    # The exports (Parquet, JSONL, Arrow) are written by a `cpu` task after the version is committed.
+    export_state = models.CharField(max_length=10, choices=ExportState.choices, default=ExportState.QUEUED)
+    export_progress = models.FloatField(default=0.0)
+    export_error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -204,3 +204,11 @@ def version_near_duplicate_clusters(*, version: DatanetVersion) -> dict[str, str
         for rid in version.records.filter(id__in=ordered[i:i + 10_000]).values_list("id", flat=True):
             clusters[str(rid)] = str(rid)
     return clusters
+
+
+def cpu_queue_ahead(*, contribution: Contribution | None = None, version: DatanetVersion | None = None) -> int:
+    """Waiting `cpu` work queued before this ingest or export (ingests and exports, oldest first): what the
+    page shows while it waits. An estimate: the broker, not this count, decides the order."""
+    since = contribution.updated_at if contribution is not None else version.created_at
+    return (Contribution.objects.filter(ingest_state=Contribution.IngestState.QUEUED, updated_at__lt=since).count()
+            + DatanetVersion.objects.filter(export_state=DatanetVersion.ExportState.QUEUED, created_at__lt=since).count())

@@ -456,6 +456,15 @@ def _progress(contribution_id: int, value: float) -> None:
     Contribution.objects.filter(pk=contribution_id).update(ingest_progress=round(min(value, 1.0), 4))
 
 
+def contribution_ingest_fail(*, contribution_id: int, reason: str) -> None:
+    """The task base's failure hook (a crash, the time limit): an unfinished ingest fails with the reason;
+    its staged rows were dropped, so nothing half-stored stays."""
+    Contribution.objects.filter(
+        pk=contribution_id, ingest_state__in=(Contribution.IngestState.QUEUED, Contribution.IngestState.RUNNING),
+    ).update(ingest_state=Contribution.IngestState.FAILED, ingest_errors=[{"row": None, "error": reason}],
+             updated_at=timezone.now())
+
+
 def _fail(contribution: Contribution, errors: list[dict], stats: _Stats | None = None) -> Contribution:
     Contribution.objects.filter(pk=contribution.pk).update(
         ingest_state=Contribution.IngestState.FAILED, ingest_errors=errors[:ERRORS_KEPT],
@@ -802,8 +811,9 @@ def _export_dir(datanet: Datanet, number: int) -> Path:
 EXPORT_BATCH = 10_000
 
 
-def _export(version: DatanetVersion, out: Path) -> None:
-    """Write data.parquet and data.jsonl by streaming, then the Arrow dataset (save_to_disk) from the Parquet."""
+def _export(version: DatanetVersion, out: Path, progress=lambda fraction: None) -> None:
+    """Write data.parquet and data.jsonl by streaming, then the Arrow dataset (save_to_disk) from the Parquet.
+    `progress(fraction)` is called after each batch (the rows are 80 % of the work, the Arrow copy the rest)."""
     import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -815,6 +825,7 @@ def _export(version: DatanetVersion, out: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     qs = version.records.order_by("id").values_list("text", "label", "id", "contributor_id", "contribution__is_evaluation")
+    total, done = max(1, version.record_count), 0
     with pq.ParquetWriter(tmp / "data.parquet", schema) as pw, open(tmp / "data.jsonl", "w", encoding="utf-8") as jl:
         batch: list[tuple] = []
         for row in qs.iterator(chunk_size=EXPORT_BATCH):
@@ -823,9 +834,12 @@ def _export(version: DatanetVersion, out: Path) -> None:
                                  "evaluation": row[4]}, ensure_ascii=False) + "\n")
             if len(batch) >= EXPORT_BATCH:
                 pw.write_table(pa.Table.from_pylist([dict(zip(schema.names, r, strict=True)) for r in batch], schema))
+                done += len(batch)
                 batch = []
+                progress(0.8 * done / total)
         if batch:
             pw.write_table(pa.Table.from_pylist([dict(zip(schema.names, r, strict=True)) for r in batch], schema))
+    progress(0.8)
     cache = tmp / "cache"
     datasets.disable_progress_bars()  # worker and command logs, not a terminal
     ds = datasets.Dataset.from_parquet(str(tmp / "data.parquet"), cache_dir=str(cache), keep_in_memory=False)
@@ -837,7 +851,8 @@ def _export(version: DatanetVersion, out: Path) -> None:
 
 
 def datanet_version_create(*, datanet: Datanet, user) -> DatanetVersion:
-    """Freeze the accepted records: Merkle root over their sha256s, exports, and an outbox registration."""
+    """Freeze the accepted records: Merkle root over their sha256s and an outbox registration, in one short
+    transaction; the exports are written after commit by a `cpu` task (`datanet_version_export`)."""
     if not user_can_curate(user=user, datanet=datanet):
         raise ApplicationError(ERR_NOT_CURATOR.format(datanet=datanet.name), status_code=403)
     with transaction.atomic():
@@ -861,13 +876,35 @@ def datanet_version_create(*, datanet: Datanet, user) -> DatanetVersion:
         through = DatanetVersion.records.through
         for i in range(0, len(ids), 50_000):
             through.objects.bulk_create([through(datanetversion_id=version.id, record_id=r) for r in ids[i:i + 50_000]])
-        out = _export_dir(datanet, number)
-        _export(version, out)
-        version.export_path = str(out)
-        version.save(update_fields=["export_path"])
         enqueue("version_register", {"version_id": version.id, "datanet_id": datanet.id, "number": number,
                                      "merkle_root": root, "record_count": len(ids)}, f"version_register:{version.id}")
+        from datanets.tasks import datanet_version_export_task
+
+        transaction.on_commit(lambda: datanet_version_export_task.apply_async(args=[version.id], queue="cpu"))
     return version
+
+
+def datanet_version_export(*, version_id: int) -> DatanetVersion | None:
+    """Write a version's exports (Parquet, JSONL, Arrow), with progress on the row. Safe to run again: a
+    done export is left alone, and a half-written one (a killed worker) is written again from the start
+    (the files appear in their folder only when complete). No transaction is held while it writes."""
+    version = DatanetVersion.objects.select_related("datanet").filter(pk=version_id).first()
+    if version is None or version.export_state == DatanetVersion.ExportState.DONE:
+        return version
+    rows = DatanetVersion.objects.filter(pk=version_id)
+    rows.update(export_state=DatanetVersion.ExportState.RUNNING, export_progress=0.0, export_error="")
+    out = _export_dir(version.datanet, version.number)
+    _export(version, out, progress=lambda fraction: rows.update(export_progress=round(fraction, 3)))
+    rows.update(export_state=DatanetVersion.ExportState.DONE, export_progress=1.0, export_path=str(out))
+    version.refresh_from_db()
+    return version
+
+
+def datanet_version_export_fail(*, version_id: int, reason: str) -> None:
+    """The task base's failure hook: the version stays (its root and records are committed); its export
+    says why it failed, and the page offers nothing to download."""
+    DatanetVersion.objects.filter(pk=version_id).exclude(export_state=DatanetVersion.ExportState.DONE).update(
+        export_state=DatanetVersion.ExportState.FAILED, export_error=reason)
 
 
 @dataclass

@@ -12,6 +12,7 @@ urlpatterns = [
     path("contributions/<int:pk>/chain-retry/", views.contribution_chain_retry, name="contribution-chain-retry"),
     path("contributions/<int:pk>/status/", views.contribution_status, name="contribution-status"),
     path("versions/<int:pk>/download/<str:fmt>/", views.version_download, name="version-download"),
+    path("versions/<int:pk>/export/", views.version_export_status, name="version-export-status"),
     path("harm-flags/<int:pk>/<str:action>/", views.harm_flag_decide, name="harm-flag-decide"),
     path("<slug:slug>/", views.datanet_detail, name="detail"),
     path("<slug:slug>/upload/", views.upload, name="upload"),

@@ -60,9 +60,17 @@ def datanet_detail(request, slug):
     return render(request, "datanets/detail.html", {
         "datanet": datanet, "counts": selectors.datanet_counts(datanet=datanet), "bars": bars,
         "contributors": selectors.datanet_contributors_ranked(datanet=datanet),
-        "versions": datanet.versions.all(), "page": page, "label": label,
+        "versions": _with_queue_ahead(datanet.versions.all()), "page": page, "label": label,
         "can_curate": services.user_can_curate(user=request.user, datanet=datanet),
     })
+
+
+def _with_queue_ahead(versions) -> list[DatanetVersion]:
+    versions = list(versions)
+    for v in versions:
+        waiting = v.export_state == DatanetVersion.ExportState.QUEUED
+        v.queue_ahead = selectors.cpu_queue_ahead(version=v) if waiting else 0
+    return versions
 
 
 @role_required(CONTRIBUTOR)
@@ -133,7 +141,14 @@ def contribution_detail(request, pk):
         "near_dups": selectors.contribution_near_duplicates(contribution=contribution) if contribution.record_count else None,
         "harm_flags": harm.harm_flags_visible_to(user=request.user, contribution=contribution),
         "can_curate": services.user_can_curate(user=request.user, datanet=contribution.datanet),
+        "ahead": _ingests_ahead(contribution),
     })
+
+
+def _ingests_ahead(contribution: Contribution) -> int | None:
+    if contribution.ingest_state != Contribution.IngestState.QUEUED:
+        return None
+    return selectors.cpu_queue_ahead(contribution=contribution)
 
 
 @login_required
@@ -193,7 +208,7 @@ def contribution_retry(request, pk):
 def contribution_status(request, pk):
     """The progress fragment that the contribution page polls while the ingest runs."""
     contribution = _own_contribution(request, pk)
-    response = render(request, "datanets/_status.html", {"c": contribution})
+    response = render(request, "datanets/_status.html", {"c": contribution, "ahead": _ingests_ahead(contribution)})
     if contribution.ingest_state in (Contribution.IngestState.DONE, Contribution.IngestState.FAILED):
         response["HX-Refresh"] = "true"  # the whole page shows the outcome
     return response
@@ -219,6 +234,14 @@ def version_create(request, slug):
     else:
         messages.success(request, f"Version {version.number} created: {version.record_count} records, root {version.merkle_root}.")
     return redirect("datanets:detail", slug=slug)
+
+
+@require_GET
+def version_export_status(request, pk):
+    """The export cell that the Datanet page polls while a version's export waits or runs."""
+    version = get_object_or_404(DatanetVersion, pk=pk)
+    ahead = selectors.cpu_queue_ahead(version=version) if version.export_state == DatanetVersion.ExportState.QUEUED else 0
+    return render(request, "datanets/_version_export.html", {"v": version, "ahead": ahead})
 
 
 DOWNLOADS = {"parquet": ("data.parquet", "application/vnd.apache.parquet"), "jsonl": ("data.jsonl", "application/x-ndjson")}

@@ -72,6 +72,7 @@ def test_the_version_freezes_evaluation_records_under_its_root_and_counts_them_a
     held = ingest(upload(datanet, cura, "held.csv", HELD, is_evaluation=True))
     services.contribution_accept(contribution=held, curator=cura)
     version = services.datanet_version_create(datanet=datanet, user=cura)
+    version = services.datanet_version_export(version_id=version.id)
     assert (version.record_count, version.evaluation_count, version.contributor_count) == (5, 2, 1)
     assert services.version_verify(version=version).ok  # the root covers the evaluation records
     evaluation = version_evaluation_records(version=version)

@@ -40,6 +40,10 @@ def test_version_snapshot_root_exports_and_outbox(accepted):
     leaves = [bytes.fromhex(h) for h in Record.objects.filter(contribution__status="accepted").values_list("sha256", flat=True)]
     assert v.merkle_root == "0x" + merkle_root(leaves).hex()
     assert v.label_counts == {"positive": 2, "negative": 2, "neutral": 1}
+    # The exports are not written in the request: a `cpu` task writes them after commit.
+    assert (v.export_state, v.export_path) == ("queued", "")
+    v = services.datanet_version_export(version_id=v.id)
+    assert (v.export_state, v.export_progress) == ("done", 1.0)
     out = Path(v.export_path)
     ds = datasets.load_from_disk(str(out / "arrow"))
     assert set(ds.column_names) == {"text", "label", "record_id", "contributor", "evaluation"} and len(ds) == 5
@@ -69,6 +73,9 @@ def test_version_needs_accepted_records_and_a_curator():
 def test_verify_version_command_passes_and_catches_tampering(accepted, capsys):
     datanet, cur = accepted
     v = services.datanet_version_create(datanet=datanet, user=cur)
+    with pytest.raises(CommandError, match="MISMATCH"):  # no export yet: it must give the root too
+        call_command("verify_version", v.id)
+    services.datanet_version_export(version_id=v.id)
     call_command("verify_version", v.id)
     assert "OK" in capsys.readouterr().out
     Record.objects.filter(pk=v.records.first().pk).update(text="tampered")
@@ -88,3 +95,41 @@ def test_inclusion_proof(accepted):
     rejected = Record.objects.get(text="Rejected line.")
     with pytest.raises(ApplicationError, match="not in"):
         services.version_record_proof(version=v, record_id=rejected.id)
+
+
+def _wait(predicate, timeout=120.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def test_version_export_runs_on_a_real_cpu_worker(accepted, start_worker):
+    """The request only commits the version; a real worker on `cpu` writes the exports after commit."""
+    datanet, cur = accepted
+    v = services.datanet_version_create(datanet=datanet, user=cur)  # on_commit sends the export task
+    assert v.export_state == "queued"
+    worker = start_worker(queues="cpu")
+    assert _wait(lambda: type(v).objects.get(pk=v.pk).export_state == "done"), worker.log()
+    v.refresh_from_db()
+    assert v.export_progress == 1.0 and (Path(v.export_path) / "data.parquet").is_file()
+    assert services.version_verify(version=v).ok
+
+
+def test_version_export_failure_is_written_on_the_row(accepted):
+    """The task base's hook: a crash fails the export with the reason; a done export is never overwritten."""
+    from datanets.tasks import datanet_version_export_task
+
+    datanet, cur = accepted
+    v = services.datanet_version_create(datanet=datanet, user=cur)
+    datanet_version_export_task.on_failure(OSError("disk full"), "id", [v.id], {}, None)
+    v.refresh_from_db()
+    assert v.export_state == "failed" and v.export_error == "Internal error: OSError: disk full"
+    v = services.datanet_version_export(version_id=v.id)  # a retry writes it
+    datanet_version_export_task.on_failure(OSError("late"), "id", [v.id], {}, None)
+    v.refresh_from_db()
+    assert v.export_state == "done" and v.export_error == ""

@@ -32,6 +32,7 @@ def test_detail_shows_counts_chart_contributors_versions_and_escaped_records(cli
     c = ingest(upload(datanet, alice, "a.csv", CSV))
     services.contribution_accept(contribution=c, curator=cur)
     v = services.datanet_version_create(datanet=datanet, user=cur)
+    services.datanet_version_export(version_id=v.id)
     body = client.get(reverse("datanets:detail", args=[datanet.slug])).content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "<script>alert(1)" not in body
     assert "dn-bar-fill" in body and "alice" in body and v.merkle_root in body
@@ -157,7 +158,13 @@ def test_curator_creates_a_version_from_the_page_others_cannot(client):
     resp = client.post(reverse("datanets:version-create", args=[datanet.slug]), follow=True)
     v = datanet.versions.get()
     assert f"Version 1 created: {v.record_count} records" in resp.content.decode()
-    assert reverse("datanets:version-download", args=[v.id, "parquet"]) in resp.content.decode()
+    # The export waits for the cpu worker: the page says so (and its place in the queue), then polls.
+    status_url = reverse("datanets:version-export-status", args=[v.id])
+    assert "Export queued" in resp.content.decode() and status_url in resp.content.decode()
+    assert reverse("datanets:version-download", args=[v.id, "parquet"]) not in resp.content.decode()
+    services.datanet_version_export(version_id=v.id)
+    cell = client.get(status_url).content.decode()
+    assert reverse("datanets:version-download", args=[v.id, "parquet"]) in cell and "hx-get" not in cell
 
 
 def test_generation_datanet_upload_in_paragraphs_and_page_without_label_chart(client):
