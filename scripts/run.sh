@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start the whole app on one machine: the chain (anvil, state in var/), a Celery worker, the web server.
+# Start the whole app on one machine: the chain (anvil, state in var/), a Celery worker per queue, beat, the web server.
 # Embedded defaults: SQLite and a file-system broker under var/, unless DATABASE_URL / CELERY_BROKER_URL are set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,8 +38,15 @@ fi
 $PY manage.py migrate --noinput
 $PY manage.py bootstrap   # contracts deployed and demo seeded, each once
 
-echo "worker: celery on queues cpu,gpu (concurrency 2) and ledger (concurrency 1); logs in var/log/"
-$PY -m celery -A config worker -Q cpu,gpu -c 2 -n main@%h --loglevel=INFO >var/log/worker.log 2>&1 &
+# One worker process per queue, so an upload's ingest (cpu) never waits behind a fine-tune (gpu) and the
+# ledger keeps its nonces in order (one at a time). Concurrency 1 each suits a 2-core machine; raise
+# CPU_CONCURRENCY / GPU_CONCURRENCY on a bigger one.
+CPU_CONCURRENCY=${CPU_CONCURRENCY:-1}
+GPU_CONCURRENCY=${GPU_CONCURRENCY:-1}
+echo "workers: cpu (concurrency $CPU_CONCURRENCY), gpu (concurrency $GPU_CONCURRENCY), ledger (1); logs in var/log/"
+$PY -m celery -A config worker -Q cpu -c "$CPU_CONCURRENCY" -n cpu@%h --loglevel=INFO >var/log/worker-cpu.log 2>&1 &
+pids+=($!)
+$PY -m celery -A config worker -Q gpu -c "$GPU_CONCURRENCY" -n gpu@%h --loglevel=INFO >var/log/worker-gpu.log 2>&1 &
 pids+=($!)
 $PY -m celery -A config worker -Q ledger -c 1 -n ledger@%h --loglevel=INFO >var/log/worker-ledger.log 2>&1 &
 pids+=($!)
