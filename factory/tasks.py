@@ -34,15 +34,16 @@ def finetune_job_run_task(self, job_id: int) -> None:
     finetune_job_run(job_id=job_id, hostname=self.request.hostname or "unknown", dispatch_id=self.request.id)
 
 
-class BaseBuildTask(Task):
-    """Pre-training of a base built here (the demo's chat base): acked late; the row's build token, not
-    Celery, says which run counts, so a redelivered message is a no-op or a clean restart."""
+class BaseBuildTask(LongTask):
+    """Pre-training of a base built here (the demo's chat base). The row's build token, not Celery, says
+    which run counts, so a redelivered message is a no-op or a clean restart."""
 
-    acks_late = True
-    reject_on_worker_lost = True
-    ignore_result = True
-    soft_time_limit = 3 * 3600  # 1,000 steps take ~6 min on an idle 2-core CPU; a crowded one, far longer
-    time_limit = 3 * 3600 + 60
+    limits = "base_build"  # 1,000 steps take ~6 min on an idle 2-core CPU; a crowded one, far longer
+
+    def fail_row(self, row_id: int, reason: str) -> None:
+        # The service writes its own failure under its build token (an older run must not fail a newer
+        # build of the same row), then re-raises to here: nothing is left to write.
+        logger.warning("base model %s: build failed: %s", row_id, reason)
 
 
 @shared_task(base=BaseBuildTask, name="factory.tasks.base_model_build_task")

@@ -9,7 +9,7 @@ def existing_versions_done(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('datanets', '0009_evaluation_set'),
+        ('datanets', '0010_datanet_task_chat'),
     ]
 
     operations = [
