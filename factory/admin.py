@@ -14,8 +14,9 @@ class BaseModelForm(forms.ModelForm):
 
     class Meta:
         model = BaseModel
-        fields = ("name", "source_kind", "source", "description", "tasks", "is_active")
-        help_texts = {"tasks": 'JSON list, e.g. ["classification"]; leave [] to infer from the model.'}
+        fields = ("name", "source_kind", "source", "description", "tasks", "chat_template", "is_active")
+        help_texts = {"tasks": 'JSON list, e.g. ["classification"]; leave [] to infer from the model.',
+                      "chat_template": "Jinja chat template for this base; leave empty to use the tokenizer's own."}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -29,6 +30,16 @@ class BaseModelForm(forms.ModelForm):
             self.inspected = services.base_model_inspect(source_kind=data["source_kind"], source=data["source"])
         except ApplicationError as exc:
             raise forms.ValidationError(exc.message) from exc
+        given = (data.get("chat_template") or "").strip()
+        own = self.inspected.get("chat_template", "")
+        if given and given != own.strip():
+            try:
+                self.template = services.base_model_chat_template_pick(
+                    source_kind=data["source_kind"], source=data["source"], given=given, own=own)
+            except ApplicationError as exc:
+                self.add_error("chat_template", exc.message)
+        else:
+            self.template = (own, "tokenizer" if own else "")
         tasks = data.get("tasks") or []
         unsupported = sorted(set(tasks) - set(self.inspected["tasks"]))
         if unsupported:
@@ -41,10 +52,11 @@ class BaseModelForm(forms.ModelForm):
 class BaseModelAdmin(admin.ModelAdmin):
     form = BaseModelForm
     list_display = ("name", "source_kind", "architecture", "task_list", "parameter_count", "max_length",
-                    "is_active")
+                    "chat_template_source", "status", "is_active")
     list_filter = ("source_kind", "architecture", "is_active")
     search_fields = ("name", "source", "description")
-    readonly_fields = ("architecture", "parameter_count", "max_length", "hidden_size", "num_layers", "vocab_size",
+    readonly_fields = ("architecture", "chat_template_source", "status", "build", "parameter_count", "max_length",
+                       "hidden_size", "num_layers", "vocab_size",
                        "target_modules", "default_target_modules", "module_shapes", "created_at")
     actions = ("reinspect",)
 
@@ -59,14 +71,21 @@ class BaseModelAdmin(admin.ModelAdmin):
             for key in services.INSPECTED_FIELDS:
                 setattr(obj, key, info[key])
             obj.tasks = tasks
+            obj.chat_template, obj.chat_template_source = form.template
         super().save_model(request, obj, form, change)
 
     @admin.action(description="Re-inspect the selected models (target modules, size)")
     def reinspect(self, request, queryset):
         for model in queryset:
+            if model.status != BaseModel.BuildStatus.READY:  # a base still being pre-trained here
+                self.message_user(request, f"{model.name}: {model.get_status_display().lower()}; not inspected",
+                                  messages.WARNING)
+                continue
             try:
-                services.base_model_register(path=model.source, name=model.name, tasks=model.tasks,
-                                             description=model.description, source_kind=model.source_kind)
+                services.base_model_register(
+                    path=model.source, name=model.name, tasks=model.tasks, description=model.description,
+                    source_kind=model.source_kind,
+                    chat_template=model.chat_template if model.chat_template_source == "catalog" else "")
             except ApplicationError as exc:
                 self.message_user(request, f"{model.name}: {exc.message}", messages.ERROR)
             else:

@@ -93,7 +93,7 @@ PRESET_HELP = {
 
 # --- catalog ---------------------------------------------------------------------------------------
 
-HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt", "vocab.*"]
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "merges.txt", "vocab.*"]  # *.jinja: chat templates
 INSPECTED_FIELDS = ("architecture", "tasks", "parameter_count", "max_length", "hidden_size", "num_layers",
                     "vocab_size", "target_modules", "default_target_modules", "module_shapes")
 
@@ -168,7 +168,7 @@ def base_model_register(*, path: str, name: str = "", tasks: list[str] | None = 
             raise ApplicationError(f"A {info['architecture']} model cannot do {', '.join(unsupported)}; "
                                    f"it supports {', '.join(info['tasks'])}.")
         info["tasks"] = list(tasks)
-    template, template_source = _chat_template_pick(source_kind=source_kind, source=path, given=chat_template,
+    template, template_source = base_model_chat_template_pick(source_kind=source_kind, source=path, given=chat_template,
                                                     own=info.get("chat_template", ""))
     default_name = Path(path).name if source_kind == BaseModel.SourceKind.LOCAL else path
     model, _ = BaseModel.objects.update_or_create(
@@ -183,7 +183,7 @@ def base_model_register(*, path: str, name: str = "", tasks: list[str] | None = 
 ERR_CHAT_TEMPLATE = "Chat template of {label}: {detail}"
 
 
-def _chat_template_pick(*, source_kind: str, source: str, given: str, own: str) -> tuple[str, str]:
+def base_model_chat_template_pick(*, source_kind: str, source: str, given: str, own: str) -> tuple[str, str]:
     """(template, where it comes from): the catalog's when given (checked by rendering a conversation with the
     model's tokenizer), else the tokenizer's own."""
     if not given.strip():

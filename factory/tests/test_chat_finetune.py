@@ -69,6 +69,26 @@ def test_a_chat_base_keeps_its_tokenizers_template_or_the_catalogs(llama_dir, tm
         call_command("register_base_model", str(llama_dir), chat_template=str(tmp_path / "missing.jinja"))
 
 
+def test_admin_sets_a_bases_chat_template_and_keeps_it_on_reinspect(client, llama_dir):
+    from accounts.tests.factories import UserFactory
+
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    form = {"name": "llama-admin", "source_kind": "local", "source": str(llama_dir), "description": "",
+            "tasks": "[]", "chat_template": CUSTOM, "is_active": "on"}
+    page = client.post("/admin/factory/basemodel/add/", {**form, "chat_template": "{% if %}"})
+    assert page.status_code == 200 and "does not render a conversation" in page.content.decode()
+    assert client.post("/admin/factory/basemodel/add/", form).status_code == 302
+    base = BaseModel.objects.get(name="llama-admin")
+    assert base.chat_template == CUSTOM and base.chat_template_source == "catalog" and base.architecture == "llama"
+    client.post("/admin/factory/basemodel/", {"action": "reinspect", "_selected_action": [base.id]})
+    base.refresh_from_db()
+    assert base.chat_template == CUSTOM and base.chat_template_source == "catalog"
+    page = client.post("/admin/factory/basemodel/add/", {**form, "name": "llama-own", "chat_template": ""})
+    assert page.status_code == 302
+    own = BaseModel.objects.get(name="llama-own")
+    assert own.chat_template_source == "tokenizer" and has_generation_markers(own.chat_template)
+
+
 def test_an_instruction_datanet_fine_tunes_on_assistant_tokens_through_the_job(llama_dir, settings, tmp_path):
     settings.MODELS_DIR = tmp_path
     settings.FACTORY_PROGRESS_SECONDS = 0
