@@ -32,5 +32,10 @@ urlpatterns = [
 if settings.DEBUG:
     urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
 
+# Styled pages for people, the API's error shape under /api/ (core/views.py).
+handler403 = "core.views.permission_denied"
+handler404 = "core.views.page_not_found"
+handler500 = "core.views.server_error"
+
 admin.site.site_header = "Model Factory console"
 admin.site.site_title = "Model Factory"

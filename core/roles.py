@@ -40,3 +40,17 @@ def role_required(role: str):
         return wrapped
 
     return decorator
+
+
+def staff_required(view):
+    """View decorator for staff-only product pages: log in first (the product's login, not the admin's), then
+    403 for anyone who is not staff."""
+
+    @wraps(view)
+    @login_required
+    def wrapped(request, *args, **kwargs):
+        if not request.user.is_staff:
+            raise PermissionDenied("This page is for staff.")
+        return view(request, *args, **kwargs)
+
+    return wrapped

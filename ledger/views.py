@@ -3,7 +3,6 @@
 import json
 
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import JsonResponse
@@ -11,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from core.errors import ApplicationError
+from core.roles import staff_required
 from ledger import governance, selectors, services
 from ledger.audit import ledger_audit
 from ledger.forms import ProposeForm
@@ -36,7 +36,7 @@ def explorer(request):
 
 
 @require_GET
-@staff_member_required
+@staff_required
 def transaction_list(request):
     status, kind = request.GET.get("status", ""), request.GET.get("kind", "")
     page = Paginator(selectors.transaction_list(status=status, kind=kind), PAGE_SIZE).get_page(request.GET.get("page"))
@@ -49,7 +49,7 @@ def transaction_list(request):
 
 
 @require_POST
-@staff_member_required
+@staff_required
 def transaction_retry(request, pk: int):
     row = get_object_or_404(LedgerTransaction, pk=pk)
     try:

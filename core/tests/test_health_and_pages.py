@@ -201,3 +201,24 @@ def test_docker_compose_matches_settings():
     # no secret is written into the file itself
     text = (BASE_DIR / "docker-compose.yml").read_text()
     assert "0x" not in text and "${DJANGO_SECRET_KEY:?" in text
+
+
+@pytest.mark.django_db
+def test_api_root_lists_every_resource_of_the_schema(client):
+    root = client.get("/api/v1/").json()
+    listed = {url.split("://", 1)[1].split("/", 1)[1] for url in root["resources"].values()}
+    schema = yaml.safe_load(client.get("/api/v1/schema/").content)
+    documented = {path.lstrip("/").rstrip("/") + "/" for path in schema["paths"]}
+    assert documented <= {p.rstrip("/") + "/" for p in listed}, documented - listed
+    assert root["resources"]["datanets"].endswith("/api/v1/datanets/")
+
+
+@pytest.mark.django_db
+def test_staff_pages_answer_403_to_others_and_post_forms_do_not_redirect(client):
+    client.force_login(UserFactory())
+    resp = client.get(reverse("ledger:transactions"))
+    assert resp.status_code == 403 and 'data-status="403"' in resp.content.decode()
+    client.logout()
+    assert client.get(reverse("ledger:transactions")).url.startswith(reverse("accounts:login"))  # product login
+    resp = client.post(reverse("accounts:api-key-new"), {"name": "x"})
+    assert resp.status_code == 403 and "Log in" in resp.content.decode()
