@@ -348,7 +348,7 @@ def ledger_transaction_retry(*, row: LedgerTransaction) -> LedgerTransaction:
     with transaction.atomic():
         locked = LedgerTransaction.objects.select_for_update().get(pk=row.pk)
         if locked.status != LedgerTransaction.Status.FAILED:
-            raise ApplicationError(ERR_NOT_FAILED)
+            raise ApplicationError(ERR_NOT_FAILED, status_code=409)  # the row's state, not the request, is wrong
         locked.status = LedgerTransaction.Status.QUEUED
         locked.attempts = 0
         locked.steps = 0

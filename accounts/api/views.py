@@ -1,10 +1,18 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
+from rest_framework.authtoken.models import Token
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api.serializers import ApiKeyCreatedSerializer, ApiKeySerializer, MeSerializer
-from accounts.services import api_key_create, api_key_revoke, profile_get, profile_update
+from accounts.api.serializers import (
+    ApiKeyCreatedSerializer,
+    ApiKeySerializer,
+    MeSerializer,
+    SignUpResultSerializer,
+    SignUpSerializer,
+)
+from accounts.services import api_key_create, api_key_revoke, profile_get, profile_update, user_create
 
 
 class MeApi(APIView):
@@ -52,3 +60,18 @@ class ApiKeyRevokeApi(APIView):
     def delete(self, request, key_id: int):
         api_key_revoke(user=request.user, key_id=key_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SignUpApi(APIView):
+    """Create an account (contributor and/or model developer) and get its API token, as the sign-up page does."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []  # no session: no CSRF for a client that has no account yet
+
+    @extend_schema(request=SignUpSerializer, responses={201: SignUpResultSerializer}, tags=["accounts"])
+    def post(self, request):
+        data = SignUpSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = user_create(**data.validated_data)
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"user": MeSerializer(user).data, "token": token.key}, status=status.HTTP_201_CREATED)

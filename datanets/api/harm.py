@@ -12,7 +12,7 @@ from datanets.api.views import _contribution_for
 from datanets.models import Datanet, HarmFlag
 
 TAGS = ["datanets"]
-ERROR = OpenApiResponse(description="`{detail}` says why")
+ERROR = OpenApiResponse(description="`error.message` says why")
 
 
 class HarmFlagSerializer(serializers.ModelSerializer):

@@ -63,7 +63,7 @@ class DatanetDetailSerializer(DatanetSerializer):
 class ContributionSerializer(serializers.ModelSerializer):
     datanet = serializers.CharField(source="datanet.slug", read_only=True)
     contributor = serializers.CharField(source="contributor.username", read_only=True)
-    curator = serializers.CharField(source="curator.username", read_only=True, default=None)
+    curator = serializers.CharField(source="curator.username", read_only=True, default=None, allow_null=True)
     columns = serializers.SerializerMethodField()
     guess = serializers.SerializerMethodField()
     text_column = serializers.SerializerMethodField()
@@ -187,3 +187,32 @@ class ProofSerializer(serializers.Serializer):
     proof = serializers.ListField(child=serializers.CharField(), help_text="Sibling hashes, leaf to root")
     root = serializers.CharField(help_text="The version's Merkle root (sorted-pair sha256)")
     verified = serializers.BooleanField(help_text="The server's own check of the proof against the root")
+
+
+class DecisionSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,
+                                   help_text="Why; kept in the audit trail")
+
+
+class RejectSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000, help_text="Why; required, shown to the contributor and kept "
+                                                              "in the audit trail")
+
+
+class BulkDecisionSerializer(serializers.Serializer):
+    ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=500,
+                                help_text="Contribution ids of this Datanet")
+    decision = serializers.ChoiceField(choices=[Contribution.Status.ACCEPTED, Contribution.Status.REJECTED])
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,
+                                   help_text="Required to reject")
+
+    def validate(self, attrs):
+        if attrs["decision"] == Contribution.Status.REJECTED and not attrs["reason"].strip():
+            raise serializers.ValidationError({"reason": ["A rejection needs a reason."]})
+        return attrs
+
+
+class BulkDecisionResultSerializer(serializers.Serializer):
+    decided = ContributionSerializer(many=True)
+    errors = serializers.ListField(child=serializers.CharField(), help_text="One line per contribution left "
+                                                                            "undecided: `#id file: why`")

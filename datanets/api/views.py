@@ -10,24 +10,28 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from core.api import HasRole
+from core.api import HasRole, PaginatedApi, query_bool, query_choice, query_int
 from core.roles import CONTRIBUTOR, CURATOR
 from datanets import selectors, services
 from datanets.api.serializers import (
+    BulkDecisionResultSerializer,
+    BulkDecisionSerializer,
     ContributionDetailSerializer,
     ContributionSerializer,
     ContributionStartSerializer,
     DatanetCreateSerializer,
     DatanetDetailSerializer,
     DatanetSerializer,
+    DecisionSerializer,
     ProofSerializer,
     RecordSerializer,
+    RejectSerializer,
     UploadSerializer,
     VersionSerializer,
 )
@@ -35,13 +39,7 @@ from datanets.models import Contribution, Datanet, DatanetVersion
 from datanets.views import DOWNLOADS
 
 TAGS = ["datanets"]
-ERROR = OpenApiResponse(description="`{detail}` says why")
-
-
-def _paginate(view: APIView, request, queryset, serializer_class):
-    paginator = api_settings.DEFAULT_PAGINATION_CLASS()
-    page = paginator.paginate_queryset(queryset, request, view=view)
-    return paginator.get_paginated_response(serializer_class(page, many=True, context={"request": request}).data)
+ERROR = OpenApiResponse(description="`error.message` says why")
 
 
 def _datanet(slug: str) -> Datanet:
@@ -61,7 +59,7 @@ def _version(slug: str, number: int) -> DatanetVersion:
                              datanet__slug=slug, number=number)
 
 
-class DatanetListCreateApi(APIView):
+class DatanetListCreateApi(PaginatedApi):
     """Datanets, searchable and filterable by domain. POST (curators) creates one; the caller curates it."""
 
     def get_permissions(self):
@@ -72,8 +70,8 @@ class DatanetListCreateApi(APIView):
         OpenApiParameter("domain", str, enum=Datanet.Domain.values)])
     def get(self, request):
         qs = selectors.datanet_list(search=request.query_params.get("search", ""),
-                                    domain=request.query_params.get("domain", "")).prefetch_related("curators")
-        return _paginate(self, request, qs.select_related("owner"), DatanetSerializer)
+                                    domain=query_choice(request, "domain", Datanet.Domain.values)).prefetch_related("curators")
+        return self.paginate(qs.select_related("owner"), DatanetSerializer)
 
     @extend_schema(tags=TAGS, request=DatanetCreateSerializer, responses={201: DatanetDetailSerializer, 400: ERROR, 403: ERROR})
     def post(self, request):
@@ -85,6 +83,7 @@ class DatanetListCreateApi(APIView):
 
 def _detail_data(datanet: Datanet) -> dict:
     datanet.counts = selectors.datanet_counts(datanet=datanet)
+    datanet.accepted_records = datanet.counts["records"]["accepted"]
     datanet.label_distribution = [{"label": lab, "records": n}
                                   for lab, n in selectors.datanet_label_distribution(datanet=datanet)]
     datanet.contributors = selectors.datanet_contributors_ranked(datanet=datanet)
@@ -99,7 +98,7 @@ class DatanetDetailApi(APIView):
         return Response(_detail_data(_datanet(slug)))
 
 
-class ContributionListUploadApi(APIView):
+class ContributionListUploadApi(PaginatedApi):
     """A Datanet's contributions (curators: all; others: their own). POST uploads a file (multipart).
 
     The upload answers 201 with a new contribution whose ingest is queued (poll its `url`), or 200 with
@@ -116,9 +115,10 @@ class ContributionListUploadApi(APIView):
         OpenApiParameter("status", str, enum=Contribution.Status.values)])
     def get(self, request, slug: str):
         qs = selectors.contributions_visible_to(user=request.user, datanet=_datanet(slug))
-        if request.query_params.get("status"):
-            qs = qs.filter(status=request.query_params["status"])
-        return _paginate(self, request, qs, ContributionSerializer)
+        status_ = query_choice(request, "status", Contribution.Status.values)
+        if status_:
+            qs = qs.filter(status=status_)
+        return self.paginate(qs, ContributionSerializer)
 
     @extend_schema(tags=TAGS, request={"multipart/form-data": UploadSerializer},
                    responses={201: ContributionSerializer, 200: ContributionSerializer, 400: ERROR, 403: ERROR,
@@ -141,22 +141,83 @@ class ContributionListUploadApi(APIView):
                         status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 
-class MyContributionListApi(APIView):
+class MyContributionListApi(PaginatedApi):
     """The caller's contributions to every Datanet, newest first, with their ingest and review state."""
 
     @extend_schema(tags=TAGS, responses=ContributionSerializer(many=True))
     def get(self, request):
-        return _paginate(self, request, selectors.contributions_of(user=request.user).select_related("contributor", "curator"),
+        return self.paginate(selectors.contributions_of(user=request.user).select_related("contributor", "curator"),
                          ContributionSerializer)
 
 
 class ContributionDetailApi(APIView):
-    """One contribution: ingest state and progress, row errors, counts, stake and review (poll this)."""
+    """One contribution: ingest state and progress, row errors, counts, stake and review (poll this).
+    DELETE withdraws it (its contributor, while pending and before any stake was sent)."""
 
     @extend_schema(tags=TAGS, responses={200: ContributionDetailSerializer, 404: ERROR})
     def get(self, request, contribution_id: int):
         return Response(ContributionDetailSerializer(_contribution_for(request, contribution_id),
                                                      context={"request": request}).data)
+
+    @extend_schema(tags=TAGS, responses={204: None, 403: ERROR, 404: ERROR,
+                                         409: OpenApiResponse(description="Decided, ingesting, or staked on-chain")})
+    def delete(self, request, contribution_id: int):
+        services.contribution_withdraw(contribution=_contribution_for(request, contribution_id), user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+DECIDE_RESPONSES = {200: ContributionSerializer, 400: ERROR, 403: ERROR, 404: ERROR,
+                    409: OpenApiResponse(description="Already decided, or not ingested yet")}
+
+
+class ContributionAcceptApi(APIView):
+    """A curator of its Datanet accepts a pending, ingested contribution: its records join the Datanet and the
+    stake is bonded, then released (never one's own upload)."""
+
+    @extend_schema(tags=TAGS, request=DecisionSerializer, responses=DECIDE_RESPONSES)
+    def post(self, request, contribution_id: int):
+        data = DecisionSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        c = services.contribution_accept(contribution=_contribution_for(request, contribution_id),
+                                         curator=request.user, reason=data.validated_data["reason"])
+        return Response(ContributionSerializer(c, context={"request": request}).data)
+
+
+class ContributionRejectApi(APIView):
+    """A curator of its Datanet rejects a pending, ingested contribution with a reason: the Datanet's slash
+    fraction of the stake is slashed."""
+
+    @extend_schema(tags=TAGS, request=RejectSerializer, responses=DECIDE_RESPONSES)
+    def post(self, request, contribution_id: int):
+        data = RejectSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        c = services.contribution_reject(contribution=_contribution_for(request, contribution_id),
+                                         curator=request.user, reason=data.validated_data["reason"])
+        return Response(ContributionSerializer(c, context={"request": request}).data)
+
+
+class ContributionBulkDecideApi(APIView):
+    """A curator accepts or rejects several of the Datanet's contributions at once (a reason is required to
+    reject); each is decided on its own, and the ones that cannot be are listed with why."""
+
+    @extend_schema(tags=TAGS, request=BulkDecisionSerializer, responses={200: BulkDecisionResultSerializer,
+                                                                         400: ERROR, 403: ERROR, 404: ERROR})
+    def post(self, request, slug: str):
+        datanet = _datanet(slug)
+        if not services.user_can_curate(user=request.user, datanet=datanet):
+            raise PermissionDenied(services.ERR_NOT_CURATOR.format(datanet=datanet.name))
+        data = BulkDecisionSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        ids = data.validated_data["ids"]
+        found = {c.pk: c for c in datanet.contributions.filter(pk__in=ids)}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise NotFound(f"No contribution {', '.join(map(str, missing))} in this Datanet.")
+        decided, errors = services.contributions_decide(
+            contributions=[found[i] for i in dict.fromkeys(ids)], curator=request.user,
+            decision=data.validated_data["decision"], reason=data.validated_data["reason"])
+        return Response({"decided": ContributionSerializer(decided, many=True, context={"request": request}).data,
+                         "errors": errors})
 
 
 class ContributionStartApi(APIView):
@@ -181,7 +242,7 @@ class ContributionRetryApi(APIView):
         return Response(ContributionSerializer(c, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
 
 
-class RecordListApi(APIView):
+class RecordListApi(PaginatedApi):
     """A Datanet's records, paginated: accepted ones and the caller's own (curators: all)."""
 
     @extend_schema(tags=TAGS, responses=RecordSerializer(many=True), parameters=[
@@ -190,24 +251,19 @@ class RecordListApi(APIView):
         OpenApiParameter("conflicts", bool, description="Only (true) or no (false) conflicting records")])
     def get(self, request, slug: str):
         p = request.query_params
-        try:
-            contribution_id = int(p["contribution"]) if p.get("contribution") else None
-        except ValueError:
-            return Response({"detail": "contribution must be an integer id."}, status=status.HTTP_400_BAD_REQUEST)
-        conflicts = {"true": True, "false": False}.get(p.get("conflicts", "").lower())
         qs = selectors.records_visible_to(user=request.user, datanet=_datanet(slug), label=p.get("label", ""),
-                                          contribution_id=contribution_id, contributor=p.get("contributor", ""),
-                                          conflicts=conflicts)
-        return _paginate(self, request, qs, RecordSerializer)
+                                          contribution_id=query_int(request, "contribution"),
+                                          contributor=p.get("contributor", ""), conflicts=query_bool(request, "conflicts"))
+        return self.paginate(qs, RecordSerializer)
 
 
-class VersionListCreateApi(APIView):
+class VersionListCreateApi(PaginatedApi):
     """A Datanet's versions, newest first. POST (its curators only) freezes the accepted records as a new one."""
 
     @extend_schema(tags=TAGS, responses=VersionSerializer(many=True))
     def get(self, request, slug: str):
         qs = _datanet(slug).versions.select_related("datanet", "created_by").order_by("-number")
-        return _paginate(self, request, qs, VersionSerializer)
+        return self.paginate(qs, VersionSerializer)
 
     @extend_schema(tags=TAGS, request=None, responses={201: VersionSerializer, 400: ERROR, 403: ERROR})
     def post(self, request, slug: str):

@@ -6,12 +6,11 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import HasRole
+from core.api import HasRole, PaginatedApi, query_bool, query_choice, query_int
 from core.errors import ApplicationError
 from core.roles import MODEL_DEVELOPER
 from datanets.models import DatanetVersion
@@ -28,18 +27,12 @@ from factory.api.serializers import (
 from factory.models import BaseModel, FineTunedModel, FineTuneJob
 
 
-def _paginate(request, view, queryset, serializer_class):
-    paginator = PageNumberPagination()
-    page = paginator.paginate_queryset(queryset, request, view=view)
-    return paginator.get_paginated_response(serializer_class(page, many=True).data)
-
-
-class BaseModelListApi(APIView):
+class BaseModelListApi(PaginatedApi):
     """The base-model catalog (active entries)."""
 
     @extend_schema(responses=BaseModelSerializer(many=True), tags=["factory"])
     def get(self, request):
-        return _paginate(request, self, ui_services.base_model_list(), BaseModelSerializer)
+        return self.paginate(ui_services.base_model_list(), BaseModelSerializer)
 
 
 JOB_FILTERS = [
@@ -50,7 +43,7 @@ JOB_FILTERS = [
 ]
 
 
-class JobListCreateApi(APIView):
+class JobListCreateApi(PaginatedApi):
     """GET: jobs, newest first, with filters. POST (model developers): validate like the form, queue the
     job on the gpu queue; 400 with one message per field when the request does not fit."""
 
@@ -61,21 +54,10 @@ class JobListCreateApi(APIView):
 
     @extend_schema(parameters=JOB_FILTERS, responses=JobSerializer(many=True), tags=["factory"])
     def get(self, request):
-        q = request.query_params
-
-        def int_or_none(name):
-            value = q.get(name, "")
-            if value and not value.isdigit():
-                raise serializers.ValidationError({name: "Must be a whole number."})
-            return int(value) if value else None
-
-        status_ = q.get("status", "")
-        if status_ and status_ not in FineTuneJob.Status.values:
-            raise serializers.ValidationError({"status": f"Choose from {', '.join(FineTuneJob.Status.values)}."})
-        jobs = ui_services.job_list(user=request.user, status=status_, base_model_id=int_or_none("base_model"),
-                                    datanet_id=int_or_none("datanet"),
-                                    mine=q.get("mine", "").lower() in ("1", "true", "yes"))
-        return _paginate(request, self, jobs.select_related("model"), JobSerializer)
+        jobs = ui_services.job_list(user=request.user, status=query_choice(request, "status", FineTuneJob.Status.values),
+                                    base_model_id=query_int(request, "base_model"),
+                                    datanet_id=query_int(request, "datanet"), mine=bool(query_bool(request, "mine")))
+        return self.paginate(jobs.select_related("model"), JobSerializer)
 
     @extend_schema(request=JobCreateSerializer, responses={
         201: JobDetailSerializer,
@@ -152,19 +134,16 @@ class JobRetryApi(_JobActionApi):
         return super().post(request, job_id)
 
 
-class ModelListApi(APIView):
+class ModelListApi(PaginatedApi):
     """Fine-tuned models, newest first."""
 
     @extend_schema(parameters=[OpenApiParameter("base_model", int, required=False),
                                OpenApiParameter("task", str, enum=FineTuneJob.Task.values, required=False)],
                    responses=FineTunedModelSerializer(many=True), tags=["factory"])
     def get(self, request):
-        base = request.query_params.get("base_model", "")
-        if base and not base.isdigit():
-            raise serializers.ValidationError({"base_model": "Must be a whole number."})
-        models = ui_services.model_list(base_model_id=int(base) if base else None,
-                                        task=request.query_params.get("task", ""))
-        return _paginate(request, self, models, FineTunedModelSerializer)
+        models = ui_services.model_list(base_model_id=query_int(request, "base_model"),
+                                        task=query_choice(request, "task", FineTuneJob.Task.values))
+        return self.paginate(models, FineTunedModelSerializer)
 
 
 def _model(pk: int) -> FineTunedModel:

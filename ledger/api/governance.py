@@ -9,15 +9,15 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from core.api import PaginatedApi
 from ledger import governance
 from ledger.models import GovernanceProposal, GovernanceVote
 from ledger.services import fee_split_get
 
 TAGS = ["governance"]
-ERROR = OpenApiResponse(description="`{detail}` says why; 428 carries `extra.typed_data` to sign with your wallet")
+ERROR = OpenApiResponse(description="`error.message` says why; 428 carries `error.extra.typed_data` to sign with your wallet")
 
 
 class ProposalSerializer(serializers.ModelSerializer):
@@ -45,7 +45,8 @@ class ProposeSerializer(serializers.Serializer):
 
 
 class DelegateSerializer(serializers.Serializer):
-    delegatee = serializers.CharField(required=False, allow_blank=True, max_length=42, help_text="default: yourself")
+    delegatee = serializers.RegexField(r"^(0x[0-9a-fA-F]{40})?\Z", required=False, allow_blank=True, max_length=42,
+                                       help_text="An address; default: yourself")
     signature = serializers.CharField(required=False, allow_blank=True, max_length=200)
     nonce = serializers.IntegerField(required=False, min_value=0)
     expiry = serializers.IntegerField(required=False, min_value=0)
@@ -87,15 +88,13 @@ class DelegateApi(APIView):
         return Response({"transaction": row.pk, "status": row.status}, status=status.HTTP_202_ACCEPTED)
 
 
-class ProposalListApi(APIView):
+class ProposalListApi(PaginatedApi):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(tags=TAGS, responses=ProposalSerializer(many=True), summary="Proposals, newest first")
     def get(self, request):
         governance.proposals_sync_open()
-        paginator = api_settings.DEFAULT_PAGINATION_CLASS()
-        page = paginator.paginate_queryset(GovernanceProposal.objects.all(), request, view=self)
-        return paginator.get_paginated_response(ProposalSerializer(page, many=True, context={"request": request}).data)
+        return self.paginate(GovernanceProposal.objects.all(), ProposalSerializer)
 
     @extend_schema(tags=TAGS, request=ProposeSerializer, responses={202: ProposalSerializer, 400: ERROR, 428: ERROR},
                    summary="Propose a parameter change to OPEN holders")

@@ -5,9 +5,9 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import status
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from core.api import PaginatedApi, query_choice
 from ledger import selectors, services
 from ledger.api.serializers import (
     AccrualSerializer,
@@ -20,13 +20,7 @@ from ledger.api.serializers import (
 from ledger.models import LedgerTransaction, RewardClaim, RewardEpoch
 
 TAGS = ["ledger"]
-ERROR = OpenApiResponse(description="`{detail}` says why")
-
-
-def _paginate(view: APIView, request, queryset, serializer_class):
-    paginator = api_settings.DEFAULT_PAGINATION_CLASS()
-    page = paginator.paginate_queryset(queryset, request, view=view)
-    return paginator.get_paginated_response(serializer_class(page, many=True).data)
+ERROR = OpenApiResponse(description="`error.message` says why")
 
 
 class BalancesApi(APIView):
@@ -37,21 +31,21 @@ class BalancesApi(APIView):
         return Response(BalancesSerializer(selectors.balances_for(user=request.user)).data)
 
 
-class AccrualListApi(APIView):
+class AccrualListApi(PaginatedApi):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(tags=TAGS, responses=AccrualSerializer(many=True), summary="My reward accruals")
     def get(self, request):
-        return _paginate(self, request, selectors.accrual_list(user=request.user), AccrualSerializer)
+        return self.paginate(selectors.accrual_list(user=request.user), AccrualSerializer)
 
 
-class ClaimListApi(APIView):
+class ClaimListApi(PaginatedApi):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(tags=TAGS, responses=ClaimSerializer(many=True),
                    summary="My claims, with the Merkle proof for claiming from my own wallet")
     def get(self, request):
-        return _paginate(self, request, selectors.claim_list(user=request.user), ClaimSerializer)
+        return self.paginate(selectors.claim_list(user=request.user), ClaimSerializer)
 
 
 class ClaimRequestApi(APIView):
@@ -65,12 +59,12 @@ class ClaimRequestApi(APIView):
         return Response(ClaimSerializer(claim).data, status=status.HTTP_202_ACCEPTED)
 
 
-class EpochListApi(APIView):
+class EpochListApi(PaginatedApi):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(tags=TAGS, responses=EpochSerializer(many=True), summary="Reward epochs")
     def get(self, request):
-        return _paginate(self, request, selectors.epoch_list(), EpochSerializer)
+        return self.paginate(selectors.epoch_list(), EpochSerializer)
 
 
 class EpochTreeApi(APIView):
@@ -94,22 +88,23 @@ class ChainApi(APIView):
         return Response(ChainSerializer(data).data)
 
 
-class TransactionListApi(APIView):
+class TransactionListApi(PaginatedApi):
     permission_classes = [IsAdminUser]
 
     @extend_schema(tags=TAGS, responses=TransactionSerializer(many=True), summary="The outbox (staff)",
                    parameters=[OpenApiParameter("status", str, enum=LedgerTransaction.Status.values),
                                OpenApiParameter("kind", str)])
     def get(self, request):
-        qs = selectors.transaction_list(status=request.query_params.get("status", ""),
+        qs = selectors.transaction_list(status=query_choice(request, "status", LedgerTransaction.Status.values),
                                         kind=request.query_params.get("kind", ""))
-        return _paginate(self, request, qs, TransactionSerializer)
+        return self.paginate(qs, TransactionSerializer)
 
 
 class TransactionRetryApi(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(tags=TAGS, request=None, responses={202: TransactionSerializer, 400: ERROR},
+    @extend_schema(tags=TAGS, request=None, responses={202: TransactionSerializer,
+                                                      409: OpenApiResponse(description="The row has not failed")},
                    summary="Queue a failed outbox row again (staff)")
     def post(self, request, transaction_id: int):
         row = services.ledger_transaction_retry(row=get_object_or_404(LedgerTransaction, pk=transaction_id))
