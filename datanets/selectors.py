@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.db.models import Count, Q, QuerySet
 
 from core.roles import CURATOR
-from datanets.models import Contribution, Datanet, DatanetVersion, Record
+from datanets.models import Contribution, CurationDecision, Datanet, DatanetVersion, Record
 from ledger.models import LedgerTransaction
 from ledger.selectors import transactions_get
 
@@ -212,3 +212,58 @@ def cpu_queue_ahead(*, contribution: Contribution | None = None, version: Datane
     since = contribution.updated_at if contribution is not None else version.created_at
     return (Contribution.objects.filter(ingest_state=Contribution.IngestState.QUEUED, updated_at__lt=since).count()
             + DatanetVersion.objects.filter(export_state=DatanetVersion.ExportState.QUEUED, created_at__lt=since).count())
+
+
+# --- curator console ----------------------------------------------------------------------------------
+
+SKEW_SHARE = 0.8  # a contribution with this share or more of one label is flagged for a look
+
+
+def review_queue(*, datanet: Datanet, preview: int = 5) -> dict:
+    """The Datanet's pending contributions for its curators: the reviewable ones (ingested) with hints each
+    (a record preview, near-duplicates of earlier records, its label distribution against the Datanet's
+    accepted one, conflicts), and the ones not reviewable yet (mapping, ingesting, failed) with their state."""
+    pending = (datanet.contributions.filter(status=Contribution.Status.PENDING)
+               .select_related("contributor").order_by("created_at", "id"))
+    accepted = dict(datanet_label_distribution(datanet=datanet))
+    accepted_total = sum(accepted.values())
+    ready, waiting = [], []
+    for c in pending:
+        if c.ingest_state != Contribution.IngestState.DONE:
+            waiting.append(c)
+            continue
+        counts = dict(c.records.values_list("label").annotate(n=Count("id")).order_by("-n", "label"))
+        total = sum(counts.values()) or 1
+        labels = [{"label": lab or "(none)", "n": n, "pct": round(100 * n / total, 1),
+                   "datanet_pct": round(100 * accepted.get(lab, 0) / accepted_total, 1) if accepted_total else None}
+                  for lab, n in counts.items()]
+        top = max(counts.values(), default=0)
+        ready.append({
+            "c": c,
+            "records": list(c.records.order_by("row_number", "id")[:preview]),
+            "labels": labels,
+            "skewed": bool(counts) and len(datanet.labels) > 1 and top / total >= SKEW_SHARE and c.record_count > 1,
+            "near_dups": contribution_near_duplicates(contribution=c, examples=3),
+        })
+    return {"ready": ready, "waiting": waiting}
+
+
+def curation_trail(*, datanet: Datanet) -> QuerySet[CurationDecision]:
+    """Every decision on the Datanet's contributions, newest first: the audit trail (never edited)."""
+    return (CurationDecision.objects.filter(contribution__datanet=datanet)
+            .select_related("contribution", "contribution__contributor", "curator").order_by("-created_at", "-id"))
+
+
+def datanets_to_review(*, user) -> list[dict]:
+    """The Datanets `user` curates, each with its number of pending contributions."""
+    qs = datanets_curated_by(user=user).annotate(
+        pending=Count("contributions", filter=Q(contributions__status=Contribution.Status.PENDING)))
+    return list(qs.order_by("-pending", "name"))
+
+
+def contribution_withdrawable(*, contribution: Contribution, user) -> bool:
+    """Whether to offer `user` the withdraw button (datanets.services.contribution_withdraw decides, and says
+    why not): their own pending contribution, not ingesting, with nothing sent on-chain."""
+    return (contribution.contributor_id == user.pk and contribution.status == Contribution.Status.PENDING
+            and contribution.ingest_state not in (Contribution.IngestState.QUEUED, Contribution.IngestState.RUNNING)
+            and not contribution_chain_state(contribution=contribution)["steps"])

@@ -49,6 +49,13 @@ ERR_OWN_CONTRIBUTION = "You cannot review your own contribution."
 ERR_ALREADY_DECIDED = "Contribution {id} was already {status}."
 ERR_NOT_INGESTED = "Contribution {id} is not ingested yet ({state}); it cannot be reviewed."
 ERR_REASON_REQUIRED = "A rejection needs a reason."
+ERR_NOT_OWNER = "Only the contributor who uploaded it can withdraw a contribution."
+ERR_WITHDRAW_DECIDED = "Contribution {id} was already {status}; only a pending one can be withdrawn."
+ERR_WITHDRAW_BUSY = "Contribution {id} is being ingested; withdraw it once the ingest has finished or failed."
+ERR_WITHDRAW_STAKED = ("Contribution {id} has its stake on-chain (or on its way there); the registry has no "
+                       "withdrawal, so a curator's decision releases or slashes it.")
+ERR_WITHDRAW_CLUSTERED = ("Contribution {id} holds the first copy of records that later uploads were clustered "
+                          "with as near-duplicates; it can no longer be withdrawn.")
 ERR_ROWS_INVALID = "{bad} of {total} rows failed validation; nothing was stored. Fix them, or upload again choosing to drop bad rows."
 ERR_NO_VALID_ROWS = "No valid rows in the file; nothing was stored."
 ERR_TEXT_NEEDS_CHAT_COLUMNS = ("Plain text has no turns: upload chat JSONL (a 'messages' list of role/content turns) or "
@@ -728,10 +735,13 @@ def _decide(*, contribution: Contribution, curator, decision: str, reason: str) 
         raise ApplicationError(ERR_OWN_CONTRIBUTION, status_code=403)
     if not user_can_curate(user=curator, datanet=c.datanet):
         raise ApplicationError(ERR_NOT_CURATOR.format(datanet=c.datanet.name), status_code=403)
+    # 409: the request is well formed, the contribution's state does not allow it (now)
     if c.status != Contribution.Status.PENDING:
-        raise ApplicationError(ERR_ALREADY_DECIDED.format(id=c.id, status=c.get_status_display().lower()))
+        raise ApplicationError(ERR_ALREADY_DECIDED.format(id=c.id, status=c.get_status_display().lower()),
+                               status_code=409)
     if c.ingest_state != Contribution.IngestState.DONE:
-        raise ApplicationError(ERR_NOT_INGESTED.format(id=c.id, state=c.get_ingest_state_display().lower()))
+        raise ApplicationError(ERR_NOT_INGESTED.format(id=c.id, state=c.get_ingest_state_display().lower()),
+                               status_code=409)
     c.status = decision
     c.curator = curator
     c.reason = reason
@@ -796,6 +806,38 @@ def contributions_decide(*, contributions, curator, decision: str, reason: str =
         except ApplicationError as exc:
             errors.append(f"#{c.id} {c.file_name}: {exc.message}")
     return done, errors
+
+
+@transaction.atomic
+def contribution_withdraw(*, contribution: Contribution, user) -> None:
+    """The contributor takes back a pending contribution that nothing on-chain holds: one waiting for its
+    column mapping, one whose ingest failed, or curator-held evaluation data (no stake). Its records and
+    stored file are deleted.
+
+    Fails with 403 for anyone but its contributor, 409 once it is decided, while its ingest runs, once a
+    stake has been sent (DatanetRegistry has no withdrawal: the curator decides), or when later uploads'
+    near-duplicates point at its records.
+    """
+    c = Contribution.objects.select_for_update().get(pk=contribution.pk)
+    if c.contributor_id != user.pk:
+        raise ApplicationError(ERR_NOT_OWNER, status_code=403)
+    if c.status != Contribution.Status.PENDING:
+        raise ApplicationError(ERR_WITHDRAW_DECIDED.format(id=c.id, status=c.get_status_display().lower()),
+                               status_code=409)
+    if c.ingest_state in (Contribution.IngestState.QUEUED, Contribution.IngestState.RUNNING):
+        raise ApplicationError(ERR_WITHDRAW_BUSY.format(id=c.id), status_code=409)
+    if contribution_chain_state(contribution=c)["steps"]:
+        raise ApplicationError(ERR_WITHDRAW_STAKED.format(id=c.id), status_code=409)
+    own = Record.objects.filter(contribution=c)
+    if Record.objects.filter(near_dup_of__in=own.values("pk")).exclude(contribution=c).exists():
+        raise ApplicationError(ERR_WITHDRAW_CLUSTERED.format(id=c.id), status_code=409)
+    file = c.file
+    own.delete()
+    c.delete()
+    if file:
+        # after the commit: a rolled-back withdrawal keeps its file
+        transaction.on_commit(lambda: file.storage.delete(file.name))
+    logger.info("contribution %s withdrawn by its contributor %s", contribution.pk, user.pk)
 
 
 # --- versions -----------------------------------------------------------------------------------------

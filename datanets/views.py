@@ -135,6 +135,7 @@ def contribution_detail(request, pk):
     return render(request, "datanets/contribution.html", {
         "c": contribution, "form": form, "preview_columns": preview_columns, "preview": preview,
         "chat_preview": opts.get("chat_preview", []),
+        "can_withdraw": selectors.contribution_withdrawable(contribution=contribution, user=request.user),
         "records": contribution.records.order_by("row_number")[:10],
         "labels": services.contribution_label_counts(contribution=contribution) if contribution.record_count else {},
         "chain": selectors.contribution_chain_state(contribution=contribution),
@@ -259,3 +260,82 @@ def version_download(request, pk, fmt):
         raise Http404("The export file is missing.")
     return FileResponse(open(path, "rb"), as_attachment=True, content_type=content_type,  # noqa: SIM115 - FileResponse closes it
                         filename=f"{version.datanet.slug}-v{version.number}.{fmt}")
+
+
+# --- curator console ----------------------------------------------------------------------------------
+
+TRAIL_PER_PAGE = 25
+
+
+def _curated(request, slug) -> Datanet:
+    datanet = get_object_or_404(Datanet, slug=slug)
+    if not services.user_can_curate(user=request.user, datanet=datanet):
+        raise PermissionDenied(f"You are not a curator of the Datanet '{datanet.name}'.")
+    return datanet
+
+
+@login_required
+@require_GET
+def review_home(request):
+    """The curator console's entry: the Datanets the user curates, with how many contributions wait."""
+    datanets = selectors.datanets_to_review(user=request.user)
+    if not datanets and not request.user.is_staff:
+        raise PermissionDenied("The curator console is for curators of a Datanet.")
+    return render(request, "datanets/review_home.html", {"datanets": datanets})
+
+
+@login_required
+@require_GET
+def review_queue(request, slug):
+    """A Datanet's review queue (record previews, near-duplicate and label hints, bulk decisions) and its
+    audit trail. Curators of the Datanet only (403)."""
+    datanet = _curated(request, slug)
+    trail = Paginator(selectors.curation_trail(datanet=datanet), TRAIL_PER_PAGE).get_page(request.GET.get("trail"))
+    if request.htmx and request.GET.get("trail"):
+        return render(request, "datanets/_review_trail.html", {"datanet": datanet, "trail": trail})
+    return render(request, "datanets/review.html", {
+        "datanet": datanet, "queue": selectors.review_queue(datanet=datanet), "trail": trail,
+        "counts": selectors.datanet_counts(datanet=datanet),
+    })
+
+
+@login_required
+@require_POST
+def review_decide(request, slug):
+    """Accept or reject the chosen contributions (a reason is required to reject); each is decided on its
+    own, and the ones that cannot be (own upload, already decided) are listed."""
+    datanet = _curated(request, slug)
+    decision = request.POST.get("decision", "")
+    reason = request.POST.get("reason", "").strip()
+    ids = [int(i) for i in request.POST.getlist("ids") if i.isdigit()]
+    if decision not in (Contribution.Status.ACCEPTED, Contribution.Status.REJECTED):
+        messages.error(request, "Choose accept or reject.")
+    elif not ids:
+        messages.error(request, "Tick at least one contribution.")
+    elif decision == Contribution.Status.REJECTED and not reason:
+        messages.error(request, "A rejection needs a reason: it is shown to the contributor and kept in the audit trail.")
+    else:
+        chosen = datanet.contributions.filter(pk__in=ids).order_by("created_at", "id")
+        done, errors = services.contributions_decide(contributions=chosen, curator=request.user, decision=decision,
+                                                     reason=reason)
+        if done:
+            messages.success(request, f"{len(done)} contribution(s) {decision}.")
+        for error in errors:
+            messages.error(request, error)
+    return redirect("datanets:review", slug=datanet.slug)
+
+
+@login_required
+@require_POST
+def contribution_withdraw(request, pk):
+    """The contributor deletes a pending contribution that nothing on-chain holds (a failed ingest, one
+    waiting for its columns); the service says why when it cannot."""
+    contribution = _own_contribution(request, pk)
+    name = contribution.file_name
+    try:
+        services.contribution_withdraw(contribution=contribution, user=request.user)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("datanets:contribution", pk=contribution.pk)
+    messages.success(request, f"'{name}' withdrawn and deleted.")
+    return redirect("datanets:mine")
