@@ -17,10 +17,12 @@ from fractions import Fraction
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
 from core.errors import ApplicationError
+from datanets.models import Record
 from serving.models import Inference, SpanIndex
 
 logger = logging.getLogger(__name__)
@@ -311,7 +313,7 @@ def answer_settlement(*, model, text: str, output: dict) -> tuple[dict, str, dic
         attribution = generation_explain(model=model, text=output.get("text", ""), prompt=text, top_k=top_k)
     shares = {int(c["user_id"]): c["share"] for c in attribution["contributors"] if c["share"] > 0}
     if shares:
-        return attribution, Inference.Rule.ATTRIBUTION, shares
+        return _with_people(attribution), Inference.Rule.ATTRIBUTION, shares
     # No contributor has positive influence on this answer (or it reuses no training text): the model's
     # contributor weights, what its contributors earned over its validation set, split it.
     from attribution.selectors import model_contributor_weights
@@ -321,9 +323,27 @@ def answer_settlement(*, model, text: str, output: dict) -> tuple[dict, str, dic
         {"user_id": u, "share": float(w)} for u, w in sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))]}
     if weights:
         attribution.setdefault("reason", "no contributor has positive influence on this answer")
-        return attribution, Inference.Rule.MODEL_WEIGHTS, weights
+        return _with_people(attribution), Inference.Rule.MODEL_WEIGHTS, weights
     attribution.setdefault("reason", "no contributor has positive influence and the model has no contributor weights")
-    return attribution, Inference.Rule.TREASURY, {}
+    return _with_people(attribution), Inference.Rule.TREASURY, {}
+
+
+def _with_people(attribution: dict) -> dict:
+    """The attribution as `/explain` gives it: each record with its text, label, contributor (username) and
+    contributor_id, each contributor with its username. Records deleted since keep what they had."""
+    ids = [int(r["record_id"]) for r in attribution.get("records", [])]
+    found = {r.pk: r for r in Record.objects.filter(pk__in=ids).select_related("contributor")}
+    user_ids = {int(c["user_id"]) for c in attribution.get("contributors", [])}
+    names = dict(get_user_model().objects.filter(pk__in=user_ids).values_list("pk", "username"))
+    records = []
+    for r in attribution.get("records", []):
+        row = found.get(int(r["record_id"]))
+        if row is not None:
+            r = {**r, "text": row.text, "label": row.label, "contributor": row.contributor.get_username(),
+                 "contributor_id": row.contributor_id}
+        records.append(r)
+    contributors = [{**c, "username": names.get(int(c["user_id"]), "")} for c in attribution.get("contributors", [])]
+    return {**attribution, "records": records, "contributors": contributors}
 
 
 def generation_explain(*, model, text: str, prompt: str = "", top_k: int = 5) -> dict:

@@ -117,6 +117,14 @@ def test_a_call_before_the_index_is_held_then_settled_by_attribution(trained_ada
     assert again.fee_split == row.fee_split and RewardAccrual.objects.count() == 1 + len(paid)
     body = InferenceSerializer(again).data
     assert body["settlement"]["status"] == "settled" and body["settlement"]["rule"] == "attribution"
+    # What /explain says of each record and contributor, the paid answer says too.
+    explained = attribution_services.prediction_explain(model=model, text=row.input_text, top_k=len(body["attribution"]["records"]),
+                                   served=row.output)
+    keys = ("record_id", "text", "label", "contributor", "contributor_id")
+    assert [{k: r[k] for k in keys} for r in body["attribution"]["records"]] == \
+        [{k: r[k] for k in keys} for r in explained["records"]]
+    assert {c["user_id"]: c["username"] for c in body["attribution"]["contributors"]} == \
+        {c["user_id"]: c["username"] for c in explained["contributors"] if c["user_id"] in shares}
 
 
 def test_no_positive_influence_is_split_by_the_model_weights(trained_adapter, attr_base_dir, tmp_path):
