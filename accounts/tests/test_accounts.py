@@ -88,3 +88,23 @@ def test_api_token_wrong_password():
 def test_staff_pass_every_role():
     admin = UserFactory(is_staff=True)
     assert all(user_has_role(admin, r) for r in (CONTRIBUTOR, MODEL_DEVELOPER, CURATOR))
+
+
+def test_signup_api_creates_the_account_and_returns_a_token():
+    api = APIClient()
+    resp = api.post("/api/v1/auth/signup/", {"username": "bea", "password": "a-long-secret-42", "roles": [CONTRIBUTOR],
+                                             "wallet_address": WALLET.lower()}, format="json")
+    assert resp.status_code == 201, resp.json()
+    body = resp.json()
+    assert body["user"]["username"] == "bea" and body["user"]["roles"] == [CONTRIBUTOR]
+    assert body["user"]["wallet_address"] == WALLET
+    me = APIClient()
+    me.credentials(HTTP_AUTHORIZATION=f"Token {body['token']}")
+    assert me.get("/api/v1/me/").json()["username"] == "bea"
+    again = api.post("/api/v1/auth/signup/", {"username": "BEA", "password": "12345678", "roles": [CURATOR]},
+                     format="json")
+    assert again.status_code == 400
+    assert set(again.json()["error"]["fields"]) == {"username", "roles"}  # taken; curators are appointed
+    weak = api.post("/api/v1/auth/signup/", {"username": "cy", "password": "12345678", "roles": [MODEL_DEVELOPER]},
+                    format="json")
+    assert weak.status_code == 400 and "password" in weak.json()["error"]["fields"]

@@ -47,7 +47,7 @@ def test_api_refuses_an_unusable_wallet(address):
     api.force_authenticate(user)
     resp = api.patch("/api/v1/me/", {"wallet_address": address}, format="json")
     assert resp.status_code == 400
-    assert "wallet_address" in resp.json()
+    assert "wallet_address" in resp.json()["error"]["fields"]
     assert Profile.objects.get(user=user).wallet_address == ""
     ok = api.patch("/api/v1/me/", {"wallet_address": GOOD.lower()}, format="json")
     assert ok.status_code == 200 and ok.json()["wallet_address"] == GOOD

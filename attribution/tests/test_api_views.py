@@ -58,7 +58,7 @@ def test_api_explain(ready_model):
 
 def test_api_explain_is_409_until_the_index_is_ready(model):
     res = api(UserFactory()).post(f"/api/v1/models/{model.pk}/explain/", {"text": "profit rose"}, format="json")
-    assert res.status_code == 409 and "no attribution index" in res.json()["detail"]
+    assert res.status_code == 409 and "no attribution index" in res.json()["error"]["message"]
 
 
 def test_model_page_partial_and_explain(client, ready_model):

@@ -59,7 +59,7 @@ def test_create_needs_the_curator_role(api):
     boss = UserFactory(roles=[CURATOR])
     api.force_authenticate(boss)
     resp = api.post("/api/v1/datanets/", {**payload, "labels": ["one"]}, format="json")
-    assert resp.status_code == 400 and "at least two labels" in resp.json()["detail"]
+    assert resp.status_code == 400 and "at least two labels" in resp.json()["error"]["message"]
     resp = api.post("/api/v1/datanets/", payload, format="json")
     assert resp.status_code == 201, resp.json()
     assert resp.json()["slug"] == "clinic-notes" and resp.json()["curators"] == [boss.username]
@@ -92,17 +92,17 @@ def test_upload_refusals(api, settings):
     api.force_authenticate(contributor())
     settings.DATANET_UPLOAD_MAX_BYTES = 20
     resp = api.post(url, {"file": SimpleUploadedFile("a.csv", CSV)}, format="multipart")
-    assert resp.status_code == 413 and resp.json()["extra"] == {"size": len(CSV), "limit": 20}
+    assert resp.status_code == 413 and resp.json()["error"]["extra"] == {"size": len(CSV), "limit": 20}
     # A request far over the limit is refused from its Content-Length, before its body is read.
     settings.DATANET_UPLOAD_MAX_BYTES = 1000
     big = b"label,text\n" + b"neutral,x\n" * 20_000
     resp = api.post(url, {"file": SimpleUploadedFile("big.csv", big)}, format="multipart")
-    assert resp.status_code == 413 and resp.json()["extra"]["limit"] == 1000 and resp.json()["extra"]["size"] > len(big)
+    assert resp.status_code == 413 and resp.json()["error"]["extra"]["limit"] == 1000 and resp.json()["error"]["extra"]["size"] > len(big)
     settings.DATANET_UPLOAD_MAX_BYTES = 10_000
     resp = api.post(url, {"file": SimpleUploadedFile("a.exe", b"MZ\x90\x00")}, format="multipart")
-    assert resp.status_code == 400 and "Unsupported format" in resp.json()["detail"]
+    assert resp.status_code == 400 and "Unsupported format" in resp.json()["error"]["message"]
     resp = api.post(url, {"file": SimpleUploadedFile("a.csv", CSV), "text_column": "nope"}, format="multipart")
-    assert resp.status_code == 400 and "Column 'nope' is not in the file" in resp.json()["detail"]
+    assert resp.status_code == 400 and "Column 'nope' is not in the file" in resp.json()["error"]["message"]
     assert api.post(url, {}, format="multipart").status_code == 400
     assert not Contribution.objects.exists()
 
@@ -156,7 +156,7 @@ def test_versions_create_list_download_and_proof(api):
     datanet, cur, alice, _ = _accepted_datanet()
     api.force_authenticate(alice)
     resp = api.post(f"/api/v1/datanets/{datanet.slug}/versions/")
-    assert resp.status_code == 403 and "not a curator" in resp.json()["detail"]
+    assert resp.status_code == 403 and "not a curator" in resp.json()["error"]["message"]
     api.force_authenticate(cur)
     resp = api.post(f"/api/v1/datanets/{datanet.slug}/versions/")
     assert resp.status_code == 201
@@ -189,3 +189,80 @@ def test_schema_documents_the_datanet_endpoints(api):
         assert path in schema["paths"], path
     upload_op = schema["paths"]["/api/v1/datanets/{slug}/contributions/"]["post"]
     assert "multipart/form-data" in upload_op["requestBody"]["content"]
+
+
+# --- curator decisions, withdrawal, the error shape -----------------------------------------------------
+
+def _pending():
+    datanet = DatanetFactory(name="Decisions", domain=Datanet.Domain.FINANCE)
+    cur = curator_of(datanet, "decider")
+    alice = contributor("alice")
+    a = ingest(upload(datanet, alice, "a.csv", CSV))
+    b = ingest(upload(datanet, alice, "b.csv", CSV.replace(b"Profit", b"Revenue")))
+    return datanet, cur, alice, a, b
+
+
+def test_curator_accepts_and_rejects_over_the_api(api):
+    datanet, cur, alice, a, b = _pending()
+    api.force_authenticate(alice)
+    resp = api.post(f"/api/v1/contributions/{a.id}/accept/", {}, format="json")
+    assert resp.status_code == 403 and resp.json()["error"]["code"] == "permission_denied"
+    api.force_authenticate(cur)
+    resp = api.post(f"/api/v1/contributions/{b.id}/reject/", {"reason": ""}, format="json")
+    assert resp.status_code == 400 and "reason" in resp.json()["error"]["fields"]
+    resp = api.post(f"/api/v1/contributions/{a.id}/accept/", {"reason": "clean"}, format="json")
+    assert resp.status_code == 200 and resp.json()["status"] == "accepted" and resp.json()["curator"] == "decider"
+    resp = api.post(f"/api/v1/contributions/{a.id}/reject/", {"reason": "late"}, format="json")
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "conflict"
+    resp = api.post(f"/api/v1/contributions/{b.id}/reject/", {"reason": "copied"}, format="json")
+    assert resp.status_code == 200 and resp.json()["reason"] == "copied"
+
+
+def test_bulk_decision_decides_each_and_lists_the_rest(api):
+    datanet, cur, alice, a, b = _pending()
+    services.contribution_accept(contribution=a, curator=cur)
+    url = f"/api/v1/datanets/{datanet.slug}/contributions/decide/"
+    api.force_authenticate(alice)
+    assert api.post(url, {"ids": [b.id], "decision": "accepted"}, format="json").status_code == 403
+    api.force_authenticate(cur)
+    resp = api.post(url, {"ids": [a.id, b.id], "decision": "rejected"}, format="json")
+    assert resp.status_code == 400 and resp.json()["error"]["fields"] == {"reason": ["A rejection needs a reason."]}
+    assert api.post(url, {"ids": [a.id, 10**9], "decision": "accepted"}, format="json").status_code == 404
+    resp = api.post(url, {"ids": [a.id, b.id], "decision": "rejected", "reason": "off-topic"}, format="json")
+    body = resp.json()
+    assert resp.status_code == 200 and [c["id"] for c in body["decided"]] == [b.id]
+    assert len(body["errors"]) == 1 and body["errors"][0].startswith(f"#{a.id}") and "already accepted" in body["errors"][0]
+
+
+def test_owner_withdraws_what_nothing_on_chain_holds(api):
+    datanet, cur, alice, a, b = _pending()
+    failed = ingest(upload(datanet, alice, "bad.csv", b"label,text\nbullish,x\n"))
+    api.force_authenticate(cur)
+    resp = api.delete(f"/api/v1/contributions/{failed.id}/")
+    assert resp.status_code == 403 and "Only the contributor" in resp.json()["error"]["message"]
+    api.force_authenticate(alice)
+    resp = api.delete(f"/api/v1/contributions/{a.id}/")  # ingested: its stake is in the outbox
+    assert resp.status_code == 409 and "stake on-chain" in resp.json()["error"]["message"]
+    stored = failed.file.name
+    assert api.delete(f"/api/v1/contributions/{failed.id}/").status_code == 204
+    assert api.get(f"/api/v1/contributions/{failed.id}/").status_code == 404
+    assert not Contribution.objects.filter(pk=failed.id).exists() and not failed.file.storage.exists(stored)
+    api.force_authenticate(contributor("mallory"))
+    assert api.delete(f"/api/v1/contributions/{a.id}/").status_code == 404  # not even its existence
+
+
+def test_every_error_has_one_shape(api):
+    assert api.get("/api/v1/datanets/").json() == {"error": {
+        "code": "not_authenticated", "message": "Authentication credentials were not provided.", "fields": {}}}
+    api.force_authenticate(contributor())
+    resp = api.get("/api/v1/datanets/", {"domain": "astrology"})
+    assert resp.status_code == 400 and resp.json()["error"]["fields"] == {"domain": [
+        "Choose from finance, healthcare, depin, gaming, other."]}
+    resp = api.get("/api/v1/datanets/", {"page": "x"})
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid"
+    assert api.get("/api/v1/datanets/", {"page": "99"}).json()["error"]["code"] == "not_found"
+    assert api.get("/api/v1/no-such-thing/").json()["error"]["code"] == "not_found"
+    resp = api.put("/api/v1/datanets/", {}, format="json")
+    assert resp.status_code == 405 and resp.json()["error"]["code"] == "method_not_allowed"
+    resp = api.post("/api/v1/datanets/", {"name": "x"}, format="json")  # the role check comes first
+    assert resp.status_code == 403 and set(resp.json()["error"]) == {"code", "message", "fields"}

@@ -6,7 +6,7 @@ from django.urls import reverse
 from accounts.tests.factories import UserFactory
 from core.roles import CURATOR, MODEL_DEVELOPER
 from datanets import services
-from datanets.models import Contribution, Datanet
+from datanets.models import Contribution, CurationDecision, Datanet
 from datanets.tests.factories import DatanetFactory, contributor, curator_of
 from datanets.tests.helpers import ingest, upload
 
@@ -185,3 +185,85 @@ def test_generation_datanet_upload_in_paragraphs_and_page_without_label_chart(cl
     services.contribution_accept(contribution=c, curator=cur)
     body = client.get(reverse("datanets:detail", args=[datanet.slug])).content.decode()
     assert "Label distribution" not in body and "Speak, speak." in body
+
+
+# --- curator console, withdrawal -------------------------------------------------------------------------
+
+def _queue():
+    datanet = DatanetFactory(name="Console news", labels=["positive", "negative", "neutral"])
+    cur = curator_of(datanet, "carla")
+    alice, bob = contributor("alice"), contributor("bob")
+    first = ingest(upload(datanet, alice, "first.csv", CSV))
+    services.contribution_accept(contribution=first, curator=cur)
+    skewed = b"label,text\npositive,Profit rose sharply this quarter.\npositive,Profit rose sharply this quarter again.\n" \
+             b"positive,Margins widened.\npositive,Orders doubled.\npositive,Guidance raised.\n"
+    copy = ingest(upload(datanet, bob, "copy.csv", skewed))
+    failed = ingest(upload(datanet, bob, "bad.csv", b"label,text\nbullish,x\n"))
+    return datanet, cur, alice, bob, copy, failed
+
+
+def test_review_queue_shows_previews_hints_and_the_audit_trail(client):
+    datanet, cur, alice, bob, copy, failed = _queue()
+    client.force_login(cur)
+    resp = client.get(reverse("datanets:review", args=[datanet.slug]))
+    assert resp.status_code == 200
+    body = resp.content.decode()
+    assert f'id="contribution-{copy.id}"' in body and "Profit rose sharply this quarter." in body  # record preview
+    assert "one label dominates this upload" in body  # 5 of 5 records are 'positive'
+    assert "near-duplicate(s)" in body  # the second row is a near-copy of the first
+    assert "bad.csv" in body and "Failed" in body  # listed as not reviewable yet
+    assert "first.csv" in body and "Accepted" in body  # the audit trail
+
+
+def test_bulk_reject_needs_a_reason_and_decides_each(client):
+    datanet, cur, alice, bob, copy, failed = _queue()
+    other = ingest(upload(datanet, alice, "other.csv", b"label,text\nneutral,Board met on Tuesday.\n"))
+    client.force_login(cur)
+    url = reverse("datanets:review-decide", args=[datanet.slug])
+    resp = client.post(url, {"ids": [copy.id, other.id], "decision": "rejected", "reason": " "}, follow=True)
+    assert "needs a reason" in resp.content.decode()
+    assert Contribution.objects.filter(pk__in=[copy.id, other.id], status="pending").count() == 2
+    resp = client.post(url, {"ids": [copy.id, other.id, failed.id], "decision": "rejected", "reason": "copied text"},
+                       follow=True)
+    body = resp.content.decode()
+    assert "2 contribution(s) rejected" in body and "not ingested yet" in body  # the failed one is refused
+    assert set(Contribution.objects.filter(reason="copied text").values_list("pk", flat=True)) == {copy.id, other.id}
+    assert CurationDecision.objects.filter(contribution__datanet=datanet, reason="copied text").count() == 2
+
+
+def test_console_is_for_the_datanets_curators_only(client):
+    datanet, cur, alice, bob, copy, failed = _queue()
+    client.force_login(alice)
+    assert client.get(reverse("datanets:review", args=[datanet.slug])).status_code == 403
+    resp = client.post(reverse("datanets:review-decide", args=[datanet.slug]), {"ids": [copy.id], "decision": "accepted"})
+    assert resp.status_code == 403 and "not a curator" in resp.content.decode()
+    assert Contribution.objects.get(pk=copy.id).status == "pending"
+    assert client.get(reverse("datanets:review-home")).status_code == 403
+    client.logout()
+    resp = client.post(reverse("datanets:review-decide", args=[datanet.slug]), {"ids": [copy.id], "decision": "accepted"})
+    assert resp.status_code == 403 and "Log in" in resp.content.decode()  # a forbidden POST: 403, not a redirect
+
+
+def test_owner_deletes_a_failed_upload_but_not_a_staked_one(client):
+    datanet, cur, alice, bob, copy, failed = _queue()
+    client.force_login(alice)
+    assert client.post(reverse("datanets:contribution-withdraw", args=[failed.id])).status_code == 403  # bob's
+    client.force_login(bob)
+    page = client.get(reverse("datanets:contribution", args=[failed.id])).content.decode()
+    assert "Delete this failed upload" in page
+    assert "Withdraw" not in client.get(reverse("datanets:contribution", args=[copy.id])).content.decode()
+    resp = client.post(reverse("datanets:contribution-withdraw", args=[failed.id]), follow=True)
+    assert "withdrawn and deleted" in resp.content.decode()
+    assert not Contribution.objects.filter(pk=failed.id).exists()
+    resp = client.post(reverse("datanets:contribution-withdraw", args=[copy.id]), follow=True)
+    assert "stake on-chain" in resp.content.decode() and Contribution.objects.filter(pk=copy.id).exists()
+
+
+def test_error_pages_are_styled(client):
+    client.force_login(contributor("erin"))
+    resp = client.get("/datanets/no-such-datanet/")
+    assert resp.status_code == 404 and 'data-status="404"' in resp.content.decode()
+    resp = client.get(reverse("datanets:contribution-retry", args=[1]))  # POST-only
+    assert resp.status_code == 405 and 'data-status="405"' in resp.content.decode() and resp["Allow"] == "POST"
+    resp = client.get(reverse("datanets:create"))
+    assert resp.status_code == 403 and "curator" in resp.content.decode() and 'data-status="403"' in resp.content.decode()

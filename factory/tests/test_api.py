@@ -82,23 +82,23 @@ def test_create_returns_400_with_field_errors(api, tiny_bert, kw, field, message
         data.pop("epochs")
     r = api.post(JOBS, data, format="json")
     assert r.status_code == 400
-    assert any(message in m for m in r.json()[field]), r.json()
+    assert any(message in m for m in r.json()["error"]["fields"][field]), r.json()
     assert FineTuneJob.objects.count() == 0
 
 
 def test_create_rejects_bad_shapes_and_datanets(api, tiny_bert):
     r = api.post(JOBS, {"task": "poetry"}, format="json")
-    assert r.status_code == 400 and {"datanet_version", "base_model", "task"} <= set(r.json())
+    assert r.status_code == 400 and {"datanet_version", "base_model", "task"} <= set(r.json()["error"]["fields"])
     version = make_version(n=12, rows=[(f"t{i}", "neutral") for i in range(12)])
     r = api.post(JOBS, payload(version, tiny_bert), format="json")
-    assert r.status_code == 400 and "only one label" in r.json()["datanet_version"][0]
+    assert r.status_code == 400 and "only one label" in r.json()["error"]["fields"]["datanet_version"][0]
 
 
 def test_create_needs_the_developer_role(tiny_bert):
     client = APIClient()
     client.force_authenticate(UserFactory(roles=[CONTRIBUTOR]))
     r = client.post(JOBS, payload(make_version(n=24), tiny_bert), format="json")
-    assert r.status_code == 403 and "model developer" in r.json()["detail"]
+    assert r.status_code == 403 and "model developer" in r.json()["error"]["message"]
     assert client.get(JOBS).status_code == 200  # reading is open to every signed-in user
 
 
@@ -136,7 +136,7 @@ def test_cancel_and_retry(api, tiny_bert):
     r = api.post(f"{JOBS}{job.pk}/cancel/")
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     r = api.post(f"{JOBS}{job.pk}/cancel/")
-    assert r.status_code == 409 and "only queued or running jobs can be cancelled" in r.json()["detail"]
+    assert r.status_code == 409 and "only queued or running jobs can be cancelled" in r.json()["error"]["message"]
     r = api.post(f"{JOBS}{job.pk}/retry/")
     assert r.status_code == 200 and r.json()["status"] == "queued"
     assert api.post(f"{JOBS}{job.pk}/retry/").status_code == 409
@@ -149,7 +149,7 @@ def test_cancel_and_retry(api, tiny_bert):
 def test_cancel_and_retry_are_for_the_owner_only(api, tiny_bert):
     job = make_job(base=tiny_bert)
     r = api.post(f"{JOBS}{job.pk}/cancel/")
-    assert r.status_code == 403 and "owner" in r.json()["detail"]
+    assert r.status_code == 403 and "owner" in r.json()["error"]["message"]
     contributor = APIClient()
     contributor.force_authenticate(UserFactory(roles=[CONTRIBUTOR]))
     assert contributor.post(f"{JOBS}{job.pk}/retry/").status_code == 403
@@ -179,7 +179,7 @@ def test_models_list_detail_and_adapter(api, tiny_bert, trained_adapter):
     model.adapter_dir = "/nonexistent/adapter"
     model.save()
     r = api.get(f"/api/v1/factory/models/{model.pk}/adapter/")
-    assert r.status_code == 404 and "missing" in r.json()["detail"]
+    assert r.status_code == 404 and "missing" in r.json()["error"]["message"]
 
 
 def test_schema_documents_the_factory_api(api):

@@ -236,7 +236,7 @@ def test_holders_act_from_the_api_and_the_pages(chain, client):
     assert Decimal(api.get(reverse("api-governance")).json()["votes"]) == 50_000_000
     r = api.post(reverse("api-governance-proposals"), {"action": "fee_split", "params": {
         "contributors_bps": 5000, "developer_bps": 5000, "protocol_bps": 1}}, format="json")
-    assert r.status_code == 400 and "sum to 10000" in r.json()["detail"]
+    assert r.status_code == 400 and "sum to 10000" in r.json()["error"]["message"]
     r = api.post(reverse("api-governance-proposals"), {"action": "epoch_seconds", "params": {"seconds": 300},
                                                        "reason": "shorter waits"}, format="json")
     assert r.status_code == 202 and r.json()["status"] == "proposing"
@@ -273,7 +273,7 @@ def test_holders_act_from_the_api_and_the_pages(chain, client):
     assert api.post(reverse("api-governance-queue", args=[pk])).status_code == 202
     run()
     r = api.post(reverse("api-governance-execute", args=[pk]))
-    assert r.status_code == 400 and "timelock releases" in r.json()["detail"]
+    assert r.status_code == 400 and "timelock releases" in r.json()["error"]["message"]
     chain.mine(61)
     client.post(reverse("ledger:proposal-execute", args=[pk]))
     run()

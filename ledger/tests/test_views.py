@@ -120,7 +120,7 @@ def test_api_transactions_are_staff_only(api, db):
     assert r.status_code == 200 and r.json()["results"][0]["last_error"] == "boom"
     assert api.post(reverse("api-ledger-transaction-retry", args=[row.pk])).status_code == 202
     r = api.post(reverse("api-ledger-transaction-retry", args=[row.pk]))
-    assert r.status_code == 400 and "Only a failed" in r.json()["detail"]
+    assert r.status_code == 409 and "Only a failed" in r.json()["error"]["message"]
 
 
 def test_api_my_claims_accruals_and_claim_request(api, db, settings):
@@ -138,7 +138,7 @@ def test_api_my_claims_accruals_and_claim_request(api, db, settings):
     assert b["on_chain"] is None and "WEB3_PROVIDER_URI is not set" in b["chain_error"] and b["custodial"] is True
     assert Decimal(b["pending"]) == 0 and b["address"] == address_for_user(me)
     r = api.post(reverse("api-ledger-claim", args=[claims[0]["id"]]))
-    assert r.status_code == 400 and "not on-chain yet" in r.json()["detail"]
+    assert r.status_code == 400 and "not on-chain yet" in r.json()["error"]["message"]
     epoch.status = epoch.Status.PUBLISHED
     epoch.save()
     other_claim = RewardClaim.objects.get(user=other)
@@ -149,7 +149,7 @@ def test_api_my_claims_accruals_and_claim_request(api, db, settings):
     api.force_authenticate(external)
     ext = api.get(reverse("api-ledger-claims")).json()["results"][0]
     r = api.post(reverse("api-ledger-claim", args=[ext["id"]]))
-    assert r.status_code == 400 and r.json()["extra"]["proof"] == ext["proof"]
+    assert r.status_code == 400 and r.json()["error"]["extra"]["proof"] == ext["proof"]
     epochs = api.get(reverse("api-ledger-epochs")).json()["results"]
     assert epochs[0]["total"] == "3.5" and epochs[0]["accounts"] == 3
     chain = api.get(reverse("api-ledger-chain")).json()

@@ -89,19 +89,19 @@ def test_bad_inputs_and_unready_models(tiny_bert, bert_adapters, tmp_path):
     api = client_for(UserFactory())
     assert not Inference.objects.exists()
     empty = infer(api, model.pk, text="   ")
-    assert empty.status_code == 400 and "empty" in empty.json()["detail"]
+    assert empty.status_code == 400 and "empty" in empty.json()["error"]["message"]
     assert api.post(f"/api/v1/models/{model.pk}/infer", {}, format="json").status_code == 400
     big = infer(api, model.pk, text="x" * 201)
-    assert big.status_code == 413 and "limit is 200" in big.json()["detail"]
+    assert big.status_code == 413 and "limit is 200" in big.json()["error"]["message"]
     running = make_model(base_dir=tiny_bert, adapter_dir=bert_adapters[0], version=version,
                          status=FineTuneJob.Status.RUNNING)
     r = infer(api, running.pk)
-    assert r.status_code == 409 and "running" in r.json()["detail"]
+    assert r.status_code == 409 and "running" in r.json()["error"]["message"]
     gone = make_model(base_dir=tiny_bert, adapter_dir=bert_adapters[0], version=version)
     gone.adapter_dir = str(tmp_path / "deleted")
     gone.save()
     r = infer(api, gone.pk)
-    assert r.status_code == 409 and "adapter files are missing" in r.json()["detail"]
+    assert r.status_code == 409 and "adapter files are missing" in r.json()["error"]["message"]
     assert APIClient().post(f"/api/v1/models/{model.pk}/infer", {"text": "hi"}, format="json").status_code in (401, 403)
 
 
