@@ -251,3 +251,39 @@ class BlankableEmailField(serializers.EmailField):
     def __init__(self, **kwargs):
         kwargs.setdefault("allow_blank", True)
         super().__init__(**kwargs)
+
+
+# --- stateful links: which response feeds which operation (OpenAPI `links`, followed by schemathesis) -----
+
+_V1 = "/api/v1"
+# (source path, method, status, target path, method, {parameter: runtime expression})
+LINKS = [
+    ("/datanets/", "post", "201", "/datanets/{slug}/", "get", {"slug": "$response.body#/slug"}),
+    ("/datanets/", "post", "201", "/datanets/{slug}/contributions/", "post", {"slug": "$response.body#/slug"}),
+    *[("/datanets/{slug}/contributions/", "post", "201", target, method, {"contribution_id": "$response.body#/id"})
+      for target, method in (("/contributions/{contribution_id}/", "get"), ("/contributions/{contribution_id}/", "delete"),
+                             ("/contributions/{contribution_id}/start/", "post"),
+                             ("/contributions/{contribution_id}/accept/", "post"),
+                             ("/contributions/{contribution_id}/reject/", "post"))],
+    ("/datanets/{slug}/versions/", "post", "201", "/datanets/{slug}/versions/{number}/", "get",
+     {"slug": "$request.path.slug", "number": "$response.body#/number"}),
+    ("/api-keys/", "post", "201", "/api-keys/{key_id}/", "delete", {"key_id": "$response.body#/id"}),
+    *[("/factory/jobs/", "post", "201", target, method, {"job_id": "$response.body#/id"})
+      for target, method in (("/factory/jobs/{job_id}/", "get"), ("/factory/jobs/{job_id}/cancel/", "post"),
+                             ("/factory/jobs/{job_id}/retry/", "post"))],
+    *[("/ledger/governance/proposals/", "post", "202", target, method, {"proposal_id": "$response.body#/id"})
+      for target, method in (("/ledger/governance/proposals/{proposal_id}/", "get"),
+                             ("/ledger/governance/proposals/{proposal_id}/vote/", "post"))],
+]
+
+
+def schema_links(result, generator, request, public):
+    """drf-spectacular postprocessing hook: add LINKS to the responses they start from. A link whose
+    operations are gone fails loudly (the table must follow the URLs)."""
+    paths = result["paths"]
+    for source, method, status, target, target_method, parameters in LINKS:
+        response = paths[_V1 + source][method]["responses"][status]
+        op_id = paths[_V1 + target][target_method]["operationId"]
+        name = f"{target_method.upper()} {target}"
+        response.setdefault("links", {})[name] = {"operationId": op_id, "parameters": parameters}
+    return result
