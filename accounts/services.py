@@ -63,7 +63,7 @@ def _hash_secret(secret: str) -> str:
 def api_key_create(*, user, name: str, rate_limit_per_minute: int = 60) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the full key, which is never retrievable again."""
     if ApiKey.objects.filter(user=user, revoked_at__isnull=True).count() >= MAX_ACTIVE_KEYS:
-        raise ApplicationError(ERR_TOO_MANY_KEYS)
+        raise ApplicationError(ERR_TOO_MANY_KEYS, status_code=409)  # the account's state, not the request
     prefix = secrets.token_hex(4)
     secret = secrets.token_urlsafe(32)
     key = ApiKey.objects.create(user=user, name=name or "key", prefix=prefix, key_hash=_hash_secret(secret),

@@ -10,6 +10,7 @@ import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
 from django.http import Http404, JsonResponse
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import extend_schema_field
@@ -203,12 +204,12 @@ class PaginatedApi(APIView):
 
 
 def query_int(request, name: str, *, default: int | None = None) -> int | None:
-    """An optional whole-number query parameter; 400 (in the error shape) when it is not one."""
+    """An optional id query parameter (ID_QUERY); 400 (in the error shape) when it is not one."""
     value = request.query_params.get(name, "")
     if value == "":
         return default
-    if not _INT.fullmatch(value):
-        raise serializers.ValidationError({name: ["Must be a whole number."]})
+    if not _INT.fullmatch(value) or not ID_QUERY["minimum"] <= int(value) <= ID_QUERY["maximum"]:
+        raise serializers.ValidationError({name: ["Must be a whole number from 1 (an id)."]})
     return int(value)
 
 
@@ -245,12 +246,44 @@ def HasRole(role: str) -> type[BasePermission]:  # noqa: N802 - reads as a class
 
 
 @extend_schema_field({"type": "string", "anyOf": [{"format": "email"}, {"maxLength": 0}]})
-class BlankableEmailField(serializers.EmailField):
-    """An email address or "" (DRF's EmailField with allow_blank, whose schema would say only "email")."""
+class BlankableEmailField(serializers.CharField):
+    """An email address or "". Not DRF's EmailField: its validator would make the schema say only "email"."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("allow_blank", True)
+        kwargs.setdefault("max_length", 254)
         super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if value:
+            try:
+                validate_email(value)
+            except DjangoValidationError:
+                self.fail("invalid_email")
+        return value
+
+    default_error_messages = {"invalid_email": "Enter a valid email address."}
+
+
+# Ids in query filters: positive 64-bit integers (a larger number could not be stored, so the schema says so).
+ID_QUERY = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+
+
+def strict_strings() -> None:
+    """DRF's CharField turns a JSON number into a string ("signature": 0 becomes "0"); the schema says string,
+    so the API refuses anything else (400). Called once from CoreConfig.ready()."""
+    original = serializers.CharField.to_internal_value
+    if getattr(original, "strict", False):
+        return
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return original(self, data)
+
+    to_internal_value.strict = True
+    serializers.CharField.to_internal_value = to_internal_value
 
 
 # --- stateful links: which response feeds which operation (OpenAPI `links`, followed by schemathesis) -----

@@ -5,7 +5,7 @@ import re
 from rest_framework import serializers
 from rest_framework.pagination import PageNumberPagination
 
-INT = re.compile(r"-?[0-9]{1,18}")
+INT = re.compile(r"-?[0-9]+")
 
 
 class Pagination(PageNumberPagination):

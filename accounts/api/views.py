@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
@@ -45,7 +45,8 @@ class ApiKeyListCreateApi(APIView):
     def get(self, request):
         return Response(ApiKeySerializer(request.user.api_keys.all(), many=True).data)
 
-    @extend_schema(request=ApiKeySerializer, responses={201: ApiKeyCreatedSerializer})
+    @extend_schema(request=ApiKeySerializer, responses={
+        201: ApiKeyCreatedSerializer, 409: OpenApiResponse(description="Too many active keys: revoke one first")})
     def post(self, request):
         serializer = ApiKeySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

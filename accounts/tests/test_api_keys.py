@@ -74,7 +74,7 @@ def test_api_create_returns_secret_once_and_limits_count():
     for i in range(MAX_ACTIVE_KEYS - 1):
         api_key_create(user=user, name=f"k{i}")
     resp = api.post("/api/v1/api-keys/", {"name": "one too many"}, format="json")
-    assert resp.status_code == 400 and "revoke one first" in resp.json()["error"]["message"]
+    assert resp.status_code == 409 and "revoke one first" in resp.json()["error"]["message"]
 
 
 def test_profile_page_creates_and_revokes_keys(client):

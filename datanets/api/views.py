@@ -16,7 +16,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import HasRole, PaginatedApi, query_bool, query_choice, query_int
+from core.api import ID_QUERY, HasRole, PaginatedApi, query_bool, query_choice, query_int
 from core.roles import CONTRIBUTOR, CURATOR
 from datanets import selectors, services
 from datanets.api.serializers import (
@@ -246,7 +246,7 @@ class RecordListApi(PaginatedApi):
     """A Datanet's records, paginated: accepted ones and the caller's own (curators: all)."""
 
     @extend_schema(tags=TAGS, responses=RecordSerializer(many=True), parameters=[
-        OpenApiParameter("label", str), OpenApiParameter("contribution", int),
+        OpenApiParameter("label", str), OpenApiParameter("contribution", ID_QUERY),
         OpenApiParameter("contributor", str, description="username"),
         OpenApiParameter("conflicts", bool, description="Only (true) or no (false) conflicting records")])
     def get(self, request, slug: str):

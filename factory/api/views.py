@@ -10,7 +10,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import HasRole, PaginatedApi, query_bool, query_choice, query_int
+from core.api import ID_QUERY, HasRole, PaginatedApi, query_bool, query_choice, query_int
 from core.errors import ApplicationError
 from core.roles import MODEL_DEVELOPER
 from datanets.models import DatanetVersion
@@ -37,8 +37,8 @@ class BaseModelListApi(PaginatedApi):
 
 JOB_FILTERS = [
     OpenApiParameter("status", str, enum=FineTuneJob.Status.values, required=False),
-    OpenApiParameter("base_model", int, required=False, description="BaseModel id"),
-    OpenApiParameter("datanet", int, required=False, description="Datanet id"),
+    OpenApiParameter("base_model", ID_QUERY, required=False, description="BaseModel id"),
+    OpenApiParameter("datanet", ID_QUERY, required=False, description="Datanet id"),
     OpenApiParameter("mine", bool, required=False, description="Only the caller's jobs"),
 ]
 
@@ -137,7 +137,7 @@ class JobRetryApi(_JobActionApi):
 class ModelListApi(PaginatedApi):
     """Fine-tuned models, newest first."""
 
-    @extend_schema(parameters=[OpenApiParameter("base_model", int, required=False),
+    @extend_schema(parameters=[OpenApiParameter("base_model", ID_QUERY, required=False),
                                OpenApiParameter("task", str, enum=FineTuneJob.Task.values, required=False)],
                    responses=FineTunedModelSerializer(many=True), tags=["factory"])
     def get(self, request):
