@@ -19,6 +19,7 @@ from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView, set_rollback
+from rest_framework.views import exception_handler as drf_exception_handler
 
 from core.errors import ApplicationError
 from core.pagination import INT as _INT
@@ -28,6 +29,7 @@ from core.roles import user_has_role
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
+OPENAI_PREFIX = "/v1/"  # OpenAI-compatible routes answer OpenAI's error shape, not ours
 # Codes for ApplicationError by status (a service may name its own with `code=`).
 STATUS_CODES = {400: "invalid", 401: "not_authenticated", 403: "permission_denied", 404: "not_found",
                 405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
@@ -76,7 +78,11 @@ def _validation_body(exc: exceptions.ValidationError) -> dict:
 
 
 def exception_handler(exc, context):
-    """Every API error as `{"error": {code, message, fields}}`; unexpected exceptions become a logged 500."""
+    """Every API error as `{"error": {code, message, fields}}`; unexpected exceptions become a logged 500.
+    Views under /v1/ (OpenAI-compatible) keep DRF's default here and their own shape."""
+    request = context.get("request")
+    if request is not None and request.path.startswith(OPENAI_PREFIX):
+        return drf_exception_handler(exc, context)
     if isinstance(exc, ApplicationError):
         set_rollback()
         return Response(error_body(status=exc.status_code, code=exc.code, message=exc.message, extra=exc.extra),
@@ -89,7 +95,6 @@ def exception_handler(exc, context):
         exc = exceptions.PermissionDenied(*exc.args)
     set_rollback()
     if not isinstance(exc, exceptions.APIException):
-        request = context.get("request")
         logger.exception("API error on %s %s", getattr(request, "method", "?"), getattr(request, "path", "?"),
                          exc_info=exc)
         return Response(error_body(status=500, message=MSG_SERVER), status=500)
