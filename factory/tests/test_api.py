@@ -74,6 +74,7 @@ def test_create_with_a_preset_fills_missing_values(api, tiny_bert):
     ({"epochs": None}, "epochs", "Epochs is required."),
     ({"datanet_version": 999999}, "datanet_version", "Pick a Datanet version."),
     ({"base_model": 999999}, "base_model", "Pick a base model from the catalog."),
+    ({"packing": True}, "packing", "Packing is for language models"),
 ])
 def test_create_returns_400_with_field_errors(api, tiny_bert, kw, field, message):
     version = make_version(n=24)

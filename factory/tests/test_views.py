@@ -63,6 +63,7 @@ def test_form_shows_presets_and_the_models_target_modules(dev_client, tiny_bert)
     assert html.count('name="target_modules"') == len(tiny_bert.target_modules)
     assert html.count("checked") >= len(tiny_bert.target_modules)
     assert 'name="lora_r" value="16"' in html
+    assert 'type="checkbox" name="packing"' in html and "checked" not in html.split('name="packing"')[1][:40]
 
 
 def test_preset_button_fills_the_form_through_htmx(dev_client, tiny_bert):
