@@ -101,6 +101,15 @@ def conversation_load(text: str) -> list[dict] | None:
     return None
 
 
+def conversation_answers(text: str) -> str:
+    """What a model trained on this record learns to say: a conversation's assistant turns joined by a blank
+    line; any other record's text as it is. For indexes of reusable passages (spans), not for hashing."""
+    turns = conversation_load(text)
+    if turns is None:
+        return text
+    return "\n\n".join(t["content"] for t in turns if t.get("role") == "assistant")
+
+
 def conversation_preview(turns: list[dict]) -> str:
     """The conversation as a ChatML prompt renders it (what the model is trained on)."""
     return "".join(f"{PREVIEW_START}{t['role']}\n{t['content']}{PREVIEW_END}\n" for t in turns)

@@ -44,6 +44,7 @@ def test_chat_jsonl_becomes_canonical_conversation_records(datanet, alice):
                                       {"role": "user", "content": "How did profit move?"},  # canonical: stripped
                                       {"role": "assistant", "content": "It rose."}]
     assert chat.conversation_load(first.text)[2]["content"] == "It rose."
+    assert chat.conversation_answers(first.text) == "It rose." and chat.conversation_answers("plain text") == "plain text"
     preview = c.options["chat_preview"]
     assert preview[0]["text"] == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHow did profit move?"
                                   "<|im_end|>\n<|im_start|>assistant\nIt rose.<|im_end|>\n")
