@@ -422,14 +422,15 @@ def prediction_explain(*, model, text: str, top_k: int = 5, served: dict | None 
     copy is loaded; by default the cached float32 PeftModel.
 
     Returns {"prediction": {"label", "probabilities"}, "records": [{record_id, text, label, contributor,
-    contributor_id, score}], "contributors": [{user_id, username, share}], "method"}. Raises
+    contributor_id, score, relevance}] (best first by relevance), "contributors": [{user_id, username,
+    share}], "method"}. Raises
     ApplicationError (400 bad input or a served label the model does not have, 409 no ready index).
     """
     import torch
 
     from attribution.engines.base import Query
     from attribution.engines.gradient import GradientEngine, TextClassifier
-    from attribution.engines.weights import contributor_shares
+    from attribution.engines.weights import contributor_shares, explanation_rows
     from datanets.models import Record
 
     text = (text or "").strip()
@@ -470,10 +471,13 @@ def prediction_explain(*, model, text: str, top_k: int = 5, served: dict | None 
             vectors = engine.query_vectors(index, [Query(text=text, label=predicted)])
         finally:
             index.model = None
-    result = engine.attribute_vectors(index, vectors, top_k=top_k, return_matrix=True)
-    top = result.queries[0]
+    result = engine.attribute_vectors(index, vectors, top_k=0, return_matrix=True)
+    # Shown: ranked by relative influence (score / sqrt(self-influence)), not raw score, which favours
+    # high-loss records whatever the query (docs/attribution.md, "Records shown"). Shares use raw scores.
+    rows, relevance = explanation_rows(result.matrix[0], engine.self_influence(index), top_k)
     shares = contributor_shares(result.matrix[0], index.contributors)
-    ids = [int(r) for r in top.record_ids]
+    ids = [int(index.record_ids[r]) for r in rows]
+    raw = [float(result.matrix[0][r]) for r in rows]
     found = {r.pk: r for r in Record.objects.filter(pk__in=ids).select_related("contributor")}
     users = usernames([int(uid) for uid in shares])
     return {
@@ -483,8 +487,8 @@ def prediction_explain(*, model, text: str, top_k: int = 5, served: dict | None 
         "records": [
             {"record_id": rid, "text": found[rid].text, "label": found[rid].label,
              "contributor": found[rid].contributor.get_username(), "contributor_id": found[rid].contributor_id,
-             "score": score}
-            for rid, score in zip(ids, top.scores, strict=True) if rid in found
+             "score": score, "relevance": float(rel)}
+            for rid, score, rel in zip(ids, raw, relevance, strict=True) if rid in found
         ],
         "contributors": [
             {"user_id": int(uid), "username": users.get(int(uid), ""), "share": share}

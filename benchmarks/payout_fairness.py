@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import random
 import sys
 import time
@@ -44,26 +45,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from attribution.engines.base import Query, Record  # noqa: E402
 from attribution.engines.gradient import GradientEngine  # noqa: E402
-from attribution.engines.weights import PAY_Z, contributor_shares_matrix, model_weights, null_z  # noqa: E402
+from attribution.engines.weights import (  # noqa: E402
+    PAY_Z,
+    contributor_shares_matrix,
+    explanation_rows,
+    model_weights,
+    null_z,
+)
 from benchmarks.attribution_quality import COMMON, LABELS, Bench  # noqa: E402
 
 DATA = Path("/work/shared/data/financial_phrasebank.csv")
 SHAKESPEARE = Path("/work/shared/data/tinyshakespeare.txt")
 RESULTS = ROOT / "benchmarks" / "results"
+CACHE = ROOT / "var" / "payout_fairness"  # scores and ground truth per seed (gitignored)
 HONEST = ["honest1", "honest2", "honest3", "honest4"]
 PLANTED = ["neardup", "stuffer", "twins", "noisy", "poisoner"]
 CONTRIBUTORS = HONEST + PLANTED
 TRIGGER, TRIGGER_LABEL = "zq vortex", "positive"
 FULL = dict(honest=150, neardup=50, stuffer=300, twins=60, noisy=150, poisoner=60, val=200, trigger=30,
-            epochs=3, batch=16, loo_seeds=3, shapley_perms=200)
+            epochs=3, batch=16, loo_seeds=3, shapley_perms=30, ensemble=12)
 QUICK = dict(honest=40, neardup=15, stuffer=60, twins=15, noisy=40, poisoner=20, val=60, trigger=10,
-             epochs=2, batch=16, loo_seeds=1, shapley_perms=20)
+             epochs=2, batch=16, loo_seeds=1, shapley_perms=4, ensemble=8)
 
 
 def one_token_variant(text: str, rng: random.Random, vocab: list[str]) -> str:
@@ -128,6 +137,120 @@ def near_duplicate_clusters(texts: list[str], threshold: float = 0.75) -> dict[s
     return {f"t{i}": f"k{r}" for i, r in enumerate(roots) if counts[r] > 1}
 
 
+class Ensemble:
+    """Many retrainings of the Bench's MiniLM-LoRA tail at once, for the ground truth (LOO, Shapley).
+
+    Each model m is trained exactly as `Bench.train(idx_m, labels, seed=s_m)` does (same initial state, same
+    per-seed example order, batches of `batch`, AdamW without weight decay), but M models step together:
+    the tail's math written batched over models (LoRA and head weights stacked along a model axis, the
+    frozen weights shared), one backward for all. A model whose batches are used up stops updating.
+    On a crowded CPU this is ~Nx faster than N calls of Bench.train (the per-op overhead dominates
+    those); `check` asserts it matches Bench.train.
+    """
+
+    def __init__(self, bench: Bench):
+        self.bench = bench
+        layer = bench.bert.bert.encoder.layer[bench.last]
+        self.layer, self.pooler = layer, bench.bert.bert.pooler
+        sa = layer.attention.self
+        self.nh, self.hd = sa.num_attention_heads, sa.attention_head_size
+        self.q_base = sa.query.base_layer
+        adapter = sa.query.active_adapters[0]
+        self.q_scale, self.v_scale = sa.query.scaling[adapter], sa.value.scaling[adapter]
+        names = {"qA": "query.lora_A", "qB": "query.lora_B", "vA": "value.lora_A", "vB": "value.lora_B",
+                 "cW": "classifier.modules_to_save.default.weight", "cb": "classifier.modules_to_save.default.bias"}
+        self.init = {}
+        for key, frag in names.items():
+            (name,) = [n for n in bench.init_state if frag in n]
+            self.init[key] = bench.init_state[name]
+        # every cached example padded once to the longest: a batch is then one gather
+        t = max(len(c[0]) for c in bench.cache)
+        n, d = len(bench.cache), bench.cache[0][0].shape[1]
+        self.h, self.k, self.vb = (torch.zeros(n, t, d) for _ in range(3))
+        self.mask = torch.zeros(n, t)
+        self.length = torch.zeros(n, dtype=torch.long)
+        for i, (h, k, vb) in enumerate(bench.cache):
+            self.h[i, : len(h)], self.k[i, : len(h)], self.vb[i, : len(h)] = h, k, vb
+            self.mask[i, : len(h)] = 1
+            self.length[i] = len(h)
+
+    def forward(self, p: dict, idx: torch.Tensor) -> torch.Tensor:
+        """Logits (M, B, labels) of models p (stacked) on examples idx (M, B)."""
+        return torch.einsum("mbd,mcd->mbc", self.pooled(p, idx), p["cW"]) + p["cb"][:, None, :]
+
+    def pooled(self, p: dict, idx: torch.Tensor) -> torch.Tensor:
+        """The pooler's output (M, B, d): what the classification head reads."""
+        t = int(self.length[idx].max())
+        h, k, vb, mask = self.h[idx, :t], self.k[idx, :t], self.vb[idx, :t], self.mask[idx, :t]
+        m, b, _, d = h.shape
+        hc = h[:, :, 0]
+        q = self.q_base(hc) + torch.einsum("mbr,mor->mbo", torch.einsum("mbd,mrd->mbr", hc, p["qA"]), p["qB"]) * self.q_scale
+        v = vb + torch.einsum("mbtr,mor->mbto", torch.einsum("mbtd,mrd->mbtr", h, p["vA"]), p["vB"]) * self.v_scale
+        q = q.view(m, b, self.nh, self.hd)
+        k = k.view(m, b, t, self.nh, self.hd)
+        v = v.view(m, b, t, self.nh, self.hd)
+        scores = torch.einsum("mbhd,mbthd->mbht", q, k) / math.sqrt(self.hd)
+        scores = scores + (1.0 - mask[:, :, None, :]) * torch.finfo(h.dtype).min
+        ctx = torch.einsum("mbht,mbthd->mbhd", scores.softmax(-1), v).reshape(m, b, d)
+        a = self.layer.attention.output(ctx, hc)
+        out = self.layer.output(self.layer.intermediate(a), a)
+        return self.pooler.activation(self.pooler.dense(out))
+
+    def train(self, jobs: list[tuple[list[int], int]], labels: dict[int, int]) -> dict:
+        """jobs: [(example indices, seed)] -> the trained parameters, stacked in job order."""
+        cfg, universe = self.bench.cfg, len(self.bench.cache)
+        plans = []
+        for idx, seed in jobs:
+            members, rng, steps = set(idx), np.random.default_rng(seed), []
+            for _ in range(cfg["epochs"]):
+                order = [int(i) for i in rng.permutation(universe) if int(i) in members]
+                steps += [order[s : s + cfg["batch"]] for s in range(0, len(order), cfg["batch"])]
+            plans.append(steps)
+        m, bsz = len(jobs), cfg["batch"]
+        p = {key: v[None].repeat(m, *[1] * v.dim()).clone().requires_grad_(True) for key, v in self.init.items()}
+        mom = {key: torch.zeros_like(v) for key, v in p.items()}
+        var = {key: torch.zeros_like(v) for key, v in p.items()}
+        count = torch.zeros(m)
+        b1, b2, eps, lr = 0.9, 0.999, 1e-8, cfg["lr"]
+        for step in range(max(len(s) for s in plans)):
+            active = torch.tensor([step < len(s) for s in plans])
+            idx = torch.zeros(m, bsz, dtype=torch.long)
+            weight = torch.zeros(m, bsz)
+            y = torch.zeros(m, bsz, dtype=torch.long)
+            for j, s in enumerate(plans):
+                if step < len(s):
+                    batch = s[step]
+                    idx[j, : len(batch)] = torch.tensor(batch)
+                    y[j, : len(batch)] = torch.tensor([labels[i] for i in batch])
+                    weight[j, : len(batch)] = 1.0 / len(batch)
+            logits = self.forward(p, idx)
+            loss = (nn.functional.cross_entropy(logits.reshape(m * bsz, -1), y.reshape(-1), reduction="none")
+                    * weight.reshape(-1)).sum()
+            grads = torch.autograd.grad(loss, list(p.values()))
+            count += active.float()
+            with torch.no_grad():
+                c1 = (1 - b1 ** count).clamp_min(1e-12)
+                c2 = (1 - b2 ** count).clamp_min(1e-12)
+                for (key, param), g in zip(p.items(), grads, strict=True):
+                    shape = (m,) + (1,) * (param.dim() - 1)
+                    on = active.view(shape)
+                    mom[key] = torch.where(on, b1 * mom[key] + (1 - b1) * g, mom[key])
+                    var[key] = torch.where(on, b2 * var[key] + (1 - b2) * g * g, var[key])
+                    update = (lr / c1.view(shape)) * mom[key] / (var[key].sqrt() / c2.view(shape).sqrt() + eps)
+                    param -= torch.where(on, update, torch.zeros_like(update))
+        return {key: v.detach() for key, v in p.items()}
+
+    @torch.no_grad()
+    def logits(self, p: dict, idx: list[int]) -> torch.Tensor:
+        """(M, len(idx), labels) logits of every model on the same examples."""
+        m = next(iter(p.values())).shape[0]
+        out = []
+        for s in range(0, len(idx), 128):
+            chunk = torch.tensor(idx[s : s + 128])
+            out.append(self.forward(p, chunk[None].expand(m, -1)))
+        return torch.cat(out, dim=1)
+
+
 def old_rule(scores: np.ndarray, contributors: list[str]) -> dict[str, float]:
     """The rule before issue 12: per query net clipped at zero, mean of the shares."""
     names, shares, _ = contributor_shares_matrix(scores, contributors)
@@ -141,7 +264,20 @@ def log_likelihood(logits: np.ndarray, y: np.ndarray) -> float:
     return float((z[np.arange(len(y)), y] - np.log(np.exp(z).sum(axis=1))).mean())
 
 
-def run_seed(cfg: dict, seed: int) -> dict:
+def permutations(cfg: dict, seed: int) -> list[tuple[list[str], int]]:
+    """Antithetic pairs (a permutation and its reverse: complementary coalitions, lower variance), each
+    pair with one of the LOO training seeds (so the last position's coalitions are the LOO runs)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for j in range(cfg["shapley_perms"] // 2):
+        order = [str(c) for c in rng.permutation(CONTRIBUTORS)]
+        s = seed + 100 * (j % cfg["loo_seeds"])
+        out += [(order, s), (order[::-1], s)]
+    return out
+
+
+def scores_and_ground_truth(cfg: dict, seed: int, shapley_model: str, early=None) -> dict:
+    """The expensive part (cached by `main`): the paid model's score matrices and the ground truth."""
     t0 = time.perf_counter()
     train, val, trigger = build_data(cfg, seed)
     owners = [c for _, _, c in train]
@@ -155,140 +291,264 @@ def run_seed(cfg: dict, seed: int) -> dict:
     train_y = [LABELS.index(y) for _, y, _ in train]
     val_idx = list(range(n, n + len(val)))
     val_y = np.array([LABELS.index(y) for _, y in val])
-    full_state = bench.train(train_idx, train_y, seed=seed)
+    bench.train(train_idx, train_y, seed=seed)
     val_acc = float((bench.logits(val_idx).argmax(-1).numpy() == val_y).mean())
     print(f"seed {seed}: {n} records, val accuracy {val_acc:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
 
-    # --- paid weights: the product path
+    # --- the product path: the production GradientEngine (EK-FAC basis) on the real PEFT model
     engine = GradientEngine(projection_dim=bcfg["projection_dim"], damping=bcfg["damping"], seed=seed)
     index = engine.fit(bench.classifier, records)
     val_scores = engine.attribute(index, [Query(text=t, label=y) for t, y in val], top_k=0, return_matrix=True).matrix
-    trig = engine.attribute(index, [Query(text=t, label=y) for t, y in trigger], top_k=10, return_matrix=True)
+    trig_scores = engine.attribute(index, [Query(text=t, label=y) for t, y in trigger], top_k=0, return_matrix=True).matrix
+    self_influence = np.asarray(engine.self_influence(index), dtype=np.float64)
     clusters = near_duplicate_clusters([t for t, _, _ in train])
-    ids = [r.id for r in records]
-    paid = model_weights(val_scores, owners, record_ids=ids, clusters=clusters, order=list(range(n)))
-    paid_no_clusters = model_weights(val_scores, owners)
-    old = old_rule(val_scores, owners)
-    trig_shares_names, trig_shares, _ = contributor_shares_matrix(trig.matrix, owners)
-    poison_col = trig_shares_names.index("poisoner")
-    poison_top_share = float((trig_shares.argmax(axis=1) == poison_col).mean())
-    poison_in_top10 = float(np.mean([sum(owners[r] == "poisoner" for r in q.rows) for q in trig.queries]))
-    trig_paid = model_weights(trig.matrix, owners, record_ids=ids, clusters=clusters, order=list(range(n)))
-    print(f"  paid in {time.perf_counter() - t0:.0f}s", flush=True)
+    print(f"  scores in {time.perf_counter() - t0:.0f}s", flush=True)
+    if early is not None:  # the rule and the ranking can be worked on while the ground truth runs
+        early({"seed": seed, "records": n, "val_accuracy": val_acc, "owners": owners, "clusters": clusters,
+               "val_scores": val_scores, "trigger_scores": trig_scores, "self_influence": self_influence})
 
-    # --- LOO on the LoRA tail (utility: mean validation log-likelihood)
-    def lora_utility(keep: list[int], s: int) -> float:
-        bench.train(keep, [train_y[i] for i in keep], seed=s)
-        return log_likelihood(bench.logits(val_idx).numpy().astype(np.float64), val_y)
+    # --- ground truth on the product's own model class: the same MiniLM-LoRA tail, retrained
+    ens = Ensemble(bench)
+    members = {c: [i for i in train_idx if owners[i] == c] for c in CONTRIBUTORS}
+    labels = dict(enumerate(train_y))
+    utility: dict[tuple[frozenset, int], float] = {}
+    init = {k: v[None] for k, v in ens.init.items()}
+    empty = log_likelihood(ens.logits(init, val_idx)[0].numpy().astype(np.float64), val_y)
 
-    loo = {c: [] for c in CONTRIBUTORS}
-    for s in range(cfg["loo_seeds"]):
-        full = lora_utility(train_idx, seed + 100 * s)
-        for c in CONTRIBUTORS:
-            loo[c].append(full - lora_utility([i for i in train_idx if owners[i] != c], seed + 100 * s))
-    bench.load(full_state)
+    def fill(keys) -> None:
+        todo = sorted({k for k in keys if k not in utility and k[0]}, key=lambda k: (len(k[0]), sorted(k[0]), k[1]))
+        for g in range(0, len(todo), cfg["ensemble"]):
+            group = todo[g : g + cfg["ensemble"]]
+            jobs = [(sorted(i for c in coalition for i in members[c]), s) for coalition, s in group]
+            logits = ens.logits(ens.train(jobs, labels), val_idx).numpy().astype(np.float64)
+            for j, key in enumerate(group):
+                utility[key] = log_likelihood(logits[j], val_y)
+        for k in keys:
+            if not k[0]:
+                utility[k] = empty
+
+    everyone = frozenset(CONTRIBUTORS)
+    loo_seeds = [seed + 100 * s for s in range(cfg["loo_seeds"])]
+    fill([(everyone - {c}, s) for s in loo_seeds for c in [None, *CONTRIBUTORS]])
+    loo = {c: float(np.mean([utility[(everyone, s)] - utility[(everyone - {c}, s)] for s in loo_seeds]))
+           for c in CONTRIBUTORS}
     print(f"  LoRA LOO in {time.perf_counter() - t0:.0f}s", flush=True)
+    perms = permutations(cfg, seed)
 
-    # --- Shapley and LOO on the cheap model
+    def sampled_shapley(value) -> dict[str, float]:
+        phi = dict.fromkeys(CONTRIBUTORS, 0.0)
+        for order, s in perms:
+            for j, c in enumerate(order):
+                phi[c] += (value(frozenset(order[: j + 1]), s) - value(frozenset(order[:j]), s)) / len(perms)
+        return phi
+
+    shapley: dict[str, dict[str, float]] = {}
+    if shapley_model == "lora":
+        fill([(frozenset(order[:j]), s) for order, s in perms for j in range(len(order) + 1)])
+        shapley["lora"] = sampled_shapley(lambda coalition, s: utility[(coalition, s)])
+        print(f"  LoRA Shapley in {time.perf_counter() - t0:.0f}s", flush=True)
+    trained = sum(1 for k in utility if k[0])
+
+    # --- small models (the issue allows them for Shapley): a logistic-regression head, retrained per
+    # coalition, on frozen features. "head": the product's own features (the pooler output of the
+    # MiniLM model with the LoRA update at its zero init: the paid model class without its adapter);
+    # "mean": the mean of the last layer's input over tokens (the earlier ground truth).
     from sklearn.linear_model import LogisticRegression
 
-    feats = np.stack([bench.cache[i][0].mean(0).numpy() for i in range(len(bench.cache))]).astype(np.float64)
-    feats = (feats - feats[:n].mean(0)) / (feats[:n].std(0) + 1e-6)
+    with torch.no_grad():
+        every = list(range(len(bench.cache)))
+        head = torch.cat([ens.pooled(init, torch.tensor(every[s : s + 128])[None])[0] for s in range(0, len(every), 128)])
+    features = {"head": head.numpy().astype(np.float64),
+                "mean": np.stack([bench.cache[i][0].mean(0).numpy() for i in every]).astype(np.float64)}
     ytr = np.array(train_y)
-    members = {c: np.array([i for i in train_idx if owners[i] == c]) for c in CONTRIBUTORS}
-    cache: dict[frozenset, float] = {}
+    rows = {c: np.array(v) for c, v in members.items()}
+    for name, feats in features.items():
+        feats = (feats - feats[:n].mean(0)) / (feats[:n].std(0) + 1e-6)
+        cache: dict[frozenset, float] = {}
 
-    def cheap_utility(coalition: frozenset) -> float:
-        if coalition not in cache:
-            idx = np.concatenate([members[c] for c in sorted(coalition)]) if coalition else np.zeros(0, int)
-            if len(set(ytr[idx])) < 2:
-                cache[coalition] = float(np.log(1 / len(LABELS)))
-            else:
-                lr = LogisticRegression(C=0.1, max_iter=300).fit(feats[idx], ytr[idx])
-                proba = np.full((len(val_idx), len(LABELS)), 1e-9)
-                proba[:, lr.classes_] = lr.predict_proba(feats[val_idx])
-                cache[coalition] = float(np.log(proba[np.arange(len(val_y)), val_y]).mean())
-        return cache[coalition]
+        def small_utility(coalition: frozenset, _s: int, feats=feats, cache=cache) -> float:
+            if coalition not in cache:
+                idx = np.concatenate([rows[c] for c in sorted(coalition)]) if coalition else np.zeros(0, int)
+                if len(set(ytr[idx])) < 2:
+                    cache[coalition] = float(np.log(1 / len(LABELS)))
+                else:
+                    lr = LogisticRegression(C=0.1, max_iter=300).fit(feats[idx], ytr[idx])
+                    proba = np.full((len(val_idx), len(LABELS)), 1e-9)
+                    proba[:, lr.classes_] = lr.predict_proba(feats[val_idx])
+                    cache[coalition] = float(np.log(proba[np.arange(len(val_y)), val_y]).mean())
+            return cache[coalition]
 
-    rng = np.random.default_rng(seed)
-    shapley = dict.fromkeys(CONTRIBUTORS, 0.0)
-    for _ in range(cfg["shapley_perms"]):
-        coalition: frozenset = frozenset()
-        before = cheap_utility(coalition)
-        for c in rng.permutation(CONTRIBUTORS):
-            coalition = coalition | {str(c)}
-            after = cheap_utility(coalition)
-            shapley[str(c)] += (after - before) / cfg["shapley_perms"]
-            before = after
-    everyone = frozenset(CONTRIBUTORS)
-    cheap_loo = {c: cheap_utility(everyone) - cheap_utility(everyone - {c}) for c in CONTRIBUTORS}
-    print(f"  Shapley ({len(cache)} coalitions) in {time.perf_counter() - t0:.0f}s", flush=True)
+        shapley[name] = sampled_shapley(small_utility)
+        shapley[f"{name}_coalitions"] = len(cache)  # type: ignore[assignment]
+        print(f"  {name} Shapley in {time.perf_counter() - t0:.0f}s", flush=True)
     return {
-        "seed": seed, "records": n, "val_accuracy": val_acc, "clusters": len(set(clusters.values())),
-        "paid": paid.weights, "signal": paid.signal, "null_z": null_z(len(paid.weights)),
-        "z": {c: paid.mean[c] / (paid.threshold[c] / null_z(len(paid.weights)) or 1.0) for c in paid.mean}, "paid_no_clusters": paid_no_clusters.weights, "old_rule": old,
-        "lora_loo": {c: float(np.mean(v)) for c, v in loo.items()}, "cheap_loo": cheap_loo, "shapley": shapley,
-        "trigger": {"poisoner_top_share_fraction": poison_top_share, "poisoner_in_top10_mean": poison_in_top10,
-                    "poisoner_weight_over_trigger_queries": trig_paid.weights["poisoner"], "queries": len(trigger)},
-        "seconds": time.perf_counter() - t0,
+        "seed": seed, "records": n, "val_accuracy": val_acc, "owners": owners, "clusters": clusters,
+        "val_scores": val_scores, "trigger_scores": trig_scores, "self_influence": self_influence,
+        "lora_loo": loo, "shapley": shapley, "coalitions_trained": trained,
+        "permutations": len(perms), "seconds": time.perf_counter() - t0,
+    }
+
+
+ARRAYS = ("val_scores", "trigger_scores", "self_influence")
+SHAPLEY_MODELS = {"lora": "LoRA-retrained", "head": "logistic head on the product's frozen features",
+                  "mean": "logistic regression on mean token features"}
+
+
+def _save(base: Path, raw: dict) -> None:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(base.with_suffix(".npz"), **{k: raw[k] for k in ARRAYS})
+    base.with_suffix(".json").write_text(json.dumps({k: v for k, v in raw.items() if k not in ARRAYS}))
+
+
+def _load(base: Path) -> dict:
+    raw = json.loads(base.with_suffix(".json").read_text())
+    with np.load(base.with_suffix(".npz")) as z:
+        raw.update({k: z[k] for k in ARRAYS})
+    return raw
+
+
+def cached(cfg_name: str, cfg: dict, seed: int, shapley_model: str, refresh: bool) -> dict:
+    """`scores_and_ground_truth`, kept under var/ so the rule and the ranking can be re-evaluated in seconds
+    (the scores alone are written first, as `<name>_scores`)."""
+    base = CACHE / f"{cfg_name}_{shapley_model}_seed{seed}"
+    if not refresh and base.with_suffix(".json").exists():
+        return _load(base)
+    raw = scores_and_ground_truth(cfg, seed, shapley_model,
+                                  early=lambda part: _save(base.with_name(base.name + "_scores"), part))
+    _save(base, raw)
+    return raw
+
+
+def evaluate(raw: dict, pay_z: float = PAY_Z) -> dict:
+    """The paid weights and the shown records, from the cached scores, by the product's own functions."""
+    owners, n = raw["owners"], raw["records"]
+    ids = [f"t{i}" for i in range(n)]
+    val, trig = np.asarray(raw["val_scores"]), np.asarray(raw["trigger_scores"])
+    paid = model_weights(val, owners, record_ids=ids, clusters=raw["clusters"], order=list(range(n)), pay_z=pay_z)
+    names, shares, _ = contributor_shares_matrix(trig, owners)
+    top_share = float((shares.argmax(axis=1) == names.index("poisoner")).mean())
+    shown = [explanation_rows(row, raw["self_influence"], 10)[0] for row in trig]
+    raw_top = [np.argsort(-row, kind="stable")[:10] for row in trig]
+    trig_paid = model_weights(trig, owners, record_ids=ids, clusters=raw["clusters"], order=list(range(n)), pay_z=pay_z)
+    k = len(paid.weights)
+    return {
+        **{key: raw[key] for key in ("seed", "records", "val_accuracy", "lora_loo", "shapley",
+                                     "coalitions_trained", "permutations", "seconds")},
+        "truth": "lora" if "lora" in raw["shapley"] else "head",
+        "clusters": len(set(raw["clusters"].values())),
+        "paid": paid.weights, "signal": paid.signal, "null_z": null_z(k),
+        "z": {c: paid.mean[c] / (paid.threshold[c] / null_z(k) or 1.0) for c in paid.mean},
+        "paid_no_clusters": model_weights(val, owners, pay_z=pay_z).weights, "old_rule": old_rule(val, owners),
+        "pay_z": pay_z,
+        "trigger": {"poisoner_top_share_fraction": top_share,
+                    "poisoner_in_top10_mean": float(np.mean([sum(owners[r] == "poisoner" for r in rows) for rows in shown])),
+                    "poisoner_in_raw_top10_mean": float(np.mean([sum(owners[r] == "poisoner" for r in rows) for rows in raw_top])),
+                    "poisoner_weight_over_trigger_queries": trig_paid.weights["poisoner"], "queries": len(trig)},
     }
 
 
 def targets(r: dict) -> dict:
     from scipy.stats import spearmanr
 
-    paid, phi = r["paid"], r["shapley"]
+    paid, phi = r["paid"], r["shapley"][r["truth"]]
     pos = {c: max(v, 0.0) for c, v in phi.items()}
     share = {c: v / sum(pos.values()) for c, v in pos.items()}
     honest_min = min(paid[c] for c in HONEST)
+
+    def rho(truth: dict) -> float:
+        return float(spearmanr([paid[c] for c in CONTRIBUTORS], [truth[c] for c in CONTRIBUTORS]).statistic)
+
     return {
-        "spearman(paid, shapley) >= 0.8": float(spearmanr([paid[c] for c in CONTRIBUTORS], [phi[c] for c in CONTRIBUTORS]).statistic),
+        "spearman(paid, shapley) >= 0.8": rho(phi),
         "planted weight <= shapley share + 0.02": all(paid[c] <= share[c] + 0.02 for c in PLANTED),
         "stuffer <= 0.02": paid["stuffer"] <= 0.02,
         "noisy, poisoner below every honest": paid["noisy"] < honest_min and paid["poisoner"] < honest_min,
         "trigger: poisoner top share": r["trigger"]["poisoner_top_share_fraction"],
-        "trigger: poisoner records in top 10 (mean)": r["trigger"]["poisoner_in_top10_mean"],
+        "trigger: poisoner records in the shown top 10 (mean, >= 5)": r["trigger"]["poisoner_in_top10_mean"],
+        "_spearman(paid, LoRA LOO)": rho(r["lora_loo"]),
+        **{f"_spearman(paid, {m} Shapley)": rho(r["shapley"][m]) for m in SHAPLEY_MODELS
+           if m in r["shapley"] and m != r["truth"]},
+        "_spearman(old rule, shapley)": float(spearmanr([r["old_rule"][c] for c in CONTRIBUTORS],
+                                                        [phi[c] for c in CONTRIBUTORS]).statistic),
         "_shapley_share": share,
     }
 
 
-def markdown(results: list[dict], cfg_name: str) -> str:
+def passed(r: dict) -> bool:
+    t = targets(r)
+    return (t["spearman(paid, shapley) >= 0.8"] >= 0.8 and t["planted weight <= shapley share + 0.02"]
+            and t["stuffer <= 0.02"] and t["noisy, poisoner below every honest"]
+            and t["trigger: poisoner top share"] >= 0.5
+            and t["trigger: poisoner records in the shown top 10 (mean, >= 5)"] >= 5)
+
+
+def markdown(results: list[dict], cfg_name: str, command: str) -> str:
     out = [f"# Payout fairness ({cfg_name})", "",
-           "`.venv/bin/python benchmarks/payout_fairness.py` (set-up in its docstring). Weights are the",
-           "paid rule (`model_weights`, clusters on); `old` is the per-query clipped rule it replaces.",
-           "LoRA LOO: MiniLM-LoRA retrained without the contributor (mean of seeds); Shapley and cheap LOO:",
-           "logistic regression on frozen MiniLM features. Utility: mean validation log-likelihood.", ""]
+           f"`{command}` (set-up in its docstring). `paid`: the paid rule (`model_weights`, clusters on);",
+           "`old rule`: the per-query clipped rule it replaces. Ground truth on the product's own model class",
+           "(MiniLM-L6, LoRA on the last layer + head, retrained from the same initial state): LoRA LOO",
+           "(mean of the training seeds); sampled Shapley values (antithetic permutations) with the models",
+           "named in the table (`lora`: the LoRA tail retrained per coalition; `head`: a logistic head on the",
+           "product's frozen pooled features; `mean`: on mean frozen token features, the earlier ground truth).",
+           "Utility: mean validation log-likelihood.",
+           "Shown top 10 on trigger queries: `explanation_rows` (score / sqrt(self-influence)), as the product shows.",
+           ""]
     for r in results:
         t = targets(r)
+        models = [m for m in SHAPLEY_MODELS if m in r["shapley"]]
         out += [f"## seed {r['seed']} ({r['records']} records, val accuracy {r['val_accuracy']:.3f}, "
-                f"{r['clusters']} near-duplicate clusters, signal {r['signal']}, {r['seconds']:.0f}s)", "",
-                f"`T/s` is each contributor's signed mean over its null's scale; a signal needs some T/s above "
-                f"z = {r['null_z']:.2f} (family-wise), then each is paid its excess over T/s = {PAY_Z:g}.", "",
-                "| contributor | paid | T/s | paid, no clusters | old rule | LoRA LOO | cheap LOO | Shapley | Shapley share |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                f"{r['clusters']} near-duplicate clusters, signal {r['signal']}, {r['coalitions_trained']} LoRA retrainings, "
+                f"{r['seconds']:.0f}s)", "",
+                f"`T/s`: each contributor's signed mean over its null's standard error (the gate: some T/s above "
+                f"z = {r['null_z']:.2f}).", "",
+                f"Target ground truth: **{SHAPLEY_MODELS[r['truth']]}** Shapley ({r['permutations']} permutations).", "",
+                "| contributor | paid | T/s | paid, no clusters | old rule | LoRA LOO | "
+                + " | ".join(f"{m} Shapley" for m in models) + " | Shapley share |",
+                "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in models) + " | --- |"]
         for c in CONTRIBUTORS:
-            out.append(f"| {c} | {r['paid'][c]:.3f} | {r['z'][c]:+.2f} | {r['paid_no_clusters'][c]:.3f} | {r['old_rule'][c]:.3f} | "
-                       f"{r['lora_loo'][c]:+.4f} | {r['cheap_loo'][c]:+.4f} | {r['shapley'][c]:+.4f} | "
-                       f"{t['_shapley_share'][c]:.3f} |")
+            out.append(f"| {c} | {r['paid'][c]:.3f} | {r['z'][c]:+.2f} | {r['paid_no_clusters'][c]:.3f} | "
+                       f"{r['old_rule'][c]:.3f} | {r['lora_loo'][c]:+.4f} | "
+                       + " | ".join(f"{r['shapley'][m][c]:+.4f}" for m in models)
+                       + f" | {t['_shapley_share'][c]:.3f} |")
         out += ["", "| target | value |", "| --- | --- |"]
-        out += [f"| {k} | {v if isinstance(v, bool) else round(v, 3)} |" for k, v in t.items() if not k.startswith("_")]
-        out += [f"| trigger: poisoner's weight over the trigger queries | {r['trigger']['poisoner_weight_over_trigger_queries']:.3f} |", ""]
+        out += [f"| {k.lstrip('_')} | {v if isinstance(v, bool) else round(v, 3)} |" for k, v in t.items()
+                if k != "_shapley_share"]
+        out += [f"| trigger: poisoner records in the raw-score top 10 (before) | {r['trigger']['poisoner_in_raw_top10_mean']:.2f} |",
+                f"| trigger: poisoner's weight over the trigger queries | {r['trigger']['poisoner_weight_over_trigger_queries']:.3f} |",
+                f"| all targets met | {passed(r)} |", ""]
     return "\n".join(out) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--shapley", choices=["lora", "head"], default="head",
+                        help="lora: also the LoRA-retrained Shapley (the target then; ~10x the CPU)")
+    parser.add_argument("--tune", type=float, nargs="*", default=None,
+                        help="print the targets for these PAY_Z values (choose on seed 0 only) and stop")
+    parser.add_argument("--refresh", action="store_true", help="recompute the cached scores and ground truth")
+    parser.add_argument("--out", default=None, help="results name (default payout_fairness[_quick])")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = QUICK if args.quick else FULL
-    name = "payout_fairness_quick" if args.quick else "payout_fairness"
-    results = [run_seed(cfg, s) for s in args.seeds]
+    cfg_name = "quick" if args.quick else "full"
+    name = args.out or ("payout_fairness_quick" if args.quick else "payout_fairness")
+    raws = [cached(cfg_name, cfg, s, args.shapley, args.refresh) for s in args.seeds]
+    if args.tune is not None:
+        for pay_z in args.tune:
+            for raw in raws:
+                t = targets(evaluate(raw, pay_z))
+                print(f"PAY_Z {pay_z:g} seed {raw['seed']}: " + ", ".join(
+                    f"{k.lstrip('_')} {v if isinstance(v, bool) else round(v, 3)}" for k, v in t.items()
+                    if k != "_shapley_share"), flush=True)
+        return
+    results = [evaluate(raw) for raw in raws]
+    command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/payout_fairness.py " + " ".join(sys.argv[1:])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1))
-    (RESULTS / f"{name}.md").write_text(markdown(results, "quick" if args.quick else "full"))
-    print(markdown(results, name))
+    (RESULTS / f"{name}.md").write_text(markdown(results, cfg_name, command.strip()))
+    print(markdown(results, cfg_name, command.strip()))
 
 
 if __name__ == "__main__":

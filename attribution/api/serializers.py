@@ -45,7 +45,8 @@ class ExplainRecordSerializer(serializers.Serializer):
     label = serializers.CharField()
     contributor = serializers.CharField()
     contributor_id = serializers.IntegerField()
-    score = serializers.FloatField()
+    score = serializers.FloatField()  # raw influence (what shares are computed from)
+    relevance = serializers.FloatField()  # score / sqrt(self-influence): the order records are shown in
 
 
 class ExplainShareSerializer(serializers.Serializer):

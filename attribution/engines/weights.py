@@ -19,7 +19,10 @@ why in docs/attribution.md ("Contributor weights"):
    With z = sqrt(2 ln(K / alpha)) for K contributors, the chance that ANY no-effect contributor passes
    is at most alpha (default 0.01), whatever the number of records or the score distribution. This
    bound is the gate (is there a signal at all); once passed, each contributor is paid its excess over
-   ONE null standard error: max(0, T_c - PAY_Z * s_c).
+   PAY_Z null standard errors smoothed by one standard error of its own noise:
+   s_c * g(T_c / s_c - PAY_Z), g(u) = E[max(0, u + N(0, 1))] (`smooth_excess`), strictly increasing, so
+   a weak honest contributor earns a little and always more than a slightly harmful one; a contributor
+   shown harmful by the same bound (T_c < -z * s_c) gets exactly 0.
 6. **Normalised** to sum to 1 when any contributor passes the gate (`signal=True`). Otherwise nobody has
    shown an effect the validation set can tell from noise: `signal=False` and the weights are an equal
    split per contributor (volume cannot buy it), leaving out contributors shown harmful (below) by the
@@ -48,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 NULL_ALPHA = 0.01  # family-wise chance that a validation set of pure noise is taken for a signal
-PAY_Z = 1.0  # once there is a signal, each contributor is paid their excess over this many null standard errors
+PAY_Z = 1.0  # once there is a signal, pay is the smoothed excess over this many null standard errors (see result)
 
 RULE_SIGNAL = "signed_null_excess"
 RULE_NO_SIGNAL = "equal_no_signal"
@@ -58,6 +61,21 @@ def _codes(contributors: Sequence[str | None]) -> tuple[list[str], np.ndarray]:
     names = sorted({c or "" for c in contributors})
     position = {name: i for i, name in enumerate(names)}
     return names, np.array([position[c or ""] for c in contributors], dtype=np.int64)
+
+
+def smooth_excess(u: np.ndarray) -> np.ndarray:
+    """E[max(0, u + N(0, 1))] = u Phi(u) + phi(u): the hard excess max(0, u) smoothed by one standard error.
+
+    Strictly positive, increasing, ~u for large u and ~phi(u)/u^2 for very negative u (computed through
+    the scaled complementary error function there, so it does not cancel to 0 or go negative)."""
+    from scipy.special import erfcx
+
+    u = np.asarray(u, dtype=np.float64)
+    phi = np.exp(-0.5 * u * u) / math.sqrt(2 * math.pi)
+    x = np.abs(u)
+    mills = math.sqrt(math.pi / 2) * erfcx(x / math.sqrt(2))  # (1 - Phi(x)) / phi(x)
+    negative = phi * (1.0 - x * mills)  # u < 0: phi(x) - x (1 - Phi(x))
+    return np.where(u >= 0, u + negative, negative)  # u >= 0: u + phi(u) - u (1 - Phi(u))
 
 
 def null_z(n_contributors: int, alpha: float = NULL_ALPHA) -> float:
@@ -98,6 +116,28 @@ def contributor_shares(scores: np.ndarray, contributors: Sequence[str | None]) -
     if shares[0].sum() == 0:
         return {}
     return {name: float(s) for name, s in zip(names, shares[0], strict=True) if s > 0}
+
+
+def explanation_rows(scores: np.ndarray, self_influence: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """One query's records to show, best first: (rows, relative scores), ranked by score / sqrt(self-influence).
+
+    Why not the raw score: g_q^T P g_i grows with the record's own gradient, so high-loss records
+    (mislabelled, off-topic) top every list while records the model has learned (a poisoner's 60 trigger
+    records, once the trigger is fit) have small gradients and never show (payout_fairness: 2.5 of the
+    top 10 on trigger queries were the poisoner's by raw score, 9+ by this ranking). Dividing by
+    ||g_i||_P = sqrt(self-influence) ranks by how well the record's direction matches the query's
+    (RelatIF, Barshan et al. 2020); by Cauchy-Schwarz it is at most ||g_q||_P, so a tiny gradient cannot
+    blow up. Ties by row. Only the order shown changes; paid weights use the raw scores."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    self_influence = np.asarray(self_influence, dtype=np.float64).ravel()
+    if scores.shape != self_influence.shape:
+        raise ValueError(f"{scores.size} scores but {self_influence.size} self-influence values")
+    norm = np.sqrt(np.clip(self_influence, np.finfo(np.float32).tiny, None))
+    relative = scores / norm
+    k = max(0, min(int(top_k), relative.size))
+    part = np.argpartition(-relative, k - 1)[:k] if 0 < k < relative.size else np.arange(k)
+    rows = part[np.lexsort((part, -relative[part]))]
+    return rows, relative[rows]
 
 
 def contributor_ranking(weights: dict[str, float]) -> list[str]:
@@ -243,7 +283,7 @@ class ModelWeightsAccumulator:
         self.queries += scores.shape[0]
         self.queries_scored += int(scored.sum())
 
-    def result(self) -> ModelWeights:
+    def result(self, *, pay_z: float = PAY_Z) -> ModelWeights:
         k, q = len(self.names), self.queries_scored
         if q == 0:
             mean = threshold = np.zeros(k)
@@ -252,22 +292,25 @@ class ModelWeightsAccumulator:
             threshold = null_z(k, self.alpha) * np.sqrt(self._sum_x2) / q
         # Two stages. The gate: does anyone's effect pass the family-wise bound (threshold)? If not, the
         # validation set cannot tell any contributor from noise. The pay: once it does, every contributor is
-        # paid their excess over ONE null standard error (PAY_Z), not over the family-wise bound, which with
-        # a few hundred queries left all but the strongest honest contributor at 0 (payout_fairness seed 0:
-        # honest at 1.5 to 3.7 standard errors, one of them above 3.69). A no-effect contributor's expected
-        # excess is then E[max(0, Z - 1)] * s_c ~ 0.083 s_c: bounded by its own standard error, not growing
-        # with its number of records as the old per-query clipping did.
+        # paid s_c * smooth_excess(T_c / s_c - pay_z), the hard excess max(0, T_c - pay_z * s_c) averaged
+        # over one standard error of its own noise (docs/attribution.md, rule 4). Not the gate's bound,
+        # which with a few hundred queries left all but the strongest honest contributor at 0; not the hard
+        # excess, which ties every weak honest contributor at 0 with the mislabelled ones (payout_fairness
+        # seed 1: honest at +0.70 and -0.84 standard errors, paid 0 like the noisy contributor at -6.8).
+        # A no-effect contributor's expected pay is bounded by its own standard error, not growing with its
+        # number of records as the old per-query clipping did; one shown harmful (T_c < -threshold) gets 0.
         scale = np.divide(threshold, null_z(k, self.alpha), out=np.zeros_like(threshold),
                           where=threshold > 0)
-        # PAY_Z < z, so a contributor above the gate always has a positive excess.
         signal = bool(np.any(mean - threshold > 0))
-        excess = np.clip(mean - PAY_Z * scale, 0, None)
+        harmful = mean < -threshold
+        excess = np.where(harmful | (scale == 0), 0.0,
+                          scale * smooth_excess(np.divide(mean, scale, out=np.zeros_like(mean), where=scale > 0) - pay_z))
         if signal:
             weights = excess / excess.sum()
         else:
             # No signal: an equal split, but not to a contributor the same bound shows to be harmful (the
             # harm flag's test): mislabelled data must not earn a share because nobody else stood out.
-            eligible = ~(mean < -threshold)
+            eligible = ~harmful
             weights = eligible / eligible.sum() if eligible.any() else np.full(k, 1.0 / k)
         return ModelWeights(
             weights={name: float(w) for name, w in zip(self.names, weights, strict=True)},
@@ -327,12 +370,13 @@ def model_weights(
     cluster_first_order: Mapping[Hashable, float] | None = None,
     query_ids: Sequence[str | None] | None = None,
     alpha: float = NULL_ALPHA,
+    pay_z: float = PAY_Z,
 ) -> ModelWeights:
     """The model-level rule on a whole (n_queries, n_records) matrix; see the module docstring."""
     acc = ModelWeightsAccumulator(contributors, record_ids=record_ids, clusters=clusters, order=order,
                                   cluster_first_order=cluster_first_order, alpha=alpha)
     acc.add(scores, query_ids=query_ids)
-    return acc.result()
+    return acc.result(pay_z=pay_z)
 
 
 def model_contributor_weights(scores: np.ndarray, contributors: Sequence[str | None], **kwargs) -> dict[str, float]:

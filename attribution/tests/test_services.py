@@ -2,6 +2,7 @@
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.db import transaction
 
@@ -57,8 +58,9 @@ def test_build_explain_and_weights(model):
     assert out["prediction"]["label"] in LABELS
     assert abs(sum(out["prediction"]["probabilities"].values()) - 1) < 1e-3
     assert len(out["records"]) == 4
-    scores = [r["score"] for r in out["records"]]
-    assert scores == sorted(scores, reverse=True)
+    relevance = [r["relevance"] for r in out["records"]]
+    assert relevance == sorted(relevance, reverse=True)  # shown by relative influence, not raw score
+    assert all(np.sign(r["relevance"]) == np.sign(r["score"]) for r in out["records"])
     for r in out["records"]:
         assert r["record_id"] in version_ids
         record = model.datanet_version.records.get(pk=r["record_id"])

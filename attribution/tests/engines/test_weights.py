@@ -13,9 +13,11 @@ from attribution.engines.weights import (
     contributor_ranking,
     contributor_shares,
     contributor_shares_matrix,
+    explanation_rows,
     model_contributor_weights,
     model_weights,
     null_z,
+    smooth_excess,
 )
 
 CONTRIBUTORS = ["alice", "bob", "alice", "carol", None]
@@ -115,6 +117,32 @@ def test_a_net_harmful_contributor_is_paid_nothing():
     result = model_weights(scores, owners)
     assert result.weights["noisy"] == 0 and result.mean["noisy"] < 0
     assert result.weights["honest"] > result.weights["other"] > 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_weak_honest_contributor_is_paid_and_ranked_above_the_harmful(seed):
+    """A weakly useful contributor (0 to 3 standard errors, not distinguishable from noise alone) is paid
+    something, always more than a slightly harmful one, who is paid ~0; one shown harmful is paid exactly 0.
+    The hard excess over one standard error paid such a contributor 0, tied with the mislabelled ones."""
+    rng = np.random.default_rng(seed)
+    scores, owners, _ = population(rng, {"strong": 50, "weak": 50, "noisy": 50, "poisoner": 30, "stuffer": 300},
+                                   200, means={"strong": 0.4, "weak": 0.02, "noisy": -0.2, "poisoner": -0.04})
+    result = model_weights(scores, owners)
+    z = {c: result.mean[c] / result.threshold[c] * null_z(5) for c in result.mean}
+    assert result.signal and 0 < z["weak"] < 3 and z["noisy"] < -null_z(5)
+    assert result.weights["weak"] > 0.003
+    assert result.weights["weak"] > 100 * result.weights["poisoner"] and result.weights["poisoner"] < 1e-4
+    assert result.weights["noisy"] == 0.0  # shown harmful: nothing, not a tiny amount
+    assert result.weights["strong"] > 0.85
+
+
+def test_the_smoothed_excess():
+    from scipy.stats import norm
+
+    u = np.array([-30.0, -8.0, -3.0, -1.0, 0.0, 0.5, 2.0, 9.0])
+    assert smooth_excess(u) == pytest.approx(u * norm.cdf(u) + norm.pdf(u), rel=1e-9, abs=1e-300)
+    assert np.all(np.diff(smooth_excess(u)) > 0) and np.all(smooth_excess(u) > 0)
+    assert smooth_excess(np.array([40.0]))[0] == pytest.approx(40.0)  # ~ the hard excess far above the line
 
 
 @settings(max_examples=30, deadline=None, derandomize=True)
@@ -221,3 +249,31 @@ def test_no_signal_split_leaves_out_a_contributor_shown_harmful():
     assert not result.signal and result.rule == RULE_NO_SIGNAL
     assert result.mean["noisy"] < -result.threshold["noisy"]
     assert result.weights == pytest.approx({"a": 0.5, "b": 0.5, "noisy": 0.0})
+
+
+# --- records shown for one query -----------------------------------------------------------------------
+
+
+def test_shown_records_are_ranked_by_relative_influence_not_by_gradient_size():
+    """Scores g_q^T P g_i of three records: a high-loss record (large gradient, loosely aligned with the query)
+    outscores two aligned records whose gradients are small; relative influence ranks the aligned first."""
+    rng = np.random.default_rng(0)
+    g_q = rng.standard_normal(16)
+    aligned = [0.05 * (g_q + 0.1 * rng.standard_normal(16)) for _ in range(2)]
+    loud = 20.0 * (rng.standard_normal(16) + 0.2 * g_q)
+    unrelated = rng.standard_normal(16)
+    grads = np.stack([loud, *aligned, unrelated])
+    scores = grads @ g_q
+    self_influence = (grads * grads).sum(axis=1)
+    assert np.argmax(scores) == 0  # raw score: the loud record first
+    rows, relevance = explanation_rows(scores, self_influence, 3)
+    assert sorted(rows[:2].tolist()) == [1, 2] and rows[2] == 0
+    assert relevance.tolist() == sorted(relevance.tolist(), reverse=True)
+    # Cauchy-Schwarz: relative influence never exceeds the query's own norm, even for a near-zero gradient
+    tiny = np.append(scores, 1e-12 * g_q @ g_q)
+    rows, relevance = explanation_rows(tiny, np.append(self_influence, 1e-24 * g_q @ g_q), 5)
+    assert relevance.max() <= np.linalg.norm(g_q) * (1 + 1e-6)
+    assert explanation_rows(scores, self_influence, 0)[0].size == 0
+    assert explanation_rows(scores, self_influence, 99)[0].size == 4
+    with pytest.raises(ValueError, match="4 scores but 3 self-influence"):
+        explanation_rows(scores, self_influence[:3], 2)
