@@ -1,8 +1,12 @@
 """Payout fairness: do the paid contributor weights follow what each contributor's data did? (issue 12, item 1)
 
-    .venv/bin/python benchmarks/payout_fairness.py                 # 3 seeds (~7.5 min a seed, 1 CPU thread)
+    .venv/bin/python benchmarks/payout_fairness.py                 # seeds 0-3 (~3 CPU-min a seed, 1 thread)
+    .venv/bin/python benchmarks/payout_fairness.py --seeds 0 --tune 0 0.5 1 1.5 2   # PAY_Z, on seed 0 only
+    .venv/bin/python benchmarks/payout_fairness.py --shapley lora  # + LoRA-retrained Shapley (~10x the CPU)
     .venv/bin/python benchmarks/payout_fairness.py --quick         # a smoke run
-    .venv/bin/python benchmarks/payout_fairness.py --seeds 0
+
+The scores and the ground truth of each seed are cached under var/payout_fairness/ (`--refresh` recomputes
+them), so a change to the weight rule or the shown-records ranking is re-evaluated in seconds.
 
 Data: the Finance PhraseBank (ISO-8859-1), shuffled per seed. 8 contributors, accepted in this order:
 4 honest (`honest1..4`, 150 clean records each), then the planted ones:
@@ -25,10 +29,14 @@ the real PEFT model, scores of the 200 validation queries, then `attribution.eng
 
 Ground truth, on the same clean validation set (utility = mean log-likelihood of the true labels):
   * LOO: leave-one-contributor-out retraining of the same MiniLM-LoRA tail, 3 training seeds;
-  * Shapley: 200 sampled permutations of the 8 contributors (1,600 coalitions) on a CHEAP model:
-    logistic regression on the frozen MiniLM features (mean of the last layer's input over tokens).
-    LoRA retraining of 1,600 coalitions does not fit 2 shared CPU cores; the cheap model's LOO is
-    reported next to the LoRA LOO so the two ground truths can be compared.
+  * Shapley: 30 sampled permutations of the 9 contributors in antithetic pairs (each with one of the
+    LOO training seeds), ~170-220 distinct coalitions, each retrained. The target is `head`: a logistic
+    head retrained per coalition on the product's own frozen features (the pooler output of the model
+    with its LoRA update at the zero init, i.e. the paid model class without its adapter); `mean`
+    (logistic regression on mean token features, the earlier ground truth) is shown beside it. With
+    `--shapley lora` the LoRA tail itself is retrained per coalition (`Ensemble`: many retrainings
+    stepped together, ~1.7x the throughput of one at a time) and becomes the target; ~220 LoRA
+    retrainings a seed did not fit the shared 2-core machine of issue 12's session (see the results).
 One torch thread.
 """
 

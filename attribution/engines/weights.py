@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 NULL_ALPHA = 0.01  # family-wise chance that a validation set of pure noise is taken for a signal
-PAY_Z = 1.0  # once there is a signal, pay is the smoothed excess over this many null standard errors (see result)
+PAY_Z = 2.0  # once there is a signal, pay is the smoothed excess over this many null standard errors (see result)
 
 RULE_SIGNAL = "signed_null_excess"
 RULE_NO_SIGNAL = "equal_no_signal"
