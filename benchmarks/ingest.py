@@ -1,29 +1,34 @@
-"""Datanet ingest benchmark: rows/s and peak memory of the real ingest task, against PostgreSQL's own COPY.
+"""Datanet ingest benchmark: the real ingest against PostgreSQL's own COPY, in CPU time (issue 16, item 3).
 
-    DATABASE_URL=postgres://... .venv/bin/python benchmarks/ingest.py            # PhraseBank, 100k, 1M rows
-    DATABASE_URL=postgres://... .venv/bin/python benchmarks/ingest.py --rows 100000 --rows 300000
+    DATABASE_URL=postgres://.../mf_x nice -n 10 .venv/bin/python benchmarks/ingest.py               # 100k and 1M rows
+    DATABASE_URL=postgres://.../mf_x .venv/bin/python benchmarks/ingest.py --rows 200000 --repeats 5 --no-sqlite
 
-Files: the Financial PhraseBank as it is (4,846 rows, ISO-8859-1), and synthetic CSVs made by repeating the
-PhraseBank with variations (each repeat changes a word and appends a counter, so every row is new and
-valid; ISO-8859-1 like the original). Each case runs in a fresh process on a scratch database
-(`<DATABASE_URL's name>_ingest_bench`, migrated, dropped afterwards), into an empty Datanet:
-`contribution_upload` (hash, store, inspect) then the `cpu` task `contribution_ingest_task` run in that
-process (`.apply()`: the task's code without a broker, so the process's own peak RSS is the ingest's).
-Baseline: PostgreSQL's `COPY ... FROM STDIN (FORMAT csv)` of the same file into a plain two-column
-table on the same database, same run. The ratio is ingest rows/s / COPY rows/s.
-Target (issue 3): ratio >= 0.5 and peak RSS under 300 MB whatever the file size.
+Files: synthetic CSVs made by repeating the Financial PhraseBank with variations (each repeat changes a
+word and appends a counter, so every row is new and valid, and most rows are near-duplicates of a
+PhraseBank sentence: the near-duplicate clustering does real work; ISO-8859-1 like the original).
+
+Each run is its own process (benchmarks/harness.py) on its own fresh database, created from a migrated
+template (`<DATABASE_URL's name>_ingest_tpl`; SQLite: a copy of a migrated file), into an empty Datanet:
+`contribution_upload` (hash, store, inspect), then the `cpu` task `contribution_ingest_task` in that process
+(`.apply()`: the task's code without a broker). Phase 1 (stream, validate, hash, MinHash, stage with COPY)
+and phase 2 (staged rows -> `Record`: dedup, conflicts, near-duplicate clusters, indexes, the stake) are
+metered apart. Baseline: `COPY ... FROM STDIN (FORMAT csv)` of the same file into a plain two-column table
+on a fresh database, interleaved with the ingest runs. On SQLite, the baseline is `executemany` of the
+parsed CSV rows into a plain table (SQLite has no COPY).
+
+CPU time counts this process and its PostgreSQL backend (same machine: /proc), so a busy machine slows
+the figures' wall time but not their CPU time. Ratios (ingest / COPY) are taken repeat by repeat.
+Target: phase 2 at >= 0.5 of COPY's rows per CPU second at 1M rows; peak RSS < 300 MB at any size.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
-import json
 import os
-import platform
 import random
-import resource
 import shutil
-import subprocess
+import sqlite3
 import sys
 import tempfile
 import time
@@ -32,6 +37,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks import harness  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 NAME = "ingest"
 DEFAULT_ROWS = (100_000, 1_000_000)
@@ -64,155 +71,262 @@ def synthetic_csv(path: Path, n_rows: int) -> None:
             w.writerow([label, text])
 
 
-# --- one case, in its own process -----------------------------------------------------------------------
+# --- one run, in its own process ---------------------------------------------------------------------------
 
-def run_case(path: str) -> dict:
-    """Runs in a child process with DJANGO_SETTINGS_MODULE and DATABASE_URL set to the scratch database."""
+def _fresh_database(case: dict) -> str:
+    """A fresh database for this run, from the template; returns its DATABASE_URL."""
+    if case["db"] == "sqlite":
+        path = Path(case["work"]) / f"run-{os.getpid()}.sqlite3"
+        shutil.copyfile(case["template"], path)
+        return f"sqlite:///{path}"
+    import psycopg
+
+    parts = urlsplit(case["template"])
+    name = f"{parts.path.lstrip('/')}_{os.getpid()}"
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{parts.path.lstrip("/")}"')
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def _drop_database(url: str) -> None:
+    if url.startswith("sqlite"):
+        Path(url[len("sqlite:///"):]).unlink(missing_ok=True)
+        return
+    import psycopg
+
+    parts = urlsplit(url)
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)')
+
+
+def run_case(case: dict) -> dict:
+    url = _fresh_database(case)
+    os.environ["DATABASE_URL"] = url
+    try:
+        return _copy(case) if case["kind"] == "copy" else _ingest(case)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        _drop_database(url)
+
+
+def _setup():
     import django
 
     django.setup()
-    from django.core.files import File
     from django.db import connection
+
+    pid = None
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            pid = cur.fetchone()[0]
+    return connection, pid
+
+
+def _ingest(case: dict) -> dict:
+    connection, pid = _setup()
+    from django.core.files import File
 
     from accounts.services import user_create
     from core.roles import CONTRIBUTOR
     from datanets import services
-    from datanets.models import Datanet
+    from datanets.models import Contribution, Datanet
     from datanets.tasks import contribution_ingest_task
 
-    tag = os.urandom(4).hex()
-    owner = user_create(username=f"owner-{tag}", password=os.urandom(8).hex(), roles=[CONTRIBUTOR])
-    datanet = services.datanet_create(owner=owner, name=f"bench {tag}", domain=Datanet.Domain.FINANCE,
+    owner = user_create(username="owner", password=os.urandom(8).hex(), roles=[CONTRIBUTOR])
+    datanet = services.datanet_create(owner=owner, name="bench", domain=Datanet.Domain.FINANCE,
                                       labels=["positive", "negative", "neutral"], max_text_length=2000)
-    # Phase 1 (stream, validate, hash, stage) timed by wrapping the service's own step; phase 2 is the rest.
-    phase1 = {"s": 0.0}
-    stage = services._stage
+    # Each phase metered by wrapping the service's own step; SQL statements timed by a wrapper.
+    meters: dict[str, harness.Meter] = {}
+    sql: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])
 
-    def timed_stage(*a, **k):
+    def metered(name, fn):
+        def wrapper(*a, **k):
+            meters[name] = harness.Meter(backend_pid=pid)
+            with meters[name]:
+                return fn(*a, **k)
+        return wrapper
+
+    def timed_sql(execute, statement, params, many, context):
         t = time.perf_counter()
         try:
-            return stage(*a, **k)
+            return execute(statement, params, many, context)
         finally:
-            phase1["s"] += time.perf_counter() - t
+            key = " ".join(statement.split())[:90]
+            sql[key][0] += 1
+            sql[key][1] += time.perf_counter() - t
 
-    services._stage = timed_stage
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter()
-    with open(path, "rb") as fh:
+    services._stage = metered("phase1", services._stage)
+    services._commit_records = metered("phase2", services._commit_records)
+    rss_before = harness.peak_rss_mb()
+    path = case["path"]
+    with harness.Meter(backend_pid=pid) as upload, open(path, "rb") as fh:
         result = services.contribution_upload(datanet=datanet, contributor=owner, file=File(fh, name=Path(path).name),
                                               file_name=Path(path).name, auto_start=True, inline=False)
-    t1 = time.perf_counter()
-    contribution_ingest_task.apply(args=[result.contribution.id]).get()
-    t2 = time.perf_counter()
-    c = result.contribution
-    c.refresh_from_db()
+    with connection.execute_wrapper(timed_sql), harness.Meter(backend_pid=pid) as ingest:
+        contribution_ingest_task.apply(args=[result.contribution.id]).get()
+    c = Contribution.objects.get(pk=result.contribution.pk)
     assert c.ingest_state == "done", c.ingest_errors[:3]
-    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    p1, p2 = meters["phase1"], meters["phase2"]
+    top = sorted(sql.items(), key=lambda kv: -kv[1][1])[:6]
+    return {"rows": c.rows_total, "records": c.record_count, "duplicates": c.duplicates_dropped,
+            "near_dups": c.records.filter(near_dup_of__isnull=False).count(),
+            "upload_wall_s": upload.wall_s, "upload_cpu_s": upload.total_cpu_s,
+            "ingest_wall_s": ingest.wall_s, "ingest_cpu_s": ingest.total_cpu_s,
+            "phase1_wall_s": p1.wall_s, "phase1_cpu_s": p1.total_cpu_s, "phase1_backend_cpu_s": p1.backend_cpu_s,
+            "phase2_wall_s": p2.wall_s, "phase2_cpu_s": p2.total_cpu_s, "phase2_backend_cpu_s": p2.backend_cpu_s,
+            "rss_before_mb": rss_before, "peak_rss_mb": harness.peak_rss_mb(),
+            "sql": [[k, n, round(s, 3)] for k, (n, s) in top]}
 
-    # Baseline on the same connection: COPY the same file into a plain table.
+
+def _copy(case: dict) -> dict:
+    connection, pid = _setup()
+    path = case["path"]
     with connection.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS bench_copy")
         cur.execute("CREATE TABLE bench_copy (label text, text text)")
-    t3 = time.perf_counter()
-    with connection.cursor() as cur, open(path, "rb") as fh:
-        with cur.cursor.copy("COPY bench_copy (label, text) FROM STDIN WITH (FORMAT csv, HEADER true, ENCODING 'LATIN1')") as cp:
-            while chunk := fh.read(1 << 20):
-                cp.write(chunk)
-    t4 = time.perf_counter()
+    if connection.vendor == "postgresql":
+        with harness.Meter(backend_pid=pid) as m, connection.cursor() as cur, open(path, "rb") as fh:
+            with cur.cursor.copy("COPY bench_copy (label, text) FROM STDIN WITH (FORMAT csv, HEADER true, ENCODING 'LATIN1')") as cp:
+                while chunk := fh.read(1 << 20):
+                    cp.write(chunk)
+    else:  # the closest SQLite has: parsed rows, executemany in one transaction
+        db = sqlite3.connect(connection.settings_dict["NAME"])
+        with harness.Meter() as m, open(path, encoding="iso-8859-1", newline="") as fh:
+            reader = csv.reader(fh)
+            next(reader)
+            with db:
+                db.executemany("INSERT INTO bench_copy (label, text) VALUES (?, ?)", reader)
+        db.close()
     with connection.cursor() as cur:
         cur.execute("SELECT count(*) FROM bench_copy")
         copied = cur.fetchone()[0]
-        cur.execute("DROP TABLE bench_copy")
-    return {"rows": c.rows_total, "records": c.record_count, "duplicates": c.duplicates_dropped,
-            "encoding": c.encoding, "upload_s": t1 - t0, "ingest_s": t2 - t1, "phase1_s": phase1["s"],
-            "phase2_s": t2 - t1 - phase1["s"], "copy_s": t4 - t3, "copy_rows": copied,
-            "rss_before_mb": rss_before, "rss_peak_mb": rss_peak}
+    return {"rows": copied, "copy_wall_s": m.wall_s, "copy_cpu_s": m.total_cpu_s, "copy_backend_cpu_s": m.backend_cpu_s}
 
 
-# --- driver -----------------------------------------------------------------------------------------------
+# --- driver -------------------------------------------------------------------------------------------------
 
-def scratch_url(base: str) -> tuple[str, str, str]:
-    parts = urlsplit(base)
+def _templates(base_url: str, work: Path, sqlite: bool) -> dict[str, str]:
+    """Migrated template databases: PostgreSQL `<name>_ingest_tpl` and an SQLite file."""
+    import psycopg
+
+    parts = urlsplit(base_url)
     if not parts.scheme.startswith("postgres"):
         sys.exit("This benchmark needs PostgreSQL: set DATABASE_URL=postgres://...")
-    name = (parts.path.lstrip("/") or "postgres") + "_ingest_bench"
+    name = (parts.path.lstrip("/") or "postgres") + "_ingest_tpl"
     admin = urlunsplit(parts._replace(path="/postgres"))
-    return urlunsplit(parts._replace(path="/" + name)), admin, name
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    out = {"postgres": urlunsplit(parts._replace(path="/" + name))}
+    base_env = {**os.environ, "VAR_DIR": str(work / "var"), "MEDIA_ROOT": str(work / "media"), "LOG_LEVEL": "WARNING"}
+    subprocess_run([sys.executable, "manage.py", "migrate", "-v0"], {**base_env, "DATABASE_URL": out["postgres"]})
+    if sqlite:
+        out["sqlite"] = str(work / "template.sqlite3")
+        subprocess_run([sys.executable, "manage.py", "migrate", "-v0"], {**base_env, "DATABASE_URL": f"sqlite:///{out['sqlite']}"})
+    return out
+
+
+def subprocess_run(cmd: list[str], env: dict) -> None:
+    import subprocess
+
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
 
 
 def main() -> int:
+    if harness.is_child():
+        return harness.child_main(run_case)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, action="append", help="synthetic CSV sizes (repeatable)")
-    ap.add_argument("--case", help=argparse.SUPPRESS)
+    ap.add_argument("--repeats", type=int, default=harness.MIN_REPEATS)
+    ap.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
+    ap.add_argument("--name", default=NAME, help="results file name")
     args = ap.parse_args()
-    if args.case:
-        print("RESULT " + json.dumps(run_case(args.case)))
-        return 0
-
-    import psycopg
-
-    url, admin, dbname = scratch_url(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mf_datanets"))
+    report = harness.Report(NAME, "ingest: the Datanet ingest against COPY", repeats=args.repeats)
     work = Path(tempfile.mkdtemp(prefix="mf-ingest-bench-"))
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings", "VAR_DIR": str(work / "var"),
-           "MEDIA_ROOT": str(work / "media"), "CELERY_BROKER_URL": "memory://", "LOG_LEVEL": "WARNING"}
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
-        conn.execute(f'CREATE DATABASE "{dbname}"')
+    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mf_bench")
+    templates: dict[str, str] = {}
+    env = {"DJANGO_SETTINGS_MODULE": "config.settings", "VAR_DIR": str(work / "var"), "MEDIA_ROOT": str(work / "media"),
+           "CELERY_BROKER_URL": "memory://", "LOG_LEVEL": "WARNING"}
+    cases = []
     try:
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-        cases = [("financial_phrasebank.csv", data_dir() / "financial_phrasebank.csv")]
+        templates.update(_templates(base, work, sqlite=not args.no_sqlite))
         for n in args.rows or DEFAULT_ROWS:
             path = work / f"phrasebank_x{n}.csv"
             synthetic_csv(path, n)
-            cases.append((f"synthetic {n:,} rows", path))
-        rows = []
-        for label, path in cases:
-            out = subprocess.run([sys.executable, __file__, "--case", str(path)], cwd=ROOT, env=env, check=True,
-                                 capture_output=True, text=True)
-            res = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
-            res["file"] = label
-            res["file_mb"] = path.stat().st_size / 2**20
-            res["ingest_rows_s"] = res["rows"] / res["ingest_s"]
-            res["total_rows_s"] = res["rows"] / (res["upload_s"] + res["ingest_s"])
-            res["copy_rows_s"] = res["copy_rows"] / res["copy_s"]
-            res["ratio"] = res["ingest_rows_s"] / res["copy_rows_s"]
-            res["rss_growth_mb"] = res["rss_peak_mb"] - res["rss_before_mb"]
-            rows.append(res)
-            print(f"{label}: {res['ingest_rows_s']:,.0f} rows/s, peak RSS {res['rss_peak_mb']:.0f} MB", flush=True)
-            if path.parent == work:
-                path.unlink()
+            for db, template in templates.items():
+                common = {"rows": n, "path": str(path), "db": db, "template": template, "work": str(work)}
+                cases += [{"kind": "ingest", **common}, {"kind": "copy", **common}]
+
+        def progress(case, res):
+            key = "ingest_wall_s" if case["kind"] == "ingest" else "copy_wall_s"
+            print(f"  {case['db']} {case['kind']} {case['rows']:,} rows: {res[key]:.1f} s wall, "
+                  f"{res.get('ingest_cpu_s', res.get('copy_cpu_s')):.1f} s CPU (repeat {res['repeat']})", flush=True)
+
+        runs = harness.run_interleaved(__file__, cases, repeats=args.repeats, env=env, cwd=ROOT, on_result=progress)
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        import psycopg
+
+        if templates:
+            parts = urlsplit(templates["postgres"])
+            with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)')
         shutil.rmtree(work, ignore_errors=True)
-    report(rows)
+    report.finish()
+    write_report(report, runs, args.name)
     return 0
 
 
-def report(rows: list[dict]) -> None:
-    head = ("| file | MB | rows | records | upload s | ingest s (phase 1 + 2) | ingest rows/s | upload+ingest rows/s "
-            "| COPY rows/s | ingest / COPY | RSS before MB | peak RSS MB | ingest's growth MB |")
-    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
-    for r in rows:
-        lines.append(f"| {r['file']} | {r['file_mb']:.1f} | {r['rows']:,} | {r['records']:,} | {r['upload_s']:.2f} | "
-                     f"{r['ingest_s']:.2f} ({r['phase1_s']:.2f} + {r['phase2_s']:.2f}) | {r['ingest_rows_s']:,.0f} | {r['total_rows_s']:,.0f} | {r['copy_rows_s']:,.0f} | "
-                     f"{r['ratio']:.2f} | {r['rss_before_mb']:.0f} | {r['rss_peak_mb']:.0f} | {r['rss_growth_mb']:.0f} |")
-    # The figures depend on what else the machine runs: say how busy it was.
-    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-               f"load average {os.getloadavg()[1]:.1f} at the end")
-    md = "\n".join([f"# {NAME}", "", f"Machine: {machine}; run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
-                    *lines, "",
-                    "ingest = the `contribution_ingest_task`: phase 1 streams, decodes, validates, hashes and stages "
-                    "rows with COPY into a temporary table; phase 2 moves new rows into `Record` (dedup, conflicts, "
-                    "5 indexes, the contribution foreign key checked at commit) in one transaction. upload = sha256, store, detect format/encoding/columns. "
-                    "COPY = PostgreSQL's COPY of the same CSV into a plain table, same database and run. "
-                    "Peak RSS is the whole case process; *RSS before* is what Django and the imports hold before the "
-                    "upload (every app's admin and models load at `django.setup()`), *growth* is what the upload "
-                    "and ingest add."])
+def write_report(report: harness.Report, runs: list[harness.Run], name: str) -> None:
+    by_key = {(r.case["db"], r.case["rows"], r.case["kind"]): r for r in runs}
+    rows, data = [], []
+    for (db, n, kind), run in by_key.items():
+        if kind != "ingest":
+            continue
+        copy = by_key[(db, n, "copy")]
+        rows_n = run.results[0]["rows"]
+
+        def rate(key, r=run, n_rows=rows_n):
+            return harness.Stat.of([n_rows / v for v in r.values(key)])
+
+        p2_ratio_cpu = harness.ratio_stat([rows_n / v for v in run.values("phase2_cpu_s")],
+                                          [rows_n / v for v in copy.values("copy_cpu_s")])
+        all_ratio_cpu = harness.ratio_stat([rows_n / v for v in run.values("ingest_cpu_s")],
+                                           [rows_n / v for v in copy.values("copy_cpu_s")])
+        p2_ratio_wall = harness.ratio_stat([rows_n / v for v in run.values("phase2_wall_s")],
+                                           [rows_n / v for v in copy.values("copy_wall_s")])
+        copy_rate = harness.Stat.of([rows_n / v for v in copy.values("copy_cpu_s")])
+        rss = run.stat("peak_rss_mb")
+        rows.append([db, f"{n:,}", f"{run.results[0]['records']:,} ({run.results[0]['near_dups']:,} near-dup)",
+                     rate("phase1_cpu_s").cell("{:,.0f}"), rate("phase2_cpu_s").cell("{:,.0f}"),
+                     rate("ingest_cpu_s").cell("{:,.0f}"), copy_rate.cell("{:,.0f}"),
+                     p2_ratio_cpu.cell(), all_ratio_cpu.cell(), p2_ratio_wall.cell(),
+                     run.stat("phase2_wall_s").cell(), run.stat("ingest_wall_s").cell(),
+                     f"{rss.max:.0f}"])
+        median_run = sorted(run.results, key=lambda r: r["phase2_cpu_s"])[len(run.results) // 2]
+        data.append({"db": db, "rows": n, "runs": run.results, "copy_runs": copy.results,
+                     "phase2_over_copy_cpu": p2_ratio_cpu.as_dict(), "ingest_over_copy_cpu": all_ratio_cpu.as_dict(),
+                     "phase2_over_copy_wall": p2_ratio_wall.as_dict(), "peak_rss_mb": rss.as_dict(),
+                     "median_run_sql": median_run.get("sql")})
+    head = ["db", "rows", "records", "phase 1 rows/CPU s", "phase 2 rows/CPU s", "ingest rows/CPU s",
+            "COPY rows/CPU s", "phase 2 / COPY (CPU)", "ingest / COPY (CPU)", "phase 2 / COPY (wall)",
+            "phase 2 wall s", "ingest wall s", "peak RSS MB (max)"]
+    sql_lines = []
+    for d in data:
+        sql_lines += [f"Slowest statements of the median {d['db']} {d['rows']:,}-row ingest (count, wall s):", ""]
+        sql_lines += [f"- `{s}`: {n}, {t:.2f}" for s, n, t in d["median_run_sql"] or []]
+        sql_lines.append("")
+    md = "\n".join([*report.header(), *harness.table(head, rows), "",
+                    "CPU = this process + its PostgreSQL backend (user + system). Phase 1 streams, decodes, validates, "
+                    "hashes (sha256 of text+label and of text), computes the MinHash signatures and stages rows with COPY; "
+                    "phase 2 moves the new rows into `Record` (exact dedup in the file and against the Datanet, "
+                    "conflicts, near-duplicate clusters, indexes, the stake) in one transaction. COPY = PostgreSQL's "
+                    "COPY of the same CSV into a plain two-column table (SQLite: executemany of the parsed rows), "
+                    "fresh database each run, interleaved. Ratios are rows/s ours over rows/s COPY, repeat by repeat.",
+                    "", *sql_lines])
     print("\n" + md)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{NAME}.md").write_text(md + "\n")
-    (RESULTS / f"{NAME}.json").write_text(json.dumps({"machine": machine, "cases": rows}, indent=2) + "\n")
+    harness.write(RESULTS, name, md, {**report.meta(), "cases": data})
 
 
 if __name__ == "__main__":

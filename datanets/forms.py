@@ -1,12 +1,27 @@
 from django import forms
 
-from datanets.models import Datanet
+from datanets.models import Contribution, Datanet
 from datanets.readers import TEXT_MODES
 
 
 class DatanetFilterForm(forms.Form):
     q = forms.CharField(required=False, label="Search")
     domain = forms.ChoiceField(required=False, choices=[("", "All domains"), *Datanet.Domain.choices])
+
+
+class RecordFilterForm(forms.Form):
+    """The Datanet page's record browser: full-text search, label, contributor, review status, keyset cursor."""
+
+    q = forms.CharField(required=False, max_length=200, label="Search")
+    label = forms.ChoiceField(required=False)
+    contributor = forms.CharField(required=False, max_length=150)
+    # Accepted records unless asked otherwise; "any" = every status the caller may read.
+    status = forms.ChoiceField(required=False, choices=[*Contribution.Status.choices, ("any", "Any status")])
+    after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+    def __init__(self, *args, labels: list[str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["label"].choices = [("", "All labels"), *((lab, lab) for lab in labels)]
 
 
 class UploadForm(forms.Form):

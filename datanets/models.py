@@ -95,6 +95,9 @@ class Contribution(models.Model):
     record_count = models.PositiveIntegerField(default=0)
     duplicates_dropped = models.PositiveIntegerField(default=0)
     conflicts = models.PositiveIntegerField(default=0)
+    # Records per label, counted at ingest: the Datanet page's label chart and counts sum these over a few
+    # contributions instead of grouping a million records on every view (docs/datanets.md, browsing).
+    label_counts = models.JSONField(default=dict, blank=True, help_text="Stored records per label, counted at ingest")
     stake = ExactDecimalField(**TOKEN_DIGITS, default=Decimal("0"))
     curator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                 related_name="reviewed_contributions")
@@ -129,8 +132,9 @@ class Record(models.Model):
     datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="records", db_index=False,
                                 db_constraint=False)
     contribution = models.ForeignKey(Contribution, on_delete=models.CASCADE, related_name="records")
+    # Indexed by (contributor, datanet, id) below, which serves the on_delete check (a user's records) too.
     contributor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="records",
-                                    db_constraint=False)
+                                    db_constraint=False, db_index=False)
     text = models.TextField()
     label = models.CharField(max_length=120, blank=True)
     # On PostgreSQL both hash columns use the "C" collation (migration 0005: bytewise compares, about a
@@ -150,7 +154,13 @@ class Record(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["datanet", "sha256"]), models.Index(fields=["datanet", "text_sha256"])]
+        # Full-text search has an index of its own, made per database by migration 0012 (PostgreSQL: GIN on
+        # to_tsvector('simple', text); SQLite: the FTS5 table datanets_record_fts kept by triggers).
+        indexes = [models.Index(fields=["datanet", "sha256"]), models.Index(fields=["datanet", "text_sha256"]),
+                   # Browsing by contributor in id order (keyset pages); its prefix is the user's records.
+                   models.Index(fields=["contributor", "datanet", "id"], name="datanets_record_contrib_browse"),
+                   # Conflicts are few: the Datanet page counts them from this small partial index.
+                   models.Index(fields=["datanet"], condition=models.Q(is_conflict=True), name="datanets_record_conflicts")]
 
     def __str__(self) -> str:
         return f"record {self.pk}"

@@ -1,7 +1,12 @@
 """Read queries for Datanets."""
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet
+import re
+
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.models import BooleanField, Count, Q, QuerySet, Sum
+from django.db.models.expressions import RawSQL
 
 from core.roles import CURATOR
 from datanets.models import Contribution, CurationDecision, Datanet, DatanetVersion, Record
@@ -33,34 +38,72 @@ def datanet_list(*, search: str = "", domain: str = "") -> QuerySet[Datanet]:
     return qs.order_by("name")
 
 
+def _accepted_contributions(datanet: Datanet) -> QuerySet[Contribution]:
+    return Contribution.objects.filter(datanet=datanet, status=Contribution.Status.ACCEPTED)
+
+
 def datanet_label_distribution(*, datanet: Datanet, accepted_only: bool = True) -> list[tuple[str, int]]:
-    qs = Record.objects.filter(datanet=datanet)
-    if accepted_only:
-        qs = qs.filter(contribution__status=Contribution.Status.ACCEPTED)
-    return list(qs.values_list("label").annotate(n=Count("id")).order_by("-n", "label"))
+    """(label, records) by count, from the per-contribution counts stored at ingest: a few rows summed,
+    whatever the number of records (a GROUP BY over a million records took ~0.5 s a view)."""
+    qs = _accepted_contributions(datanet) if accepted_only else Contribution.objects.filter(datanet=datanet)
+    totals: dict[str, int] = {}
+    for counts in qs.exclude(record_count=0).values_list("label_counts", flat=True):
+        for label, n in (counts or {}).items():
+            totals[label] = totals.get(label, 0) + n
+    return sorted(((lab, n) for lab, n in totals.items() if n), key=lambda x: (-x[1], x[0]))
 
 
 def datanet_contributors_ranked(*, datanet: Datanet, limit: int = 20) -> list[dict]:
-    """Contributors by accepted training records (curator-held evaluation records are not contributions to rank)."""
+    """Contributors by accepted training records (curator-held evaluation records are not contributions to rank);
+    summed from the contributions' record counts."""
     return list(
-        Record.objects.filter(datanet=datanet, contribution__status=Contribution.Status.ACCEPTED,
-                              contribution__is_evaluation=False)
-        .values("contributor__username").annotate(records=Count("id")).order_by("-records", "contributor__username")[:limit]
+        _accepted_contributions(datanet).filter(is_evaluation=False, record_count__gt=0)
+        .values("contributor__username").annotate(records=Sum("record_count"))
+        .order_by("-records", "contributor__username")[:limit]
     )
 
 
 def datanet_counts(*, datanet: Datanet) -> dict:
-    contributions = datanet.contributions.aggregate(
+    """The Datanet page's counts, from the contributions (records per contribution are counted at ingest)
+    and the small partial index of conflicting records."""
+    accepted = Q(status=Contribution.Status.ACCEPTED)
+    agg = datanet.contributions.aggregate(
         total=Count("id"), pending=Count("id", filter=Q(status=Contribution.Status.PENDING)),
-        accepted=Count("id", filter=Q(status=Contribution.Status.ACCEPTED)),
-        rejected=Count("id", filter=Q(status=Contribution.Status.REJECTED)),
+        accepted=Count("id", filter=accepted), rejected=Count("id", filter=Q(status=Contribution.Status.REJECTED)),
+        records_total=Sum("record_count"), records_accepted=Sum("record_count", filter=accepted),
+        contributors=Count("contributor", filter=accepted & Q(record_count__gt=0), distinct=True),
     )
-    records = Record.objects.filter(datanet=datanet).aggregate(
-        total=Count("id"), accepted=Count("id", filter=Q(contribution__status=Contribution.Status.ACCEPTED)),
-        conflicts=Count("id", filter=Q(is_conflict=True, contribution__status=Contribution.Status.ACCEPTED)),
-        contributors=Count("contributor", filter=Q(contribution__status=Contribution.Status.ACCEPTED), distinct=True),
-    )
-    return {"contributions": contributions, "records": records, "versions": datanet.versions.count()}
+    records = {
+        "total": agg.pop("records_total") or 0, "accepted": agg.pop("records_accepted") or 0,
+        "contributors": agg.pop("contributors"),
+        "conflicts": Record.objects.filter(datanet=datanet, is_conflict=True,
+                                           contribution__status=Contribution.Status.ACCEPTED).count(),
+    }
+    return {"contributions": agg, "records": records, "versions": datanet.versions.count()}
+
+
+_WORD = re.compile(r"\w+")
+
+
+def record_search(qs: QuerySet[Record], search: str) -> QuerySet[Record]:
+    """Records whose text holds every word of `search` (whole words, any case), through the database's
+    full-text index (migration 0012): PostgreSQL to_tsvector('simple') @@ plainto_tsquery, SQLite FTS5."""
+    words = _WORD.findall(search)
+    if not words:
+        return qs
+    if connection.vendor == "postgresql":
+        # The expression must be the GIN index's, word for word, for the planner to use it.
+        return qs.filter(RawSQL("to_tsvector('simple'::regconfig, datanets_record.text) "
+                                "@@ plainto_tsquery('simple'::regconfig, %s)", [" ".join(words)],
+                                output_field=BooleanField()))
+    if connection.vendor == "sqlite":
+        match = " ".join('"' + w.replace('"', '""') + '"' for w in words)  # each a quoted term: no FTS syntax
+        return qs.filter(id__in=RawSQL("SELECT rowid FROM datanets_record_fts WHERE datanets_record_fts MATCH %s",
+                                       [match]))
+    q = Q()
+    for w in words:
+        q &= Q(text__icontains=w)
+    return qs.filter(q)
 
 
 def record_list(*, datanet: Datanet | None = None, label: str = "", contribution_id: int | None = None,
@@ -74,9 +117,11 @@ def record_list(*, datanet: Datanet | None = None, label: str = "", contribution
     if contribution_id:
         qs = qs.filter(contribution_id=contribution_id)
     if contributor:
-        qs = qs.filter(contributor__username=contributor)
+        # By id, not a join on the username: the (contributor, datanet, id) index then serves the page.
+        user_id = get_user_model().objects.filter(username=contributor).values_list("id", flat=True).first()
+        qs = qs.filter(contributor_id=user_id) if user_id is not None else qs.none()
     if search:
-        qs = qs.filter(text__icontains=search)
+        qs = record_search(qs, search)
     if accepted_only:
         qs = qs.filter(contribution__status=Contribution.Status.ACCEPTED)
     if conflicts is not None:
@@ -106,13 +151,22 @@ def contributions_visible_to(*, user, datanet: Datanet) -> QuerySet[Contribution
     return qs if user_can_curate(user=user, datanet=datanet) else qs.filter(contributor=user)
 
 
+RECORD_STATUSES = tuple(Contribution.Status.values)
+
+
 def records_visible_to(*, user, datanet: Datanet, label: str = "", contribution_id: int | None = None,
-                       contributor: str = "", conflicts: bool | None = None) -> QuerySet[Record]:
-    """Records `user` may read: a curator all of the Datanet's; others accepted ones and their own."""
+                       contributor: str = "", conflicts: bool | None = None, search: str = "",
+                       status: str = "") -> QuerySet[Record]:
+    """Records `user` may read, in id order: a curator all of the Datanet's; others accepted ones and their
+    own. `status` keeps those of contributions in that review status (accepted, pending, rejected)."""
     from datanets.services import user_can_curate
 
     qs = record_list(datanet=datanet, label=label, contribution_id=contribution_id, contributor=contributor,
-                     conflicts=conflicts)
+                     conflicts=conflicts, search=search)
+    if status:
+        qs = qs.filter(contribution__status=status)
+    if not user.is_authenticated:
+        return qs.filter(contribution__status=Contribution.Status.ACCEPTED)
     if not user_can_curate(user=user, datanet=datanet):
         qs = qs.filter(Q(contribution__status=Contribution.Status.ACCEPTED) | Q(contributor=user))
     return qs

@@ -632,6 +632,9 @@ def _commit_records(contribution: Contribution, staging: _Staging, stats: _Stats
                 Record.objects.filter(datanet=datanet, text_sha256__in=texts[i:i + 1000]).update(is_conflict=True)
             if texts:
                 conflicts = Record.objects.filter(contribution=c, is_conflict=True).count()
+        # Per-label counts of what was stored, for the Datanet page (summed there, never re-grouped).
+        cur.execute("SELECT label, COUNT(*) FROM datanets_record WHERE contribution_id = %s GROUP BY label", [c.id])
+        c.label_counts = {label: n for label, n in cur.fetchall()}
     _near_duplicates_assign(contribution=c, datanet=datanet)
     c.record_count = inserted
     c.duplicates_dropped = stats.total - stats.bad - inserted

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from core.errors import ApplicationError
 from core.roles import CONTRIBUTOR, CURATOR, role_required
 from datanets import harm, selectors, services
-from datanets.forms import DatanetCreateForm, DatanetFilterForm, MappingForm, UploadForm
+from datanets.forms import DatanetCreateForm, DatanetFilterForm, MappingForm, RecordFilterForm, UploadForm
 from datanets.models import Contribution, Datanet, DatanetVersion, HarmFlag
 
 RECORDS_PER_PAGE = 25
@@ -45,22 +45,47 @@ def datanet_create(request):
     return render(request, "datanets/create.html", {"form": form})
 
 
+def _records_context(request, datanet: Datanet) -> dict:
+    """One keyset page of the records the caller may read, filtered; the page and its htmx fragment share it.
+
+    Keyset (`after` = the last id shown) rather than page numbers: a page costs the same at record 1 or
+    record 1,000,000 and needs no COUNT of the matches (docs/datanets.md, browsing)."""
+    form = RecordFilterForm(request.GET or None, labels=datanet.labels, initial={"status": "accepted"})
+    f = form.cleaned_data if form.is_valid() else {}
+    status = f.get("status") or "accepted"
+    records = selectors.records_visible_to(
+        user=request.user, datanet=datanet, label=f.get("label", ""), contributor=f.get("contributor", ""),
+        search=f.get("q", ""), status="" if status == "any" else status)
+    after = f.get("after")
+    if after:
+        records = records.filter(id__gt=after)
+    rows = list(records[:RECORDS_PER_PAGE + 1])
+    more = len(rows) > RECORDS_PER_PAGE
+    rows = rows[:RECORDS_PER_PAGE]
+    query = request.GET.copy()
+    query.pop("after", None)
+    next_query = None
+    if more:
+        query["after"] = rows[-1].id
+        next_query = query.urlencode()
+        query.pop("after")
+    return {"datanet": datanet, "records": rows, "filter_form": form, "next_query": next_query,
+            "first_query": query.urlencode() if after else None, "filtered": any(f.get(k) for k in ("q", "label", "contributor")) or status != "accepted"}
+
+
 @require_GET
 def datanet_detail(request, slug):
     datanet = get_object_or_404(Datanet, slug=slug)
-    label = request.GET.get("label", "")
-    label = label if label in datanet.labels else ""
-    records = selectors.record_list(datanet=datanet, accepted_only=True, label=label)
-    page = Paginator(records, RECORDS_PER_PAGE).get_page(request.GET.get("page"))
-    if request.htmx and (request.GET.get("page") or "label" in request.GET):
-        return render(request, "datanets/_records.html", {"datanet": datanet, "page": page, "label": label})
+    context = _records_context(request, datanet)
+    if request.htmx and (request.htmx.target == "records" or request.GET):  # a filter or a page: the table only
+        return render(request, "datanets/_records.html", context)
     distribution = selectors.datanet_label_distribution(datanet=datanet)
     total = sum(n for _, n in distribution) or 1
     bars = [{"label": lab or "(none)", "n": n, "pct": round(100 * n / total, 1)} for lab, n in distribution]
     return render(request, "datanets/detail.html", {
-        "datanet": datanet, "counts": selectors.datanet_counts(datanet=datanet), "bars": bars,
+        **context, "counts": selectors.datanet_counts(datanet=datanet), "bars": bars,
         "contributors": selectors.datanet_contributors_ranked(datanet=datanet),
-        "versions": _with_queue_ahead(datanet.versions.all()), "page": page, "label": label,
+        "versions": _with_queue_ahead(datanet.versions.all()),
         "can_curate": services.user_can_curate(user=request.user, datanet=datanet),
     })
 

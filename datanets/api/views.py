@@ -11,6 +11,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -242,18 +243,39 @@ class ContributionRetryApi(APIView):
         return Response(ContributionSerializer(c, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
 
 
+class RecordCursorPagination(CursorPagination):
+    """Keyset pages in id order: `?cursor=` from `next`/`previous`; no COUNT, so a page costs the same at
+    any depth of a million-record Datanet. `limit` sets the page size (at most 200)."""
+
+    ordering = "id"
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 200
+
+
 class RecordListApi(PaginatedApi):
-    """A Datanet's records, paginated: accepted ones and the caller's own (curators: all)."""
+    """A Datanet's records in id order, keyset-paginated: accepted ones and the caller's own (curators: all);
+    full-text search (`q`: every word, whole words) and filters by label, contributor, review status.
+    Keyset rather than the API's page numbers: `next`/`previous` carry a cursor and there is no `count`,
+    so a page costs the same at any depth of a million-record Datanet (benchmarks/browse.py)."""
+
+    pagination_class = RecordCursorPagination
 
     @extend_schema(tags=TAGS, responses=RecordSerializer(many=True), parameters=[
+        OpenApiParameter("q", str, description="Full-text search: records holding every word"),
         OpenApiParameter("label", str), OpenApiParameter("contribution", ID_QUERY),
         OpenApiParameter("contributor", str, description="username"),
-        OpenApiParameter("conflicts", bool, description="Only (true) or no (false) conflicting records")])
+        OpenApiParameter("status", str, enum=selectors.RECORD_STATUSES, description="The contribution's review status"),
+        OpenApiParameter("conflicts", bool, description="Only (true) or no (false) conflicting records"),
+        OpenApiParameter("cursor", str, description="From `next`/`previous`"),
+        OpenApiParameter("limit", int, description="Page size, at most 200 (default 50)")])
     def get(self, request, slug: str):
         p = request.query_params
-        qs = selectors.records_visible_to(user=request.user, datanet=_datanet(slug), label=p.get("label", ""),
-                                          contribution_id=query_int(request, "contribution"),
-                                          contributor=p.get("contributor", ""), conflicts=query_bool(request, "conflicts"))
+        qs = selectors.records_visible_to(
+            user=request.user, datanet=_datanet(slug), label=p.get("label", ""),
+            contribution_id=query_int(request, "contribution"), contributor=p.get("contributor", ""),
+            conflicts=query_bool(request, "conflicts"), search=p.get("q", "")[:200],
+            status=query_choice(request, "status", selectors.RECORD_STATUSES))
         return self.paginate(qs, RecordSerializer)
 
 
