@@ -593,30 +593,49 @@ def contribution_ingest(*, contribution_id: int) -> Contribution:
     return contribution
 
 
+# Staged rows clustered at a time in phase 2: bounds the signatures and texts held in memory whatever the
+# file's size (the clusters do not depend on it: chunks go in id order, each against the roots before it).
+NEAR_DUP_CHUNK = 50_000
+
+
 def _commit_records(contribution: Contribution, staging: _Staging, stats: _Stats) -> None:
-    """Phase 2 (inside a transaction): staged rows -> Records, counts, conflicts, the stake."""
+    """Phase 2 (inside a transaction): staged rows -> Records, counts, conflicts, the stake.
+
+    Set-based and one pass over the new rows: their ids are drawn from the sequence and their
+    near-duplicate clusters found *before* the insert, from the signatures staged in phase 1, so one
+    INSERT writes each record once, clusters included (an UPDATE afterwards rewrote most rows and every
+    index entry of them: a third of phase 2, benchmarks/results/ingest.md)."""
     c = Contribution.objects.select_for_update().select_related("datanet").get(pk=contribution.pk)
     # One phase 2 at a time per Datanet: the duplicate check and the near-duplicate clusters then see
     # every earlier ingest's records, and record ids grow in ingest order (what "earlier" means).
     datanet = Datanet.objects.select_for_update().get(pk=c.datanet_id)
     s = staging.name
     live = "c.status <> 'rejected' AND c.ingest_state = 'done'"
+    postgres = connection.vendor == "postgresql"
     with connection.cursor() as cur:
-        if connection.vendor == "postgresql":
+        if postgres:
             cur.execute(f"ANALYZE {s}")  # PostgreSQL's plan (sorts and hashes) uses no index on it
         else:
             cur.execute(f"CREATE INDEX {s}_sha ON {s} (sha256)")
-        # Inserted in hash order, not file order (`row_number` keeps that): the (datanet, sha256) index
-        # then grows in order, about a quarter faster for big files. Within one file, the first of
-        # equal rows is kept.
+        # The rows to store: the first of equal rows in the file, unless the Datanet holds it live.
+        new_rows = (f"SELECT s.row_number, s.minhash, s.text FROM {s} s "  # noqa: S608 - generated table name
+                    f"WHERE s.row_number IN (SELECT MIN(row_number) FROM {s} GROUP BY sha256) "
+                    f"AND NOT EXISTS (SELECT 1 FROM datanets_record r JOIN datanets_contribution c ON c.id = r.contribution_id "
+                    f"WHERE r.datanet_id = %s AND r.sha256 = s.sha256 AND {live}) ORDER BY s.row_number")
+        keep = f"{s}_keep"
+        if stats.total - stats.bad > NEAR_DUP_CHUNK:  # clustered in chunks: later ones look up earlier roots
+            cur.execute(f"CREATE INDEX {s}_row ON {s} (row_number)")
+        cur.execute(f"CREATE TEMPORARY TABLE {keep} (row_number integer NOT NULL, id bigint NOT NULL, root bigint, "
+                    f"sim double precision)")
+        _new_records_cluster(datanet=datanet, staging=s, keep=keep, select=new_rows)
+        # Inserted in hash order, not file order (`row_number` keeps that; ids follow the file): the
+        # (datanet, sha256) index then grows in order, about a quarter faster for big files.
         cur.execute(
-            f"INSERT INTO datanets_record (datanet_id, contribution_id, contributor_id, text, label, sha256, "  # noqa: S608 - generated table name; values are parameters
-            f"text_sha256, row_number, is_conflict, minhash) "
-            f"SELECT %s, %s, %s, s.text, s.label, s.sha256, s.text_sha256, s.row_number, %s, s.minhash FROM {s} s "
-            f"WHERE s.row_number IN (SELECT MIN(row_number) FROM {s} GROUP BY sha256) "
-            f"AND NOT EXISTS (SELECT 1 FROM datanets_record r JOIN datanets_contribution c ON c.id = r.contribution_id "
-            f"WHERE r.datanet_id = %s AND r.sha256 = s.sha256 AND {live}) ORDER BY s.sha256",
-            [datanet.id, c.id, c.contributor_id, False, datanet.id])
+            f"INSERT INTO datanets_record (id, datanet_id, contribution_id, contributor_id, text, label, sha256, "  # noqa: S608 - generated table name; values are parameters
+            f"text_sha256, row_number, is_conflict, minhash, near_dup_of_id, near_dup_similarity) "
+            f"SELECT k.id, %s, %s, %s, s.text, s.label, s.sha256, s.text_sha256, s.row_number, %s, s.minhash, k.root, k.sim "
+            f"FROM {keep} k JOIN {s} s ON s.row_number = k.row_number ORDER BY s.sha256",
+            [datanet.id, c.id, c.contributor_id, False])
         inserted = cur.rowcount
         conflicts = 0
         if datanet.task == Datanet.Task.CLASSIFICATION:
@@ -633,9 +652,10 @@ def _commit_records(contribution: Contribution, staging: _Staging, stats: _Stats
             if texts:
                 conflicts = Record.objects.filter(contribution=c, is_conflict=True).count()
         # Per-label counts of what was stored, for the Datanet page (summed there, never re-grouped).
-        cur.execute("SELECT label, COUNT(*) FROM datanets_record WHERE contribution_id = %s GROUP BY label", [c.id])
+        cur.execute(f"SELECT s.label, COUNT(*) FROM {keep} k JOIN {s} s ON s.row_number = k.row_number "  # noqa: S608 - generated table name
+                    f"GROUP BY s.label")
         c.label_counts = {label: n for label, n in cur.fetchall()}
-    _near_duplicates_assign(contribution=c, datanet=datanet)
+        cur.execute(f"DROP TABLE {keep}")
     c.record_count = inserted
     c.duplicates_dropped = stats.total - stats.bad - inserted
     c.conflicts = conflicts
@@ -656,20 +676,85 @@ def _commit_records(contribution: Contribution, staging: _Staging, stats: _Stats
     }, f"contribution_stake:{c.id}")
 
 
-def _near_duplicates_assign(*, contribution: Contribution, datanet: Datanet) -> int:
-    """Put the contribution's new records into near-duplicate clusters (datanets/neardup.py) against the
-    Datanet's earlier roots, any contributor's, and each other. Returns how many joined a cluster."""
-    new = list(Record.objects.filter(contribution=contribution).order_by("id").values_list("id", "minhash"))
+def _record_ids_draw(n: int, after: int) -> np.ndarray:
+    """n new ids for datanets_record, ascending and above `after` (the last drawn), from its sequence.
+    SQLite: past the largest id used (AUTOINCREMENT's counter included); the writer lock this transaction
+    holds keeps them ours, and the insert moves the counter past them."""
+    with connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            cur.execute("SELECT nextval(pg_get_serial_sequence('datanets_record', 'id')) FROM generate_series(1, %s)", [n])
+            return np.sort(np.fromiter((row[0] for row in cur.fetchall()), dtype=np.int64, count=n))
+        cur.execute("SELECT MAX(m) FROM (SELECT MAX(id) AS m FROM datanets_record UNION ALL "
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'datanets_record')")
+        first = max(cur.fetchone()[0] or 0, after) + 1
+    return np.arange(first, first + n, dtype=np.int64)
+
+
+def _new_records_cluster(*, datanet: Datanet, staging: str, keep: str, select: str) -> None:
+    """Give each new staged row (from `select`, in file order) an id and its near-duplicate cluster
+    (datanets/neardup.py) against the Datanet's roots, any contributor's, and the rows before it; write
+    (row_number, id, root, similarity) into the `keep` table. In chunks of NEAR_DUP_CHUNK rows."""
     roots = list(Record.objects.filter(datanet=datanet, near_dup_of__isnull=True, minhash__isnull=False)
-                 .exclude(contribution=contribution).order_by("id").values_list("id", "minhash"))
-    if not new:
-        return 0
-    matches = neardup.cluster_assign(
-        new_ids=[r[0] for r in new], new_sigs=neardup.from_bytes([r[1] for r in new]),
-        root_ids=[r[0] for r in roots], root_sigs=neardup.from_bytes([r[1] for r in roots]),
-        texts=_record_texts, threshold=datanet.near_duplicate_threshold)
-    _near_duplicates_write(matches)
-    return len(matches)
+                 .order_by("id").values_list("id", "minhash"))
+    root_ids = np.asarray([r[0] for r in roots], dtype=np.int64)
+    root_sigs = neardup.from_bytes([r[1] for r in roots])
+    del roots
+    new_root_rows: dict[int, int] = {}  # id -> staged row number, for the roots found in earlier chunks
+    last_id = 0
+    postgres = connection.vendor == "postgresql"
+    raw = connection.connection
+    reader = raw.cursor(name=f"{staging}_new") if postgres else raw.cursor()
+    with connection.cursor() as cur:
+        try:
+            reader.execute(select.replace("%s", "%s" if postgres else "?"), [datanet.id])
+            while chunk := reader.fetchmany(NEAR_DUP_CHUNK):
+                rows = np.fromiter((r[0] for r in chunk), dtype=np.int64, count=len(chunk))
+                sigs = np.frombuffer(b"".join(bytes(r[1]) for r in chunk), dtype=neardup.SIGNATURE_DTYPE)
+                sigs = sigs.reshape(-1, neardup.NUM_PERM)
+                ids = _record_ids_draw(len(chunk), after=last_id)
+                last_id = int(ids[-1])
+                chunk_text = {int(i): r[2] for i, r in zip(ids, chunk, strict=True)}
+                del chunk
+
+                def texts(wanted: list[int], chunk_text=chunk_text) -> dict[int, str]:
+                    out = {i: chunk_text[i] for i in wanted if i in chunk_text}
+                    # Roots of earlier chunks: from the staging table (by its row-number index).
+                    staged = {new_root_rows[i]: i for i in wanted if i not in out and i in new_root_rows}
+                    keys = list(staged)
+                    for j in range(0, len(keys), 10_000):
+                        part = keys[j:j + 10_000]
+                        cur.execute(f"SELECT row_number, text FROM {staging} WHERE row_number IN "  # noqa: S608 - generated name
+                                    f"({', '.join(['%s'] * len(part))})", part)
+                        out.update({staged[r]: t for r, t in cur.fetchall()})
+                    out.update(_record_texts([i for i in wanted if i not in out]))
+                    return out
+
+                matches = neardup.cluster_assign(new_ids=ids, new_sigs=sigs, root_ids=root_ids, root_sigs=root_sigs,
+                                                 texts=texts, threshold=datanet.near_duplicate_threshold)
+                is_root = np.fromiter((int(i) not in matches for i in ids), dtype=bool, count=len(ids))
+                root_ids = np.concatenate((root_ids, ids[is_root]))
+                root_sigs = np.concatenate((root_sigs, sigs[is_root]))
+                new_root_rows.update(zip(ids[is_root].tolist(), rows[is_root].tolist(), strict=True))
+                out = [(int(r), int(i), *((m.root, round(m.similarity, 6)) if (m := matches.get(int(i))) else (None, None)))
+                       for r, i in zip(rows, ids, strict=True)]
+                _keep_write(cur, keep, out)
+                del chunk_text, out, sigs
+        finally:
+            reader.close()
+        if postgres:
+            cur.execute(f"ANALYZE {keep}")  # for the insert's join plan
+
+
+_NULL = "\\N"  # NULL in COPY's text format
+
+
+def _keep_write(cur, keep: str, rows: list[tuple]) -> None:
+    if connection.vendor == "postgresql":
+        with cur.cursor.copy(f"COPY {keep} (row_number, id, root, sim) FROM STDIN") as copy:
+            copy.write("".join(f"{r}\t{i}\t{_NULL if root is None else root}\t{_NULL if sim is None else repr(sim)}\n"
+                               for r, i, root, sim in rows))
+    else:
+        cur.executemany(f"INSERT INTO {keep} (row_number, id, root, sim) VALUES (%s, %s, %s, %s)", rows)  # noqa: S608 - generated name
 
 
 def _near_duplicates_write(matches: dict[int, neardup.Match]) -> None:

@@ -155,3 +155,27 @@ def test_one_token_variants_of_another_contributors_records_join_their_clusters(
     before = dict(Record.objects.filter(datanet=datanet).values_list("id", "near_dup_of_id"))
     services.datanet_near_duplicates_rebuild(datanet=datanet)
     assert dict(Record.objects.filter(datanet=datanet).values_list("id", "near_dup_of_id")) == before
+
+
+@pytest.mark.django_db
+def test_clusters_do_not_depend_on_the_phase_2_chunk_size(monkeypatch):
+    """Phase 2 clusters the new rows in chunks (bounded memory); a chunk's rows must see the roots of the
+    chunks before it, so any chunk size gives the clusters of one pass, ids in file order."""
+    rng = random.Random(5)
+    base = _phrasebank(60)
+    rows = base + [(label, _one_token_variant(text, rng)) for label, text in base[:30]] + base[:3]  # + exact dups
+    rng.shuffle(rows)
+
+    def clusters(chunk: int) -> tuple[list, int]:
+        monkeypatch.setattr(services, "NEAR_DUP_CHUNK", chunk)
+        datanet = DatanetFactory()
+        c = ingest(upload(datanet, contributor(), "x.csv", _csv(rows)))
+        recs = list(Record.objects.filter(contribution=c).order_by("id").values_list("id", "row_number", "near_dup_of_id",
+                                                                                       "near_dup_similarity"))
+        assert [r[1] for r in recs] == sorted(r[1] for r in recs)  # ids follow the file's rows
+        row_of = {rid: row for rid, row, _, _ in recs}
+        return [(row, row_of.get(root), sim) for _, row, root, sim in recs], c.duplicates_dropped
+
+    whole, dropped = clusters(10_000)
+    assert dropped == 3 and sum(1 for _, root, _ in whole if root is not None) >= 25
+    assert clusters(7) == (whole, dropped)
