@@ -99,6 +99,31 @@ def _drop_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)')
 
 
+# Phase-2 choices measured against each other (`--variant`, repeatable): each is the default ingest less one part.
+VARIANTS = {
+    "default": "the ingest as it is",
+    "no-search-index": "without the full-text index (PostgreSQL GIN on to_tsvector; SQLite the FTS5 triggers)",
+    "no-clusters": "without the near-duplicate clustering (signatures still computed and stored)",
+}
+
+
+def _apply_variant(case: dict) -> None:
+    variant = case.get("variant", "default")
+    if variant == "no-search-index":
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            if connection.vendor == "postgresql":
+                cur.execute("DROP INDEX datanets_record_text_fts")
+            else:
+                for name in ("ai", "ad", "au"):
+                    cur.execute(f"DROP TRIGGER datanets_record_fts_{name}")
+    elif variant == "no-clusters":
+        from datanets import neardup
+
+        neardup.cluster_assign = lambda **kwargs: {}
+
+
 def run_case(case: dict) -> dict:
     url = _fresh_database(case)
     os.environ["DATABASE_URL"] = url
@@ -127,6 +152,7 @@ def _setup():
 
 def _ingest(case: dict) -> dict:
     connection, pid = _setup()
+    _apply_variant(case)
     from django.core.files import File
 
     from accounts.services import user_create
@@ -241,6 +267,7 @@ def main() -> int:
     ap.add_argument("--rows", type=int, action="append", help="synthetic CSV sizes (repeatable)")
     ap.add_argument("--repeats", type=int, default=harness.MIN_REPEATS)
     ap.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
+    ap.add_argument("--variant", action="append", choices=list(VARIANTS), help="phase-2 variants (default: default)")
     ap.add_argument("--name", default=NAME, help="results file name")
     args = ap.parse_args()
     report = harness.Report(NAME, "ingest: the Datanet ingest against COPY", repeats=args.repeats)
@@ -257,11 +284,12 @@ def main() -> int:
             synthetic_csv(path, n)
             for db, template in templates.items():
                 common = {"rows": n, "path": str(path), "db": db, "template": template, "work": str(work)}
-                cases += [{"kind": "ingest", **common}, {"kind": "copy", **common}]
+                cases += [{"kind": "ingest", "variant": v, **common} for v in args.variant or ["default"]]
+                cases.append({"kind": "copy", **common})
 
         def progress(case, res):
             key = "ingest_wall_s" if case["kind"] == "ingest" else "copy_wall_s"
-            print(f"  {case['db']} {case['kind']} {case['rows']:,} rows: {res[key]:.1f} s wall, "
+            print(f"  {case['db']} {case['kind']} {case.get('variant', '')} {case['rows']:,} rows: {res[key]:.1f} s wall, "
                   f"{res.get('ingest_cpu_s', res.get('copy_cpu_s')):.1f} s CPU (repeat {res['repeat']})", flush=True)
 
         runs = harness.run_interleaved(__file__, cases, repeats=args.repeats, env=env, cwd=ROOT, on_result=progress)
@@ -279,12 +307,12 @@ def main() -> int:
 
 
 def write_report(report: harness.Report, runs: list[harness.Run], name: str) -> None:
-    by_key = {(r.case["db"], r.case["rows"], r.case["kind"]): r for r in runs}
+    by_key = {(r.case["db"], r.case["rows"], r.case["kind"], r.case.get("variant", "")): r for r in runs}
     rows, data = [], []
-    for (db, n, kind), run in by_key.items():
+    for (db, n, kind, variant), run in by_key.items():
         if kind != "ingest":
             continue
-        copy = by_key[(db, n, "copy")]
+        copy = by_key[(db, n, "copy", "")]
         rows_n = run.results[0]["rows"]
 
         def rate(key, r=run, n_rows=rows_n):
@@ -298,23 +326,23 @@ def write_report(report: harness.Report, runs: list[harness.Run], name: str) -> 
                                            [rows_n / v for v in copy.values("copy_wall_s")])
         copy_rate = harness.Stat.of([rows_n / v for v in copy.values("copy_cpu_s")])
         rss = run.stat("peak_rss_mb")
-        rows.append([db, f"{n:,}", f"{run.results[0]['records']:,} ({run.results[0]['near_dups']:,} near-dup)",
+        rows.append([db, variant, f"{n:,}", f"{run.results[0]['records']:,} ({run.results[0]['near_dups']:,} near-dup)",
                      rate("phase1_cpu_s").cell("{:,.0f}"), rate("phase2_cpu_s").cell("{:,.0f}"),
                      rate("ingest_cpu_s").cell("{:,.0f}"), copy_rate.cell("{:,.0f}"),
                      p2_ratio_cpu.cell(), all_ratio_cpu.cell(), p2_ratio_wall.cell(),
                      run.stat("phase2_wall_s").cell(), run.stat("ingest_wall_s").cell(),
                      f"{rss.max:.0f}"])
         median_run = sorted(run.results, key=lambda r: r["phase2_cpu_s"])[len(run.results) // 2]
-        data.append({"db": db, "rows": n, "runs": run.results, "copy_runs": copy.results,
+        data.append({"db": db, "variant": variant, "rows": n, "runs": run.results, "copy_runs": copy.results,
                      "phase2_over_copy_cpu": p2_ratio_cpu.as_dict(), "ingest_over_copy_cpu": all_ratio_cpu.as_dict(),
                      "phase2_over_copy_wall": p2_ratio_wall.as_dict(), "peak_rss_mb": rss.as_dict(),
                      "median_run_sql": median_run.get("sql")})
-    head = ["db", "rows", "records", "phase 1 rows/CPU s", "phase 2 rows/CPU s", "ingest rows/CPU s",
+    head = ["db", "variant", "rows", "records", "phase 1 rows/CPU s", "phase 2 rows/CPU s", "ingest rows/CPU s",
             "COPY rows/CPU s", "phase 2 / COPY (CPU)", "ingest / COPY (CPU)", "phase 2 / COPY (wall)",
             "phase 2 wall s", "ingest wall s", "peak RSS MB (max)"]
     sql_lines = []
     for d in data:
-        sql_lines += [f"Slowest statements of the median {d['db']} {d['rows']:,}-row ingest (count, wall s):", ""]
+        sql_lines += [f"Slowest statements of the median {d['db']} {d['variant']} {d['rows']:,}-row ingest (count, wall s):", ""]
         sql_lines += [f"- `{s}`: {n}, {t:.2f}" for s, n, t in d["median_run_sql"] or []]
         sql_lines.append("")
     md = "\n".join([*report.header(), *harness.table(head, rows), "",
@@ -323,7 +351,8 @@ def write_report(report: harness.Report, runs: list[harness.Run], name: str) -> 
                     "phase 2 moves the new rows into `Record` (exact dedup in the file and against the Datanet, "
                     "conflicts, near-duplicate clusters, indexes, the stake) in one transaction. COPY = PostgreSQL's "
                     "COPY of the same CSV into a plain two-column table (SQLite: executemany of the parsed rows), "
-                    "fresh database each run, interleaved. Ratios are rows/s ours over rows/s COPY, repeat by repeat.",
+                    "fresh database each run, interleaved. Ratios are rows/s ours over rows/s COPY, repeat by repeat. "
+                    "Variants: " + "; ".join(f"*{k}*: {v}" for k, v in VARIANTS.items()) + ".",
                     "", *sql_lines])
     print("\n" + md)
     harness.write(RESULTS, name, md, {**report.meta(), "cases": data})
