@@ -55,6 +55,7 @@ def pretrain_causal_lm(path: str | Path, *, texts: list[str], steps: int = 300, 
         torch.set_num_threads(threads)
     path = Path(path)
     tok = AutoTokenizer.from_pretrained(str(path))
+    tok.model_max_length = 1 << 40  # the corpus is tokenised whole, then cut into windows: no length warning
     model = AutoModelForCausalLM.from_pretrained(str(path))
     ids = torch.tensor(tok("\n".join(texts), add_special_tokens=False)["input_ids"], dtype=torch.long)
     if ids.numel() <= seq_len + 1:
