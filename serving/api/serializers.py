@@ -1,6 +1,29 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from serving.models import Inference
+
+# The stored attribution of a paid answer (serving.services.answer_settlement): records and contributors named
+# as POST .../explain names them. Nothing is required: a pending or failed call has empty lists, a generator's
+# records come from its spans (with `share`), and a record deleted since keeps what was stored.
+ATTRIBUTION_SCHEMA = {"type": "object", "properties": {
+    "method": {"type": "string", "description": "gradient | tracin | random | spans ('' while pending)"},
+    "status": {"type": "string", "description": "ready | pending | unavailable | queued | building"},
+    "label": {"type": "string", "description": "The label explained (classifiers): the one served"},
+    "reason": {"type": "string"},
+    "records": {"type": "array", "items": {"type": "object", "properties": {
+        "record_id": {"type": "integer"}, "score": {"type": "number"}, "share": {"type": "number"},
+        "text": {"type": "string"}, "label": {"type": "string"},
+        "contributor": {"type": "string", "description": "username"}, "contributor_id": {"type": "integer"}}}},
+    "contributors": {"type": "array", "items": {"type": "object", "properties": {
+        "user_id": {"type": "integer"}, "username": {"type": "string"}, "share": {"type": "number"}}}},
+    "spans": {"type": "array", "items": {"type": "object"}, "description": "Generators: spans of the output"},
+    "coverage": {"type": "number"}}}
+
+
+@extend_schema_field(ATTRIBUTION_SCHEMA)
+class AttributionField(serializers.JSONField):
+    pass
 
 
 class InferRequestSerializer(serializers.Serializer):
@@ -20,6 +43,7 @@ class SettlementSerializer(serializers.Serializer):
 
 class InferenceSerializer(serializers.ModelSerializer):
     model_id = serializers.IntegerField(read_only=True)
+    attribution = AttributionField(read_only=True)
     settlement = SettlementSerializer(source="*", read_only=True)
 
     class Meta:
