@@ -40,7 +40,7 @@ def main() -> int:
     args = ap.parse_args()
     from attribution.engines.base import Record
     from attribution.engines.spans import SpanEngine
-    from factory.serving import InferenceRequest, ServingConfig, ServingEngine
+    from serving.openlora import InferenceRequest, ServingConfig, ServingEngine
     from factory.training.modeling import load_tokenizer
     from factory.training.tiny import build_demo_generator
 

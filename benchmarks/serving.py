@@ -110,7 +110,7 @@ def naive_predict(base: str, adapter: Path, texts: list[str], dtype: torch.dtype
 def run_interleaved(engine, base: str, scenarios: dict[str, tuple[list[Path], list[str]]], batch: int) -> dict:
     """Serve each scenario's queue in windows of WINDOW_BATCHES batches, alternating between scenarios,
     so a change in the machine's load (it is shared) hits all of them alike."""
-    from factory.serving import InferenceRequest
+    from serving.openlora import InferenceRequest
 
     window = batch * WINDOW_BATCHES
     stats = {name: {"latencies": [], "seconds": 0.0, "hits": 0, "misses": 0, "load_s": 0.0} for name in scenarios}
@@ -153,8 +153,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from factory.serving import InferenceRequest, ServingConfig, ServingEngine
-    from factory.serving.adapters import load_adapter
+    from serving.openlora import InferenceRequest, ServingConfig, ServingEngine
+    from serving.openlora.adapters import load_adapter
 
     base = minilm_path()
     n_a = 256 if args.quick else 512

@@ -350,7 +350,7 @@ ENV_VARS += ("FACTORY_CHECKPOINT_EVERY", "FACTORY_PROGRESS_SECONDS", "FACTORY_RE
 
 # --- serving ---
 INSTALLED_APPS += ["serving"]
-# OpenLoRA serving (factory/serving): adapters held at once, by count and by bytes of weights; rows per
+# OpenLoRA serving (serving/openlora): adapters held at once, by count and by bytes of weights; rows per
 # forward pass; generation length; "" = CUDA when present. Backend: "inprocess" (the web process runs
 # the model), "http" (the inference server at SERVING_URL runs it) or "celery" (the `gpu` queue runs it;
 # the web process waits up to SERVING_TIMEOUT_SECONDS).
@@ -367,7 +367,7 @@ SERVING_BACKEND = env.str("SERVING_BACKEND", default="inprocess")
 SERVING_TIMEOUT_SECONDS = env.float("SERVING_TIMEOUT_SECONDS", default=60.0)
 # How long the batcher waits after a request for others to share its forward pass.
 SERVING_BATCH_WAIT_MS = env.float("SERVING_BATCH_WAIT_MS", default=5.0)
-# Backend "http": the long-lived inference process (python -m factory.serving.server) at this URL.
+# Backend "http": the long-lived inference process (python -m serving.openlora.server) at this URL.
 SERVING_URL = env.str("SERVING_URL", default="http://127.0.0.1:8765")
 # Paid inference: OPEN per call, longest input in characters, top records returned.
 SERVING_FEE_PER_CALL = env.str("SERVING_FEE_PER_CALL", default="0.01")  # a decimal string

@@ -13,6 +13,7 @@ api_v1 = [
     path("", include("datanets.api.urls")),
     path("", include("factory.api.urls")),
     path("", include("attribution.api.urls")),
+    path("", include("serving.api.urls")),
     path("", include("ledger.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
@@ -24,6 +25,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("datanets/", include("datanets.urls")),
     path("factory/", include("factory.urls")),
+    path("factory/", include("serving.urls")),  # the playground keeps its path under the model page
     path("attribution/", include("attribution.urls")),
     path("ledger/", include("ledger.urls")),
     path("admin/", admin.site.urls),

@@ -134,8 +134,3 @@ class JobFilterForm(forms.Form):
         self.fields["base_model"].queryset = BaseModel.objects.all()
         datanets = Datanet.objects.filter(versions__finetune_jobs__isnull=False).distinct().order_by("name")
         self.fields["datanet"].widget.choices = [("", "any Datanet")] + [(d.pk, d.name) for d in datanets]
-
-
-class PlaygroundForm(forms.Form):
-    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Type a sentence to try the model on"}),
-                           max_length=services.MAX_PREDICT_CHARS, strip=True)

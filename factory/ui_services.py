@@ -367,7 +367,7 @@ def markdown_render(text: str) -> SafeString:
 # Each is included only when its template exists, so the page works before (or without) those apps.
 MODEL_PAGE_EXTRAS = {
     "contributors": ("attribution/_model_contributors.html",),
-    "paid_inference": ("serving/_model_playground.html", "factory/_paid_inference.html"),
+    "paid_inference": ("serving/_model_playground.html",),
 }
 
 
@@ -385,26 +385,18 @@ def model_page_extras() -> dict[str, str]:
     return found
 
 
-def inference_attribution_context(inference) -> dict:
-    """What the playground shows beside a paid answer: contributor shares and top records with user
-    names, the generated text cut at its attributed spans, and the fee."""
-    if inference is None:
-        return {}
-    from attribution.selectors import usernames
-    from serving.selectors import output_segments
+def model_page_queryset() -> QuerySet[FineTunedModel]:
+    return FineTunedModel.objects.select_related("base_model", "datanet_version__datanet", "developer", "job")
 
-    attribution = inference.attribution or {}
-    contributors = attribution.get("contributors", [])
-    records = attribution.get("records", [])
-    ids = {c.get("user_id") for c in contributors} | {r.get("contributor_id") for r in records}
-    names = usernames([i for i in ids if i])
-    shares = [{"name": names.get(c.get("user_id"), "?"), "pct": round(100 * float(c.get("share", 0)), 1)}
-              for c in sorted(contributors, key=lambda c: -float(c.get("share", 0)))]
-    top = [{"text": r.get("text", ""), "score": r.get("score"), "name": names.get(r.get("contributor_id"), "")}
-           for r in records]
-    segments = []
-    if "text" in (inference.output or {}) and attribution.get("spans"):
-        segments = output_segments(text=inference.output["text"], spans=attribution["spans"])
-    return {"inference": inference, "attribution_method": attribution.get("method", ""),
-            "attribution_status": attribution.get("status", ""), "shares": shares, "top_records": top,
-            "segments": segments}
+
+def model_page_context(*, model: FineTunedModel) -> dict:
+    """The model page's context; the serving app's playground renders the same page after a run without
+    JavaScript, adding its own keys."""
+    extras = model_page_extras()
+    return {
+        "model": model, "card_html": markdown_render(model.model_card),
+        "metrics": {k: v for k, v in (model.metrics or {}).items() if isinstance(v, int | float)},
+        "extras": extras,
+        "contributors_template": extras.get("contributors", ""),
+        "paid_inference_template": extras.get("paid_inference", ""),
+    }

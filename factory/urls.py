@@ -17,5 +17,4 @@ urlpatterns = [
     path("models/", views.model_list, name="models"),
     path("models/<int:pk>/", views.model_detail, name="model"),
     path("models/<int:pk>/adapter.zip", views.model_download, name="model-download"),
-    path("models/<int:pk>/try/", views.model_playground, name="model-playground"),
 ]

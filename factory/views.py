@@ -1,11 +1,11 @@
 """HTML pages of the Model Factory: the fine-tune form with its live estimate, jobs (live curves, cancel,
-retry, comparison), the base-model catalog, and fine-tuned models with their card, download and playground.
+retry, comparison), the base-model catalog, and fine-tuned models with their card and download (the
+playground on the model page is the serving app's).
 Views stay thin: services write, factory.ui_services reads and lays out charts."""
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from core.errors import ApplicationError
 from core.roles import MODEL_DEVELOPER, role_required, user_has_role
 from factory import selectors, services, ui_services
-from factory.forms import FineTuneForm, JobFilterForm, PlaygroundForm, fine_tune_initial
+from factory.forms import FineTuneForm, JobFilterForm, fine_tune_initial
 from factory.models import BaseModel, FineTunedModel, FineTuneJob
 
 JOBS_PER_PAGE = 25
@@ -243,21 +243,12 @@ def model_list(request):
 
 
 def _model_or_404(pk) -> FineTunedModel:
-    return get_object_or_404(FineTunedModel.objects.select_related(
-        "base_model", "datanet_version__datanet", "developer", "job"), pk=pk)
+    return get_object_or_404(ui_services.model_page_queryset(), pk=pk)
 
 
 @require_GET
 def model_detail(request, pk):
-    model = _model_or_404(pk)
-    extras = ui_services.model_page_extras()
-    return render(request, "factory/model.html", {
-        "model": model, "card_html": ui_services.markdown_render(model.model_card),
-        "metrics": {k: v for k, v in (model.metrics or {}).items() if isinstance(v, int | float)},
-        "playground": PlaygroundForm(), "extras": extras,
-        "contributors_template": extras.get("contributors", ""),
-        "paid_inference_template": extras.get("paid_inference", ""),
-    })
+    return render(request, "factory/model.html", ui_services.model_page_context(model=_model_or_404(pk)))
 
 
 @login_required
@@ -272,39 +263,3 @@ def model_download(request, pk):
     response["Content-Disposition"] = f'attachment; filename="model-{model.id}-adapter.zip"'
     response["X-Adapter-SHA256"] = model.adapter_sha256
     return response
-
-
-@login_required
-@require_POST
-@transaction.non_atomic_requests  # the paid call commits its row and fee itself (a gpu worker may run it)
-def model_playground(request, pk):
-    """A paid inference from the model's page (serving's path, as the API): the answer, who it is owed
-    to and the fee. An htmx fragment, or the whole page without JavaScript."""
-    from serving.models import Inference
-    from serving.services import inference_execute
-
-    model = _model_or_404(pk)
-    form = PlaygroundForm(request.POST)
-    result, error, inference = None, "", None
-    if form.is_valid():
-        try:
-            inference = inference_execute(model=model, user=request.user, text=form.cleaned_data["text"],
-                                          channel=Inference.Channel.PLAYGROUND)
-            result = inference.output
-        except ApplicationError as exc:
-            error = exc.message
-    else:
-        error = " ".join(m for errors in form.errors.values() for m in errors)
-    bars = []
-    if result and "probabilities" in result:
-        bars = [{"label": k, "p": v, "pct": round(100 * v, 1)} for k, v in result["probabilities"].items()]
-    context = {"model": model, "result": result, "bars": bars, "error": error, "playground": form,
-               **ui_services.inference_attribution_context(inference)}
-    if request.htmx:  # htmx swaps only 2xx answers; the fragment itself says what went wrong
-        return render(request, "factory/_playground_result.html", context)
-    extras = ui_services.model_page_extras()
-    context.update({"card_html": ui_services.markdown_render(model.model_card), "extras": extras,
-                    "metrics": {k: v for k, v in (model.metrics or {}).items() if isinstance(v, int | float)},
-                    "contributors_template": extras.get("contributors", ""),
-                    "paid_inference_template": extras.get("paid_inference", "")})
-    return render(request, "factory/model.html", context, status=200 if not error else 400)

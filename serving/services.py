@@ -52,7 +52,7 @@ def serving_engine():
     global _engine
     with _engine_lock:
         if _engine is None:
-            from factory.serving import ServingConfig, ServingEngine
+            from serving.openlora import ServingConfig, ServingEngine
 
             _engine = ServingEngine(ServingConfig(
                 cache_adapters=settings.SERVING_CACHE_ADAPTERS, cache_bytes=settings.SERVING_CACHE_BYTES,
@@ -72,7 +72,7 @@ def serving_batcher():
     engine = serving_engine()
     with _engine_lock:
         if _batcher is None:
-            from factory.serving import Batcher
+            from serving.openlora import Batcher
 
             _batcher = Batcher(engine, max_wait_ms=settings.SERVING_BATCH_WAIT_MS)
         return _batcher
@@ -136,8 +136,8 @@ def inference_run(*, inference_id: int) -> Inference:
 
     Idempotent: a finished row is returned as is; accruals are keyed by the row (ledger idempotency).
     """
-    from factory.serving import InferenceRequest
-    from factory.serving.adapters import AdapterError
+    from serving.openlora import InferenceRequest
+    from serving.openlora.adapters import AdapterError
 
     inference = Inference.objects.select_related("model", "model__base_model").get(pk=inference_id)
     if inference.status != Inference.Status.PENDING:

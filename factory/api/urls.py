@@ -1,4 +1,4 @@
-from django.urls import include, path
+from django.urls import path
 
 from factory.api import views
 
@@ -11,5 +11,4 @@ urlpatterns: list = [
     path("factory/models/", views.ModelListApi.as_view(), name="api-factory-models"),
     path("factory/models/<int:model_id>/", views.ModelDetailApi.as_view(), name="api-factory-model"),
     path("factory/models/<int:model_id>/adapter/", views.ModelAdapterApi.as_view(), name="api-factory-model-adapter"),
-    path("", include("factory.api.inference")),
 ]

@@ -337,32 +337,6 @@ def test_adapter_download(client, dev_client, tiny_bert, trained_adapter):
     assert dev_client.get(url).status_code == 404
 
 
-def test_playground_runs_the_adapter(client, dev_client, tiny_bert, trained_adapter):
-    model = make_model(job=make_job(owner=dev_client.user, base=tiny_bert), result=trained_adapter)
-    url = reverse("factory:model-playground", args=[model.pk])
-    r = dev_client.post(url, {"text": "the company profit rose"}, **HTMX)
-    html = r.content.decode()
-    assert r.status_code == 200 and "<html" not in html
-    label = html.split('id="playground-label">')[1].split("<")[0]
-    assert label in model.labels and html.count('class="ft-bar"') == 3
-    # The playground is a paid call like the API's: one inference row, its fee shown, its payees listed.
-    from serving.models import Inference
-
-    inference = Inference.objects.get(model=model, channel=Inference.Channel.PLAYGROUND)
-    assert inference.status == Inference.Status.DONE and inference.output["label"] == label
-    assert 'id="playground-fee"' in html and inference.fee > 0
-    # No attribution index yet: the contributors' part is held (serving/tests/test_settlement.py) and says so.
-    assert inference.settlement == Inference.Settlement.PENDING and 'id="playground-settlement"' in html
-    assert "OPEN) held" in html and "attribution index is not ready yet" in html
-    r = dev_client.post(url, {"text": "   "}, **HTMX)
-    assert "required" in r.content.decode()
-    r = dev_client.post(url, {"text": "profit rose"})  # without htmx: the whole page with the answer
-    assert r.status_code == 200 and 'id="playground-label"' in r.content.decode() and "<h2>Model card" in r.content.decode()
-    client.logout()
-    assert client.post(url, {"text": "x"}).status_code == 403  # a POST without a login
-    assert dev_client.get(url).status_code == 405
-
-
 def test_markdown_render_escapes_everything():
     html = markdown_render("# T <script>\n\n| a | b |\n| --- | --- |\n| <i>x</i> | `y<z>` |\n\n- **bold** & more\n\n```\n<b>\n```")
     assert "<script>" not in html and "&lt;script&gt;" in html and "<td>&lt;i&gt;x&lt;/i&gt;</td>" in html
@@ -489,5 +463,5 @@ def test_balanced_preset_through_the_pages_with_a_real_worker(start_worker, tiny
     assert job.status == "succeeded", job.error
     assert 'class="ft-line"' in html and "Model ready" in html and "Confusion matrix" in html
     model = FineTunedModel.objects.get(job=job)
-    r = client.post(reverse("factory:model-playground", args=[model.pk]), {"text": "profit rose strongly"}, **HTMX)
+    r = client.post(reverse("serving:model-playground", args=[model.pk]), {"text": "profit rose strongly"}, **HTMX)
     assert html.count("<svg") == 2 and r.content.decode().split('id="playground-label">')[1].split("<")[0] in model.labels

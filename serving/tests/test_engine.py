@@ -1,10 +1,10 @@
-"""factory.serving: mixed-adapter batches give what each adapter gives alone under PEFT."""
+"""serving.openlora: mixed-adapter batches give what each adapter gives alone under PEFT."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from factory.serving import AdapterError, InferenceRequest, ServingConfig, ServingEngine, load_adapter
+from serving.openlora import AdapterError, InferenceRequest, ServingConfig, ServingEngine, load_adapter
 
 TEXTS = ["the company profit rose", "loss fell in quarter four and the outlook is weak", "hello",
          "First Citizen: speak, speak", "operating profit rose to EUR 13.1 mn from EUR 8.7 mn"]
@@ -140,7 +140,7 @@ def test_bad_adapters_fail_with_reasons(engine, tiny_bert, tmp_path, bert_adapte
 def test_batcher_puts_concurrent_callers_in_one_forward(tiny_bert, bert_adapters):
     import threading
 
-    from factory.serving import Batcher
+    from serving.openlora import Batcher
 
     engine = ServingEngine(ServingConfig(cache_adapters=8, max_batch=8, device="cpu"))
     reqs = [InferenceRequest(base_path=str(tiny_bert), adapter_dir=str(bert_adapters[i % 4]), text=TEXTS[i % 5])
@@ -172,7 +172,7 @@ def test_batcher_puts_concurrent_callers_in_one_forward(tiny_bert, bert_adapters
 
 def test_adapter_packed_into_one_buffer_keeps_every_tensor(bert_adapters):
     """The GPU path of load_adapter (one copy per adapter), run here on the CPU: same tensors, one storage."""
-    from factory.serving.adapters import _to_device_in_one_copy
+    from serving.openlora.adapters import _to_device_in_one_copy
 
     plain = load_adapter(bert_adapters[0])
     packed = load_adapter(bert_adapters[0])
@@ -192,7 +192,7 @@ def test_adapter_packed_into_one_buffer_keeps_every_tensor(bert_adapters):
 
 
 def test_int8_base_serves_mixed_batches_close_to_peft_fp32(tiny_bert, bert_adapters):
-    from factory.serving.lora import BatchedLoRALayer
+    from serving.openlora.lora import BatchedLoRALayer
 
     torch.set_num_threads(1)
     engine = ServingEngine(ServingConfig(cache_adapters=4, max_batch=16, device="cpu", dtype="int8"))

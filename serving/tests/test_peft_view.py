@@ -1,4 +1,4 @@
-"""The served base seen as a PEFT model (factory.serving.peft_view): the gradient engine's per-example
+"""The served base seen as a PEFT model (serving.openlora.peft_view): the gradient engine's per-example
 LoRA gradients taken on it equal those of `PeftModel.from_pretrained`, and serving is unchanged after."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from attribution.engines.gradient import LoraGradientHooks
-from factory.serving import InferenceRequest, ServingConfig, ServingEngine
 from factory.training.predict import load_adapter as peft_load
+from serving.openlora import InferenceRequest, ServingConfig, ServingEngine
 
 TEXTS = ["the company profit rose", "sales fell and jobs were cut in the quarter", "meeting"]
 

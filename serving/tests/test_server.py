@@ -1,4 +1,4 @@
-"""The long-lived inference process (factory.serving.server) and the web app's `http` backend."""
+"""The long-lived inference process (serving.openlora.server) and the web app's `http` backend."""
 from __future__ import annotations
 
 import json
@@ -12,10 +12,10 @@ import torch
 from rest_framework.test import APIClient
 
 from accounts.tests.factories import UserFactory
-from factory.serving import ServingConfig, ServingEngine
-from factory.serving.server import make_server
 from factory.tests.factories import make_version
 from ledger.models import RewardAccrual
+from serving.openlora import ServingConfig, ServingEngine
+from serving.openlora.server import make_server
 from serving.tests.factories import make_model
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from factory.serving.adapters import CONFIG_FILE, AdapterError, _scale
-from factory.serving.lora import BatchedLoRALayer, HeadSwitch
+from serving.openlora.adapters import CONFIG_FILE, AdapterError, _scale
+from serving.openlora.lora import BatchedLoRALayer, HeadSwitch
 
 CLASSIFICATION = "classification"
 ADAPTER_NAME = "default"  # PEFT's name for a single adapter, part of the index's recorded layout

@@ -1,6 +1,6 @@
 """A small long-lived inference process: the engine + batcher behind HTTP on localhost (no Django).
 
-    python -m factory.serving.server --port 8765 [--cache-adapters 100 --cache-bytes 536870912 --max-batch 32]
+    python -m serving.openlora.server --port 8765 [--cache-adapters 100 --cache-bytes 536870912 --max-batch 32]
 
 POST /infer  {"base_path", "adapter_dir", "text", "task"?, "max_new_tokens"?}  -> the engine's result
 GET  /stats  cache and device figures;  GET /healthz  "ok"
@@ -17,9 +17,9 @@ import logging
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from factory.serving.adapters import AdapterError
-from factory.serving.batcher import Batcher
-from factory.serving.engine import InferenceRequest, ServingConfig, ServingEngine
+from serving.openlora.adapters import AdapterError
+from serving.openlora.batcher import Batcher
+from serving.openlora.engine import InferenceRequest, ServingConfig, ServingEngine
 
 logger = logging.getLogger(__name__)
 MAX_BODY = 1 << 20

@@ -3,9 +3,9 @@
     engine = ServingEngine(ServingConfig(cache_adapters=100, cache_bytes=512 << 20))
     engine.infer([InferenceRequest(base_path=..., adapter_dir=..., text="...")])   # -> [dict]
 
-Requests for adapters of the same base (and task) run in one forward pass (`factory.serving.lora`);
+Requests for adapters of the same base (and task) run in one forward pass (`serving.openlora.lora`);
 different bases run one after another. Adapters are read from safetensors straight onto the device
-(`factory.serving.adapters`), never re-reading the base. CUDA is used when present. Thread-safe: one
+(`serving.openlora.adapters`), never re-reading the base. CUDA is used when present. Thread-safe: one
 forward at a time per base (the base's layers hold the batch's state).
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from factory.serving.adapters import AdapterError, LoadedAdapter, adapter_task, load_adapter
-from factory.serving.lora import BatchState, attach
+from serving.openlora.adapters import AdapterError, LoadedAdapter, adapter_task, load_adapter
+from serving.openlora.lora import BatchState, attach
 
 CLASSIFICATION = "classification"
 GENERATION = "generation"
@@ -212,8 +212,8 @@ class ServingEngine:
 
     def peft_view(self, base_path: str, adapter_dir: str):
         """Context manager: (module, tokenizer) of the served base with this adapter, PEFT-shaped, for
-        the gradient engine (see `factory.serving.peft_view`). Holds the base's lock while open."""
-        from factory.serving.peft_view import peft_view
+        the gradient engine (see `serving.openlora.peft_view`). Holds the base's lock while open."""
+        from serving.openlora.peft_view import peft_view
 
         return peft_view(self, base_path, adapter_dir)
 

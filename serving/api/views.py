@@ -4,7 +4,6 @@ Authenticated by session, token or `Api-Key` (per-key rate limit: accounts.authe
 thin: serving.services validates, runs, attributes and charges; its ApplicationError becomes the 4xx.
 """
 from django.db import transaction
-from django.urls import re_path
 from django.utils.decorators import method_decorator
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -47,10 +46,3 @@ class InferenceListApi(generics.ListAPIView):
     def get_queryset(self):
         model_id = self.request.query_params.get("model")
         return inference_list(user=self.request.user, model_id=int(model_id) if str(model_id).isdigit() else None)
-
-
-urlpatterns = [
-    # With or without the trailing slash: integrators POST to the documented path as written.
-    re_path(r"^models/(?P<model_id>[^/]+)/infer/?$", ModelInferApi.as_view(), name="api-model-infer"),
-    re_path(r"^inferences/?$", InferenceListApi.as_view(), name="api-inference-list"),
-]

@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import Future
 
-from factory.serving.engine import InferenceRequest, ServingEngine
+from serving.openlora.engine import InferenceRequest, ServingEngine
 
 
 class Batcher:
