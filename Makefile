@@ -13,7 +13,7 @@ help:
 	@echo "make run    - install, migrate, seed the demo once, start web + worker + chain on http://127.0.0.1:8000"
 	@echo "make test   - the test suite on PostgreSQL + Redis (127.0.0.1), then the money path on SQLite"
 	@echo "make forge  - fuzz and invariant tests of the contracts (forge, offline)"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff, the import contracts (import-linter) and the architecture doc check"
 	@echo "make bench  - benchmarks; tables printed and written to benchmarks/results/"
 
 .venv/.stamp-deps: requirements.txt
@@ -57,8 +57,12 @@ test-sqlite: deps
 	MF_ALLOW_SQLITE_TESTS=1 VAR_DIR=$$d DATABASE_URL=sqlite:///$$d/db.sqlite3 CELERY_BROKER_URL=filesystem:// \
 	  $(PY) -m pytest -m "not browser" -p no:cacheprovider $(SQLITE_TESTS); rc=$$?; rm -rf $$d; exit $$rc
 
+# ruff, then the import contracts (pyproject.toml [tool.importlinter]: layers, the ledger as a sink, engines
+# without Django), then that the apps' import graph has no cycle and docs/architecture.md matches the contracts.
 lint: .venv/.stamp-deps
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports --no-logo
+	$(PY) scripts/architecture.py --check
 
 bench: deps
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) benchmarks/run_all.py

@@ -3,7 +3,9 @@
 The tree is an OpenZeppelin `StandardMerkleTree` over (address account, uint256 weight in 1e-18 units),
 the leaf encoding of the reward tree: anyone can recompute its root from the downloadable file with
 `StandardMerkleTree.load(file.tree).root` (JS) or `manage.py verify_attribution`. The root goes on-chain
-once per model through the ledger outbox (`attribution_root_set`); see docs/attribution.md.
+once per model through the ledger outbox: with the model's registration, the last step of the post-training
+canvas (attribution/pipeline.py), or by `attribution_root_set` for a model registered before it had weights;
+see docs/attribution.md.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from attribution.models import AttributionPublication
 from attribution.selectors import usernames
 from core.errors import ApplicationError
 from core.merkle import standard_tree
+from factory.models import FineTunedModel
+from ledger.selectors import model_attribution_root, transaction_get
 from ledger.services import address_for_user, enqueue
 
 LEAF_TYPES = ["address", "uint256"]
@@ -23,6 +27,8 @@ UNITS = 10**18  # a weight of 1 is 1e18 units, as token amounts are in wei
 FILE_FORMAT = "model-factory-attribution-weights-v1"
 WEIGHTS_API_PATH = "/api/v1/models/{model_id}/attribution-weights"
 OUTBOX_KEY = "attribution_root_set:{model_id}"
+REGISTER_KEY = "model_register:{model_id}"
+ZERO_ROOT = "0x" + "00" * 32
 
 ERR_NOT_PUBLISHED = "This model's attribution weights are not published yet (its index is not ready)."
 
@@ -88,13 +94,16 @@ def weights_document(*, model, weights: dict[int, Decimal]) -> dict:
 
 
 def attribution_weights_publish(*, model, weights: dict[int, Decimal]) -> AttributionPublication | None:
-    """Freeze the model's weights file and queue its root for the chain, in the caller's transaction.
+    """Freeze the model's weights file, in the caller's transaction; its root reaches the chain with the model's
+    registration (`model_onchain_register`, the canvas's next step) or, for a model registered before its
+    weights were known, through the outbox's `attribution_root_set`.
 
     Once per model, as on-chain (the contract sets the root once): a model already published keeps its
     first file and root, and a rebuild's weights are not re-published (`published_matches_current` says
     whether they still agree). None when there are no positive weights and nothing was published.
     """
     with transaction.atomic():
+        FineTunedModel.objects.select_for_update().filter(pk=model.pk).first()  # one at a time with registration
         existing = AttributionPublication.objects.select_for_update().filter(model=model).first()
         if existing is not None or not weight_units(weights):
             return existing
@@ -102,10 +111,31 @@ def attribution_weights_publish(*, model, weights: dict[int, Decimal]) -> Attrib
         uri = WEIGHTS_API_PATH.format(model_id=model.pk)
         publication = AttributionPublication.objects.create(model=model, root=document["root"], document=document,
                                                             uri=uri)
-        enqueue("attribution_root_set", {
-            "model_id": model.pk, "adapter_hash": "0x" + model.adapter_sha256, "root": document["root"], "uri": uri,
-        }, OUTBOX_KEY.format(model_id=model.pk))
+        registered = transaction_get(idempotency_key=REGISTER_KEY.format(model_id=model.pk))
+        if registered is not None and registered.payload.get("attribution_root") != publication.root:
+            enqueue("attribution_root_set", {
+                "model_id": model.pk, "adapter_hash": "0x" + model.adapter_sha256, "root": document["root"],
+                "uri": uri,
+            }, OUTBOX_KEY.format(model_id=model.pk))
     return publication
+
+
+def model_onchain_register(*, model_id: int):
+    """Register the model on ModelRegistry through the outbox, with its published attribution root (zero when
+    none is published yet: the index failed, found no positive weights, or the model generates text; a later
+    publication then sets the root once). Idempotent: the outbox row is keyed by the model. None when the
+    model is gone."""
+    with transaction.atomic():
+        model = FineTunedModel.objects.select_for_update(of=("self",)).select_related("base_model").filter(pk=model_id).first()
+        if model is None:
+            return None
+        publication = AttributionPublication.objects.filter(model=model).first()
+        return enqueue("model_register", {
+            "model_id": model.pk, "name": model.name, "adapter_hash": "0x" + model.adapter_sha256,
+            "base_model": model.base_model.name if model.base_model else "",
+            "version_root": model.version_root, "attribution_root": publication.root if publication else ZERO_ROOT,
+            "developer_id": model.developer_id,
+        }, REGISTER_KEY.format(model_id=model.pk))
 
 
 def published_matches_current(*, publication: AttributionPublication, weights: dict[int, Decimal]) -> bool:
@@ -166,8 +196,6 @@ def attribution_file_verify(*, model, document: dict) -> dict:
     ok only when the file is consistent, is this model's, and its recomputed root is the model's root
     on-chain. Never raises for a bad file or a node that is down; it says why in `problems`.
     """
-    from ledger.selectors import model_attribution_root
-
     file_root, problems = weights_file_check(document)
     adapter = "0x" + model.adapter_sha256
     if str(document.get("adapter_hash", "")).lower() != adapter.lower():

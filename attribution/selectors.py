@@ -6,6 +6,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from attribution.models import AttributionIndex, ModelContributorWeight
+from datanets.models import Record
+from ledger.selectors import transaction_get
 
 
 def attribution_index_get(*, model) -> AttributionIndex | None:
@@ -45,8 +47,6 @@ def _summary(index: AttributionIndex | None) -> dict:
 
 
 def _with_records(entries: list[dict], limit: int) -> list[dict]:
-    from datanets.models import Record
-
     entries = entries[:limit]
     found = Record.objects.in_bulk([e["record_id"] for e in entries])
     out = []
@@ -95,7 +95,6 @@ def model_publication_overview(*, model) -> dict | None:
     """The published weights root of a model and where its chain write stands; None while unpublished."""
     from attribution.models import AttributionPublication
     from attribution.publication import OUTBOX_KEY, published_matches_current
-    from ledger.selectors import transaction_get
 
     publication = AttributionPublication.objects.filter(model=model).first()
     if publication is None:

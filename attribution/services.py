@@ -26,9 +26,14 @@ from attribution.harm import harm_findings, harm_flags_store
 from attribution.models import AttributionIndex, AttributionPublication, ModelContributorWeight
 from attribution.publication import attribution_weights_publish
 from attribution.selectors import model_contributor_weights, usernames  # noqa: F401 - weights re-exported
-from attribution.signals import attribution_index_ready
+from attribution.signals import attribution_index_ready, attribution_index_unsupported
+from attribution.tasks import attribution_index_build_task
 from core.errors import ApplicationError
+from datanets.models import Record
 from datanets.selectors import version_evaluation_records, version_near_duplicate_clusters, version_training_records
+from factory.models import FineTunedModel
+from factory.services import base_model_check
+from factory.training.types import Example
 
 logger = logging.getLogger(__name__)
 
@@ -75,41 +80,61 @@ def engine_settings() -> dict:
 # --- enqueue -----------------------------------------------------------------------------------------
 
 
+def _index_row_prepare(*, model) -> tuple[AttributionIndex, bool]:
+    """(the model's gradient index row, whether a build should run): in the caller's transaction. A model
+    already queued or being indexed is left alone; a ready or failed one is queued again. A generator gets
+    an `unsupported` row (serving attributes it by spans; it is told by the `attribution_index_unsupported`
+    signal)."""
+    index, created = AttributionIndex.objects.select_for_update().get_or_create(
+        model=model, method=AttributionIndex.Method.GRADIENT,
+        defaults={"status": AttributionIndex.Status.QUEUED, "settings": engine_settings()},
+    )
+    if model.task != CLASSIFICATION:
+        index.status, index.error = AttributionIndex.Status.UNSUPPORTED, ERR_NOT_CLASSIFIER
+        index.save(update_fields=["status", "error"])
+        attribution_index_unsupported.send(sender=AttributionIndex, index=index, model=model)
+        return index, False
+    if not created:
+        if index.status == AttributionIndex.Status.RUNNING or (
+            index.status == AttributionIndex.Status.QUEUED and index.attempts == 0
+        ):
+            return index, False
+        index.status, index.error, index.settings = AttributionIndex.Status.QUEUED, "", engine_settings()
+        index.save(update_fields=["status", "error", "settings"])
+    return index, True
+
+
 def attribution_index_build_enqueue(*, model) -> AttributionIndex:
-    """Queue the gradient index build for a fine-tuned model (called by the factory when training ends).
-
-    Joins the caller's transaction (or opens one); the task is sent when the outermost one commits. A model
-    already queued or being indexed is left alone; a ready or failed one is rebuilt. Generation models get
-    an `unsupported` row.
-    """
+    """Queue the gradient index build of a model (a rebuild from the pages or admin, or a model trained before
+    attribution existed); a new model's first build is a step of its post-training canvas instead
+    (attribution/pipeline.py). Joins the caller's transaction (or opens one); the task is sent when the
+    outermost one commits."""
     with transaction.atomic():
-        index, created = AttributionIndex.objects.select_for_update().get_or_create(
-            model=model, method=AttributionIndex.Method.GRADIENT,
-            defaults={"status": AttributionIndex.Status.QUEUED, "settings": engine_settings()},
-        )
-        if model.task != CLASSIFICATION:
-            index.status, index.error = AttributionIndex.Status.UNSUPPORTED, ERR_NOT_CLASSIFIER
-            index.save(update_fields=["status", "error"])
-            # Generators are attributed by reused spans: build the version's span index now, so the first
-            # paid answer is attributed by it rather than by the fallback split.
-            if model.datanet_version_id and model.base_model_id:
-                from serving.services import span_index_ensure
-
-                span_index_ensure(version=model.datanet_version, base_model=model.base_model)
-            return index
-        if not created:
-            if index.status == AttributionIndex.Status.RUNNING or (
-                index.status == AttributionIndex.Status.QUEUED and index.attempts == 0
-            ):
-                return index
-            index.status, index.error, index.settings = AttributionIndex.Status.QUEUED, "", engine_settings()
-            index.save(update_fields=["status", "error", "settings"])
-
-        from attribution.tasks import attribution_index_build_task
-
-        index_id = index.id
-        transaction.on_commit(lambda: attribution_index_build_task.delay(index_id))
+        index, build = _index_row_prepare(model=model)
+        if build:
+            index_id = index.id
+            transaction.on_commit(lambda: attribution_index_build_task.delay(index_id))
     return index
+
+
+def attribution_model_index(*, model_id: int, hostname: str = "") -> AttributionIndex | None:
+    """The canvas's index step: build a new model's gradient index in this task, so that the registration step
+    after it finds the published root. A redelivered step takes over its own RUNNING row (the old worker died);
+    a ready row is left as it is. Never raises for the model's own problems: the row says what failed, and the
+    registration runs regardless (with the zero root; a later build sets the real one)."""
+    model = FineTunedModel.objects.filter(pk=model_id).first()
+    if model is None:
+        return None
+    with transaction.atomic():
+        index = AttributionIndex.objects.select_for_update().filter(
+            model=model, method=AttributionIndex.Method.GRADIENT).first()
+        if index is None or index.status not in AttributionIndex.ACTIVE:
+            if index is not None and index.status == AttributionIndex.Status.READY:
+                return index
+            index, build = _index_row_prepare(model=model)
+            if not build:
+                return index
+    return attribution_index_build(index_id=index.id, hostname=hostname)
 
 
 # --- build -------------------------------------------------------------------------------------------
@@ -140,8 +165,6 @@ def index_directory(model) -> Path:
 
 
 def _base_path(model) -> str:
-    from factory.services import base_model_check
-
     if model.base_model is None:
         raise ApplicationError(ERR_NO_BASE)
     return base_model_check(model.base_model)
@@ -168,7 +191,6 @@ def training_split(model, meta: dict) -> tuple[list, list, dict[int, int]]:
     """(train examples, held-out examples, record id -> contributor id), split exactly as the trainer did
     (over the version's training records: curator-held evaluation records are never trained on)."""
     from factory.training.data import split_examples
-    from factory.training.types import Example
 
     version = model.datanet_version
     rows = list(version_training_records(version=version).order_by("id")
@@ -188,8 +210,6 @@ def validation_examples(model, *, held: list, train: list) -> tuple[list, str]:
     evaluation records when it has any ("evaluation_set": no contributor of the training split supplied
     them); else the fallback, the trainer's held-out split ("held_out"), else the training records
     ("training"). Why: docs/attribution.md, validation queries."""
-    from factory.training.types import Example
-
     rows = version_evaluation_records(version=model.datanet_version).order_by("id").values_list("id", "text", "label")
     evaluation = [Example(text=text, label=label, record_id=rid) for rid, text, label in rows]
     if evaluation:
@@ -431,7 +451,6 @@ def prediction_explain(*, model, text: str, top_k: int = 5, served: dict | None 
     from attribution.engines.base import Query
     from attribution.engines.gradient import GradientEngine, TextClassifier
     from attribution.engines.weights import contributor_shares, explanation_rows
-    from datanets.models import Record
 
     text = (text or "").strip()
     if not text:

@@ -21,3 +21,29 @@ def attribution_index_build_task(self, index_id: int) -> None:
     from attribution.services import attribution_index_build
 
     attribution_index_build(index_id=index_id, hostname=self.request.hostname or "unknown")
+
+
+# --- the post-training canvas's steps after training (declared in attribution/pipeline.py) -----------------
+
+@shared_task(bind=True, name="attribution.tasks.model_index_task", acks_late=True, reject_on_worker_lost=True,
+             track_started=True, ignore_result=True, soft_time_limit=SOFT_TIME_LIMIT_S, time_limit=HARD_TIME_LIMIT_S)
+def model_index_task(self, model_id: int | None) -> int | None:
+    """Build the new model's index (None: training made no model, nothing to do); pass the model on. It never
+    fails the canvas: the model is registered whatever the index's fate (its row says what failed)."""
+    from attribution.services import attribution_model_index
+
+    if model_id is not None:
+        try:
+            attribution_model_index(model_id=model_id, hostname=self.request.hostname or "unknown")
+        except Exception:
+            logger.exception("the attribution index of model %s failed; registering it regardless", model_id)
+    return model_id
+
+
+@shared_task(name="attribution.tasks.model_register_task", acks_late=True, ignore_result=True)
+def model_register_task(model_id: int | None) -> None:
+    """Register the model on-chain with its published attribution root (outbox; idempotent per model)."""
+    from attribution.publication import model_onchain_register
+
+    if model_id is not None:
+        model_onchain_register(model_id=model_id)

@@ -12,11 +12,10 @@ from attribution.forms import ExplainForm
 from attribution.publication import publication_get, weights_file_name
 from attribution.services import attribution_index_build_enqueue, prediction_explain
 from core.errors import ApplicationError
+from factory.models import FineTunedModel
 
 
 def _model(model_id: int):
-    from factory.models import FineTunedModel
-
     return get_object_or_404(FineTunedModel.objects.select_related("base_model", "datanet_version__datanet"),
                              pk=model_id)
 

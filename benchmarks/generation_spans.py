@@ -40,9 +40,9 @@ def main() -> int:
     args = ap.parse_args()
     from attribution.engines.base import Record
     from attribution.engines.spans import SpanEngine
-    from serving.openlora import InferenceRequest, ServingConfig, ServingEngine
     from factory.training.modeling import load_tokenizer
     from factory.training.tiny import build_demo_generator
+    from serving.openlora import InferenceRequest, ServingConfig, ServingEngine
 
     text = DATA.read_text(encoding="utf-8")
     work = Path(tempfile.mkdtemp(prefix="bench-genspans-"))

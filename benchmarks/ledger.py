@@ -73,6 +73,7 @@ def run_case(args) -> dict:
         rewards_accrue,
         rewards_epoch_close,
     )
+    from ledger.tests.factories import datanet_payload
 
     out: dict = {}
     signer = client.get_signer()
@@ -102,16 +103,18 @@ def run_case(args) -> dict:
                                       file_sha256=h(i, "file")[2:], stake=Decimal(10), curator=curator)
           for i in range(2)]
     keys = {}
-    keys["datanet_create"] = enqueue("datanet_create", {"datanet_id": d.pk}, "dc").pk
+    keys["datanet_create"] = enqueue("datanet_create", datanet_payload(d), "dc").pk  # as datanets.services writes it
     for i, x in enumerate(cs):
         keys.setdefault("contribution_stake", enqueue("contribution_stake", {
             "contribution_id": x.pk, "datanet_id": d.pk, "contributor_id": x.contributor_id,
             "content_hash": "0x" + x.file_sha256, "stake": "10"}, f"s{i}").pk)
     keys["contribution_accept"] = enqueue("contribution_accept", {"contribution_id": cs[0].pk, "datanet_id": d.pk,
-                                                                  "content_hash": "0x" + cs[0].file_sha256}, "a").pk
+                                                                  "content_hash": "0x" + cs[0].file_sha256,
+                                                                  "decider_id": curator.pk}, "a").pk
     keys["contribution_reject"] = enqueue("contribution_reject", {"contribution_id": cs[1].pk, "datanet_id": d.pk,
                                                                   "content_hash": "0x" + cs[1].file_sha256,
-                                                                  "slash_fraction": "0.25", "reason": "x"}, "r").pk
+                                                                  "slash_fraction": "0.25", "reason": "x",
+                                                                  "decider_id": curator.pk}, "r").pk
     keys["version_register"] = enqueue("version_register", {"version_id": 1, "datanet_id": d.pk, "number": 1,
                                                             "merkle_root": h(1, "root"), "record_count": 1000}, "v").pk
     keys["model_register"] = enqueue("model_register", {

@@ -1,12 +1,19 @@
-"""Health of the parts the app depends on."""
+"""Health of the parts the app depends on. Core knows the database, the broker and the workers; an app above
+it adds its own check (the ledger: the chain) with `health_check_register`, since core imports no app."""
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+
+from core.models import TaskProbe, WorkerHeartbeat
+from core.tasks import probe_task
 
 BROKER_TIMEOUT_SECONDS = 3
 
@@ -37,29 +44,24 @@ def check_database() -> Check:
 
 
 def check_broker() -> Check:
-    from config.celery import app
-
     url = settings.CELERY_BROKER_URL
     try:
-        with app.connection_for_write(url) as conn:
+        with current_app.connection_for_write(url) as conn:  # the project's app (config/celery.py)
             conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
         return Check(ok=True, detail=_redact(url))
     except Exception as exc:
         return Check(ok=False, detail=f"{_redact(url)}: {exc.__class__.__name__}: {exc}")
 
 
-def check_chain() -> Check:
-    if not settings.WEB3_PROVIDER_URI:
-        return Check(ok=True, configured=False, detail="WEB3_PROVIDER_URI not set")
-    from ledger.client import chain_status
+_extra_checks: dict[str, Callable[[], Check]] = {}
 
-    status = chain_status()
-    return Check(ok=status["ok"], detail=status["detail"], extra={k: v for k, v in status.items() if k not in ("ok", "detail")})
+
+def health_check_register(name: str, check: Callable[[], Check]) -> None:
+    """Add a named check to /healthz (called from an AppConfig.ready; registering a name again replaces it)."""
+    _extra_checks[name] = check
 
 
 def check_workers() -> Check:
-    from core.models import WorkerHeartbeat
-
     try:
         cutoff = timezone.now() - timezone.timedelta(seconds=settings.WORKER_STALE_SECONDS)
         alive = list(WorkerHeartbeat.objects.filter(last_seen__gte=cutoff).values("hostname", "queues", "last_seen"))
@@ -77,11 +79,6 @@ def check_workers() -> Check:
 
 def check_round_trip(timeout: float = 10.0) -> Check:
     """Send a probe task through the broker and wait for a worker to write its row."""
-    import uuid
-
-    from core.models import TaskProbe
-    from core.tasks import probe_task
-
     nonce = uuid.uuid4().hex
     started = time.monotonic()
     try:
@@ -106,7 +103,7 @@ def health_report(*, deep: bool = False) -> tuple[bool, dict]:
     checks = {
         "database": check_database(),
         "broker": check_broker(),
-        "chain": check_chain(),
+        **{name: check() for name, check in _extra_checks.items()},
         "workers": check_workers(),
     }
     if deep:

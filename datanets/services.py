@@ -105,7 +105,12 @@ def datanet_create(*, owner, name: str, domain: str = Datanet.Domain.OTHER, task
     datanet.save()
     for curator in curators:
         curator_appoint(datanet=datanet, user=curator)
-    enqueue("datanet_create", {"datanet_id": datanet.id}, f"datanet_create:{datanet.id}")
+    # Everything the ledger's planner and audit need: it reads no Datanet row (ledger is a sink).
+    enqueue("datanet_create", {
+        "datanet_id": datanet.id, "name": datanet.name, "slug": datanet.slug, "owner_id": datanet.owner_id,
+        "curator_ids": sorted(datanet.curators.values_list("pk", flat=True)),
+        "min_stake": decimal_str(datanet.min_stake), "slash_bps": int(Decimal(datanet.slash_fraction) * 10_000),
+    }, f"datanet_create:{datanet.id}")
     return datanet
 
 
@@ -839,6 +844,11 @@ def _decide(*, contribution: Contribution, curator, decision: str, reason: str) 
     return c
 
 
+def _decider_id(c: Contribution) -> int:
+    """Whose custodial key signs the on-chain decision: the deciding curator, else the Datanet's owner."""
+    return c.curator_id or c.datanet.owner_id
+
+
 @transaction.atomic
 def contribution_accept(*, contribution: Contribution, curator, reason: str = "") -> Contribution:
     """Accept: the records join the Datanet; the stake is bonded for LEDGER_STAKE_BOND_SECONDS (slashable for
@@ -850,7 +860,8 @@ def contribution_accept(*, contribution: Contribution, curator, reason: str = ""
         c.bond, c.bonded_until = Contribution.Bond.BONDED, c.decided_at + timedelta(seconds=settings.LEDGER_STAKE_BOND_SECONDS)
         c.save(update_fields=["bond", "bonded_until"])
     enqueue("contribution_accept", {"contribution_id": c.id, "datanet_id": c.datanet_id,
-                                    "content_hash": "0x" + c.file_sha256}, f"contribution_accept:{c.id}")
+                                    "content_hash": "0x" + c.file_sha256, "decider_id": _decider_id(c)},
+            f"contribution_accept:{c.id}")
     return c
 
 
@@ -865,7 +876,8 @@ def contribution_reject(*, contribution: Contribution, curator, reason: str) -> 
         return c
     enqueue("contribution_reject", {"contribution_id": c.id, "datanet_id": c.datanet_id,
                                     "content_hash": "0x" + c.file_sha256,
-                                    "slash_fraction": decimal_str(c.datanet.slash_fraction), "reason": reason},
+                                    "slash_fraction": decimal_str(c.datanet.slash_fraction), "reason": reason,
+                                    "decider_id": _decider_id(c)},
             f"contribution_reject:{c.id}")
     return c
 

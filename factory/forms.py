@@ -4,7 +4,7 @@ from django import forms
 from django.urls import reverse
 
 from core.errors import ApplicationError
-from datanets.models import DatanetVersion
+from datanets.models import Datanet, DatanetVersion
 from factory import services
 from factory.models import BaseModel, FineTuneJob
 
@@ -128,8 +128,6 @@ class JobFilterForm(forms.Form):
     mine = forms.BooleanField(required=False, label="only mine")
 
     def __init__(self, *args, **kwargs):
-        from datanets.models import Datanet
-
         super().__init__(*args, **kwargs)
         self.fields["base_model"].queryset = BaseModel.objects.all()
         datanets = Datanet.objects.filter(versions__finetune_jobs__isnull=False).distinct().order_by("name")

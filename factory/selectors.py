@@ -1,7 +1,7 @@
 """Read queries for the Model Factory."""
 from __future__ import annotations
 
-from factory.models import FineTuneJob
+from factory.models import FineTunedModel, FineTuneJob
 
 
 def finetune_job_queue_position(*, job: FineTuneJob) -> dict:
@@ -12,3 +12,9 @@ def finetune_job_queue_position(*, job: FineTuneJob) -> dict:
         "ahead": queued.filter(created_at__lt=job.created_at).count(),
         "running": FineTuneJob.objects.filter(status=FineTuneJob.Status.RUNNING).count(),
     }
+
+
+def finetuned_model_id(*, job_id: int) -> int | None:
+    """The model a succeeded job made, or None."""
+    return FineTunedModel.objects.filter(job_id=job_id, job__status=FineTuneJob.Status.SUCCEEDED) \
+        .values_list("pk", flat=True).first()

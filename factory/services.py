@@ -1,6 +1,7 @@
 """Model Factory business logic: the base-model catalog, validating and queueing fine-tunes, running them
 on a worker (through factory.training, which knows no Django), recovering jobs of dead workers, and
-turning a finished run into a FineTunedModel registered through the ledger outbox.
+turning a finished run into a FineTunedModel (indexed and registered on-chain by the canvas that follows,
+attribution/pipeline.py).
 """
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import logging
 import math
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from celery import Signature
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, Q, Value
@@ -19,10 +22,12 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from core.errors import ApplicationError
+from core.models import WorkerHeartbeat
 from datanets.chat import conversation_load
 from datanets.models import Datanet
 from datanets.selectors import version_training_records
 from factory.models import BaseModel, FineTunedModel, FineTuneJob, JobMetric
+from factory.tasks import finetune_job_run_task
 from factory.training import (
     Example,
     Progress,
@@ -464,16 +469,35 @@ def finetune_estimate(*, datanet_version, base_model: BaseModel, task: str, para
 
 # --- jobs: create, cancel, retry -------------------------------------------------------------------
 
+# The post-training chain (train -> attribution index -> on-chain registration with the attribution root) is one
+# Celery canvas, declared by the attribution app (attribution/pipeline.py): it sits above the factory, so it
+# registers its canvas here when Django starts (AttributionConfig.ready) and the factory imports nothing above
+# it. Without one registered (the factory on its own) a job's message is the training step alone.
+PipelineBuilder = Callable[[int, str], Signature]
+_pipeline: PipelineBuilder | None = None
+
+
+def finetune_pipeline_set(build: PipelineBuilder | None) -> None:
+    """Register the canvas that a job's message is: `build(job_id, task_id)`, whose first step is
+    `finetune_job_run_task` with that task id (cancel revokes it)."""
+    global _pipeline
+    _pipeline = build
+
+
+def finetune_training_step(job_id: int, task_id: str) -> Signature:
+    """The canvas's first step; it returns the new model's id (None: no model) to the next step."""
+    return finetune_job_run_task.si(job_id).set(task_id=task_id)
+
+
 def _queue(job: FineTuneJob) -> None:
-    """Send the job's message after commit. Its task id is written first, with the row: a run whose
-    message id is not the row's (a message re-sent by `finetune_jobs_redispatch`, or one a recovery
+    """Send the job's canvas after commit. Its training step's task id is written first, with the row: a run
+    whose message id is not the row's (a message re-sent by `finetune_jobs_redispatch`, or one a recovery
     superseded) does nothing, so a re-send never runs a job twice. For a queued job `heartbeat_at` says
     when its message was last sent."""
-    from factory.tasks import finetune_job_run_task
-
     task_id = str(uuid.uuid4())
     FineTuneJob.objects.filter(pk=job.pk).update(celery_task_id=task_id, heartbeat_at=timezone.now())
-    transaction.on_commit(lambda: finetune_job_run_task.apply_async(args=[job.id], queue="gpu", task_id=task_id))
+    canvas = (_pipeline or finetune_training_step)(job.id, task_id)
+    transaction.on_commit(canvas.apply_async)
 
 
 @transaction.atomic
@@ -559,8 +583,6 @@ def finetune_job_fail(*, job_id: int, reason: str) -> bool:
 
 
 def _worker_alive(hostname: str) -> bool:
-    from core.models import WorkerHeartbeat
-
     stale = timezone.now() - timezone.timedelta(seconds=settings.WORKER_STALE_SECONDS)
     return WorkerHeartbeat.objects.filter(hostname=hostname, last_seen__gte=stale).exists()
 
@@ -707,8 +729,8 @@ def _contributors(version) -> list[tuple[str, int]]:
 
 
 def finetune_job_finish(*, job_id: int, result: TrainResult) -> FineTuneJob:
-    """In one transaction: the FineTunedModel (ready), the ledger outbox row registering it, the
-    attribution index build, and the job marked succeeded. A crash before commit leaves none of them."""
+    """In one transaction: the FineTunedModel (ready) and the job marked succeeded. A crash before commit
+    leaves neither. Indexing and on-chain registration are the canvas's next steps (attribution/pipeline.py)."""
     from django.db import IntegrityError
 
     from factory.training.artifacts import CARD_FILE, model_card_render
@@ -738,8 +760,6 @@ def finetune_job_finish(*, job_id: int, result: TrainResult) -> FineTuneJob:
             )
         except IntegrityError:  # finished before (a redelivered task); nothing to add
             return job
-        _register_on_chain(model)
-        _attribution_hook(model)
         job.status, job.finished_at = FineTuneJob.Status.SUCCEEDED, timezone.now()
         job.metrics, job.best_epoch, job.step = result.metrics, result.best_epoch, result.steps
         job.resumed_from_step = max(job.resumed_from_step, result.resumed_from_step)
@@ -776,31 +796,6 @@ def finetune_job_checkpoints_remove(*, job: FineTuneJob) -> int:
 def finetune_job_disk_bytes(*, job: FineTuneJob) -> int:
     """Bytes the job's folder takes on disk (adapter, index, and checkpoints while it can resume)."""
     return _folder_bytes(Path(job.output_dir)) if job.output_dir else 0
-
-
-def _register_on_chain(model: FineTunedModel) -> None:
-    from ledger.services import enqueue
-
-    # No weights exist yet (the index is built after training): zero is a placeholder. The attribution app
-    # sets the real root once, later, with ModelRegistry.setAttributionRoot (outbox kind attribution_root_set).
-
-    enqueue("model_register", {
-        "model_id": model.id, "adapter_hash": "0x" + model.adapter_sha256, "base_model": model.base_model.name,
-        "version_root": model.version_root, "attribution_root": "0x" + "00" * 32, "developer_id": model.developer_id,
-    }, f"model_register:{model.id}")
-
-
-def _attribution_hook(model: FineTunedModel) -> None:
-    """Ask the attribution app to index the model, when it offers the hook; its failure never loses the model."""
-    try:
-        from attribution.services import attribution_index_build_enqueue
-    except ImportError:
-        return
-    try:
-        with transaction.atomic():
-            attribution_index_build_enqueue(model=model)
-    except Exception:
-        logger.exception("attribution index for model %s could not be queued", model.id)
 
 
 # --- recovery of jobs whose worker died ------------------------------------------------------------

@@ -125,13 +125,12 @@ def _p(row, key, default=None):
 
 
 def _datanet(ch: _Chain, row):
-    from datanets.models import Datanet  # the ledger's planners read the same row
-
-    d = Datanet.objects.filter(pk=_p(row, "datanet_id")).first()
-    if d is None:
-        return f"datanet {_p(row, 'datanet_id')} deleted", "", False
-    db = f"min stake {_wei(d.min_stake)} · slash {int(Decimal(d.slash_fraction) * 10_000)} bps"
-    e = ch.datanets.get(d.pk)
+    """The terms the datanets app asked for (the row's payload, as the planner sent them) against the chain's."""
+    datanet_id = int(_p(row, "datanet_id", 0))
+    if _p(row, "min_stake") is None or _p(row, "slash_bps") is None:
+        return f"datanet {datanet_id}: the row carries no terms", "", False
+    db = f"min stake {_wei(_p(row, 'min_stake'))} · slash {int(_p(row, 'slash_bps'))} bps"
+    e = ch.datanets.get(datanet_id)
     if e is None or "owner" not in e:
         return db, "no DatanetCreated", False
     chain = f"min stake {e['minStake']} · slash {e['slashBps']} bps"

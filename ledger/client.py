@@ -17,6 +17,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from core.services import Check
+
 logger = logging.getLogger(__name__)
 
 RPC_TIMEOUT_SECONDS = 5
@@ -75,6 +77,16 @@ def chain_status() -> dict:
         return {"ok": True, "detail": f"chain {chain_id} at block {block}", "chain_id": chain_id, "block": block}
     except Exception as exc:
         return {"ok": False, "detail": f"{uri}: {exc.__class__.__name__}: {str(exc)[:200]}"}
+
+
+def chain_health():
+    """The chain's line in /healthz (registered with core in LedgerConfig.ready): not configured without
+    WEB3_PROVIDER_URI, else whether the node answers."""
+    if not settings.WEB3_PROVIDER_URI:
+        return Check(ok=True, configured=False, detail="WEB3_PROVIDER_URI not set")
+    status = chain_status()
+    return Check(ok=status["ok"], detail=status["detail"],
+                 extra={k: v for k, v in status.items() if k not in ("ok", "detail")})
 
 
 def rpc(fn, *args, **kwargs):

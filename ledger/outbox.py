@@ -131,21 +131,24 @@ def _allowance_call(ctx: Ctx, spender, amount: int):
 # --- planners: the next call a row needs, from the chain's state; None when it is all done ---------
 
 def _plan_datanet_create(ctx: Ctx, row):
-    from datanets.models import Datanet
-
+    """The payload carries the Datanet's terms, owner and curators as the datanets app set them (the ledger
+    reads no other app's rows)."""
     reg = ctx.c["DatanetRegistry"]
-    datanet = _get(Datanet, _p(row, "datanet_id"), "datanet")
-    if reg.functions.datanets(datanet.pk).call()[2]:
+    datanet_id = int(_p(row, "datanet_id"))
+    if reg.functions.datanets(datanet_id).call()[2]:
         return None
     curators = set()
-    for user in datanet.curators.all().select_related("profile"):
-        curators.add(custodial_address_for_user_id(user.pk))  # the server signs decisions with it
-        curators.add(address_for_user(user))  # and a curator's own wallet may decide directly
+    for user_id in _p(row, "curator_ids"):
+        curators.add(custodial_address_for_user_id(int(user_id)))  # the server signs decisions with it
+        curators.add(address_for_user(_user(user_id)))  # and a curator's own wallet may decide directly
     if len(curators) > 32:
         raise PermanentError("a Datanet has at most 32 on-chain curator addresses")
-    bps = int(Decimal(datanet.slash_fraction) * 10_000)
+    bps = int(_p(row, "slash_bps"))
+    if not 0 <= bps <= 10_000:
+        raise PermanentError(f"slash_bps out of range: {bps}")
     return reg.functions.createDatanet(
-        datanet.pk, address_for_user(datanet.owner), sorted(curators), _wei(datanet.min_stake, "min_stake"), bps)
+        datanet_id, address_for_user(_user(_p(row, "owner_id"))), sorted(curators), _wei(_p(row, "min_stake"), "min_stake"),
+        bps)
 
 
 STAKE_NONE, STAKE_PENDING, STAKE_ACCEPTED, STAKE_REJECTED = range(4)
@@ -167,15 +170,6 @@ def _plan_contribution_stake(ctx: Ctx, row):
     return reg.functions.stake(datanet_id, content, address_for_user(contributor), amount)
 
 
-def _decider_id(row, datanet_id: int) -> int:
-    from datanets.models import Contribution, Datanet
-
-    contribution = Contribution.objects.filter(pk=row.payload.get("contribution_id")).first()
-    if contribution is not None and contribution.curator_id:
-        return contribution.curator_id
-    return _get(Datanet, datanet_id, "datanet").owner_id
-
-
 def _plan_decision(ctx: Ctx, row, accept: bool):
     from eth_account import Account
 
@@ -188,7 +182,7 @@ def _plan_decision(ctx: Ctx, row, accept: bool):
         return None
     if status != STAKE_PENDING:
         raise PermanentError(f"the stake on {content.hex()[:12]} is {['absent', 'pending', 'accepted', 'rejected'][status]} on-chain")
-    decider = _decider_id(row, datanet_id)
+    decider = int(_p(row, "decider_id"))  # the deciding curator, or the owner (datanets sets it)
     address = custodial_address_for_user_id(decider)
     if not reg.functions.isCurator(datanet_id, address).call():
         return reg.functions.setCurator(datanet_id, address, True)

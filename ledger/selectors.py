@@ -5,6 +5,7 @@ import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from django.contrib.auth import get_user_model
 from django.db.models import Count, Q, Sum
 
 from core.fields import exact_sum, exact_sums_by
@@ -128,32 +129,41 @@ def _read_contracts() -> dict:
     return {name: client.contract(w3, name, address) for name, address in addresses.items()}
 
 
-def onchain_compare() -> dict:
-    """The latest Datanets and models, the database's record beside the chain's, with whether they agree."""
-    from datanets.models import Datanet
-    from factory.models import FineTunedModel
+def _latest_payloads(kind: str) -> list[dict]:
+    rows = LedgerTransaction.objects.filter(kind=kind).order_by("-id")[:COMPARE_LIMIT]
+    return [row.payload or {} for row in rows]
 
+
+def onchain_compare() -> dict:
+    """The latest Datanets and models, as the apps asked the chain to hold them (their outbox rows' payloads:
+    the ledger reads no other app's tables) beside what the chain holds, with whether they agree."""
     out = {"ok": True, "error": "", "datanets": [], "models": []}
     try:
         c = _read_contracts()
     except client.ChainError as exc:
         return {**out, "ok": False, "error": str(exc)}
     reg, models = c["DatanetRegistry"], c["ModelRegistry"]
+    users = get_user_model().objects.select_related("profile")
     try:
-        for d in Datanet.objects.select_related("owner__profile").order_by("-id")[:COMPARE_LIMIT]:
-            owner, bps, exists, min_stake = reg.functions.datanets(d.pk).call()[:4]
-            db = {"owner": address_for_user(d.owner), "slash_bps": int(Decimal(d.slash_fraction) * 10_000),
-                  "min_stake": int(Decimal(d.min_stake) * WEI)}
-            chain = {"owner": owner, "slash_bps": bps, "min_stake": min_stake} if exists else None
-            out["datanets"].append({"obj": d, "db": db, "chain": chain, "agree": chain == db})
-        for m in FineTunedModel.objects.select_related("developer__profile").order_by("-created_at")[:COMPARE_LIMIT]:
-            adapter = bytes.fromhex(m.adapter_sha256) if len(m.adapter_sha256) == 64 else b"\0" * 32
-            rec = models.functions.getModel(adapter).call()
-            db = {"model_id": m.pk, "developer": address_for_user(m.developer), "version_root": m.version_root.lower()}
+        for p in _latest_payloads("datanet_create"):
+            owner = users.filter(pk=p.get("owner_id")).first()
+            owner_address, bps, exists, min_stake = reg.functions.datanets(int(p["datanet_id"])).call()[:4]
+            db = {"owner": address_for_user(owner) if owner else "", "slash_bps": int(p.get("slash_bps", -1)),
+                  "min_stake": int(Decimal(str(p.get("min_stake", "0"))) * WEI)}
+            chain = {"owner": owner_address, "slash_bps": bps, "min_stake": min_stake} if exists else None
+            obj = {"name": p.get("name", f"Datanet {p['datanet_id']}"), "slug": p.get("slug", "")}
+            out["datanets"].append({"obj": obj, "db": db, "chain": chain, "agree": chain == db})
+        for p in _latest_payloads("model_register"):
+            adapter = str(p.get("adapter_hash", "")).removeprefix("0x")
+            rec = models.functions.getModel(bytes.fromhex(adapter) if len(adapter) == 64 else b"\0" * 32).call()
+            developer = users.filter(pk=p.get("developer_id")).first()
+            db = {"model_id": p.get("model_id"), "developer": address_for_user(developer) if developer else "",
+                  "version_root": str(p.get("version_root", "")).lower()}
             chain = None
             if rec[2]:  # registeredAt
                 chain = {"model_id": rec[0], "developer": rec[1], "version_root": "0x" + bytes(rec[3]).hex()}
-            out["models"].append({"obj": m, "db": db, "chain": chain, "agree": chain == db})
+            obj = {"name": p.get("name", f"model {p.get('model_id')}")}
+            out["models"].append({"obj": obj, "db": db, "chain": chain, "agree": chain == db})
     except Exception as exc:  # the explorer shows what it could read
         logger.warning("onchain compare failed: %s", exc)
         out.update(ok=False, error=f"{exc.__class__.__name__}: {str(exc)[:200]}")

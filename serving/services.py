@@ -21,8 +21,16 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from attribution.engines.base import Record as SpanRecord
+from attribution.engines.spans import SpanEngine
+from attribution.models import AttributionIndex
+from attribution.selectors import attribution_index_get, model_contributor_weights
+from attribution.services import attribution_index_build_enqueue, prediction_explain
 from core.errors import ApplicationError
 from datanets.models import Record
+from factory.models import FineTunedModel, FineTuneJob
+from factory.services import base_model_check
+from ledger.services import fee_split_get, rewards_accrue
 from serving.models import Inference, SpanIndex
 
 logger = logging.getLogger(__name__)
@@ -52,7 +60,7 @@ def serving_engine():
     global _engine
     with _engine_lock:
         if _engine is None:
-            from serving.openlora import ServingConfig, ServingEngine
+            from serving.openlora import ServingConfig, ServingEngine  # torch: loaded by the first inference
 
             _engine = ServingEngine(ServingConfig(
                 cache_adapters=settings.SERVING_CACHE_ADAPTERS, cache_bytes=settings.SERVING_CACHE_BYTES,
@@ -72,7 +80,7 @@ def serving_batcher():
     engine = serving_engine()
     with _engine_lock:
         if _batcher is None:
-            from serving.openlora import Batcher
+            from serving.openlora import Batcher  # torch, as above
 
             _batcher = Batcher(engine, max_wait_ms=settings.SERVING_BATCH_WAIT_MS)
         return _batcher
@@ -81,8 +89,6 @@ def serving_batcher():
 # --- checks -------------------------------------------------------------------------------------
 
 def model_get(*, model_id) -> object:
-    from factory.models import FineTunedModel
-
     try:
         return FineTunedModel.objects.select_related("base_model", "job", "datanet_version").get(pk=int(model_id))
     except (FineTunedModel.DoesNotExist, TypeError, ValueError):
@@ -91,9 +97,6 @@ def model_get(*, model_id) -> object:
 
 def model_serving_path(*, model) -> str:
     """The base model folder the model runs on, or a 409 saying why it cannot serve."""
-    from factory.models import FineTunedModel, FineTuneJob
-    from factory.services import base_model_check
-
     def not_ready(why: str) -> ApplicationError:
         return ApplicationError(ERR_NOT_READY.format(id=model.pk, why=why), status_code=409)
 
@@ -136,7 +139,7 @@ def inference_run(*, inference_id: int) -> Inference:
 
     Idempotent: a finished row is returned as is; accruals are keyed by the row (ledger idempotency).
     """
-    from serving.openlora import InferenceRequest
+    from serving.openlora import InferenceRequest  # torch: only in a process that serves
     from serving.openlora.adapters import AdapterError
 
     inference = Inference.objects.select_related("model", "model__base_model").get(pk=inference_id)
@@ -173,7 +176,6 @@ def inference_run(*, inference_id: int) -> Inference:
         locked.save()
         developer = split["developer"]
         if Decimal(developer["amount"]) > 0:  # the developer's part does not depend on attribution
-            from ledger.services import rewards_accrue
 
             rewards_accrue(allocations={int(developer["user_id"]): Decimal(developer["amount"])},
                            source=REWARD_SOURCE, reference=f"inference:{locked.pk}", model_id=model.pk)
@@ -245,9 +247,6 @@ def attribution_state(*, model) -> str:
     if model.datanet_version_id is None or model.base_model_id is None:
         return NEVER
     if model.task == CLASSIFICATION:
-        from attribution.models import AttributionIndex
-        from attribution.selectors import attribution_index_get
-
         index = attribution_index_get(model=model)
         return READY if index is not None and index.status == AttributionIndex.Status.READY else WAITING
     row = span_index_ensure(version=model.datanet_version, base_model=model.base_model)
@@ -292,8 +291,6 @@ def answer_settlement(*, model, text: str, output: dict) -> tuple[dict, str, dic
     top_k = settings.SERVING_TOP_K
     attribution: dict = {"method": "", "status": "unavailable", "records": [], "contributors": []}
     if state == READY and model.task == CLASSIFICATION:
-        from attribution.services import prediction_explain
-
         try:
             explained = prediction_explain(model=model, text=text, top_k=top_k, served=output,
                                            model_view=_explain_view(model))
@@ -316,7 +313,6 @@ def answer_settlement(*, model, text: str, output: dict) -> tuple[dict, str, dic
         return _with_people(attribution), Inference.Rule.ATTRIBUTION, shares
     # No contributor has positive influence on this answer (or it reuses no training text): the model's
     # contributor weights, what its contributors earned over its validation set, split it.
-    from attribution.selectors import model_contributor_weights
 
     weights = {int(u): w for u, w in model_contributor_weights(model=model).items() if w > 0}
     attribution = {**attribution, "contributors": [
@@ -416,8 +412,6 @@ def fee_split_charge(*, model, fee: Decimal) -> dict:
     "contributors": {}}: the contributors' part is `held` until the answer is settled (`_settle_locked`).
     The protocol part stays in the treasury (which funds every reward epoch), so it is not accrued.
     """
-    from ledger.services import fee_split_get
-
     fractions = fee_split_get()
     parts = split_wei(_wei(fee), {k: fractions[k] for k in ("contributors", "developer", "protocol")})
     parts = {k: parts.get(k, 0) for k in ("contributors", "developer", "protocol")}
@@ -449,8 +443,6 @@ def _settle_locked(locked: Inference, attribution: dict, rule: str, shares: dict
     locked.save(update_fields=["fee_split", "attribution", "settlement", "settlement_rule", "settled_at"])
     allocations = {u: Decimal(_open(a)) for u, a in amounts.items() if a > 0}
     if allocations:
-        from ledger.services import rewards_accrue
-
         rewards_accrue(allocations=allocations, source=REWARD_SOURCE, reference=f"inference:{locked.pk}:contributors",
                        model_id=locked.model_id)
 
@@ -475,9 +467,6 @@ def inferences_settle(*, model_id: int | None = None) -> dict:
     """Settle every pending answer (of one model, or all): what the index-ready hook and the beat sweep
     run. A classifier with pending answers and no index at all gets its build queued (a model trained
     before attribution existed), so its answers do not wait forever. Returns counts."""
-    from attribution.selectors import attribution_index_get
-    from attribution.services import attribution_index_build_enqueue
-
     pending = Inference.objects.filter(settlement=Inference.Settlement.PENDING)
     if model_id is not None:
         pending = pending.filter(model_id=model_id)
@@ -522,15 +511,12 @@ def _span_dir(version_id: int, base_model_id: int) -> Path:
 
 
 def _tokenizer_for(base_model):
-    from factory.services import base_model_check
-    from factory.training.modeling import load_tokenizer
+    from factory.training.modeling import load_tokenizer  # torch: only where span indexes are used
 
     return load_tokenizer(base_model_check(base_model))
 
 
 def _engine_for(base_model):
-    from attribution.engines.spans import SpanEngine
-
     return SpanEngine(tokenizer=_tokenizer_for(base_model), min_span=settings.SERVING_SPANS_MIN_TOKENS)
 
 
@@ -549,9 +535,6 @@ def _open_span_index(row: SpanIndex):
 
 
 def _version_records(version) -> list:
-    from attribution.engines.base import Record as SpanRecord
-    from datanets.models import Record
-
     rows = Record.objects.filter(versions=version).order_by("pk").values_list("pk", "text", "contributor_id")
     return [SpanRecord(id=str(pk), text=text, contributor=str(uid)) for pk, text, uid in rows.iterator()]
 
@@ -572,8 +555,6 @@ def span_index_ensure(*, version, base_model) -> SpanIndex:
 
 def _earlier_index(row: SpanIndex) -> SpanIndex | None:
     """A ready index of an earlier version of the same Datanet and base whose records this version keeps."""
-    from datanets.models import Record
-
     candidates = SpanIndex.objects.filter(
         version__datanet_id=row.version.datanet_id, base_model=row.base_model, status=SpanIndex.Status.READY,
         version__number__lt=row.version.number).order_by("-version__number")

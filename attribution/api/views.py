@@ -9,13 +9,12 @@ from attribution.api.serializers import ExplainRequestSerializer, ExplainRespons
 from attribution.publication import publication_get, weights_file_name
 from attribution.selectors import model_attribution_overview
 from attribution.services import prediction_explain
+from factory.models import FineTunedModel
 
 MODEL_ID = OpenApiParameter("model_id", int, OpenApiParameter.PATH, description="Fine-tuned model id")
 
 
 def _model(model_id: int):
-    from factory.models import FineTunedModel
-
     return get_object_or_404(FineTunedModel, pk=model_id)
 
 

@@ -19,6 +19,7 @@ from attribution.models import AttributionIndex, AttributionPublication, ModelCo
 from attribution.publication import (
     UNITS,
     attribution_weights_publish,
+    model_onchain_register,
     published_matches_current,
     weight_units,
     weights_file_check,
@@ -67,6 +68,7 @@ def test_the_file_is_an_openzeppelin_tree_over_exact_weights(model, django_captu
     a, b, c = UserFactory(), UserFactory(), UserFactory()
     weights = {a.pk: Decimal("0.5"), b.pk: Decimal("0.3") - Decimal("1e-18"), c.pk: Decimal("0.2") + Decimal("1e-18")}
     with django_capture_on_commit_callbacks():
+        model_onchain_register(model_id=model.pk)  # registered before it had weights: its root is set afterwards
         publication = attribution_weights_publish(model=model, weights=weights)
     doc = publication.document
     assert doc["root"] == publication.root != ZERO
@@ -87,6 +89,23 @@ def test_the_file_is_an_openzeppelin_tree_over_exact_weights(model, django_captu
     assert attribution_weights_publish(model=model, weights={a.pk: Decimal(1)}).root == publication.root
     assert LedgerTransaction.objects.filter(kind="attribution_root_set").count() == 1
     assert attribution_weights_publish(model=model, weights={}).root == publication.root
+
+
+@pytest.mark.django_db
+def test_a_model_registered_after_publication_carries_its_root(model, django_capture_on_commit_callbacks):
+    """The canvas's order (attribution/pipeline.py): weights published first, then the registration holds the
+    real root, and no separate root write is needed."""
+    a = UserFactory()
+    with django_capture_on_commit_callbacks():
+        publication = attribution_weights_publish(model=model, weights={a.pk: Decimal(1)})
+        assert not LedgerTransaction.objects.exists()
+        row = model_onchain_register(model_id=model.pk)
+        assert model_onchain_register(model_id=model.pk).pk == row.pk  # idempotent per model
+    assert row.kind == "model_register" and row.payload == {
+        "model_id": model.pk, "name": model.name, "adapter_hash": "0x" + model.adapter_sha256,
+        "base_model": model.base_model.name, "version_root": model.version_root, "attribution_root": publication.root,
+        "developer_id": model.developer_id}
+    assert publication.root != ZERO and LedgerTransaction.objects.count() == 1
 
 
 @pytest.mark.django_db
@@ -139,11 +158,10 @@ def _verify(env, model_id: int, *args) -> subprocess.CompletedProcess:
 @pytest.mark.chain
 @pytest.mark.django_db(transaction=True)  # committed rows: the command runs in its own process
 def test_publish_on_anvil_through_the_outbox_and_verify(chain_tx, worker_env, model, tmp_path):  # noqa: F811
-    from factory.services import _register_on_chain
     from ledger import outbox
 
     env = {**worker_env, "WEB3_PROVIDER_URI": chain_tx.url, "OMP_NUM_THREADS": "1"}
-    _register_on_chain(model)  # as the factory does when training ends: the zero placeholder root
+    model_onchain_register(model_id=model.pk)  # registered before it has weights: the zero placeholder root
     outbox.outbox_process()
     index = AttributionIndex.objects.create(model=model, settings=services.engine_settings())
     index = services.attribution_index_build(index_id=index.pk, hostname="test")

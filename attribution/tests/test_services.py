@@ -25,14 +25,11 @@ def build(model) -> AttributionIndex:
     return services.attribution_index_build(index_id=index.id, hostname="test")
 
 
-def test_factory_hook_queues_the_build(model, django_capture_on_commit_callbacks):
-    from factory.services import _attribution_hook
-
+def test_a_rebuild_is_queued_after_commit(model, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
-        _attribution_hook(model)
-    index = AttributionIndex.objects.get(model=model)
+        index = services.attribution_index_build_enqueue(model=model)
     assert index.status == AttributionIndex.Status.QUEUED and index.method == "gradient"
-    assert len(callbacks) == 1  # the gpu task is sent once the factory's transaction commits
+    assert len(callbacks) == 1  # the gpu task is sent once the caller's transaction commits
 
 
 def test_build_explain_and_weights(model):

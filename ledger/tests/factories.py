@@ -43,7 +43,15 @@ def stake_payload(c) -> dict:
 
 
 def decision_payload(c) -> dict:
-    return {"contribution_id": c.pk, "datanet_id": c.datanet_id, "content_hash": "0x" + c.file_sha256}
+    return {"contribution_id": c.pk, "datanet_id": c.datanet_id, "content_hash": "0x" + c.file_sha256,
+            "decider_id": c.curator_id or c.datanet.owner_id}
+
+
+def datanet_payload(d) -> dict:
+    """What datanets.services.datanet_create puts in its outbox row (the ledger reads no Datanet row)."""
+    return {"datanet_id": d.pk, "name": d.name, "slug": d.slug, "owner_id": d.owner_id,
+            "curator_ids": sorted(d.curators.values_list("pk", flat=True)), "min_stake": str(d.min_stake),
+            "slash_bps": int(Decimal(d.slash_fraction) * 10_000)}
 
 
 class LedgerTransactionFactory(factory.django.DjangoModelFactory):

@@ -14,7 +14,7 @@ from ledger import outbox
 from ledger.audit import ledger_audit
 from ledger.models import LedgerTransaction, RewardClaim
 from ledger.services import enqueue, reward_claim_request, rewards_accrue, rewards_epoch_close
-from ledger.tests.factories import decision_payload, h, make_contribution, make_datanet, stake_payload
+from ledger.tests.factories import datanet_payload, decision_payload, h, make_contribution, make_datanet, stake_payload
 
 pytestmark = pytest.mark.chain
 
@@ -24,7 +24,7 @@ def _writes():
     d = make_datanet(curators=[curator], min_stake="4", slash_fraction="0.25")
     c1 = make_contribution(datanet=d, curator=curator, stake="4")
     c2 = make_contribution(datanet=d, curator=curator, stake="10")
-    enqueue("datanet_create", {"datanet_id": d.pk}, "dc")
+    enqueue("datanet_create", datanet_payload(d), "dc")
     enqueue("contribution_stake", stake_payload(c1), "s1")
     enqueue("contribution_stake", stake_payload(c2), "s2")
     enqueue("contribution_accept", decision_payload(c1), "a1")
@@ -77,7 +77,7 @@ def test_audit_passes_after_real_writes_and_reports_a_tampered_row(chain, client
 def test_a_failed_row_is_a_mismatch(chain):
     d = make_datanet(min_stake="10")
     c = make_contribution(datanet=d, stake="5")
-    enqueue("datanet_create", {"datanet_id": d.pk}, "dc")
+    enqueue("datanet_create", datanet_payload(d), "dc")
     row = enqueue("contribution_stake", stake_payload(c), "s")  # below the minimum: the contract refuses it
     outbox.outbox_process()
     text, error = _audit()

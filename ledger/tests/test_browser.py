@@ -11,7 +11,7 @@ from accounts.tests.factories import UserFactory
 from ledger import outbox
 from ledger.models import RewardClaim
 from ledger.services import address_for_user, enqueue, rewards_accrue, rewards_epoch_close
-from ledger.tests.factories import make_datanet
+from ledger.tests.factories import datanet_payload, make_datanet
 from tests.test_browser import browser, page  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.browser, pytest.mark.chain]
@@ -29,7 +29,7 @@ def _login(page, base, user):  # noqa: F811
 def test_contributor_claims_in_the_browser(page, live_server, chain_tx):  # noqa: F811
     me = UserFactory()
     d = make_datanet()
-    enqueue("datanet_create", {"datanet_id": d.pk}, "dc")
+    enqueue("datanet_create", datanet_payload(d), "dc")
     rewards_accrue(allocations={me.pk: Decimal("1.25")}, source="inference", reference="b1", model_id=1)
     epoch = rewards_epoch_close()
     outbox.outbox_process()

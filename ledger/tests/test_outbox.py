@@ -19,7 +19,7 @@ from ledger.services import (
     rewards_epoch_close,
 )
 from ledger.tests.conftest import TREASURY
-from ledger.tests.factories import decision_payload, h, make_contribution, make_datanet, stake_payload
+from ledger.tests.factories import datanet_payload, decision_payload, h, make_contribution, make_datanet, stake_payload
 
 pytestmark = pytest.mark.chain
 S = LedgerTransaction.Status
@@ -44,7 +44,7 @@ def test_every_kind_reaches_the_chain(chain):
     d = make_datanet(curators=[curator], min_stake="10", slash_fraction="0.3333")
     c1 = make_contribution(datanet=d, curator=curator, stake="10")
     c2 = make_contribution(datanet=d, curator=curator, stake="12.000000000000000001")
-    enqueue("datanet_create", {"datanet_id": d.pk}, f"dc:{d.pk}")
+    enqueue("datanet_create", datanet_payload(d), f"dc:{d.pk}")
     enqueue("contribution_stake", stake_payload(c1), f"s:{c1.pk}")
     enqueue("contribution_stake", stake_payload(c2), f"s:{c2.pk}")
     enqueue("contribution_accept", decision_payload(c1), f"a:{c1.pk}")
@@ -94,7 +94,7 @@ def test_enqueue_is_idempotent(db):
     ("model_register", {"model_id": 1, "adapter_hash": "0x" + "zz" * 32, "base_model": "b", "version_root": h("v"),
                         "attribution_root": h("a"), "developer_id": 1}, "not hexadecimal"),
     ("model_register", {"model_id": 1}, "payload has no 'adapter_hash'"),
-    ("datanet_create", {"datanet_id": 999999}, "datanet 999999 does not exist"),
+    ("datanet_create", {"datanet_id": 999999}, "payload has no 'curator_ids'"),
     ("contribution_stake", {"contribution_id": 1, "datanet_id": 999999, "contributor_id": 1, "content_hash": h("c"),
                             "stake": "10"}, "datanet 999999 is not on-chain"),
     ("contribution_stake", {"contribution_id": 1, "datanet_id": 1, "contributor_id": 1, "content_hash": h("c"),
@@ -116,7 +116,7 @@ def test_bad_rows_fail_with_a_clear_error_and_do_not_block_the_rest(chain, kind,
 def test_contract_rejection_is_recorded_as_failed(chain):
     d = make_datanet(min_stake="10")
     c = make_contribution(datanet=d, stake="5")
-    enqueue("datanet_create", {"datanet_id": d.pk}, "dc")
+    enqueue("datanet_create", datanet_payload(d), "dc")
     row = enqueue("contribution_stake", stake_payload(c), "s")
     run()
     row.refresh_from_db()
@@ -435,7 +435,7 @@ def test_randomised_crashes_never_lose_or_double_a_write(chain):
     curator, dev = UserFactory(), UserFactory()
     contributors = [UserFactory() for _ in range(3)]
     d = make_datanet(curators=[curator], min_stake="1", slash_fraction="0.25")
-    enqueue("datanet_create", {"datanet_id": d.pk}, "dc")
+    enqueue("datanet_create", datanet_payload(d), "dc")
     run()
     reg, models, dist, token = (chain.c[n] for n in ("DatanetRegistry", "ModelRegistry", "RewardDistributor", "OpenToken"))
     base = chain.rpc("evm_snapshot")

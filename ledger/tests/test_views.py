@@ -11,7 +11,7 @@ from accounts.tests.factories import UserFactory
 from ledger import outbox
 from ledger.models import LedgerTransaction, RewardClaim
 from ledger.services import address_for_user, rewards_accrue, rewards_epoch_close
-from ledger.tests.factories import LedgerTransactionFactory, make_datanet
+from ledger.tests.factories import LedgerTransactionFactory, datanet_payload, make_datanet
 
 S = LedgerTransaction.Status
 
@@ -91,7 +91,7 @@ def test_explorer_shows_onchain_records_beside_the_database(client, chain, setti
     d = make_datanet(min_stake="10", slash_fraction="0.5")
     from ledger.services import enqueue
 
-    enqueue("datanet_create", {"datanet_id": d.pk}, "dc")
+    enqueue("datanet_create", datanet_payload(d), "dc")
     other = make_datanet()
     outbox.outbox_process()
     settings.LEDGER_PRIVATE_KEY, settings.DEBUG = "", False  # reading needs no key

@@ -15,7 +15,7 @@ from ledger.models import LedgerTransaction, RewardClaim, RewardEpoch
 from ledger.services import address_for_user, enqueue, reward_claim_request, rewards_accrue
 from ledger.tasks import outbox_send_task, rewards_epoch_close_task
 from ledger.tests.conftest import TREASURY
-from ledger.tests.factories import decision_payload, h, make_contribution, make_datanet, stake_payload
+from ledger.tests.factories import datanet_payload, decision_payload, h, make_contribution, make_datanet, stake_payload
 
 pytestmark = [pytest.mark.chain, pytest.mark.worker, pytest.mark.slow]
 S = LedgerTransaction.Status
@@ -62,7 +62,7 @@ def test_worker_killed_at_every_point_neither_loses_nor_repeats_a_write(chain_tx
 
     # 1. the chain is down: rows stay queued, each saying why; nothing is lost. The epoch (closed by the beat
     #    task's code) is the second row, so the third restart below is killed in the middle of its publication.
-    enqueue("datanet_create", {"datanet_id": d.pk}, f"datanet_create:{d.pk}")
+    enqueue("datanet_create", datanet_payload(d), f"datanet_create:{d.pk}")
     rewards_accrue(allocations={contributor.pk: Decimal("2.5"), dev.pk: Decimal("1")}, source="inference",
                    reference="worker-test")
     rewards_epoch_close_task.apply()

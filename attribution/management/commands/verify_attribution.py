@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from attribution.publication import attribution_file_verify, publication_get
 from core.errors import ApplicationError
+from factory.models import FineTunedModel
 
 EXIT_MISMATCH = 1  # the file does not make the root on-chain (or is inconsistent in itself)
 EXIT_UNCHECKED = 2  # no model, no file, or the chain could not be read: nothing was compared
@@ -21,8 +22,6 @@ class Command(BaseCommand):
         parser.add_argument("--file", default="", help="a downloaded weights file (default: the published one)")
 
     def handle(self, *args, model_id: int, file: str = "", **options):
-        from factory.models import FineTunedModel
-
         model = FineTunedModel.objects.filter(pk=model_id).first()
         if model is None:
             raise CommandError(f"no model {model_id}", returncode=EXIT_UNCHECKED)

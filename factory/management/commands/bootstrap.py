@@ -1,8 +1,13 @@
-"""First-run set-up that `make run` calls every time: each step runs once and then is skipped."""
-from django.core.management import call_command
+"""First-run set-up that `make run` calls every time: each step runs once and then is skipped.
+
+In the factory (not core): it queues a base model's build, and core imports no app above it. The later steps
+are called by command name, so the apps that provide them are not imported."""
+from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand
 
 from accounts.services import roles_ensure
+from factory.models import BaseModel
+from factory.services import DEMO_CHAT_BASE, base_model_build_enqueue, base_model_build_stale
 
 # Steps that later parts of the product add: (command name, marker of completion).
 STEPS = ("deploy_contracts", "seed_demo")
@@ -13,8 +18,6 @@ class Command(BaseCommand):
             "Later runs skip what is done.")
 
     def handle(self, *args, **options):
-        from django.core.management import get_commands
-
         roles_ensure()
         available = get_commands()
         for step in STEPS:
@@ -28,9 +31,6 @@ class Command(BaseCommand):
         small Llama chat model whose tokenizer and weights are trained on Tiny Shakespeare. Its pre-training
         takes minutes, so it runs as a gpu-queue job once the worker is up (progress on the catalog page)
         and the base joins the catalog when ready; `make run` serves pages meanwhile."""
-        from factory.models import BaseModel
-        from factory.services import DEMO_CHAT_BASE, base_model_build_enqueue, base_model_build_stale
-
         model = BaseModel.objects.filter(name=DEMO_CHAT_BASE).first()
         if model is not None and not base_model_build_stale(model):
             return
