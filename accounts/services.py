@@ -50,12 +50,6 @@ def profile_update(*, user, wallet_address: str, email: str, bio: str = "") -> P
     return profile
 
 
-def user_roles_set(*, user, roles: list[str]) -> None:
-    roles_ensure()
-    user.groups.set(Group.objects.filter(name__in=roles))
-    user._role_cache = None
-
-
 def _hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 

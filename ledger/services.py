@@ -18,6 +18,7 @@ from core.addresses import address_problem, address_usable
 from core.errors import ApplicationError
 from core.merkle import standard_leaf, standard_proof, standard_tree
 from ledger.models import ChainParameter, ContractDeployment, LedgerTransaction, RewardAccrual, RewardClaim, RewardEpoch
+from ledger.tasks import outbox_send_task
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +52,7 @@ def enqueue(kind: str, payload: dict, idempotency_key: str) -> LedgerTransaction
 
 
 def _kick_sender() -> None:
-    # Imported late: tasks import services. Sending is best effort; the beat sweep retries.
-    try:
-        from ledger.tasks import outbox_send_task
-    except ImportError:
-        return
+    # Sending is best effort; the beat sweep retries.
     try:
         outbox_send_task.apply_async(queue="ledger")
     except Exception:  # broker down: the periodic sweep sends it later; the row is safe

@@ -3,18 +3,12 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from core.fields import exact_sum
 from serving.models import Inference
 
 
 def inference_list(*, user, model_id: int | None = None) -> QuerySet[Inference]:
     qs = Inference.objects.filter(user=user).select_related("model")
     return qs.filter(model_id=model_id) if model_id else qs
-
-
-def model_inference_totals(*, model) -> dict:
-    done = Inference.objects.filter(model=model, status=Inference.Status.DONE)
-    return {"calls": done.count(), "fees": exact_sum(done, "fee")}
 
 
 def output_segments(*, text: str, spans: list[dict]) -> list[dict]:

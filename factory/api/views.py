@@ -1,6 +1,6 @@
 """REST API of the Model Factory: the base-model catalog, fine-tune jobs (create with the form's rules,
 status with metrics, cancel, retry) and fine-tuned models (list, detail, adapter download).
-Paid inference lives in factory/api/inference.py (the serving work)."""
+Paid inference is the serving app's (serving/api/)."""
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes

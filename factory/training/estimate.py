@@ -66,10 +66,3 @@ def estimate_run(*, info: dict, targets: list[str], r: int, task: str, num_label
         memory_bytes=int(memory), steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * epochs,
         tokens=tokens, cpu_seconds=flops / CPU_FLOPS, gpu_seconds=flops / GPU_FLOPS,
     )
-
-
-def activation_bytes(*, info: dict, batch_size: int, max_length: int, task: str) -> int:
-    """Peak activation memory of the longest batch, for the pre-flight out-of-memory check."""
-    hidden, layers = info.get("hidden_size", 0), info.get("num_layers", 0)
-    logits = info.get("vocab_size", 0) * batch_size * max_length * 4 * 3 if task == "generation" else 0
-    return batch_size * max_length * hidden * layers * ACTIVATION_FACTOR + logits
