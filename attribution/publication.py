@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from attribution.models import AttributionPublication
-from attribution.selectors import usernames
+from attribution.selectors import model_contributor_weights, usernames
 from core.errors import ApplicationError
 from core.merkle import standard_tree
 from factory.models import FineTunedModel
@@ -212,3 +212,25 @@ def attribution_file_verify(*, model, document: dict) -> dict:
         problems.append("the root recomputed from the file is not the root on-chain")
     return {"ok": not problems, "file_root": file_root, "chain_root": chain_root, "chain_error": chain["error"],
             "problems": problems}
+
+
+# --- read ----------------------------------------------------------------------------------------------
+
+def model_publication_overview(*, model) -> dict | None:
+    """The published weights root of a model and where its chain write stands (the registration that carried
+    it, or the later `attribution_root_set`); None while unpublished."""
+    publication = AttributionPublication.objects.filter(model=model).first()
+    if publication is None:
+        return None
+    row = transaction_get(idempotency_key=OUTBOX_KEY.format(model_id=model.pk))
+    if row is None:
+        registered = transaction_get(idempotency_key=REGISTER_KEY.format(model_id=model.pk))
+        row = registered if registered and registered.payload.get("attribution_root") == publication.root else None
+    return {
+        "root": publication.root, "uri": publication.uri, "published_at": publication.created_at,
+        "accounts": len(publication.document.get("accounts", {})),
+        "chain_status": row.status if row else "", "tx_hash": row.tx_hash if row else "",
+        "chain_error": row.last_error if row else "",
+        "matches_current": published_matches_current(publication=publication,
+                                                     weights=model_contributor_weights(model=model)),
+    }

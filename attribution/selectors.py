@@ -5,9 +5,12 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+from django.contrib.auth import get_user_model
+
 from attribution.models import AttributionIndex, ModelContributorWeight
 from datanets.models import Record
-from ledger.selectors import transaction_get
+
+SUMMARY_FILE = "summary.json"  # beside the index: its most influential and self-influential records (services writes it)
 
 
 def attribution_index_get(*, model) -> AttributionIndex | None:
@@ -31,15 +34,11 @@ def model_contributor_list(*, model, limit: int | None = None) -> list[ModelCont
 
 
 def usernames(ids: list[int]) -> dict[int, str]:
-    from django.contrib.auth import get_user_model
-
     User = get_user_model()  # noqa: N806
     return dict(User.objects.filter(pk__in=ids).values_list("pk", User.USERNAME_FIELD))
 
 
 def _summary(index: AttributionIndex | None) -> dict:
-    from attribution.services import SUMMARY_FILE
-
     if index is None or index.status != AttributionIndex.Status.READY or not index.directory:
         return {}
     path = Path(index.directory) / SUMMARY_FILE
@@ -88,23 +87,4 @@ def model_attribution_overview(*, model, limit: int = 10) -> dict:
              "negative": w.negative, "record_count": w.record_count}
             for w in model_contributor_list(model=model, limit=limit)
         ],
-    }
-
-
-def model_publication_overview(*, model) -> dict | None:
-    """The published weights root of a model and where its chain write stands; None while unpublished."""
-    from attribution.models import AttributionPublication
-    from attribution.publication import OUTBOX_KEY, published_matches_current
-
-    publication = AttributionPublication.objects.filter(model=model).first()
-    if publication is None:
-        return None
-    row = transaction_get(idempotency_key=OUTBOX_KEY.format(model_id=model.pk))
-    return {
-        "root": publication.root, "uri": publication.uri, "published_at": publication.created_at,
-        "accounts": len(publication.document.get("accounts", {})),
-        "chain_status": row.status if row else "", "tx_hash": row.tx_hash if row else "",
-        "chain_error": row.last_error if row else "",
-        "matches_current": published_matches_current(publication=publication,
-                                                     weights=model_contributor_weights(model=model)),
     }

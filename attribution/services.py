@@ -25,7 +25,7 @@ from django.utils import timezone
 from attribution.harm import harm_findings, harm_flags_store
 from attribution.models import AttributionIndex, AttributionPublication, ModelContributorWeight
 from attribution.publication import attribution_weights_publish
-from attribution.selectors import model_contributor_weights, usernames  # noqa: F401 - weights re-exported
+from attribution.selectors import SUMMARY_FILE, model_contributor_weights, usernames  # noqa: F401 - weights re-exported
 from attribution.signals import attribution_index_ready, attribution_index_unsupported
 from attribution.tasks import attribution_index_build_task
 from core.errors import ApplicationError
@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 CLASSIFICATION = "classification"
 INDEX_SUBDIR = ("attribution", "gradient")
 WEIGHTS_FILE = "weights.json"
-SUMMARY_FILE = "summary.json"
 SUMMARY_TOP = 50  # records kept in summary.json for the "most influential" and "likely mislabeled" lists
 VALIDATION_CHUNK = 256  # validation queries scored at a time: bounds the (chunk, n_records) score matrix
 MAX_EXPLAIN_CHARS = 5000

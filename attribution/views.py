@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from attribution import selectors
 from attribution.forms import ExplainForm
-from attribution.publication import publication_get, weights_file_name
+from attribution.publication import model_publication_overview, publication_get, weights_file_name
 from attribution.services import attribution_index_build_enqueue, prediction_explain
 from core.errors import ApplicationError
 from factory.models import FineTunedModel
@@ -36,7 +36,7 @@ def model_attribution(request, model_id: int):
         "self_influence": selectors.model_self_influence_top(model=model),
         "form": ExplainForm(),
         "can_rebuild": user_can_rebuild(user=request.user, model=model),
-        "publication": selectors.model_publication_overview(model=model),
+        "publication": model_publication_overview(model=model),
     })
 
 

@@ -139,14 +139,24 @@ def contribution_conflicts(*, contribution: Contribution, limit: int = 50) -> li
     return [{**m, "others": sorted(others.get(m["text_sha256"], ()))} for m in mine]
 
 
+def user_can_curate(*, user, datanet: Datanet) -> bool:
+    """Whether `user` decides on the Datanet's contributions (its curators; admins; never the inactive)."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    if datanet.curators.filter(pk=user.pk).exists():
+        return True
+    # Staff who are not curators are admins: they may curate everything.
+    return user.is_staff and not user.groups.filter(name=CURATOR).exists()
+
+
 def contributions_of(*, user) -> QuerySet[Contribution]:
     return Contribution.objects.filter(contributor=user).select_related("datanet").order_by("-created_at")
 
 
 def contributions_visible_to(*, user, datanet: Datanet) -> QuerySet[Contribution]:
     """A Datanet's contributions that `user` may see: all for its curators, otherwise their own."""
-    from datanets.services import user_can_curate
-
     qs = datanet.contributions.select_related("datanet", "contributor", "curator").order_by("-created_at")
     return qs if user_can_curate(user=user, datanet=datanet) else qs.filter(contributor=user)
 
@@ -159,8 +169,6 @@ def records_visible_to(*, user, datanet: Datanet, label: str = "", contribution_
                        status: str = "") -> QuerySet[Record]:
     """Records `user` may read, in id order: a curator all of the Datanet's; others accepted ones and their
     own. `status` keeps those of contributions in that review status (accepted, pending, rejected)."""
-    from datanets.services import user_can_curate
-
     qs = record_list(datanet=datanet, label=label, contribution_id=contribution_id, contributor=contributor,
                      conflicts=conflicts, search=search)
     if status:

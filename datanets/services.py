@@ -35,7 +35,7 @@ from core.roles import CONTRIBUTOR, CURATOR, user_has_role
 from datanets import chat, neardup, readers
 from datanets.models import Contribution, CurationDecision, Datanet, DatanetVersion, Record
 from datanets.readers import ReadError
-from datanets.selectors import contribution_chain_state
+from datanets.selectors import contribution_chain_state, user_can_curate  # noqa: F401 - user_can_curate re-exported
 from ledger.governance import datanet_terms_get
 from ledger.selectors import transaction_get
 from ledger.services import enqueue, ledger_transaction_retry
@@ -141,17 +141,6 @@ def curator_appoint(*, datanet: Datanet, user) -> None:
         user.save(update_fields=["is_staff"])
     user._role_cache = None
     datanet.curators.add(user)
-
-
-def user_can_curate(*, user, datanet: Datanet) -> bool:
-    if not user.is_authenticated or not user.is_active:
-        return False
-    if user.is_superuser:
-        return True
-    if datanet.curators.filter(pk=user.pk).exists():
-        return True
-    # Staff who are not curators are admins: they may curate everything.
-    return user.is_staff and not user.groups.filter(name=CURATOR).exists()
 
 
 # --- upload -------------------------------------------------------------------------------------------

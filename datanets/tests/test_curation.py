@@ -36,7 +36,8 @@ def test_accept_releases_stake_through_outbox_and_is_audited(setup):
     assert c.status == Contribution.Status.ACCEPTED and c.curator == cur and c.decided_at
     row = LedgerTransaction.objects.get(idempotency_key=f"contribution_accept:{c.id}")
     assert row.kind == "contribution_accept"
-    assert row.payload == {"contribution_id": c.id, "datanet_id": datanet.id, "content_hash": "0x" + c.file_sha256}
+    assert row.payload == {"contribution_id": c.id, "datanet_id": datanet.id, "content_hash": "0x" + c.file_sha256,
+                           "decider_id": cur.pk}  # whose custodial key signs: the ledger reads no Contribution
     d = CurationDecision.objects.get()
     assert (d.curator, d.decision, d.reason) == (cur, "accepted", "clean")
     with pytest.raises(ApplicationError, match="already accepted"):
@@ -50,7 +51,7 @@ def test_reject_slashes_with_reason(setup):
     c = services.contribution_reject(contribution=c, curator=cur, reason="labels shuffled")
     row = LedgerTransaction.objects.get(idempotency_key=f"contribution_reject:{c.id}")
     assert row.payload == {"contribution_id": c.id, "datanet_id": datanet.id, "content_hash": "0x" + c.file_sha256,
-                           "slash_fraction": "0.25", "reason": "labels shuffled"}
+                           "slash_fraction": "0.25", "reason": "labels shuffled", "decider_id": cur.pk}
 
 
 def test_contributor_can_never_review_own_contribution(setup):
@@ -126,3 +127,13 @@ def test_bulk_accept_skips_own_contribution_with_message(setup, client):
                        {"action": "accept_selected", "_selected_action": [c.pk, own.pk]}, follow=True)
     assert "your own contribution" in resp.content.decode()
     assert Contribution.objects.get(pk=own.pk).status == "pending"
+
+
+def test_the_datanet_create_row_carries_what_the_ledger_needs():
+    """The ledger reads no Datanet row (it is a sink): owner, curators and terms travel in the payload."""
+    owner, cur = contributor("olga"), contributor("cora")
+    datanet = services.datanet_create(owner=owner, name="Legal", labels=["a", "b"], min_stake="12.5",
+                                      slash_fraction="0.3", curators=[cur])
+    row = LedgerTransaction.objects.get(idempotency_key=f"datanet_create:{datanet.pk}")
+    assert row.payload == {"datanet_id": datanet.pk, "name": "Legal", "slug": datanet.slug, "owner_id": owner.pk,
+                           "curator_ids": [cur.pk], "min_stake": "12.5", "slash_bps": 3000}
