@@ -319,7 +319,7 @@ def test_generation_job_on_a_registered_causal_lm(tiny_gpt2_dir, settings, tmp_p
     model = FineTunedModel.objects.get(job=job)
     assert model.task == "generation" and model.labels == [] and "AutoModelForCausalLM" in model.model_card
     assert isinstance(services.finetuned_model_predict(model=model, text="First Citizen:")["text"], str)
-    assert AttributionIndex.objects.get(model=model).status == "unsupported"  # gradient attribution: classifiers
+    # its attribution index (unsupported: spans cover generators) is the canvas's next step: attribution/tests/test_pipeline.py
     archive = services.adapter_archive(model=model)
     names = {n.rsplit("/", 1)[-1] for n in zipfile.ZipFile(io.BytesIO(archive)).namelist()}
     assert {"adapter_model.safetensors", "adapter_config.json", "README.md", "factory.json"} <= names
