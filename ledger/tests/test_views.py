@@ -92,14 +92,17 @@ def test_explorer_shows_onchain_records_beside_the_database(client, chain, setti
     from ledger.services import enqueue
 
     enqueue("datanet_create", datanet_payload(d), "dc")
-    other = make_datanet()
     outbox.outbox_process()
+    other = make_datanet()
+    enqueue("datanet_create", datanet_payload(other), "dc-other")  # not sent yet
     settings.LEDGER_PRIVATE_KEY, settings.DEBUG = "", False  # reading needs no key
     r = client.get(reverse("ledger:explorer"))
     body = r.content.decode()
     assert "chain up" in body and chain.addresses["RewardDistributor"] in body
-    rows = {row["obj"].pk: row for row in r.context["compare"]["datanets"]}
-    assert rows[d.pk]["agree"] is True and rows[other.pk]["chain"] is None and rows[other.pk]["agree"] is False
+    # the database's side is what the datanets app asked for (the outbox rows): the ledger reads no Datanet
+    rows = {row["obj"]["slug"]: row for row in r.context["compare"]["datanets"]}
+    assert rows[d.slug]["agree"] is True and rows[other.slug]["chain"] is None and rows[other.slug]["agree"] is False
+    assert f'href="/datanets/{d.slug}/"' in body
     assert "✓" in body
 
 
