@@ -151,6 +151,13 @@ def _claim(index_id: int, hostname: str) -> AttributionIndex | None:
         return index
 
 
+def attribution_model_index_fail(*, model_id: int, reason: str) -> None:
+    """The canvas's index step failed outside the build (a hard time limit): fail the model's active index."""
+    AttributionIndex.objects.filter(model_id=model_id, method=AttributionIndex.Method.GRADIENT,
+                                    status__in=AttributionIndex.ACTIVE).update(
+        status=AttributionIndex.Status.FAILED, error=reason[:4000], finished_at=timezone.now())
+
+
 def attribution_index_fail(*, index_id: int, reason: str) -> None:
     """Fail a queued or running build (a finished one is left alone: the task base calls this too)."""
     AttributionIndex.objects.filter(pk=index_id, status__in=AttributionIndex.ACTIVE).update(

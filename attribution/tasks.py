@@ -1,7 +1,11 @@
 """Thin Celery tasks for Proof of Attribution (queue `gpu`, routed in settings)."""
+import logging
+
 from celery import shared_task
 
 from core.tasks import LongTask
+
+logger = logging.getLogger(__name__)
 
 
 class IndexBuildTask(LongTask):
@@ -25,8 +29,18 @@ def attribution_index_build_task(self, index_id: int) -> None:
 
 # --- the post-training canvas's steps after training (declared in attribution/pipeline.py) -----------------
 
-@shared_task(bind=True, name="attribution.tasks.model_index_task", acks_late=True, reject_on_worker_lost=True,
-             track_started=True, ignore_result=True, soft_time_limit=SOFT_TIME_LIMIT_S, time_limit=HARD_TIME_LIMIT_S)
+class ModelIndexTask(LongTask):
+    """The canvas's index step: its row is the model's gradient index, found by the model id it is given."""
+
+    limits = "attribution_index"
+
+    def fail_row(self, row_id: int, reason: str) -> None:
+        from attribution.services import attribution_model_index_fail
+
+        attribution_model_index_fail(model_id=row_id, reason=reason)
+
+
+@shared_task(base=ModelIndexTask, bind=True, name="attribution.tasks.model_index_task")
 def model_index_task(self, model_id: int | None) -> int | None:
     """Build the new model's index (None: training made no model, nothing to do); pass the model on. It never
     fails the canvas: the model is registered whatever the index's fate (its row says what failed)."""

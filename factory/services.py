@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from celery import Signature
+from celery import Signature, current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, Q, Value
@@ -823,10 +823,8 @@ def _queue_depth(queue: str) -> int | None:
     """Messages waiting in a broker queue, or None when the broker cannot say. Declared, not passively
     looked up: Redis keeps no key for an empty list, so a passive look-up of an empty queue answers 404
     (declaring a queue the workers consume anyway changes nothing on Redis or the file-system broker)."""
-    from config.celery import app
-
     try:
-        with app.connection_for_write() as conn:
+        with current_app.connection_for_write() as conn:  # the project's app (config/celery.py)
             return conn.default_channel.queue_declare(queue=queue).message_count
     except Exception:  # broker away: say nothing, the next sweep asks again
         logger.warning("could not read the depth of queue %s", queue, exc_info=True)
