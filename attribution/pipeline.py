@@ -21,5 +21,5 @@ from factory.services import finetune_training_step
 
 
 def post_training(job_id: int, task_id: str) -> Signature:
-    """The job's canvas; `task_id` is the training step's (the job row keeps it, cancel revokes it)."""
+    """The job's canvas; `task_id` is the training step's (the job's row keeps it: only that message trains)."""
     return chain(finetune_training_step(job_id, task_id), model_index_task.s(), model_register_task.s())

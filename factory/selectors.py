@@ -14,7 +14,10 @@ def finetune_job_queue_position(*, job: FineTuneJob) -> dict:
     }
 
 
-def finetuned_model_id(*, job_id: int) -> int | None:
-    """The model a succeeded job made, or None."""
-    return FineTunedModel.objects.filter(job_id=job_id, job__status=FineTuneJob.Status.SUCCEEDED) \
-        .values_list("pk", flat=True).first()
+def finetuned_model_id(*, job_id: int, dispatch_id: str | None = None) -> int | None:
+    """The model a succeeded job made, or None; with `dispatch_id`, only when that message is still the job's
+    (a re-sent job's older message hands nothing on: the newer one's canvas carries the model)."""
+    models = FineTunedModel.objects.filter(job_id=job_id, job__status=FineTuneJob.Status.SUCCEEDED)
+    if dispatch_id:
+        models = models.filter(job__celery_task_id=dispatch_id)
+    return models.values_list("pk", flat=True).first()

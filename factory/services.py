@@ -479,7 +479,7 @@ _pipeline: PipelineBuilder | None = None
 
 def finetune_pipeline_set(build: PipelineBuilder | None) -> None:
     """Register the canvas that a job's message is: `build(job_id, task_id)`, whose first step is
-    `finetune_job_run_task` with that task id (cancel revokes it)."""
+    `finetune_job_run_task` with that task id (the job's row keeps it: a run of another id does nothing)."""
     global _pipeline
     _pipeline = build
 

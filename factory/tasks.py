@@ -30,13 +30,14 @@ class FineTuneTask(LongTask):
 @shared_task(base=FineTuneTask, bind=True, name="factory.tasks.finetune_job_run_task")
 def finetune_job_run_task(self, job_id: int) -> int | None:
     """The post-training canvas's first step: the model's id for the next step, None when the job made none
-    (failed, cancelled). A redelivery of a finished job passes its model on too: the next steps are
-    idempotent, and the first delivery may have died before it could hand over."""
+    (failed, cancelled) or this message is no longer the job's (re-sent since). A redelivery of the job's own
+    message passes its model on too: the next steps are idempotent, and the first delivery may have died
+    before it could hand over."""
     from factory.selectors import finetuned_model_id
     from factory.services import finetune_job_run
 
     finetune_job_run(job_id=job_id, hostname=self.request.hostname or "unknown", dispatch_id=self.request.id)
-    return finetuned_model_id(job_id=job_id)
+    return finetuned_model_id(job_id=job_id, dispatch_id=self.request.id)
 
 
 class BaseBuildTask(LongTask):

@@ -10,6 +10,7 @@ from attribution.publication import ZERO_ROOT
 from attribution.tests.factories import TRAIN_PARAMS, make_version
 from factory import services as factory_services
 from factory.models import FineTunedModel, FineTuneJob
+from factory.selectors import finetuned_model_id
 from factory.tests.factories import developer
 from ledger.models import LedgerTransaction
 from serving.models import SpanIndex
@@ -25,8 +26,10 @@ def base(attr_base_dir, models_dir, settings):
 
 
 def _job(version, base, task="classification"):
-    return factory_services.finetune_job_create(owner=developer(), datanet_version=version, base_model=base,
-                                                task=task, params=dict(TRAIN_PARAMS, epochs=1))
+    job = factory_services.finetune_job_create(owner=developer(), datanet_version=version, base_model=base,
+                                               task=task, params=dict(TRAIN_PARAMS, epochs=1))
+    job.refresh_from_db()  # _queue wrote the training step's id on the row (the message is sent on commit)
+    return job
 
 
 def test_the_factory_queues_the_canvas_declared_here():
@@ -39,7 +42,7 @@ def test_the_factory_queues_the_canvas_declared_here():
 
 def test_train_index_and_register_with_the_real_root(base):
     job = _job(make_version(), base)
-    post_training(job.id, "t-1").apply()
+    post_training(job.id, job.celery_task_id).apply()  # the id _queue wrote on the row
     job.refresh_from_db()
     assert job.status == FineTuneJob.Status.SUCCEEDED, job.error
     model = FineTunedModel.objects.get(job=job)
@@ -50,17 +53,19 @@ def test_train_index_and_register_with_the_real_root(base):
     assert row.kind == "model_register" and row.idempotency_key == f"model_register:{model.pk}"
     assert row.payload["attribution_root"] == publication.root != ZERO_ROOT
     assert row.payload["adapter_hash"] == "0x" + model.adapter_sha256
-    # the same canvas again (a redelivered message): nothing is trained, built or written twice
-    post_training(job.id, "t-2").apply()
+    # the same message again (a redelivery): nothing is trained, built or written twice
+    post_training(job.id, job.celery_task_id).apply()
     assert FineTunedModel.objects.count() == 1 and LedgerTransaction.objects.count() == 1
     assert AttributionIndex.objects.get(model=model).finished_at == index.finished_at
+    # an older message of a re-sent job hands nothing on
+    assert finetuned_model_id(job_id=job.id, dispatch_id="an-older-message") is None
 
 
 def test_a_failed_job_stops_at_no_model(base):
     version = make_version()
     job = _job(version, base)
     version.delete()  # the training step fails with a reason: no model, so nothing to index or register
-    post_training(job.id, "t-1").apply()
+    post_training(job.id, job.celery_task_id).apply()
     job.refresh_from_db()
     assert job.status == FineTuneJob.Status.FAILED and "version" in job.error.lower()
     assert not FineTunedModel.objects.exists() and not LedgerTransaction.objects.exists()
@@ -74,7 +79,8 @@ def test_a_generator_gets_its_span_index_and_a_zero_root(tiny_gpt2_base, models_
     job = factory_services.finetune_job_create(owner=developer(), datanet_version=version, base_model=tiny_gpt2_base,
                                                task="generation", params=dict(TRAIN_PARAMS, epochs=1,
                                                                               target_modules=["c_attn"]))
-    post_training(job.id, "t-1").apply()
+    job.refresh_from_db()
+    post_training(job.id, job.celery_task_id).apply()
     job.refresh_from_db()
     assert job.status == FineTuneJob.Status.SUCCEEDED, job.error
     model = FineTunedModel.objects.get(job=job)
