@@ -834,7 +834,8 @@ def tune(cfg: dict, suffix: str, methods: list[str], lds: bool, wait_s: float) -
         chosen[method] = next(c for c in GRID[method] if config_key(c) == best)
     path = RESULTS / f"attribution_quality_tuning{suffix}.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / f".tuning{suffix}.lock", "w") as lock:
+    _cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(_cache_dir() / f"tuning{suffix}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         result = json.loads(path.read_text()) if path.exists() else {
             "benchmark": "attribution_quality (tuning)", "LDS_by_config": {}, "chosen": {}, "scales": {},
