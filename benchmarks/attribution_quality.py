@@ -6,6 +6,15 @@
     ... --quick                                                                       # a small smoke run (*_quick)
     .venv/bin/python benchmarks/attribution_quality.py ...   # without the anchor packages: ours, TracIn, random
 
+On a shared CPU, one process per method gets more of it (the scheduler shares per process); processes of
+one seed share its LDS retrainings through a file in $MF_BENCH_CACHE (default /tmp/mf_attribution_quality)
+and merge their methods into the seed's results file:
+
+    ... --tune --methods "gradient (ours)" --lds               # retrains the 100 masks' models, then tunes ours
+    ... --tune --methods "TRAK (traker)" --wait-tuning 7000    # waits for those models; same for the others
+    ... --seed 2 --methods "gradient (ours),random" --wait-tuning 5000   # retrains seed 2's masks if not cached
+    ... --seed 2 --methods "TRAK (traker)" --wait-tuning 5000            # (start these once that file exists)
+
 Protocol (issue 12, item 6). Every tunable method gets the same kind of budget, its documented knobs on a
 grid (`GRID`), scored by LDS on seed 0 only; the best config of each is frozen in
 `results/attribution_quality_tuning.json` and the report seeds (2-6; seed 1 was looked at in an earlier
@@ -893,32 +902,44 @@ def frozen_grid(suffix: str, wait_s: float = 0.0) -> tuple[dict, dict]:
 
 
 def report_seed(cfg: dict, suffix: str, removal: bool, removal_methods: list[str] | None = None,
-                wait_s: float = 0.0) -> dict:
+                wait_s: float = 0.0, only: list[str] | None = None) -> dict:
     """One report seed with the frozen settings: per-example LDS, noisy-label metrics, removal flips.
 
-    The retrainings that do not depend on the settings (LDS subsets, random removals) run first, so a
-    seed can start while the tuning run is still going; the file is rewritten after each removal method.
+    The retrainings that do not depend on the settings (the LDS subsets) run first, so a seed can start
+    while the tuning run is still going; `only` restricts the methods (one process per method: the CPU
+    is shared per process), each merged into the seed's file; the file is rewritten after each removal.
+    The noisy-label metrics (validation queries, self-influence) come with ours, TracIn and random,
+    whose one gradient pass gives them almost free; for the anchors they would cost more than their
+    LDS scores (DataInf and TRAK score every query against every record again).
     """
     t_start = time.perf_counter()
     setup = Setup(cfg)
     # the settings-free retrainings are kept across a crash or a restart (same seed, same settings)
     masks, margins_ = lds_targets_cached(setup, suffix, compute=True)
     grid, chosen = frozen_grid(suffix, wait_s)
+    if only:
+        grid = {m: c for m, c in grid.items() if m in only}
     notes: dict = {}
-    sets = ("test", "val") + (("removal",) if removal else ())
-    raw = setup.scores(grid, sets, with_self=True, notes=notes)
+    removal_set = ("removal",) if removal else ()
+    raw = {}
+    for method in grid:
+        sets = (("test",) if method in ANCHORS else ("test", "val")) + removal_set
+        raw.update(setup.scores({method: grid[method]}, sets, with_self=method not in ANCHORS, notes=notes))
     methods = {}
     for method, per_cfg in raw.items():
         per_cfg.pop("_info", None)
         res = next(iter(per_cfg.values()))
-        weights = model_contributor_weights(res["val"], [r.contributor for r in setup.records])
-        methods[method] = {
+        row = {
             "config": chosen.get(method, {}),
             "lds_per_example": [round(v, 5) for v in setup.lds_per_example(res["test"], masks, margins_)],
             "noisy_auc": auc(np.asarray(res["self"]), setup.flipped) if "self" in res else None,
-            "noisy_rank": contributor_ranking(weights).index(NOISY) + 1,
-            "noisy_weight": weights[NOISY],
+            "noisy_rank": None,
+            "noisy_weight": None,
         }
+        if "val" in res:
+            weights = model_contributor_weights(res["val"], [r.contributor for r in setup.records])
+            row.update(noisy_rank=contributor_ranking(weights).index(NOISY) + 1, noisy_weight=weights[NOISY])
+        methods[method] = row
     write_seed(cfg, suffix, setup, methods, notes, t_start)
     if removal:
         t0 = time.perf_counter()
@@ -937,26 +958,43 @@ def report_seed(cfg: dict, suffix: str, removal: bool, removal_methods: list[str
 
 
 def write_seed(cfg: dict, suffix: str, setup: Setup, methods: dict, notes: dict, t_start: float) -> None:
-    result = {
-        "benchmark": "attribution_quality (report seed)",
-        "seed": cfg["seed"],
-        "settings": settings(cfg),
-        "test_accuracy": setup.accuracy,
-        "batched_vs_single_max_logit_diff": setup.stacked_error,
-        "methods": methods,
-        "notes": notes,
-        "timings_s": rounded({**setup.timings, "total": time.perf_counter() - t_start}),
-        "machine": machine(),
-    }
+    """Merge this process's methods into the seed's file (several processes may share a seed)."""
+    import fcntl
+
+    name = f"attribution_quality_seed{cfg['seed']}{suffix}"
+    _cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(_cache_dir() / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = RESULTS / f"{name}.json"
+        old = json.loads(path.read_text()) if path.exists() else {}
+        merged = {**old.get("methods", {}), **methods}
+        order = [m for m in [OURS, *ANCHORS, "tracin", "random"] if m in merged]
+        result = {
+            "benchmark": "attribution_quality (report seed)",
+            "seed": cfg["seed"],
+            "settings": settings(cfg),
+            "test_accuracy": setup.accuracy,
+            "batched_vs_single_max_logit_diff": setup.stacked_error,
+            "methods": {m: merged[m] for m in order},
+            "notes": {**old.get("notes", {}), **notes},
+            "timings_s": {**old.get("timings_s", {}), ", ".join(methods): rounded(
+                {**setup.timings, "total": time.perf_counter() - t_start})},
+            "machine": machine(),
+        }
+        _write_seed_files(result, name)
+
+
+def _write_seed_files(result: dict, name: str) -> None:
+    cfg, methods, notes = result["settings"], result["methods"], result["notes"]
     lines = [f"# Attribution quality, seed {cfg['seed']} (frozen settings)", "",
              "| method | config | LDS | noisy AUC | noisy rank (5=last) | removal flips |", "|---|---|---|---|---|---|"]
     for m, r in methods.items():
         fl = r.get("removal_flips")
         lines.append(f"| {m} | {config_key(r['config'])} | {np.mean(r['lds_per_example']):.4f} | "
-                     f"{'' if r['noisy_auc'] is None else round(r['noisy_auc'], 4)} | {r['noisy_rank']} | "
+                     f"{'' if r['noisy_auc'] is None else round(r['noisy_auc'], 4)} | {r['noisy_rank'] or ''} | "
                      f"{'' if fl is None else f'{sum(fl)}/{len(fl)}'} |")
     lines += ["", "Notes: " + json.dumps(notes), "", "Timings (s): " + json.dumps(result["timings_s"]), ""]
-    save(result, "\n".join(lines), f"attribution_quality_seed{cfg['seed']}{suffix}")
+    save(result, "\n".join(lines), name)
 
 
 def bootstrap(per_seed: list[np.ndarray], n_boot: int = 10_000, seed: int = 0) -> np.ndarray:
@@ -990,52 +1028,55 @@ def summary(suffix: str) -> dict:
     if not runs:
         raise SystemExit("no report seeds found: run --seed 2 ... --seed 6 first")
     tuning = json.loads((RESULTS / f"attribution_quality_tuning{suffix}.json").read_text())
-    methods = list(next(iter(runs.values()))["methods"])
+    order = [OURS, *ANCHORS, "tracin", "random"]
+    methods = [m for m in order if any(m in r["methods"] for r in runs.values())]
     lds_seeds = sorted(s for s in runs)
-    # removal: per method, the seeds where it was run (a paired difference uses the seeds both ran on)
-    rem_seeds_of = {m: sorted(s for s in runs if "removal_flips" in runs[s]["methods"][m]) for m in methods}
+    # per method, the seeds where it ran; a paired difference uses the seeds both ran on
+    seeds_of = {m: [s for s in lds_seeds if m in runs[s]["methods"]] for m in methods}
+    rem_seeds_of = {m: [s for s in seeds_of[m] if "removal_flips" in runs[s]["methods"][m]] for m in methods}
     rem_seeds = sorted(set().union(*rem_seeds_of.values()))
     rows = []
-    lds = {m: [np.asarray(runs[s]["methods"][m]["lds_per_example"]) for s in lds_seeds] for m in methods}
+
+    def lds(m, seeds=None):
+        return [np.asarray(runs[s]["methods"][m]["lds_per_example"]) for s in (seeds or seeds_of[m])]
 
     def flips(m, seeds=None):
         return [np.asarray(runs[s]["methods"][m]["removal_flips"], dtype=float) for s in (seeds or rem_seeds_of[m])]
 
+    def paired(values, a, b, seeds_a, seeds_b, digits):
+        both = sorted(set(seeds_a) & set(seeds_b))
+        d = [x - y for x, y in zip(values(a, both), values(b, both), strict=True)]
+        mean, lo, hi = interval(d)
+        return {"ours minus anchor": round(mean, digits), "95% CI": [round(lo, digits), round(hi, digits)],
+                "verdict": verdict(lo, hi), "seeds": both}
+
     for m in methods:
-        mean, lo, hi = interval(lds[m])
-        row = {"method": m, "config": config_key(runs[lds_seeds[0]]["methods"][m]["config"]),
+        mean, lo, hi = interval(lds(m))
+        ran = [runs[s]["methods"][m] for s in seeds_of[m]]
+        row = {"method": m, "config": config_key(ran[0]["config"]), "seeds": seeds_of[m],
                "LDS": round(mean, 4), "LDS 95% CI": [round(lo, 4), round(hi, 4)],
-               "LDS per seed": [round(float(v.mean()), 4) for v in lds[m]]}
+               "LDS per seed": [round(float(v.mean()), 4) for v in lds(m)]}
         if rem_seeds_of[m]:
             fm, flo, fhi = interval(flips(m))
             row.update({"removal flips": round(fm, 3), "removal 95% CI": [round(flo, 3), round(fhi, 3)],
                         "removal seeds": rem_seeds_of[m]})
-        aucs = [runs[s]["methods"][m]["noisy_auc"] for s in lds_seeds]
+        aucs = [r["noisy_auc"] for r in ran]
         row["noisy AUC (mean)"] = None if None in aucs else round(float(np.mean(aucs)), 4)
-        row["noisy contributor rank (per seed)"] = [runs[s]["methods"][m]["noisy_rank"] for s in lds_seeds]
+        ranks = [r["noisy_rank"] for r in ran]
+        row["noisy contributor rank (per seed)"] = None if None in ranks else ranks
         rows.append(row)
     anchors = [m for m in methods if m in ANCHORS]
     comparisons = {}
     if OURS in methods and anchors:
-        best_lds = max(anchors, key=lambda m: np.concatenate(lds[m]).mean())
-        d = [a - b for a, b in zip(lds[OURS], lds[best_lds], strict=True)]
-        mean, lo, hi = interval(d)
-        comparisons["LDS"] = {"best anchor": best_lds, "ours minus best anchor": round(mean, 4),
-                              "95% CI": [round(lo, 4), round(hi, 4)], "verdict": verdict(lo, hi)}
+        best_lds = max(anchors, key=lambda m: np.concatenate(lds(m)).mean())
+        comparisons["LDS"] = {"best anchor": best_lds, **paired(lds, OURS, best_lds, seeds_of[OURS], seeds_of[best_lds], 4)}
         for a in anchors:
-            d = [x - y for x, y in zip(lds[OURS], lds[a], strict=True)]
-            mean, lo, hi = interval(d)
-            comparisons[f"LDS vs {a}"] = {"ours minus anchor": round(mean, 4), "95% CI": [round(lo, 4), round(hi, 4)],
-                                          "verdict": verdict(lo, hi)}
+            comparisons[f"LDS vs {a}"] = paired(lds, OURS, a, seeds_of[OURS], seeds_of[a], 4)
         ran = [a for a in anchors if rem_seeds_of[a]]
         if rem_seeds_of[OURS] and ran:
             best_rem = max(ran, key=lambda m: np.concatenate(flips(m)).mean())
-            both = sorted(set(rem_seeds_of[OURS]) & set(rem_seeds_of[best_rem]))
-            d = [a - b for a, b in zip(flips(OURS, both), flips(best_rem, both), strict=True)]
-            mean, lo, hi = interval(d)
-            comparisons["removal"] = {"best anchor": best_rem, "ours minus best anchor": round(mean, 3),
-                                      "95% CI": [round(lo, 3), round(hi, 3)], "verdict": verdict(lo, hi),
-                                      "seeds": both}
+            comparisons["removal"] = {"best anchor": best_rem,
+                                      **paired(flips, OURS, best_rem, rem_seeds_of[OURS], rem_seeds_of[best_rem], 3)}
     first = runs[lds_seeds[0]]
     result = {
         "benchmark": "attribution_quality",
@@ -1060,20 +1101,20 @@ def summary(suffix: str) -> dict:
     lines = ["# Attribution quality (Finance PhraseBank, MiniLM-L6 LoRA, CPU): frozen settings, seeds "
              f"{lds_seeds}", "",
              f"Protocol: {json.dumps(result['protocol'])}", "", f"Settings: {json.dumps(result['settings'])}", "",
-             "| method | frozen config | LDS [95% CI] | removal flips [95% CI] | noisy AUC | noisy rank per seed (5=last) |",
-             "|---|---|---|---|---|---|"]
+             "| method | frozen config | seeds | LDS [95% CI] | removal flips [95% CI] | noisy AUC | noisy rank per seed (5=last) |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         rem = f"{r['removal flips']:.3f} [{r['removal 95% CI'][0]:.3f}, {r['removal 95% CI'][1]:.3f}]" if "removal flips" in r else ""
-        lines.append(f"| {r['method']} | {r['config']} | {r['LDS']:.4f} [{r['LDS 95% CI'][0]:.4f}, "
+        lines.append(f"| {r['method']} | {r['config']} | {r['seeds']} | {r['LDS']:.4f} [{r['LDS 95% CI'][0]:.4f}, "
                      f"{r['LDS 95% CI'][1]:.4f}] | {rem} | {'' if r['noisy AUC (mean)'] is None else r['noisy AUC (mean)']} | "
-                     f"{r['noisy contributor rank (per seed)']} |")
+                     f"{r['noisy contributor rank (per seed)'] or ''} |")
     lines += ["", "Ours against the anchors (paired bootstrap on the same test examples / predictions):", "",
-              "| measure | anchor | ours minus anchor [95% CI] | verdict |", "|---|---|---|---|"]
+              "| measure | anchor | ours minus anchor [95% CI] | verdict | seeds |", "|---|---|---|---|---|"]
     for k, c in comparisons.items():
         anchor = c.get("best anchor", k.replace("LDS vs ", ""))
         label = k if "best anchor" not in c else f"{k} (best anchor)"
-        diff = c.get("ours minus best anchor", c.get("ours minus anchor"))
-        lines.append(f"| {label} | {anchor} | {diff} [{c['95% CI'][0]}, {c['95% CI'][1]}] | {c['verdict']} |")
+        lines.append(f"| {label} | {anchor} | {c['ours minus anchor']} [{c['95% CI'][0]}, {c['95% CI'][1]}] | "
+                     f"{c['verdict']} | {c['seeds']} |")
     lines += ["", "LDS per seed: " + json.dumps({r["method"]: r["LDS per seed"] for r in rows}), "",
               "Anchors / notes: " + json.dumps(result["notes"]), "", machine(), ""]
     save(result, "\n".join(lines), f"attribution_quality{suffix}")
@@ -1111,8 +1152,8 @@ def main() -> None:
     mode.add_argument("--seed", type=int, help="one report seed with the frozen settings")
     mode.add_argument("--summary", action="store_true", help="pool the report seeds, with bootstrap intervals")
     parser.add_argument("--removal", action="store_true", help="with --seed: also the removal test")
-    parser.add_argument("--methods", help="with --tune: only these methods of GRID (comma-separated); "
-                                          "default all, and this process retrains the LDS masks")
+    parser.add_argument("--methods", help="only these methods (comma-separated; --tune: of GRID, and without "
+                                          "--lds another process retrains the masks)")
     parser.add_argument("--lds", action="store_true", help="with --tune --methods: this process retrains the masks")
     parser.add_argument("--removal-methods", help="with --removal: only these methods (comma-separated)")
     parser.add_argument("--wait-tuning", type=float, default=0.0,
@@ -1138,7 +1179,7 @@ def main() -> None:
         tune(cfg, suffix, methods, lds=args.lds or not args.methods, wait_s=args.wait_tuning)
     else:
         report_seed(cfg, suffix, args.removal, args.removal_methods.split(",") if args.removal_methods else None,
-                    wait_s=args.wait_tuning)
+                    wait_s=args.wait_tuning, only=args.methods.split(",") if args.methods else None)
 
 
 if __name__ == "__main__":
