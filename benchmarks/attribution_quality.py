@@ -1100,14 +1100,16 @@ def summary(suffix: str) -> dict:
     }
     lines = ["# Attribution quality (Finance PhraseBank, MiniLM-L6 LoRA, CPU): frozen settings, seeds "
              f"{lds_seeds}", "",
-             f"Protocol: {json.dumps(result['protocol'])}", "", f"Settings: {json.dumps(result['settings'])}", "",
-             "| method | frozen config | seeds | LDS [95% CI] | removal flips [95% CI] | noisy AUC | noisy rank per seed (5=last) |",
-             "|---|---|---|---|---|---|---|"]
+             f"Protocol: {json.dumps(result['protocol'])}", "",
+             f"Not run (of the full protocol): report seeds {[s for s in REPORT_SEEDS if s not in lds_seeds] or 'none'}; "
+             f"removal seeds {[s for s in REMOVAL_SEEDS if s not in rem_seeds] or 'none'}.", "",
+             f"Settings: {json.dumps(result['settings'])}", "",
+             "| method | frozen config | seeds | LDS [95% CI] | removal flips [95% CI] | noisy AUC (self-influence) |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         rem = f"{r['removal flips']:.3f} [{r['removal 95% CI'][0]:.3f}, {r['removal 95% CI'][1]:.3f}]" if "removal flips" in r else ""
         lines.append(f"| {r['method']} | {r['config']} | {r['seeds']} | {r['LDS']:.4f} [{r['LDS 95% CI'][0]:.4f}, "
-                     f"{r['LDS 95% CI'][1]:.4f}] | {rem} | {'' if r['noisy AUC (mean)'] is None else r['noisy AUC (mean)']} | "
-                     f"{r['noisy contributor rank (per seed)'] or ''} |")
+                     f"{r['LDS 95% CI'][1]:.4f}] | {rem} | {'' if r['noisy AUC (mean)'] is None else r['noisy AUC (mean)']} |")
     lines += ["", "Ours against the anchors (paired bootstrap on the same test examples / predictions):", "",
               "| measure | anchor | ours minus anchor [95% CI] | verdict | seeds |", "|---|---|---|---|---|"]
     for k, c in comparisons.items():
