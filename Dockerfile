@@ -8,4 +8,5 @@ RUN pip install --no-cache-dir -r requirements.txt && npm install --no-audit --n
 COPY . .
 RUN DJANGO_SECRET_KEY=build python manage.py collectstatic --noinput
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "120"]
+# Threaded workers (config/gunicorn.py): streamed answers must not hold a whole worker each.
+CMD ["gunicorn", "-c", "config/gunicorn.py", "config.wsgi:application"]

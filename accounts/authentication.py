@@ -1,4 +1,5 @@
-"""`Authorization: Api-Key <prefix>.<secret>` for integrators, with a per-key rate limit."""
+"""`Authorization: Api-Key <prefix>.<secret>` for integrators, with a per-key rate limit; and the same
+keys (or a user's token) as `Authorization: Bearer ...`, which OpenAI-style clients send."""
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
@@ -24,6 +25,29 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return KEYWORD
+
+
+class BearerAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Bearer <prefix>.<secret>` (an API key, rate-limited as under `Api-Key`) or
+    `Bearer <token>` (a user's REST token): what the OpenAI clients send as their `api_key`."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode(errors="replace")
+        if not header.startswith(self.keyword + " "):
+            return None
+        raw = header[len(self.keyword) + 1:].strip()
+        if "." in raw:
+            key = api_key_authenticate(raw=raw)
+            if key is None:
+                raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+            return key.user, key
+        return authentication.TokenAuthentication().authenticate_credentials(raw)
+
+    def authenticate_header(self, request):
+        return self.keyword
 
 
 class ApiKeyRateThrottle(SimpleRateThrottle):

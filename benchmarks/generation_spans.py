@@ -64,8 +64,8 @@ def main() -> int:
     for beams in (1, 4):
         engine = ServingEngine(ServingConfig(device="cpu", num_beams=beams, max_new_tokens=40))
         t0 = time.perf_counter()
-        answers = engine.generate([InferenceRequest(base_path=str(base), adapter_dir=None, text=p, task="generation")
-                                   for p in prompts])
+        answers = [a["text"] for a in engine.generate([
+            InferenceRequest(base_path=str(base), adapter_dir=None, text=p, task="generation") for p in prompts])]
         gen_s = time.perf_counter() - t0
         for with_prompt in (False, True):
             per_len = dict.fromkeys(LENGTHS, 0)

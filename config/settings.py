@@ -359,6 +359,8 @@ SERVING_CACHE_BYTES = env.int("SERVING_CACHE_BYTES", default=512 * 1024 * 1024)
 SERVING_MAX_BATCH = env.int("SERVING_MAX_BATCH", default=32)
 SERVING_MAX_NEW_TOKENS = env.int("SERVING_MAX_NEW_TOKENS", default=40)
 SERVING_NUM_BEAMS = env.int("SERVING_NUM_BEAMS", default=4)  # 1 = greedy (the fastest)
+# The most new tokens a caller may ask for (`max_tokens` of the OpenAI-compatible API, the playground).
+SERVING_MAX_NEW_TOKENS_LIMIT = env.int("SERVING_MAX_NEW_TOKENS_LIMIT", default=512)
 SERVING_DEVICE = env.str("SERVING_DEVICE", default="")
 # "" = float16 on CUDA, float32 on CPU; on CPUs "bfloat16" (native bf16) or "int8" (a quantized base) serve
 # about 1.6x or 2.3x faster than float32, a little less exactly (docs/serving.md).
@@ -391,5 +393,5 @@ ENV_VARS += (
     "SERVING_DEVICE",
     "SERVING_BACKEND", "SERVING_TIMEOUT_SECONDS", "SERVING_BATCH_WAIT_MS", "SERVING_FEE_PER_CALL",
     "SERVING_MAX_INPUT_CHARS", "SERVING_TOP_K", "SERVING_SPANS_MIN_TOKENS", "SERVING_SPANS_DELTA_MAX_RECORDS",
-    "SERVING_URL", "SERVING_DTYPE", "SERVING_SETTLE_SWEEP_SECONDS",
+    "SERVING_URL", "SERVING_DTYPE", "SERVING_SETTLE_SWEEP_SECONDS", "SERVING_MAX_NEW_TOKENS_LIMIT",
 )

@@ -30,6 +30,8 @@ urlpatterns = [
     path("ledger/", include("ledger.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    # OpenAI-compatible endpoints: clients are given a base URL ending in /v1 (docs/openai_api.md).
+    path("v1/", include("serving.openai_api.urls")),
 ]
 if settings.DEBUG:
     urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -155,6 +155,9 @@ class FineTunedModel(models.Model):
 
     job = models.OneToOneField(FineTuneJob, on_delete=models.PROTECT, related_name="model")
     name = models.CharField(max_length=120)
+    # The name integrators call it by (`model=` of the OpenAI-compatible API): `<name>-<id>`, set once when
+    # the model is created (factory.services.finetuned_model_slug_assign) so renaming never breaks a caller.
+    slug = models.SlugField(max_length=80, blank=True, db_index=True)
     base_model = models.ForeignKey(BaseModel, null=True, on_delete=models.SET_NULL, related_name="finetuned")
     datanet_version = models.ForeignKey("datanets.DatanetVersion", null=True, on_delete=models.SET_NULL,
                                         related_name="finetuned_models")
@@ -171,6 +174,8 @@ class FineTunedModel(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["slug"], condition=~models.Q(slug=""),
+                                               name="unique_finetuned_model_slug")]
 
     def __str__(self) -> str:
         return self.name

@@ -760,6 +760,7 @@ def finetune_job_finish(*, job_id: int, result: TrainResult) -> FineTuneJob:
             )
         except IntegrityError:  # finished before (a redelivered task); nothing to add
             return job
+        finetuned_model_slug_assign(model=model)
         job.status, job.finished_at = FineTuneJob.Status.SUCCEEDED, timezone.now()
         job.metrics, job.best_epoch, job.step = result.metrics, result.best_epoch, result.steps
         job.resumed_from_step = max(job.resumed_from_step, result.resumed_from_step)
@@ -796,6 +797,21 @@ def finetune_job_checkpoints_remove(*, job: FineTuneJob) -> int:
 def finetune_job_disk_bytes(*, job: FineTuneJob) -> int:
     """Bytes the job's folder takes on disk (adapter, index, and checkpoints while it can resume)."""
     return _folder_bytes(Path(job.output_dir)) if job.output_dir else 0
+
+
+def finetuned_model_slug(*, name: str, pk: int) -> str:
+    """`<slugified name>-<id>`: readable, and unique through the id."""
+    from django.utils.text import slugify
+
+    return f"{slugify(name)[:60].strip('-') or 'model'}-{pk}"
+
+
+def finetuned_model_slug_assign(*, model: FineTunedModel) -> FineTunedModel:
+    """Give a new model its stable API name (`model=` of the OpenAI-compatible API); kept when it has one."""
+    if not model.slug:
+        model.slug = finetuned_model_slug(name=model.name, pk=model.pk)
+        FineTunedModel.objects.filter(pk=model.pk, slug="").update(slug=model.slug)
+    return model
 
 
 # --- recovery of jobs whose worker died ------------------------------------------------------------

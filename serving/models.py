@@ -35,6 +35,8 @@ class Inference(models.Model):
     channel = models.CharField(max_length=12, choices=Channel.choices, default=Channel.API)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING, db_index=True)
     input_text = models.TextField()
+    params = models.JSONField(default=dict, blank=True,
+                              help_text="Generation settings asked for: max_new_tokens, temperature, top_p, stop")
     output = models.JSONField(default=dict, blank=True, help_text="label + probabilities, or generated text")
     attribution = models.JSONField(default=dict, blank=True, help_text="method, top records, contributor shares")
     fee = ExactDecimalField(**TOKEN_DIGITS, default=0, help_text="OPEN charged for this call")

@@ -126,11 +126,24 @@ def input_clean(*, text) -> str:
 
 # --- inference ----------------------------------------------------------------------------------
 
-def inference_create(*, model, user, text: str, api_key=None, channel: str = Inference.Channel.API) -> Inference:
-    """Validate and write the pending row (no model run yet)."""
+def inference_create(*, model, user, text: str, api_key=None, channel: str = Inference.Channel.API,
+                     params: dict | None = None) -> Inference:
+    """Validate and write the pending row (no model run yet). `params`: generation settings, already
+    checked by the caller (max_new_tokens, temperature, top_p, stop), kept on the row for the runner."""
     text = input_clean(text=text)
     model_serving_path(model=model)
-    return Inference.objects.create(model=model, user=user, api_key=api_key, channel=channel, input_text=text)
+    return Inference.objects.create(model=model, user=user, api_key=api_key, channel=channel, input_text=text,
+                                    params=params or {})
+
+
+def inference_request(*, inference: Inference, base_path: str):
+    """The engine request for a row: its text, task and generation settings."""
+    from serving.openlora import InferenceRequest  # torch: only in a process that serves
+
+    p = inference.params or {}
+    return InferenceRequest(base_path=base_path, adapter_dir=inference.model.adapter_dir, text=inference.input_text,
+                            task=inference.model.task, max_new_tokens=p.get("max_new_tokens"),
+                            temperature=p.get("temperature"), top_p=p.get("top_p"), stop=p.get("stop"))
 
 
 def inference_run(*, inference_id: int) -> Inference:
@@ -139,26 +152,34 @@ def inference_run(*, inference_id: int) -> Inference:
 
     Idempotent: a finished row is returned as is; accruals are keyed by the row (ledger idempotency).
     """
-    from serving.openlora import InferenceRequest  # torch: only in a process that serves
-    from serving.openlora.adapters import AdapterError
-
     inference = Inference.objects.select_related("model", "model__base_model").get(pk=inference_id)
     if inference.status != Inference.Status.PENDING:
         return inference
-    model = inference.model
     started = time.perf_counter()
     try:
-        base_path = model_serving_path(model=model)
-        request = InferenceRequest(base_path=base_path, adapter_dir=model.adapter_dir, text=inference.input_text,
-                                   task=model.task)
-        result = _serve(request)
-    except (ApplicationError, AdapterError, OSError, RuntimeError, ValueError, TimeoutError) as exc:
-        message = exc.message if isinstance(exc, ApplicationError) else str(exc)
-        Inference.objects.filter(pk=inference.pk).update(status=Inference.Status.FAILED, error=message[:2000],
-                                                         finished_at=timezone.now())
-        inference.refresh_from_db()
-        return inference
-    output = {k: v for k, v in result.items() if k in ("label", "probabilities", "text")}
+        result = _serve(inference_request(inference=inference, base_path=model_serving_path(model=inference.model)))
+    except _serve_errors() as exc:
+        return inference_fail(inference=inference, error=exc)
+    return inference_finish(inference=inference, result=result, seconds=time.perf_counter() - started)
+
+
+def inference_fail(*, inference: Inference, error: Exception) -> Inference:
+    """Mark a pending row failed with the reason; nothing is charged."""
+    message = error.message if isinstance(error, ApplicationError) else str(error)
+    Inference.objects.filter(pk=inference.pk, status=Inference.Status.PENDING).update(
+        status=Inference.Status.FAILED, error=message[:2000], finished_at=timezone.now())
+    inference.refresh_from_db()
+    return inference
+
+
+OUTPUT_KEYS = ("label", "probabilities", "text", "prompt_tokens", "completion_tokens", "finish_reason")
+
+
+def inference_finish(*, inference: Inference, result: dict, seconds: float) -> Inference:
+    """Record a served answer (`result`: the engine's dict), charge the fee and settle or hold the
+    contributors' part. Idempotent: a row no longer pending is returned as it is."""
+    model = inference.model
+    output = {k: v for k, v in result.items() if k in OUTPUT_KEYS}
     fee = Decimal(str(settings.SERVING_FEE_PER_CALL)).quantize(PLACES)
     # Before the lock: reading governance's split may ask the chain (seconds, when it is slow), and the
     # attribution runs a backward pass.
@@ -172,7 +193,7 @@ def inference_run(*, inference_id: int) -> Inference:
         locked.attribution = settled[0] if settled else _pending_attribution(model)
         locked.status, locked.finished_at = Inference.Status.DONE, timezone.now()
         locked.settlement = Inference.Settlement.PENDING
-        locked.latency_ms = round((time.perf_counter() - started) * 1000, 2)
+        locked.latency_ms = round(seconds * 1000, 2)
         locked.save()
         developer = split["developer"]
         if Decimal(developer["amount"]) > 0:  # the developer's part does not depend on attribution
@@ -182,6 +203,12 @@ def inference_run(*, inference_id: int) -> Inference:
         if settled:
             _settle_locked(locked, *settled)
     return locked
+
+
+def _serve_errors() -> tuple:
+    from serving.openlora.adapters import AdapterError
+
+    return (ApplicationError, AdapterError, OSError, RuntimeError, ValueError, TimeoutError)
 
 
 def _serve(request) -> dict:
@@ -208,10 +235,16 @@ def _serve(request) -> dict:
         raise OSError(f"inference server at {settings.SERVING_URL} did not answer: {exc}") from None
 
 
-def inference_execute(*, model, user, text: str, api_key=None, channel: str = Inference.Channel.API) -> Inference:
+def inference_execute(*, model, user, text: str, api_key=None, channel: str = Inference.Channel.API,
+                      params: dict | None = None) -> Inference:
     """Create and run one inference by the configured backend. `celery`: the `gpu` queue runs it and this
     waits for the row (the caller must not hold a transaction open, or the task never sees the row)."""
-    inference = inference_create(model=model, user=user, text=text, api_key=api_key, channel=channel)
+    inference = inference_create(model=model, user=user, text=text, api_key=api_key, channel=channel, params=params)
+    return inference_dispatch(inference=inference)
+
+
+def inference_dispatch(*, inference: Inference) -> Inference:
+    """Run a pending row by the configured backend and return it finished; a failure is a 409."""
     if settings.SERVING_BACKEND != "celery":
         inference = inference_run(inference_id=inference.pk)
     else:

@@ -53,6 +53,32 @@ class InferenceRequest:
     text: str
     task: str | None = None            # taken from the adapter's factory.json when None
     max_new_tokens: int | None = None
+    # Decoding (generation): temperature None and top_p None = the engine's beam search; temperature 0 =
+    # greedy; otherwise sampling (top_p alone samples at temperature 1, as OpenAI's API does).
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None      # the text is cut before the first of these (finish_reason "stop")
+
+    @property
+    def decoding(self) -> tuple:
+        """Requests batched into one generate() share this (sampling settings are per call)."""
+        return (self.temperature, self.top_p)
+
+
+def decoding_kwargs(temperature: float | None, top_p: float | None, *, num_beams: int) -> dict:
+    """generate() arguments for a request's decoding settings (see InferenceRequest)."""
+    if temperature is None and top_p is None:
+        return {"do_sample": False, "num_beams": max(1, num_beams)}
+    if temperature == 0:
+        return {"do_sample": False, "num_beams": 1}
+    return {"do_sample": True, "num_beams": 1, "temperature": float(temperature if temperature is not None else 1.0),
+            "top_p": float(top_p if top_p is not None else 1.0)}
+
+
+def stop_cut(text: str, stop) -> tuple[str, bool]:
+    """`text` up to the first stop sequence, and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop or () if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
 
 
 @dataclass
@@ -253,50 +279,62 @@ class ServingEngine:
                                max_length=min(max_len, served.max_positions), return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items()}
 
-    def generate(self, requests: list[InferenceRequest], adapters: list | None = None) -> list[str]:
-        """Beam-search (greedy with num_beams=1) generation for a batch of adapters of one base."""
+    def generate(self, requests: list[InferenceRequest], adapters: list | None = None) -> list[dict]:
+        """Generation for a batch of adapters of one base, all with the same decoding settings (beam search
+        by default, greedy, or sampling). Each row: {"text", "prompt_tokens", "completion_tokens",
+        "finish_reason"} ("stop": end of text or a stop sequence; "length": max_new_tokens reached)."""
         if adapters is None:
             adapters = self.adapters_for(requests)
         served = self.base(requests[0].base_path, GENERATION)
         new = max(r.max_new_tokens or self.config.max_new_tokens for r in requests)
+        decoding = decoding_kwargs(requests[0].temperature, requests[0].top_p, num_beams=self.config.num_beams)
         with served.lock:
             for a in {id(a): a for a in adapters if a is not None}.values():
                 served.fit(a)
             limit = max(1, served.max_positions - new)
             enc = served.tokenizer([r.text for r in requests], padding=True, truncation=True,
                                    max_length=limit, return_tensors="pt")
-            enc = {k: v.to(self.device) for k, v in enc.items()}
-            beams = max(1, self.config.num_beams)
+            # Token types are not a causal LM's input (training feeds input ids only); GPT-2 would add an
+            # embedding for them to every prompt position.
+            enc = {k: v.to(self.device) for k, v in enc.items() if k != "token_type_ids"}
+            beams = decoding["num_beams"]
             # generate() runs each request's beams as consecutive rows: each row's adapter, repeated.
             served.state.set_rows([a for a in adapters for _ in range(beams)], served.shapes, device=self.device,
                                   dtype=self.dtype)
             try:
                 with torch.inference_mode():
-                    ids = served.model.generate(**enc, max_new_tokens=new, do_sample=False, num_beams=beams,
+                    ids = served.model.generate(**enc, max_new_tokens=new, **decoding,
                                                 no_repeat_ngram_size=self.config.no_repeat_ngram_size,
                                                 pad_token_id=served.tokenizer.pad_token_id)
             finally:
                 served.state.clear()
         prompt = enc["input_ids"].shape[1]
-        texts = []
+        eos = served.tokenizer.eos_token_id
+        out = []
         for row, r in enumerate(requests):
-            tokens = ids[row, prompt: prompt + (r.max_new_tokens or self.config.max_new_tokens)]
-            texts.append(served.tokenizer.decode(tokens, skip_special_tokens=True))
-        return texts
+            tokens = ids[row, prompt: prompt + (r.max_new_tokens or self.config.max_new_tokens)].tolist()
+            ended = eos is not None and eos in tokens
+            if ended:
+                tokens = tokens[: tokens.index(eos)]
+            text, stopped = stop_cut(served.tokenizer.decode(tokens, skip_special_tokens=True), r.stop)
+            count = len(served.tokenizer(text, add_special_tokens=False)["input_ids"]) if stopped else len(tokens)
+            out.append({"text": text, "prompt_tokens": int(enc["attention_mask"][row].sum()),
+                        "completion_tokens": count, "finish_reason": "stop" if ended or stopped else "length"})
+        return out
 
     def infer(self, requests: list[InferenceRequest]) -> list[dict]:
         """The serving entry point: results in request order, each {"label", "probabilities"} or {"text"}.
 
-        Requests are grouped by (base, task), sorted by length and cut into batches of `max_batch`; each
+        Requests are grouped by (base, task, decoding settings), sorted by length and cut into batches of `max_batch`; each
         batch is one forward pass (one `generate` for generation). Timings per request in "latency_ms".
         """
         results: list[dict | None] = [None] * len(requests)
         groups: dict[tuple[str, str], list[int]] = {}
         for i, r in enumerate(requests):
             task = r.task or (adapter_task(r.adapter_dir) if r.adapter_dir else CLASSIFICATION)
-            groups.setdefault((str(r.base_path), task), []).append(i)
+            groups.setdefault((str(r.base_path), task, r.decoding if task == GENERATION else None), []).append(i)
         plan: list[tuple[str, list[int]]] = []
-        for (_, task), idxs in groups.items():
+        for (_, task, _), idxs in groups.items():
             # Similar lengths batched together: less padding, so less compute (results keep request order).
             idxs.sort(key=lambda i: len(requests[i].text))
             plan += [(task, idxs[s: s + self.config.max_batch]) for s in range(0, len(idxs), self.config.max_batch)]
@@ -312,7 +350,7 @@ class ServingEngine:
             if self._prefetcher is not None and n + 1 < len(plan):
                 pending = self._prefetcher.submit(self.adapters_for, [requests[i] for i in plan[n + 1][1]])
             if task == GENERATION:
-                outs = [{"text": t} for t in self.generate(batch, adapters)]
+                outs = self.generate(batch, adapters)
             else:
                 outs = [self._classify(a, logits)
                         for a, logits in zip(adapters, self.forward(batch, adapters), strict=True)]

@@ -2,7 +2,8 @@
 
     python -m serving.openlora.server --port 8765 [--cache-adapters 100 --cache-bytes 536870912 --max-batch 32]
 
-POST /infer  {"base_path", "adapter_dir", "text", "task"?, "max_new_tokens"?}  -> the engine's result
+POST /infer  {"base_path", "adapter_dir", "text", "task"?, "max_new_tokens"?, "temperature"?, "top_p"?, "stop"?}
+             -> the engine's result
 GET  /stats  cache and device figures;  GET /healthz  "ok"
 
 The web app reaches it with SERVING_BACKEND=http and SERVING_URL (serving.services); concurrent web
@@ -56,7 +57,9 @@ def make_server(engine: ServingEngine, *, host: str = "127.0.0.1", port: int = 0
                 body = json.loads(self.rfile.read(length))
                 request = InferenceRequest(base_path=str(body["base_path"]), adapter_dir=body.get("adapter_dir"),
                                            text=str(body["text"]), task=body.get("task"),
-                                           max_new_tokens=body.get("max_new_tokens"))
+                                           max_new_tokens=body.get("max_new_tokens"),
+                                           temperature=body.get("temperature"), top_p=body.get("top_p"),
+                                           stop=body.get("stop"))
             except (ValueError, KeyError, TypeError) as exc:
                 return self._send(HTTPStatus.BAD_REQUEST, {"detail": f"bad request: {exc}"})
             try:

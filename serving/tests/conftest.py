@@ -74,3 +74,18 @@ def gpt2_adapters(tiny_gpt2, tmp_path_factory):
 # A really trained tiny classifier and its base, shared with the attribution tests (settlement needs a real
 # gradient index).
 from attribution.tests.conftest import attr_base_dir, trained_adapter  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def finetuned_gpt2(tmp_path_factory):
+    """(base, adapter) of a tiny GPT-2 really fine-tuned (PEFT LoRA, the factory's trainer) on Shakespeare."""
+    from factory.training import Example, TrainConfig, train
+
+    root = tmp_path_factory.mktemp("finetuned-gpt2")
+    speeches = [*SHAKESPEARE, "Second Citizen: Would you proceed especially against Caius Marcius?"]
+    base = build_tiny_gpt2(root / "base", texts=speeches)
+    cfg = TrainConfig(task="generation", model_path=str(base), lora_r=8, lora_alpha=16, lora_dropout=0.0,
+                      target_modules=["c_attn", "c_proj"], epochs=8, learning_rate=2e-2, batch_size=4, max_length=48,
+                      eval_split=0.2, seed=1, checkpoint_every=0, progress_every_s=0, cpu_threads=1)
+    result = train(cfg, [Example(text=s) for s in speeches * 3], output_dir=root / "run")
+    return base, result.adapter_dir

@@ -5,6 +5,7 @@ import json
 
 from accounts.tests.factories import UserFactory
 from factory.models import BaseModel, FineTunedModel, FineTuneJob
+from factory.services import finetuned_model_slug_assign
 
 
 def make_model(*, base_dir, adapter_dir, version=None, developer=None, status=FineTuneJob.Status.SUCCEEDED):
@@ -15,6 +16,7 @@ def make_model(*, base_dir, adapter_dir, version=None, developer=None, status=Fi
                                                 "tasks": ["classification", "generation"]})
     job = FineTuneJob.objects.create(owner=developer, name="tiny", datanet_version=version, base_model=base,
                                      task=meta["task"], status=status)
-    return FineTunedModel.objects.create(
+    model = FineTunedModel.objects.create(
         job=job, name=f"tiny {adapter_dir.name}", base_model=base, datanet_version=version, task=meta["task"],
         labels=meta["labels"], adapter_dir=str(adapter_dir), adapter_sha256="0" * 64, developer=developer)
+    return finetuned_model_slug_assign(model=model)
