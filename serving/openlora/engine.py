@@ -294,9 +294,7 @@ class ServingEngine:
             limit = max(1, served.max_positions - new)
             enc = served.tokenizer([r.text for r in requests], padding=True, truncation=True,
                                    max_length=limit, return_tensors="pt")
-            # Token types are not a causal LM's input (training feeds input ids only); GPT-2 would add an
-            # embedding for them to every prompt position.
-            enc = {k: v.to(self.device) for k, v in enc.items() if k != "token_type_ids"}
+            enc = {k: v.to(self.device) for k, v in enc.items()}
             beams = decoding["num_beams"]
             # generate() runs each request's beams as consecutive rows: each row's adapter, repeated.
             served.state.set_rows([a for a in adapters for _ in range(beams)], served.shapes, device=self.device,

@@ -40,7 +40,11 @@ class TokenStream:
             if self.adapter is not None:
                 self.served.fit(self.adapter)
         tok = self.served.tokenizer
-        ids = tok(r.text)["input_ids"] or (
+        encoded = tok(r.text)
+        # Token types as generate() feeds them (the engine's whole answers), so a greedy stream is the
+        # same text: all 0 for one sequence, when the tokenizer makes them at all.
+        self.token_types = "token_type_ids" in encoded
+        ids = encoded["input_ids"] or (
             [tok.bos_token_id] if tok.bos_token_id is not None else [tok.eos_token_id])
         limit = self.served.max_positions
         self.max_new = max(1, min(r.max_new_tokens or engine.config.max_new_tokens, limit // 2))
@@ -78,7 +82,8 @@ class TokenStream:
             served.state.set_rows([self.adapter], served.shapes, device=engine.device, dtype=engine.dtype)
             try:
                 with torch.inference_mode():
-                    out = served.model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+                    extra = {"token_type_ids": torch.zeros_like(input_ids)} if self.token_types else {}
+                    out = served.model(input_ids=input_ids, past_key_values=cache, use_cache=True, **extra)
             finally:
                 served.state.clear()
         return out.logits[:, -1, :].float(), out.past_key_values
