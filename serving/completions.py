@@ -1,5 +1,6 @@
 """Completions for generators: chat messages rendered into a prompt, generation settings checked, and paid
-calls whose text is streamed as it is generated. Used by the OpenAI-compatible API (serving.openai_api)
+calls whose text is streamed as it is generated. A prompt is run as given (not stripped: a chat
+template's prompt ends where the answer begins). Used by the OpenAI-compatible API (serving.openai_api)
 and the chat playground; both charge and attribute exactly as POST /api/v1/models/<id>/infer does
 (serving.services: inference_create validates and writes the row, inference_finish charges and
 attributes the answer).
@@ -161,7 +162,8 @@ def completion_execute(*, model, user, text: str, params: dict, api_key=None,
                        channel: str = Inference.Channel.API) -> Inference:
     """One paid completion, whole, through serving.services.inference_execute (any backend)."""
     generator_check(model=model)
-    return inference_execute(model=model, user=user, text=text, api_key=api_key, channel=channel, params=params)
+    return inference_execute(model=model, user=user, text=text, api_key=api_key, channel=channel, params=params,
+                             strip=False)
 
 
 class CompletionStream:
@@ -206,7 +208,8 @@ def completion_stream_start(*, model, user, text: str, params: dict, api_key=Non
     from serving.openlora.stream import TokenStream
 
     generator_check(model=model)
-    inference = inference_create(model=model, user=user, text=text, api_key=api_key, channel=channel, params=params)
+    inference = inference_create(model=model, user=user, text=text, api_key=api_key, channel=channel, params=params,
+                                 strip=False)
     if settings.SERVING_BACKEND in ("http", "celery"):
         return CompletionStream(inference_dispatch(inference=inference))
     try:

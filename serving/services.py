@@ -114,10 +114,12 @@ def model_serving_path(*, model) -> str:
         raise not_ready(exc.message) from exc
 
 
-def input_clean(*, text) -> str:
-    text = text.strip() if isinstance(text, str) else ""
-    if not text:
+def input_clean(*, text, strip: bool = True) -> str:
+    """The text to run (stripped, unless `strip` is off: a rendered chat prompt ends where the answer
+    begins, often with a newline the model was trained to see); 400 when empty, 413 when over the limit."""
+    if not isinstance(text, str) or not text.strip():
         raise ApplicationError(ERR_EMPTY, status_code=400)
+    text = text.strip() if strip else text
     if len(text) > settings.SERVING_MAX_INPUT_CHARS:
         raise ApplicationError(ERR_TOO_LONG.format(n=len(text), limit=settings.SERVING_MAX_INPUT_CHARS),
                                status_code=413)
@@ -127,10 +129,11 @@ def input_clean(*, text) -> str:
 # --- inference ----------------------------------------------------------------------------------
 
 def inference_create(*, model, user, text: str, api_key=None, channel: str = Inference.Channel.API,
-                     params: dict | None = None) -> Inference:
+                     params: dict | None = None, strip: bool = True) -> Inference:
     """Validate and write the pending row (no model run yet). `params`: generation settings, already
-    checked by the caller (max_new_tokens, temperature, top_p, stop), kept on the row for the runner."""
-    text = input_clean(text=text)
+    checked by the caller (max_new_tokens, temperature, top_p, stop), kept on the row for the runner;
+    `strip` off keeps a prompt's edges (completions)."""
+    text = input_clean(text=text, strip=strip)
     model_serving_path(model=model)
     return Inference.objects.create(model=model, user=user, api_key=api_key, channel=channel, input_text=text,
                                     params=params or {})
@@ -236,10 +239,11 @@ def _serve(request) -> dict:
 
 
 def inference_execute(*, model, user, text: str, api_key=None, channel: str = Inference.Channel.API,
-                      params: dict | None = None) -> Inference:
+                      params: dict | None = None, strip: bool = True) -> Inference:
     """Create and run one inference by the configured backend. `celery`: the `gpu` queue runs it and this
     waits for the row (the caller must not hold a transaction open, or the task never sees the row)."""
-    inference = inference_create(model=model, user=user, text=text, api_key=api_key, channel=channel, params=params)
+    inference = inference_create(model=model, user=user, text=text, api_key=api_key, channel=channel, params=params,
+                                 strip=strip)
     return inference_dispatch(inference=inference)
 
 

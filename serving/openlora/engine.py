@@ -10,6 +10,7 @@ forward at a time per base (the base's layers hold the batch's state).
 """
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections import OrderedDict
@@ -73,6 +74,16 @@ def decoding_kwargs(temperature: float | None, top_p: float | None, *, num_beams
         return {"do_sample": False, "num_beams": 1}
     return {"do_sample": True, "num_beams": 1, "temperature": float(temperature if temperature is not None else 1.0),
             "top_p": float(top_p if top_p is not None else 1.0)}
+
+
+def eos_ids(model, tokenizer) -> set[int]:
+    """Tokens that end an answer: the generation config's (a chat base may end a turn with its own token
+    as well as end-of-text) and the tokenizer's end-of-sequence."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    found = set(ids if isinstance(ids, list) else [] if ids is None else [ids])
+    if tokenizer.eos_token_id is not None:
+        found.add(tokenizer.eos_token_id)
+    return found
 
 
 def stop_cut(text: str, stop) -> tuple[str, bool]:
@@ -149,6 +160,9 @@ class ServedBase:
             if self.model.config.pad_token_id is None:
                 self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model.to(device).eval()
+        # Tokenizers may return token types (GPT-2's then get an embedding); Llama-family models take none,
+        # and generate() refuses an argument the model does not name.
+        self.token_types = "token_type_ids" in inspect.signature(self.model.forward).parameters
         if quantize:
             _quantize_int8(self.model)
         self.state = BatchState()
@@ -277,7 +291,7 @@ class ServingEngine:
         max_len = max(a.max_length if a is not None else served.max_positions for a in adapters)
         enc = served.tokenizer([r.text for r in requests], padding=True, truncation=True,
                                max_length=min(max_len, served.max_positions), return_tensors="pt")
-        return {k: v.to(self.device) for k, v in enc.items()}
+        return {k: v.to(self.device) for k, v in enc.items() if k != "token_type_ids" or served.token_types}
 
     def generate(self, requests: list[InferenceRequest], adapters: list | None = None) -> list[dict]:
         """Generation for a batch of adapters of one base, all with the same decoding settings (beam search
@@ -294,7 +308,7 @@ class ServingEngine:
             limit = max(1, served.max_positions - new)
             enc = served.tokenizer([r.text for r in requests], padding=True, truncation=True,
                                    max_length=limit, return_tensors="pt")
-            enc = {k: v.to(self.device) for k, v in enc.items()}
+            enc = {k: v.to(self.device) for k, v in enc.items() if k != "token_type_ids" or served.token_types}
             beams = decoding["num_beams"]
             # generate() runs each request's beams as consecutive rows: each row's adapter, repeated.
             served.state.set_rows([a for a in adapters for _ in range(beams)], served.shapes, device=self.device,
@@ -307,13 +321,14 @@ class ServingEngine:
             finally:
                 served.state.clear()
         prompt = enc["input_ids"].shape[1]
-        eos = served.tokenizer.eos_token_id
+        ends = eos_ids(served.model, served.tokenizer)
         out = []
         for row, r in enumerate(requests):
             tokens = ids[row, prompt: prompt + (r.max_new_tokens or self.config.max_new_tokens)].tolist()
-            ended = eos is not None and eos in tokens
+            end = next((i for i, t in enumerate(tokens) if t in ends), None)
+            ended = end is not None
             if ended:
-                tokens = tokens[: tokens.index(eos)]
+                tokens = tokens[:end]
             text, stopped = stop_cut(served.tokenizer.decode(tokens, skip_special_tokens=True), r.stop)
             count = len(served.tokenizer(text, add_special_tokens=False)["input_ids"]) if stopped else len(tokens)
             out.append({"text": text, "prompt_tokens": int(enc["attention_mask"][row].sum()),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from serving.openlora.engine import GENERATION, InferenceRequest, ServingEngine, stop_cut
+from serving.openlora.engine import GENERATION, InferenceRequest, ServingEngine, eos_ids, stop_cut
 
 REPLACEMENT = "\ufffd"  # a multi-byte character cut between tokens: wait for the next token
 
@@ -43,7 +43,7 @@ class TokenStream:
         encoded = tok(r.text)
         # Token types as generate() feeds them (the engine's whole answers), so a greedy stream is the
         # same text: all 0 for one sequence, when the tokenizer makes them at all.
-        self.token_types = "token_type_ids" in encoded
+        self.token_types = "token_type_ids" in encoded and self.served.token_types
         ids = encoded["input_ids"] or (
             [tok.bos_token_id] if tok.bos_token_id is not None else [tok.eos_token_id])
         limit = self.served.max_positions
@@ -92,7 +92,7 @@ class TokenStream:
         if not self._started:
             self.start()
         tok, device = self.served.tokenizer, self.engine.device
-        eos = tok.eos_token_id
+        ends = eos_ids(self.served.model, tok)
         stops = [s for s in (self.request.stop or []) if s]
         hold = max((len(s) for s in stops), default=1) - 1
         seen = list(self.prompt_ids)
@@ -110,7 +110,7 @@ class TokenStream:
                         token = int(torch.multinomial(torch.softmax(scores, -1), 1)[0, 0])
                     else:
                         token = int(scores.argmax(-1)[0])
-                if token == eos:
+                if token in ends:
                     self.finish_reason = "stop"
                     break
                 generated.append(token)

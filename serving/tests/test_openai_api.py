@@ -161,3 +161,35 @@ def test_a_closed_stream_is_charged_for_what_it_generated(finetuned_gpt2):
     assert row.status == Inference.Status.DONE and row.output["finish_reason"] == "cancelled"
     assert row.output["text"].startswith("".join(got)) and row.output["completion_tokens"] < 40
     assert row.fee == Decimal("0.01") and RewardAccrual.objects.filter(reference=f"inference:{row.pk}").exists()
+
+
+def test_a_llama_chat_base_answers_with_its_chat_template(tmp_path):
+    """A Llama-family base with a ChatML tokenizer: the chat is rendered with its template, no plain stop
+    strings are added (the base ends its turn with its own token), and a greedy stream is the whole answer."""
+    import json
+
+    from django.test import Client
+
+    from factory.training.tiny import build_tiny_causal_lm
+    from serving.tests.conftest import SHAKESPEARE, make_adapter
+
+    base = build_tiny_causal_lm(tmp_path / "llama", family="llama", texts=SHAKESPEARE * 4)
+    adapter = make_adapter(base, tmp_path / "lora", task="generation", targets=("q_proj", "v_proj"), seed=3)
+    model = make_model(base_dir=base, adapter_dir=adapter)
+    key, raw = api_key_create(user=UserFactory(), name="llama")
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    ask = {"model": model.slug, "messages": [{"role": "user", "content": "Speak, speak."}], "max_tokens": 8,
+           "temperature": 0}
+    response = client.post("/v1/chat/completions", json.dumps(ask), content_type="application/json")
+    assert response.status_code == 200, response.content
+    whole = response.json()
+    row = Inference.objects.get(pk=whole["attribution"]["inference_id"])
+    assert row.input_text == "<|im_start|>user\nSpeak, speak.<|im_end|>\n<|im_start|>assistant\n"
+    assert "stop" not in row.params and row.api_key == key
+    streamed = client.post("/v1/chat/completions", json.dumps({**ask, "stream": True}), content_type="application/json")
+    body = b"".join(streamed.streaming_content).decode()
+    assert body.endswith("data: [DONE]\n\n")
+    chunks = [json.loads(b[6:]) for b in body.split("\n\n") if b and b != "data: [DONE]"]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == whole["choices"][0]["message"]["content"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
