@@ -1,17 +1,31 @@
 """HTML of paid inference: the playground on a model's page (the page itself is the factory's; this app
-fills its `paid_inference` slot). Views stay thin: serving.services runs, charges and attributes."""
+fills its `paid_inference` slot) and, for generators, the streaming chat playground. Views stay thin:
+serving.services and serving.completions run, charge and attribute."""
+import json
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_POST
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET, require_POST
 
 from attribution.selectors import usernames
 from core.errors import ApplicationError
 from factory import ui_services
+from serving.completions import (
+    chat_messages_clean,
+    chat_prompt_render,
+    chat_template_kind,
+    completion_stream_start,
+    generation_params_clean,
+)
 from serving.forms import PlaygroundForm
 from serving.models import Inference
 from serving.selectors import output_segments
-from serving.services import inference_execute
+from serving.services import ERR_FAILED, GENERATION, inference_execute
+from serving.sse import sse_response
 
 
 def inference_attribution_context(inference) -> dict:
@@ -63,3 +77,84 @@ def model_playground(request, pk):
         return render(request, "serving/_playground_result.html", context)
     return render(request, "factory/model.html", {**ui_services.model_page_context(model=model), **context},
                   status=200 if not error else 400)
+
+
+# --- the chat playground (templates/serving/chat.html, static/js/chat.js; docs/openai_api.md) ---------
+
+ERR_CHAT_JSON = "Send the chat as a JSON object: {messages, temperature, top_p, max_tokens}."
+ERR_NOT_CHAT = "Only generators chat; a classifier has its playground on the model page."
+
+
+def _generator_or_404(pk):
+    model = get_object_or_404(ui_services.model_page_queryset(), pk=pk)
+    if model.task != GENERATION:
+        raise Http404(ERR_NOT_CHAT)
+    return model
+
+
+@login_required
+@require_GET
+def model_chat(request, pk):
+    """The chat page: turns kept in the browser, each answer streamed from `model_chat_stream`."""
+    model = _generator_or_404(pk)
+    try:
+        kind = chat_template_kind(model=model)
+    except ApplicationError:
+        kind = ""  # the model cannot serve now; the first message says why
+    return render(request, "serving/chat.html", {
+        "model": model, "fee": settings.SERVING_FEE_PER_CALL, "template_kind": kind,
+        "max_tokens": settings.SERVING_MAX_NEW_TOKENS, "max_tokens_limit": settings.SERVING_MAX_NEW_TOKENS_LIMIT})
+
+
+@login_required
+@require_POST
+@transaction.non_atomic_requests  # the answer is charged after the view has returned, as it streams
+def model_chat_stream(request, pk):
+    """One paid chat answer as server-sent events: {"inference_id"}, {"delta"}..., then {"text", "html"}
+    (the answer rendered with its reused spans and the contributors paid) or {"error"}. Refusals are
+    JSON {"error"} with the service's status, before any event."""
+    model = _generator_or_404(pk)
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return JsonResponse({"error": ERR_CHAT_JSON}, status=400)
+    try:
+        messages = chat_messages_clean(messages=body.get("messages"))
+        prompt, stops = chat_prompt_render(model=model, messages=messages, fit_chars=settings.SERVING_MAX_INPUT_CHARS)
+        params = generation_params_clean(max_tokens=body.get("max_tokens"), temperature=body.get("temperature"),
+                                         top_p=body.get("top_p"), extra_stop=stops)
+        stream = completion_stream_start(model=model, user=request.user, text=prompt, params=params,
+                                         channel=Inference.Channel.PLAYGROUND)
+    except ApplicationError as exc:
+        return JsonResponse({"error": exc.message}, status=exc.status_code)
+    return sse_response(_chat_events(request, stream))
+
+
+def _chat_events(request, stream):
+    yield {"inference_id": stream.inference.pk}
+    pieces = iter(stream)
+    try:
+        for piece in pieces:
+            yield {"delta": piece}
+    finally:
+        pieces.close()  # a closed stream (Stop, a closed tab) ends the generation; the row is finished
+    if stream.error:
+        yield {"error": ERR_FAILED.format(error=stream.error)}
+        return
+    done = stream.inference
+    html = render_to_string("serving/_chat_answer.html", inference_attribution_context(done), request=request)
+    yield {"text": done.output.get("text", ""), "html": html}
+
+
+@login_required
+@require_GET
+def inference_answer(request, pk):
+    """One of your answers rendered for the chat (after Stop): 202 while it is still being finished."""
+    inference = get_object_or_404(Inference.objects.select_related("model"), pk=pk, user=request.user)
+    if inference.status == Inference.Status.PENDING:
+        return HttpResponse(status=202)
+    if inference.status == Inference.Status.FAILED:
+        return render(request, "serving/_chat_answer.html", {"inference": inference, "error": inference.error})
+    return render(request, "serving/_chat_answer.html", inference_attribution_context(inference))
