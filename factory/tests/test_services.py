@@ -4,6 +4,7 @@ import zipfile
 import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
+from django.utils.text import slugify
 
 from attribution.models import AttributionIndex
 from core.errors import ApplicationError
@@ -318,6 +319,7 @@ def test_generation_job_on_a_registered_causal_lm(tiny_gpt2_dir, settings, tmp_p
     assert evals.count() == 2 and all(row.values["perplexity"] > 1 and row.loss > 0 for row in evals)
     model = FineTunedModel.objects.get(job=job)
     assert model.task == "generation" and model.labels == [] and "AutoModelForCausalLM" in model.model_card
+    assert model.slug == f"{slugify(job.name)[:60].strip('-')}-{model.pk}"  # its name in the OpenAI API (docs/openai_api.md)
     assert isinstance(services.finetuned_model_predict(model=model, text="First Citizen:")["text"], str)
     # its attribution index (unsupported: spans cover generators) is the canvas's next step: attribution/tests/test_pipeline.py
     archive = services.adapter_archive(model=model)
