@@ -1,5 +1,7 @@
 """`Authorization: Api-Key <prefix>.<secret>` for integrators, with a per-key rate limit; and the same
 keys (or a user's token) as `Authorization: Bearer ...`, which OpenAI-style clients send."""
+from datetime import timedelta
+
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
@@ -9,6 +11,14 @@ from accounts.models import ApiKey
 from accounts.services import api_key_authenticate
 
 KEYWORD = "Api-Key"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def _touch(key: ApiKey) -> None:
+    """Record the key's last use, at most once a minute: every write waits for SQLite's one write lock."""
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -19,8 +29,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         key = api_key_authenticate(raw=header[len(KEYWORD) + 1:].strip())
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
-        # Cheap enough at API rates; a busy deployment could batch these.
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+        _touch(key)
         return key.user, key
 
     def authenticate_header(self, request):
@@ -42,7 +51,7 @@ class BearerAuthentication(authentication.BaseAuthentication):
             key = api_key_authenticate(raw=raw)
             if key is None:
                 raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
-            ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+            _touch(key)
             return key.user, key
         return authentication.TokenAuthentication().authenticate_credentials(raw)
 

@@ -282,25 +282,31 @@ def contribution_upload(*, datanet: Datanet, contributor, file, file_name: str =
     digest = _sha256_of(file)
     options = {"text_column": text_column, "label_column": label_column, "text_mode": text_mode,
                "drop_bad_rows": bool(drop_bad_rows), **(extra_options or {})}
+    existing = Contribution.objects.filter(datanet=datanet, file_sha256=digest).first()
+    if existing and existing.ingest_state != Contribution.IngestState.FAILED:
+        return UploadResult(existing, False)
+    # The file is stored and inspected before the transaction: on SQLite a transaction holds the database's
+    # one write lock, and reading a file under load takes seconds (others' writes timed out behind it).
+    draft = Contribution(datanet=datanet, contributor=contributor, file_sha256=digest,
+                         is_evaluation=bool(is_evaluation), file_name=file_name[:255], file_size=size, options=options)
+    draft.file.save(f"{uuid.uuid4().hex}{''.join(Path(file_name).suffixes[-2:])}", File(file), save=False)
+    try:
+        _inspect(draft)
+    except ReadError as exc:
+        draft.file.delete(save=False)
+        raise ApplicationError(str(exc)) from exc
     with transaction.atomic():
         existing = Contribution.objects.select_for_update().filter(datanet=datanet, file_sha256=digest).first()
         if existing and existing.ingest_state != Contribution.IngestState.FAILED:
+            draft.file.delete(save=False)  # the same bytes arrived meanwhile
             return UploadResult(existing, False)
-        contribution = existing or Contribution(datanet=datanet, contributor=contributor, file_sha256=digest,
-                                                is_evaluation=bool(is_evaluation))
-        if existing:
+        contribution = existing or draft
+        if existing:  # a failed one is retried with the new file and options
             existing.file.delete(save=False)
-        contribution.file_name = file_name[:255]
-        contribution.file_size = size
-        contribution.options = options
+            for name in ("file", "file_name", "file_size", "options", "format", "compression", "encoding"):
+                setattr(existing, name, getattr(draft, name))
         contribution.ingest_errors, contribution.rows_bad, contribution.rows_total = [], 0, 0
         contribution.ingest_progress = 0.0
-        contribution.file.save(f"{uuid.uuid4().hex}{''.join(Path(file_name).suffixes[-2:])}", File(file), save=False)
-        try:
-            _inspect(contribution)
-        except ReadError as exc:
-            contribution.file.delete(save=False)
-            raise ApplicationError(str(exc)) from exc
         opts = contribution.options
         guess = opts["guess"]
         opts["text_column"] = opts["text_column"] or guess["text_column"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from celery import Signature, current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import Count, F, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -638,6 +638,12 @@ class _RunHooks:
     hostname: str
 
     def progress(self, p: Progress) -> None:
+        try:
+            self._progress(p)
+        except OperationalError as exc:  # SQLite busy past its timeout: the next tick writes again
+            logger.warning("job %s: progress at step %s not written (%s)", self.job_id, p.step, exc)
+
+    def _progress(self, p: Progress) -> None:
         FineTuneJob.objects.filter(pk=self.job_id).update(
             step=p.step, total_steps=p.total_steps, epoch=p.epoch, loss=p.loss, learning_rate=p.learning_rate,
             examples_per_s=p.examples_per_s, tokens_per_s=p.tokens_per_s, eta_seconds=p.eta_s,
@@ -659,7 +665,10 @@ class _RunHooks:
         FineTuneJob.objects.filter(pk=self.job_id).update(heartbeat_at=timezone.now())
 
     def checkpoint(self, step: int) -> None:
-        FineTuneJob.objects.filter(pk=self.job_id).update(checkpoint_step=step, heartbeat_at=timezone.now())
+        try:
+            FineTuneJob.objects.filter(pk=self.job_id).update(checkpoint_step=step, heartbeat_at=timezone.now())
+        except OperationalError as exc:  # the files are written; resuming reads the step from them
+            logger.warning("job %s: checkpoint step %s not recorded (%s)", self.job_id, step, exc)
 
     def log(self, line: str) -> None:
         _log(self.job_id, line)

@@ -168,14 +168,14 @@ class VersionSerializer(serializers.ModelSerializer):
         model = DatanetVersion
         fields = ("id", "datanet", "number", "merkle_root", "record_count", "evaluation_count", "contributor_count",
                   "label_counts",
-                  "created_by", "created_at", "downloads")
+                  "created_by", "created_at", "export_state", "export_progress", "export_error", "downloads")
         read_only_fields = fields
 
     @extend_schema_field({"type": "object", "properties": {f: {"type": "string", "format": "uri"}
                                                            for f in DOWNLOAD_FORMATS}})
     def get_downloads(self, obj) -> dict:
-        if not obj.export_path:
-            return {}
+        if obj.export_state != DatanetVersion.ExportState.DONE or not obj.export_path:
+            return {}  # the cpu task writes the exports after the version is committed
         request = self.context.get("request")
         return {fmt: reverse("api-version-download", args=[obj.datanet.slug, obj.number, fmt], request=request)
                 for fmt in DOWNLOAD_FORMATS}

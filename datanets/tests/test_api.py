@@ -162,7 +162,11 @@ def test_versions_create_list_download_and_proof(api):
     assert resp.status_code == 201
     v = resp.json()
     assert v["number"] == 1 and v["record_count"] == 3 and v["merkle_root"].startswith("0x")
-    assert set(v["downloads"]) == {"parquet", "jsonl"}
+    # The exports are written by a cpu task after commit: none yet, then the links.
+    assert v["export_state"] == "queued" and v["downloads"] == {}
+    services.datanet_version_export(version_id=v["id"])
+    v = api.get(f"/api/v1/datanets/{datanet.slug}/versions/1/").json()
+    assert v["export_state"] == "done" and v["export_progress"] == 1.0 and set(v["downloads"]) == {"parquet", "jsonl"}
     api.force_authenticate(alice)
     assert api.get(f"/api/v1/datanets/{datanet.slug}/versions/").json()["results"][0]["merkle_root"] == v["merkle_root"]
     dl = api.get(v["downloads"]["jsonl"])
