@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 .PHONY: run test test-sqlite forge lint bench deps browser clean-var help
 
 help:
-	@echo "make run    - install, migrate, seed the demo once, start web + worker + chain on http://127.0.0.1:8000"
+	@echo "make run    - install, migrate, seed the demo once, start web + one worker per queue + beat + chain on http://127.0.0.1:8000"
 	@echo "make test   - the test suite on PostgreSQL + Redis (127.0.0.1), then the money path on SQLite"
 	@echo "make forge  - fuzz and invariant tests of the contracts (forge, offline)"
 	@echo "make lint   - ruff, the import contracts (import-linter) and the architecture doc check"
