@@ -103,7 +103,7 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = (
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY;")
     # Seconds a writer waits for the write lock before "database is locked" (the busy timeout).
-    DATABASES["default"]["OPTIONS"]["timeout"] = env.float("SQLITE_TIMEOUT_SECONDS", default=30.0)
+    DATABASES["default"]["OPTIONS"]["timeout"] = env.float("SQLITE_TIMEOUT_SECONDS", default=60.0)
     # A deferred transaction that reads and then writes cannot wait for the lock: SQLite answers
     # "database is locked" at once, whatever the timeout (7 of 17 logins failed so while a fine-tune ran).
     # IMMEDIATE takes the write lock at BEGIN, so concurrent writers (web, worker, beat) queue on the

@@ -309,7 +309,12 @@ def base_model_build_run(*, base_model_id: int, token: str) -> BaseModel | None:
         if now - last["t"] >= settings.FACTORY_PROGRESS_SECONDS or step == total:
             last["t"] = now
             first = {"first_loss": loss} if step == 1 else {}
-            if not _build_update(model.id, token, step=step, total_steps=total, loss=round(loss, 4), **first):
+            try:
+                current = _build_update(model.id, token, step=step, total_steps=total, loss=round(loss, 4), **first)
+            except OperationalError as exc:  # SQLite busy past its timeout: the next tick writes again
+                logger.warning("base %s: progress at step %s not written (%s)", model.name, step, exc)
+                return
+            if not current:
                 raise TrainingSuperseded(step)
 
     try:
@@ -500,12 +505,19 @@ def _queue(job: FineTuneJob) -> None:
     transaction.on_commit(canvas.apply_async)
 
 
-@transaction.atomic
 def finetune_job_create(*, owner, datanet_version, base_model: BaseModel | None, task: str, params: dict,
                         preset: str = "", name: str = "") -> FineTuneJob:
-    """Validate (same rules for form and API), save the job and queue it on the gpu queue after commit."""
+    """Validate (same rules for form and API), save the job and queue it on the gpu queue after commit.
+    The validation (it reads the version's records and the model's files) runs before the transaction:
+    on SQLite a transaction holds the database's one write lock."""
     clean = finetune_params_validate(datanet_version=datanet_version, base_model=base_model, task=task,
                                      params=params)
+    with transaction.atomic():
+        return _finetune_job_save(owner=owner, datanet_version=datanet_version, base_model=base_model, task=task,
+                                  clean=clean, preset=preset, name=name)
+
+
+def _finetune_job_save(*, owner, datanet_version, base_model, task, clean, preset, name) -> FineTuneJob:
     version_label = f"{datanet_version.datanet.name} v{datanet_version.number}"
     job = FineTuneJob.objects.create(
         owner=owner, name=(name or f"{base_model.name} on {version_label}")[:120],
