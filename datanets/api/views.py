@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
@@ -252,6 +252,16 @@ class RecordCursorPagination(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 200
 
+    def get_page_size(self, request):
+        # A `limit` that is not a whole number in 1..200 is a 400, not silently the default page (the schema says
+        # so, and the contract test sends `limit=null`).
+        value = request.query_params.get(self.page_size_query_param, "")
+        if value == "":
+            return self.page_size
+        if not value.isdigit() or not 1 <= int(value) <= self.max_page_size:
+            raise ValidationError({self.page_size_query_param: [f"Must be a whole number from 1 to {self.max_page_size}."]})
+        return int(value)
+
 
 class RecordListApi(PaginatedApi):
     """A Datanet's records in id order, keyset-paginated: accepted ones and the caller's own (curators: all);
@@ -268,7 +278,8 @@ class RecordListApi(PaginatedApi):
         OpenApiParameter("status", str, enum=selectors.RECORD_STATUSES, description="The contribution's review status"),
         OpenApiParameter("conflicts", bool, description="Only (true) or no (false) conflicting records"),
         OpenApiParameter("cursor", str, description="From `next`/`previous`"),
-        OpenApiParameter("limit", int, description="Page size, at most 200 (default 50)")])
+        OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": RecordCursorPagination.max_page_size},
+                         description="Page size, at most 200 (default 50)")])
     def get(self, request, slug: str):
         p = request.query_params
         qs = selectors.records_visible_to(

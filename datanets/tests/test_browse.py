@@ -78,6 +78,9 @@ def test_records_api_keyset_pages_filters_and_visibility(datanet_with_records):
     got = api.get(url, {"status": "pending", "q": "sales"}).json()["results"]
     assert [r["text"] for r in got] == ["Sales office moved to Oulu."]
     assert api.get(url, {"status": "bogus"}).status_code == 400
+    for bad in ("null", "0", "201", "-1", "2.5"):  # a page size out of 1..200 is refused, not replaced by the default
+        r = api.get(url, {"limit": bad})
+        assert r.status_code == 400 and "limit" in r.json()["error"]["fields"], bad
     # A contributor reads accepted records and their own; another's pending ones stay hidden, filter or not.
     api.force_authenticate(alice)
     assert api.get(url, {"status": "pending"}).json()["results"] == []
