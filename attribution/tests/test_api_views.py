@@ -70,6 +70,12 @@ def test_model_page_partial_and_explain(client, ready_model):
     assert top.contributor.username in html and "Likely mislabeled" in html and "Rebuild index" not in html
     partial = client.get(reverse("attribution:model-contributors", args=[ready_model.pk])).content.decode()
     assert "Top contributors" in partial and f"{top.percent}%" in partial and "hx-trigger" not in partial
+    index = ready_model.attribution_indexes.first()
+    for rule, signal, shown in (("signed_null_excess", True, False), ("equal_no_signal", False, True)):
+        index.settings = {**index.settings, "weights_rule": rule, "weights_signal": signal}
+        index.save(update_fields=["settings"])
+        partial = client.get(reverse("attribution:model-contributors", args=[ready_model.pk])).content.decode()
+        assert ("Equal split" in partial) is shown, rule  # the fallback is shown to the user
     res = client.post(reverse("attribution:model-explain", args=[ready_model.pk]),
                       {"text": "sales fell sharply", "top_k": 2}, HTTP_HX_REQUEST="true")
     body = res.content.decode()
