@@ -209,6 +209,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ROUTES = {
     "datanets.tasks.*": {"queue": "cpu"},
+    # A merged export needs memory, not a GPU: it runs beside the version exports (checked before the glob).
+    "factory.tasks.finetuned_model_merge_task": {"queue": "cpu"},
     "factory.tasks.*": {"queue": "gpu"},
     "attribution.tasks.*": {"queue": "gpu"},
     "ledger.tasks.*": {"queue": "ledger"},
@@ -224,6 +226,8 @@ TASK_TIME_LIMITS = {
     "export": env.int("TASK_TIME_LIMIT_EXPORT", default=3600),
     "settle": env.int("TASK_TIME_LIMIT_SETTLE", default=1800),
     "base_build": env.int("TASK_TIME_LIMIT_BASE_BUILD", default=3 * 3600),
+    # Merging an adapter into its base and zipping the result (a 7B base: minutes, tens of GB on disk).
+    "merge": env.int("TASK_TIME_LIMIT_MERGE", default=2 * 3600),
 }
 TASK_TIME_LIMIT_GRACE_SECONDS = env.int("TASK_TIME_LIMIT_GRACE_SECONDS", default=300)
 # Seconds after which a worker that stopped beating counts as gone (see core.heartbeat).
@@ -260,7 +264,7 @@ ENV_VARS = (
     "DATABASE_URL", "MEDIA_ROOT", "DATANET_UPLOAD_MAX_BYTES", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
     "WORKER_HEARTBEAT_SECONDS", "WORKER_STALE_SECONDS", "TASK_TIME_LIMIT_FINETUNE", "TASK_TIME_LIMIT_ATTRIBUTION_INDEX",
     "TASK_TIME_LIMIT_INGEST", "TASK_TIME_LIMIT_SPAN_INDEX", "TASK_TIME_LIMIT_EXPORT", "TASK_TIME_LIMIT_SETTLE",
-    "TASK_TIME_LIMIT_BASE_BUILD", "TASK_TIME_LIMIT_GRACE_SECONDS", "WEB3_PROVIDER_URI", "LEDGER_PRIVATE_KEY",
+    "TASK_TIME_LIMIT_BASE_BUILD", "TASK_TIME_LIMIT_MERGE", "TASK_TIME_LIMIT_GRACE_SECONDS", "WEB3_PROVIDER_URI", "LEDGER_PRIVATE_KEY",
     "LEDGER_CONFIRMATIONS", "MODELS_DIR", "HF_HOME", "DEMO_BASE_PRETRAIN_STEPS", "LOG_LEVEL", "DJANGO_SECURE_COOKIES",
 )
 

@@ -153,6 +153,13 @@ class FineTunedModel(models.Model):
         READY = "ready", "Ready"
         REGISTERED = "registered", "Registered on-chain"
 
+    class MergedState(models.TextChoices):
+        NONE = "", "Not requested"
+        QUEUED = "queued", "Merge queued"
+        RUNNING = "running", "Merging"
+        DONE = "done", "Merged"
+        FAILED = "failed", "Merge failed"
+
     job = models.OneToOneField(FineTuneJob, on_delete=models.PROTECT, related_name="model")
     name = models.CharField(max_length=120)
     # The name integrators call it by (`model=` of the OpenAI-compatible API): `<name>-<id>`, set once when
@@ -170,6 +177,13 @@ class FineTunedModel(models.Model):
     model_card = models.TextField(blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.READY, db_index=True)
     developer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="models")
+    # The merged export (base + adapter folded in, safetensors, zipped): written on request by a `cpu` task
+    # (factory.exports) and kept, since a model's adapter and base never change.
+    merged_state = models.CharField(max_length=10, choices=MergedState.choices, default=MergedState.NONE, blank=True)
+    merged_progress = models.FloatField(default=0.0)
+    merged_error = models.TextField(blank=True)
+    merged_path = models.CharField(max_length=500, blank=True, help_text="The merged model's zip")
+    merged_bytes = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

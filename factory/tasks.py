@@ -59,6 +59,27 @@ def base_model_build_task(base_model_id: int, token: str) -> None:
     base_model_build_run(base_model_id=base_model_id, token=token)
 
 
+class MergeTask(LongTask):
+    """The merged export of one model (queue `cpu`): a crash or the time limit leaves it failed with the
+    reason; a later request retries it."""
+
+    limits = "merge"
+    throws = (ApplicationError, TrainingError)
+
+    def fail_row(self, row_id: int, reason: str) -> None:
+        from factory.exports import finetuned_model_merge_fail
+
+        finetuned_model_merge_fail(model_id=row_id, reason=reason)
+
+
+@shared_task(base=MergeTask, name="factory.tasks.finetuned_model_merge_task")
+def finetuned_model_merge_task(model_id: int) -> None:
+    """Merge a model's adapter into its base and zip the folder (progress on the model row)."""
+    from factory.exports import finetuned_model_merge
+
+    finetuned_model_merge(model_id=model_id)
+
+
 @shared_task(name="factory.tasks.finetune_jobs_recover_task", ignore_result=True)
 def finetune_jobs_recover_task() -> list[int]:
     from factory.services import finetune_jobs_recover

@@ -17,4 +17,7 @@ urlpatterns = [
     path("models/", views.model_list, name="models"),
     path("models/<int:pk>/", views.model_detail, name="model"),
     path("models/<int:pk>/adapter.zip", views.model_download, name="model-download"),
+    path("models/<int:pk>/merged/", views.model_merge, name="model-merge"),
+    path("models/<int:pk>/merged/status/", views.model_merged_status, name="model-merged-status"),
+    path("models/<int:pk>/merged.zip", views.model_merged_download, name="model-merged-download"),
 ]

@@ -6,14 +6,15 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.html import escape
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from core.errors import ApplicationError
 from core.roles import MODEL_DEVELOPER, role_required, user_has_role
-from factory import selectors, services, ui_services
+from factory import exports, selectors, services, ui_services
 from factory.forms import FineTuneForm, JobFilterForm, fine_tune_initial
 from factory.models import BaseModel, FineTunedModel, FineTuneJob
 
@@ -263,3 +264,44 @@ def model_download(request, pk):
     response["Content-Disposition"] = f'attachment; filename="model-{model.id}-adapter.zip"'
     response["X-Adapter-SHA256"] = model.adapter_sha256
     return response
+
+
+def _merged_cell(request, model: FineTunedModel):
+    return render(request, "factory/_model_merged.html", {"model": model})
+
+
+@login_required
+@require_POST
+def model_merge(request, pk):
+    """Request the merged export (again, when it failed); htmx gets the polling cell, others the page."""
+    model = _model_or_404(pk)
+    try:
+        model = exports.finetuned_model_merged_request(model=model, retry=True)
+    except ApplicationError as exc:
+        if request.htmx:
+            return HttpResponse(f'<div id="model-merged" class="merged-failed">{escape(exc.message)}</div>')
+        messages.error(request, exc.message)
+        return redirect("factory:model", pk=pk)
+    if request.htmx:
+        return _merged_cell(request, model)
+    messages.success(request, "The merged model is being prepared; this page shows when it is ready.")
+    return redirect("factory:model", pk=pk)
+
+
+@login_required
+@require_GET
+def model_merged_status(request, pk):
+    """The merged-export cell the model page polls while it is queued or running."""
+    return _merged_cell(request, _model_or_404(pk))
+
+
+@login_required
+@require_GET
+def model_merged_download(request, pk):
+    model = _model_or_404(pk)
+    path = exports.finetuned_model_merged_file(model=model)
+    if path is None:
+        messages.info(request, "The merged model is not ready yet: prepare it first.")
+        return redirect("factory:model", pk=pk)
+    return FileResponse(open(path, "rb"), as_attachment=True, content_type="application/zip",  # noqa: SIM115
+                        filename=f"{exports.merged_folder_name(model=model)}.zip")

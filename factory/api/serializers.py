@@ -93,3 +93,21 @@ class FineTunedModelDetailSerializer(FineTunedModelSerializer):
     class Meta(FineTunedModelSerializer.Meta):
         fields = [*FineTunedModelSerializer.Meta.fields, "model_card"]
         read_only_fields = fields
+
+
+class MergedStateSerializer(serializers.Serializer):
+    """Where a model's merged export stands; `download` is set once it is done."""
+
+    state = serializers.ChoiceField(choices=FineTunedModel.MergedState.choices, source="merged_state",
+                                    help_text="'' (not requested), queued, running, done or failed")
+    progress = serializers.FloatField(source="merged_progress", help_text="0-1 while running")
+    error = serializers.CharField(source="merged_error")
+    bytes = serializers.IntegerField(source="merged_bytes", help_text="Size of the zip when done")
+    download = serializers.SerializerMethodField()
+
+    def get_download(self, obj) -> str | None:
+        if obj.merged_state != FineTunedModel.MergedState.DONE:
+            return None
+        from rest_framework.reverse import reverse
+
+        return reverse("api-factory-model-merged", args=[obj.pk], request=self.context.get("request"))

@@ -11,4 +11,5 @@ urlpatterns: list = [
     path("factory/models/", views.ModelListApi.as_view(), name="api-factory-models"),
     path("factory/models/<int:model_id>/", views.ModelDetailApi.as_view(), name="api-factory-model"),
     path("factory/models/<int:model_id>/adapter/", views.ModelAdapterApi.as_view(), name="api-factory-model-adapter"),
+    path("factory/models/<int:model_id>/merged/", views.ModelMergedApi.as_view(), name="api-factory-model-merged"),
 ]

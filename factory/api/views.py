@@ -1,7 +1,7 @@
 """REST API of the Model Factory: the base-model catalog, fine-tune jobs (create with the form's rules,
 status with metrics, cancel, retry) and fine-tuned models (list, detail, adapter download).
 Paid inference is the serving app's (serving/api/)."""
-from django.http import HttpResponse
+from django.http import FileResponse, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -14,7 +14,7 @@ from core.api import ID_QUERY, HasRole, PaginatedApi, query_bool, query_choice, 
 from core.errors import ApplicationError
 from core.roles import MODEL_DEVELOPER
 from datanets.models import DatanetVersion
-from factory import services, ui_services
+from factory import exports, services, ui_services
 from factory.api.serializers import (
     PARAM_NAMES,
     BaseModelSerializer,
@@ -23,6 +23,7 @@ from factory.api.serializers import (
     JobCreateSerializer,
     JobDetailSerializer,
     JobSerializer,
+    MergedStateSerializer,
 )
 from factory.models import BaseModel, FineTunedModel, FineTuneJob
 
@@ -173,3 +174,47 @@ class ModelAdapterApi(APIView):
         response["X-Adapter-SHA256"] = model.adapter_sha256
         return response
 
+
+
+MERGED_RESPONSES = {
+    (200, "application/zip"): OpenApiTypes.BINARY,
+    202: OpenApiResponse(MergedStateSerializer, description="Not ready yet: queued (now, if it was not) or "
+                                                            "running; poll again"),
+    404: OpenApiResponse(description="No such model"),
+    409: OpenApiResponse(description="The merge failed (POST retries it), or the base model is gone"),
+}
+
+
+def merged_zip_response(model: FineTunedModel, path) -> FileResponse:
+    return FileResponse(open(path, "rb"), as_attachment=True, content_type="application/zip",  # noqa: SIM115
+                        filename=f"{exports.merged_folder_name(model=model)}.zip")
+
+
+class ModelMergedApi(APIView):
+    """The merged model (the base with the adapter folded in by PEFT merge_and_unload; safetensors, config and
+    tokenizer in one folder, zipped), loadable by plain transformers' from_pretrained. Written by a `cpu`
+    task on the first request and kept: GET answers 202 with the state until it is done, then the zip."""
+
+    @extend_schema(responses=MERGED_RESPONSES, tags=["factory"])
+    def get(self, request, model_id: int):
+        model = _model(model_id)
+        path = exports.finetuned_model_merged_file(model=model)
+        if path is not None:
+            return merged_zip_response(model, path)
+        if model.merged_state == FineTunedModel.MergedState.FAILED:
+            raise ApplicationError(exports.ERR_MERGE_FAILED.format(error=model.merged_error), status_code=409,
+                                   extra={"state": model.merged_state})
+        model = exports.finetuned_model_merged_request(model=model)
+        return Response(MergedStateSerializer(model, context={"request": request}).data,
+                        status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={200: MergedStateSerializer, 202: MergedStateSerializer,
+                                            404: OpenApiResponse(description="No such model"),
+                                            409: OpenApiResponse(description="The base model is gone")},
+                   tags=["factory"])
+    def post(self, request, model_id: int):
+        """Request the merge (again, when it failed); 200 when it is already done."""
+        model = exports.finetuned_model_merged_request(model=_model(model_id), retry=True)
+        done = model.merged_state == FineTunedModel.MergedState.DONE
+        return Response(MergedStateSerializer(model, context={"request": request}).data,
+                        status=status.HTTP_200_OK if done else status.HTTP_202_ACCEPTED)
