@@ -50,8 +50,10 @@ forge: node_modules/.stamp-npm
 	cd ledger/contracts && ../../node_modules/.bin/forge test
 
 # The money path again on the embedded default (SQLite, the file-system broker), where a DecimalField once
-# came back through a float: exact amounts, wallets, the ledger (accrue -> epoch -> publish -> claim on anvil).
-SQLITE_TESTS ?= core/tests/test_fields.py core/tests/test_concurrent_writes.py accounts/tests/test_wallets.py ledger
+# came back through a float: exact amounts, wallets, the ledger (accrue -> epoch -> publish -> claim on anvil),
+# and the end-to-end test (upload -> ... -> claim, real workers and anvil; about 90 s).
+SQLITE_TESTS ?= core/tests/test_fields.py core/tests/test_concurrent_writes.py accounts/tests/test_wallets.py ledger \
+  tests/test_end_to_end.py
 test-sqlite: deps
 	@d=$$(mktemp -d /tmp/mf-sqlite-XXXXXX); echo "database: sqlite ($$d)   broker: filesystem"; \
 	MF_ALLOW_SQLITE_TESTS=1 VAR_DIR=$$d DATABASE_URL=sqlite:///$$d/db.sqlite3 CELERY_BROKER_URL=filesystem:// \
