@@ -47,6 +47,7 @@ ERR_NO_MODEL = "No model with id {id}."
 ERR_NOT_READY = "Model {id} cannot serve yet: {why}."
 ERR_TIMEOUT = "The model did not answer within {s:.0f} s; try again."
 ERR_FAILED = "The model failed on this input: {error}"
+ERR_NUL = "The input text contains a NUL character (\\u0000), which is not text."
 
 
 # --- the engine ---------------------------------------------------------------------------------
@@ -119,6 +120,8 @@ def input_clean(*, text, strip: bool = True) -> str:
     begins, often with a newline the model was trained to see); 400 when empty, 413 when over the limit."""
     if not isinstance(text, str) or not text.strip():
         raise ApplicationError(ERR_EMPTY, status_code=400)
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL: refused here, not a 500 at the insert
+        raise ApplicationError(ERR_NUL, status_code=400)
     text = text.strip() if strip else text
     if len(text) > settings.SERVING_MAX_INPUT_CHARS:
         raise ApplicationError(ERR_TOO_LONG.format(n=len(text), limit=settings.SERVING_MAX_INPUT_CHARS),

@@ -11,6 +11,7 @@ forward at a time per base (the base's layers hold the batch's state).
 from __future__ import annotations
 
 import inspect
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -84,6 +85,16 @@ def eos_ids(model, tokenizer) -> set[int]:
     if tokenizer.eos_token_id is not None:
         found.add(tokenizer.eos_token_id)
     return found
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """Generated text without control characters other than tab and newlines. A byte-level tokenizer has a
+    token for every byte, and sampling can pick NUL, which PostgreSQL cannot store (a 500 once) and no
+    reader wants; removing characters keeps each streamed prefix a prefix of the whole."""
+    return _CONTROL.sub("", text)
 
 
 def stop_cut(text: str, stop) -> tuple[str, bool]:
@@ -329,7 +340,7 @@ class ServingEngine:
             ended = end is not None
             if ended:
                 tokens = tokens[:end]
-            text, stopped = stop_cut(served.tokenizer.decode(tokens, skip_special_tokens=True), r.stop)
+            text, stopped = stop_cut(printable(served.tokenizer.decode(tokens, skip_special_tokens=True)), r.stop)
             count = len(served.tokenizer(text, add_special_tokens=False)["input_ids"]) if stopped else len(tokens)
             out.append({"text": text, "prompt_tokens": int(enc["attention_mask"][row].sum()),
                         "completion_tokens": count, "finish_reason": "stop" if ended or stopped else "length"})

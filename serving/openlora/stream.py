@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from serving.openlora.engine import GENERATION, InferenceRequest, ServingEngine, eos_ids, stop_cut
+from serving.openlora.engine import GENERATION, InferenceRequest, ServingEngine, eos_ids, printable, stop_cut
 
 REPLACEMENT = "\ufffd"  # a multi-byte character cut between tokens: wait for the next token
 
@@ -116,7 +116,7 @@ class TokenStream:
                 generated.append(token)
                 seen.append(token)
                 self.completion_tokens = len(generated)
-                decoded = tok.decode(generated, skip_special_tokens=True)
+                decoded = printable(tok.decode(generated, skip_special_tokens=True))
                 text, stopped = stop_cut(decoded, stops)
                 if stopped:
                     self.text = text

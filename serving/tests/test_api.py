@@ -90,6 +90,8 @@ def test_bad_inputs_and_unready_models(tiny_bert, bert_adapters, tmp_path):
     assert not Inference.objects.exists()
     empty = infer(api, model.pk, text="   ")
     assert empty.status_code == 400 and "empty" in empty.json()["error"]["message"]
+    nul = infer(api, model.pk, text="profit\x00rose")  # PostgreSQL text cannot hold it: a 400, not a 500
+    assert nul.status_code == 400 and "nul" in nul.json()["error"]["message"].lower()
     assert api.post(f"/api/v1/models/{model.pk}/infer", {}, format="json").status_code == 400
     big = infer(api, model.pk, text="x" * 201)
     assert big.status_code == 413 and "limit is 200" in big.json()["error"]["message"]

@@ -213,3 +213,46 @@ def test_int8_is_refused_on_a_gpu_and_an_unknown_dtype_is_named():
         ServingEngine(ServingConfig(device="cuda", dtype="int8"))
     with pytest.raises(ValueError, match="int8"):
         ServingEngine(ServingConfig(device="cpu", dtype="float8"))
+
+
+def _nul_speaking_base(tiny_gpt2, out):
+    """The tiny GPT-2 with its final norm fixed so every position predicts the byte-level token of NUL."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_gpt2))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_gpt2))
+    nul = tok.convert_tokens_to_ids("\u0100")  # GPT-2's byte-level alphabet writes byte 0 as U+0100
+    assert tok.decode([nul]) == "\x00"
+    with torch.no_grad():
+        row = model.transformer.wte.weight[nul]
+        row.mul_(50 / row.norm())
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.copy_(10 * row / row.norm())
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
+
+
+@pytest.mark.parametrize("decoding", [{}, {"temperature": 0}, {"temperature": 1.3, "top_p": 0.9}])
+def test_generated_control_characters_are_dropped_whole_and_streamed(tiny_gpt2, tmp_path, decoding):
+    """A byte-level tokenizer can emit NUL (a sampled answer once could not be stored: PostgreSQL text
+    holds no NUL, and the API answered 500); the served text, whole or streamed, has none."""
+    from serving.openlora.engine import printable
+    from serving.openlora.stream import TokenStream
+
+    torch.set_num_threads(1)
+    base = _nul_speaking_base(tiny_gpt2, tmp_path / "nul")
+    engine = ServingEngine(ServingConfig(max_new_tokens=6, device="cpu", no_repeat_ngram_size=0))
+    req = InferenceRequest(base_path=str(base), adapter_dir=None, text="MENENIUS:", task="generation", **decoding)
+    whole = engine.infer([req])[0]
+    assert whole["completion_tokens"] == 6 and "\x00" not in whole["text"]
+    stream = TokenStream(engine, req)
+    assert "\x00" not in "".join(stream) and "\x00" not in stream.text
+    assert printable("a\x00b\tc\nd\x7f\x1b") == "ab\tc\nd"
+
+
+def test_printable_keeps_prefixes():
+    from serving.openlora.engine import printable
+
+    text = "x\x00y\x01\r\nz"
+    assert all(printable(text).startswith(printable(text[:i])) for i in range(len(text) + 1))

@@ -130,6 +130,8 @@ def test_errors_have_openai_shape_and_write_nothing(setup, live_server, tiny_ber
         assert err.value.status_code in (400, 413) and err.value.body["type"] == "invalid_request_error"
         assert err.value.body["param"] == param, kwargs
     assert err.value.status_code == 413 and err.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError, match="NUL"):  # PostgreSQL text cannot hold it: 400, not 500
+        client.completions.create(model=model.slug, prompt="MENENIUS:\x00", max_tokens=2)
     with pytest.raises(openai.BadRequestError, match="prompt"):
         client.completions.create(model=model.slug, prompt="  ")
     classifier = make_model(base_dir=tiny_bert, adapter_dir=bert_adapters[0], version=make_version(n=6))
