@@ -27,6 +27,7 @@ from attribution.models import AttributionIndex
 from attribution.selectors import attribution_index_get, model_contributor_weights
 from attribution.services import attribution_index_build_enqueue, prediction_explain
 from core.errors import ApplicationError
+from datanets.chat import conversation_answers
 from datanets.models import Record
 from factory.models import FineTunedModel, FineTuneJob
 from factory.services import base_model_check
@@ -575,8 +576,12 @@ def _open_span_index(row: SpanIndex):
 
 
 def _version_records(version) -> list:
+    """The version's records as the span index holds them: a conversation by its assistant turns (what a
+    model trained on it, with assistant-only loss, learns to say; its stored JSON would credit quotes and
+    braces and miss every answer that spans a line), any other record by its text."""
     rows = Record.objects.filter(versions=version).order_by("pk").values_list("pk", "text", "contributor_id")
-    return [SpanRecord(id=str(pk), text=text, contributor=str(uid)) for pk, text, uid in rows.iterator()]
+    return [SpanRecord(id=str(pk), text=conversation_answers(text), contributor=str(uid))
+            for pk, text, uid in rows.iterator()]
 
 
 def span_index_ensure(*, version, base_model) -> SpanIndex:

@@ -115,6 +115,30 @@ SPEECHES = [
 ]
 
 
+def test_chat_records_are_indexed_by_their_assistant_turns(tiny_gpt2, gpt2_adapters):
+    """A chat record's span credit is for what the model learns to say (its assistant turns), not for its
+    stored JSON: an answer reused across a line is found, the user's turn and the JSON syntax are not."""
+    from datanets.chat import conversation_text
+    from serving.services import generation_explain
+
+    answer = "Speak, speak.\nYou are all resolved rather to die than to famish?"
+    rows = [(conversation_text([{"role": "user", "content": "Continue this passage:\nFirst Citizen: hear me"},
+                                {"role": "assistant", "content": answer}]), ""),
+            (conversation_text([{"role": "user", "content": "Who speaks of the patricians?"},
+                                {"role": "assistant", "content": "MENENIUS: I tell you, friends."}]), "")]
+    version = make_version(task="generation", rows=rows, contributors=2, slug="plays-chat-spans")
+    model = make_model(base_dir=tiny_gpt2, adapter_dir=gpt2_adapters[0], version=version)
+    row = span_index_build(span_index_id=SpanIndex.objects.create(version=version, base_model=model.base_model).pk)
+    assert row.status == SpanIndex.Status.READY
+    got = generation_explain(model=model, text="All said: speak.\nYou are all resolved rather to die, they cried.")
+    owner = version.records.get(text__contains="famish").contributor_id
+    assert any("\nYou are all resolved rather to die" in s["text"] for s in got["spans"])
+    assert got["contributors"] == [{"user_id": owner, "share": 1.0}]
+    # Neither the user's turn nor the storage format is a passage the model learned to say.
+    for text in ('"role":"assistant","content":"', "Continue this passage:\nFirst Citizen: hear me"):
+        assert generation_explain(model=model, text=text)["spans"] == []
+
+
 def test_generator_spans_attribute_and_pay_the_contributors(tiny_gpt2, gpt2_adapters, django_capture_on_commit_callbacks):
     from serving.services import generation_explain, split_wei
 
