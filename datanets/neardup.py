@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -134,26 +136,38 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     return _powers_cache[0][:n], _powers_cache[1][:n]
 
 
-def _signatures(texts: Sequence[str]) -> np.ndarray:
-    n = len(texts)
-    if n == 0:
-        return np.empty((0, NUM_PERM), dtype=SIGNATURE_DTYPE)
+def _words(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The texts' words as byte spans of their normalised UTF-8, joined: (bytes, seps, w_lo, w_hi, w_text).
+    `seps[i]` is the NUL that ends text i; word k is bytes [w_lo[k], w_hi[k]) of text w_text[k], in order."""
     # NUL separates texts (ingest refuses text holding one; elsewhere it is made a space).
     joined = "\x00".join(normalise(t).replace("\x00", " ") for t in texts).encode() + b"\x00"
     b = np.frombuffer(joined, dtype=np.uint8)
     seps = np.flatnonzero(b == 0)
-    text_start = np.concatenate(([0], seps[:-1] + 1))
+    edge = np.diff(np.concatenate(([False], _WORD_BYTE[b], [False])).astype(np.int8))
+    w_lo, w_hi = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+    return b, seps, w_lo, w_hi, np.searchsorted(seps, w_lo)
+
+
+def _span_hasher(b: np.ndarray):
+    """span_hash(lo, hi): a 64-bit hash of each byte span [lo, hi) of b (polynomial, then mixed)."""
+    powers, inv = _powers(len(b))
     with np.errstate(over="ignore"):
-        powers, inv = _powers(len(b))
         prefix = np.concatenate(([np.uint64(0)], np.cumsum((b.astype(np.uint64) + np.uint64(1)) * powers, dtype=np.uint64)))
 
-        def span_hash(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:  # bytes [lo, hi)
+    def span_hash(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
             return _mix((prefix[hi] - prefix[lo]) * inv[lo] + (hi - lo).astype(np.uint64) * _PAIR_MUL)
+    return span_hash
 
-        word = _WORD_BYTE[b]
-        edge = np.diff(np.concatenate(([False], word, [False])).astype(np.int8))
-        w_lo, w_hi = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
-        w_text = np.searchsorted(seps, w_lo)
+
+def _signatures(texts: Sequence[str]) -> np.ndarray:
+    n = len(texts)
+    if n == 0:
+        return np.empty((0, NUM_PERM), dtype=SIGNATURE_DTYPE)
+    b, seps, w_lo, w_hi, w_text = _words(texts)
+    text_start = np.concatenate(([0], seps[:-1] + 1))
+    span_hash = _span_hasher(b)
+    with np.errstate(over="ignore"):
         counts = np.bincount(w_text, minlength=n)
         # A text with no word: one shingle, the hash of its bytes (tagged apart from a word's).
         empty = np.flatnonzero(counts == 0)
@@ -186,6 +200,84 @@ def _signatures(texts: Sequence[str]) -> np.ndarray:
             block += _PERM_B[k:k + _PERM_STEP, None]
             mins[k:k + _PERM_STEP] = np.minimum.reduceat(block, sh_start, axis=1)
     return ((mins >> np.uint32(8)) & np.uint32(0xFFFF)).astype(SIGNATURE_DTYPE).T
+
+
+_VERIFY_BYTES = 1 << 20  # bytes of words compared at a time when checking that equal hashes are equal words
+
+
+def shingle_ids(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each text's shingles as integers: (ids, offsets), text i's being ids[offsets[i]:offsets[i + 1]].
+
+    Exact within one call: two texts' id sets share an id exactly where their `shingles()` share a
+    shingle, so `jaccard` of the id sets is the texts' `similarity`. Words are grouped by a 64-bit hash
+    and every word is then compared byte for byte with its group's first (a collision falls back to
+    numbering the words in Python); a word pair is numbered from its two word numbers, and a text with
+    no word by its whole text. Vectorised: a few microseconds a text, against ~15 for `shingles()`.
+    """
+    n = len(texts)
+    if n == 0:
+        return np.empty(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    b, seps, w_lo, w_hi, w_text = _words(texts)
+    # Hashes in slices of about _BATCH_CHARS bytes (each slice's prefix sums alone: bounded temporaries).
+    h = np.empty(len(w_lo), dtype=np.uint64)
+    cut = np.searchsorted(w_lo, np.arange(0, len(b), _BATCH_CHARS))
+    cut = np.append(cut, len(w_lo))
+    for lo, hi in zip(cut[:-1], cut[1:], strict=True):
+        if hi > lo:
+            base = int(w_lo[lo])
+            h[lo:hi] = _span_hasher(b[base:int(w_hi[hi - 1])])(w_lo[lo:hi] - base, w_hi[lo:hi] - base)
+    _, first, word_id = np.unique(h, return_index=True, return_inverse=True)
+    del h
+    word_id = word_id.astype(np.int64).reshape(-1)
+    if not _same_words(b, w_lo, w_hi, first[word_id]):
+        word_id = _word_ids_python(b, w_lo, w_hi)
+    n_words = int(word_id.max()) + 1 if len(word_id) else 0
+    counts = np.bincount(w_text, minlength=n)
+    p = np.flatnonzero(w_text[1:] == w_text[:-1])
+    pair_id = n_words + word_id[p] * n_words + word_id[p + 1]
+    # Per text: its words, then its pairs (counts - 1 of them), then its no-word id if it has no word.
+    empty = np.flatnonzero(counts == 0)
+    sizes = counts + np.maximum(counts - 1, 0)
+    sizes[empty] = 1
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    ids = np.empty(int(offsets[-1]), dtype=np.int64)
+    first_word = np.zeros(n, dtype=np.int64)
+    np.cumsum(counts[:-1], out=first_word[1:])
+    ids[offsets[w_text] + (np.arange(len(w_lo)) - first_word[w_text])] = word_id
+    p_text = w_text[p]
+    ids[offsets[p_text] + counts[p_text] + (p - first_word[p_text])] = pair_id
+    if len(empty):  # no word: the shingle is the whole text, as given (shingles() keeps ("", text))
+        base, seen = n_words + n_words * n_words, {}
+        ids[offsets[empty]] = [base + seen.setdefault(texts[i], len(seen)) for i in empty.tolist()]
+    return ids, offsets
+
+
+def _same_words(b: np.ndarray, w_lo: np.ndarray, w_hi: np.ndarray, rep: np.ndarray) -> bool:
+    """Whether every word k equals word rep[k] byte for byte (compared in slices of _VERIFY_BYTES)."""
+    lengths = w_hi - w_lo
+    if not np.array_equal(lengths, lengths[rep]):
+        return False
+    check = np.flatnonzero(rep != np.arange(len(rep)))
+    ends = np.cumsum(lengths[check])
+    start = 0
+    while start < len(check):
+        stop = int(np.searchsorted(ends, (ends[start - 1] if start else 0) + _VERIFY_BYTES, side="right"))
+        stop = max(stop, start + 1)
+        k = check[start:stop]
+        ln = lengths[k]
+        step = np.arange(int(ln.sum())) - np.repeat(np.cumsum(ln) - ln, ln)
+        if not np.array_equal(b[np.repeat(w_lo[k], ln) + step], b[np.repeat(w_lo[rep[k]], ln) + step]):
+            return False
+        start = stop
+    return True
+
+
+def _word_ids_python(b: np.ndarray, w_lo: np.ndarray, w_hi: np.ndarray) -> np.ndarray:
+    """Word numbers by their bytes (the rare case of a 64-bit hash collision)."""
+    raw, seen = b.tobytes(), {}
+    return np.fromiter((seen.setdefault(raw[lo:hi], len(seen)) for lo, hi in zip(w_lo.tolist(), w_hi.tolist(), strict=True)),
+                       dtype=np.int64, count=len(w_lo))
 
 
 def to_bytes(signature: np.ndarray) -> bytes:
@@ -280,41 +372,64 @@ def cluster_assign(
         return {}
     idx_new = np.flatnonzero(hot_new)
     idx_root = np.flatnonzero(hot_root)
-    text_of = texts([int(i) for i in new_ids[idx_new]] + [int(i) for i in root_ids[idx_root]])
+    hot_ids = [int(i) for i in new_ids[idx_new]] + [int(i) for i in root_ids[idx_root]]
+    text_of = texts(hot_ids)
+    # Every text's shingles as exact integer ids in one vectorised pass (shingle_ids); a record's set is
+    # made when it is first compared, and kept for roots only (they are compared again).
+    flat, offsets = shingle_ids([text_of[i] for i in hot_ids])
+    del text_of
+    where = {rid: k for k, rid in enumerate(hot_ids)}
+    sizes = {}
     cache: dict[int, set] = {}
 
     def sh(record_id: int) -> set:
         s = cache.get(record_id)
         if s is None:
-            s = cache[record_id] = shingles(text_of[record_id])
+            k = where[record_id]
+            s = cache[record_id] = set(flat[offsets[k]:offsets[k + 1]].tolist())
+            sizes[record_id] = len(s)
         return s
 
     tables: list[dict[int, list[int]]] = [{} for _ in range(bands)]
+    lookups = [t.get for t in tables]
 
     def index(rid: int, keys_row) -> None:
-        for j, key in enumerate(keys_row):
-            bucket = tables[j].setdefault(key, [])
-            if len(bucket) < MAX_BUCKET:  # a full bucket tells nothing more about who is similar
+        for table, key in zip(tables, keys_row, strict=True):
+            bucket = table.get(key)
+            if bucket is None:
+                table[key] = [rid]
+            elif len(bucket) < MAX_BUCKET:  # a full bucket tells nothing more about who is similar
                 bucket.append(rid)
 
     for rid, keys_row in zip(root_ids[idx_root].tolist(), ke[idx_root].tolist(), strict=True):
         index(rid, keys_row)
     matches: dict[int, Match] = {}
     for rid, keys_row in zip(new_ids[idx_new].tolist(), kn[idx_new].tolist(), strict=True):
-        hits: dict[int, int] = {}
-        for j, key in enumerate(keys_row):
-            for cand in tables[j].get(key, ()):
-                hits[cand] = hits.get(cand, 0) + 1
+        # How many bands each earlier root shares with this record (Counter counts in C).
+        found = [bucket for get, key in zip(lookups, keys_row, strict=True) if (bucket := get(key))]
+        hits = Counter(chain.from_iterable(found)) if found else None
         best: Match | None = None
         mine = None
         if hits:
-            mine = shingles(text_of[rid])  # not cached: only roots are compared again
+            k = where[rid]
+            mine = set(flat[offsets[k]:offsets[k + 1]].tolist())
+            n_mine = len(mine)
             # The candidates sharing the most bands first (their MinHash estimate of Jaccard is highest),
             # at most MAX_CANDIDATES of them: rows that all look alike (a 40,000-row file of "line N") made
             # the exact check quadratic.
-            ranked = sorted(hits, key=lambda c: (-hits[c], c))[:MAX_CANDIDATES]
-            for cand in sorted(ranked):
-                s = jaccard(mine, sh(cand))
+            if len(hits) > MAX_CANDIDATES:
+                ranked = sorted(sorted(hits, key=lambda c: (-hits[c], c))[:MAX_CANDIDATES])
+            else:
+                ranked = sorted(hits)
+            for cand in ranked:
+                theirs = sh(cand)
+                # Jaccard <= smaller size / larger size: skip a candidate that cannot reach the threshold
+                # or beat the best so far (a tie keeps the earlier root), so the answer is the same.
+                n_theirs = sizes[cand]
+                bound = min(n_mine, n_theirs) / max(n_mine, n_theirs)
+                if bound < threshold or (best is not None and bound <= best.similarity):
+                    continue
+                s = jaccard(mine, theirs)
                 if s >= threshold and (best is None or s > best.similarity):
                     best = Match(cand, s)
         if best is not None:
@@ -322,5 +437,6 @@ def cluster_assign(
         else:  # a root: later records may join it
             if mine is not None:
                 cache[rid] = mine
+                sizes[rid] = len(mine)
             index(rid, keys_row)
     return matches

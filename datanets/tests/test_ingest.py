@@ -270,3 +270,20 @@ def test_detected_code_page_decodes_every_byte_of_the_file():
     data = b"text\n" + line * 2000 + b"later \x98 here\n"
     encoding = readers.detect_encoding(io.BytesIO(data))
     data.decode(encoding)  # raises if the guess left a byte undefined
+
+
+def test_record_ids_drawn_for_phase_2_are_the_ones_the_sequence_gave():
+    """Phase 2 draws the new records' ids before its insert. PostgreSQL: one contiguous run comes back as two
+    numbers; when the draws are not contiguous (here the sequence steps by 3, as when another session drew in
+    between), the ids themselves. SQLite: past the largest id used."""
+    from django.db import connection
+
+    ids = services._record_ids_draw(5, after=0)
+    assert ids.tolist() == list(range(int(ids[0]), int(ids[0]) + 5))
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("ALTER SEQUENCE datanets_record_id_seq INCREMENT BY 3")
+        gapped = services._record_ids_draw(4, after=int(ids[-1]))
+        assert gapped.tolist() == [int(gapped[0]) + 3 * k for k in range(4)] and gapped[0] > ids[-1]
+    else:
+        assert services._record_ids_draw(3, after=int(ids[-1]) + 10).tolist() == [ids[-1] + 11, ids[-1] + 12, ids[-1] + 13]

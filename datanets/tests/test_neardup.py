@@ -90,6 +90,82 @@ def test_cluster_assign_is_a_star_around_the_earliest_root():
     assert set(strict) == {4}
 
 
+def test_shingle_ids_are_exact_even_when_word_hashes_collide(monkeypatch):
+    """shingle_ids numbers each text's shingles so that jaccard of the id sets is `similarity` exactly:
+    no-word texts, non-ASCII words, repeated words, word order; and when every word hash collides, the
+    byte comparison notices and numbers the words by their bytes instead."""
+    texts = [t for _, t in _phrasebank(200)] + [
+        "", "!!!", "…", "‥", "a a a", "Ünïcödé wörds ÄÖ", "x\x00y", "İstanbul K",
+        "。日本語。テスト", "a  b", "b a", "a b", "profit rose and sales fell", "sales rose and profit fell"]
+    rng = random.Random(1)
+    pairs = [(i, j) for i in range(len(texts) - 14, len(texts)) for j in range(len(texts) - 14, len(texts))]
+    pairs += [(rng.randrange(len(texts)), rng.randrange(len(texts))) for _ in range(2000)]
+    pairs += [(i, i + 1) for i in range(0, 200, 2)]
+
+    def check() -> None:
+        ids, offsets = neardup.shingle_ids(texts)
+        sets = [set(ids[offsets[i]:offsets[i + 1]].tolist()) for i in range(len(texts))]
+        for i, j in pairs:
+            assert neardup.jaccard(sets[i], sets[j]) == neardup.similarity(texts[i], texts[j]), (texts[i], texts[j])
+            assert len(sets[i]) == len(neardup.shingles(texts[i]))
+
+    check()
+    calls = []
+
+    def same_hash(b):  # every word span hashes to one value: all words "collide"
+        calls.append(1)
+        return lambda lo, hi: np.zeros(len(lo), dtype=np.uint64)
+
+    monkeypatch.setattr(neardup, "_span_hasher", same_hash)
+    assert not neardup._same_words(np.frombuffer(b"ab\x00cd\x00", dtype=np.uint8), np.array([0, 3]), np.array([2, 5]),
+                                   np.array([0, 0]))
+    check()
+    assert calls
+
+
+def test_cluster_assign_is_the_star_clustering_of_its_candidates():
+    """Against a plain reference: records in id order; each joins the earlier root of highest exact Jaccard
+    (ties to the earliest) among the roots LSH makes its candidates, if that reaches the threshold; else it
+    is a root. Over one-token variants, twins and unrelated rows, with roots stored before and new ones."""
+    rng = random.Random(7)
+    base = [t for _, t in _phrasebank(150)]
+    texts = base + [_one_token_variant(t, rng) for t in base[:100]] + [t + " ( again )" for t in base[:40]]
+    rng.shuffle(texts)
+    ids = list(range(1, len(texts) + 1))
+    sigs = neardup.signatures(texts)
+    text_of = dict(zip(ids, texts, strict=True))
+    for threshold in (0.6, 0.7, 0.85):
+        bands, rows = neardup.lsh_params(threshold)
+        keys = neardup.band_keys(sigs, bands, rows)
+        roots: list[int] = []
+        expected: dict[int, tuple[int, float]] = {}
+        for k, rid in enumerate(ids):
+            best = None
+            for root in roots:  # roots ascending: a tie keeps the earliest
+                if (keys[k] == keys[root - 1]).any():
+                    s = neardup.similarity(texts[k], text_of[root])
+                    if s >= threshold and (best is None or s > best[1]):
+                        best = (root, s)
+            if best is None:
+                roots.append(rid)
+            else:
+                expected[rid] = best
+        got = neardup.cluster_assign(new_ids=ids, new_sigs=sigs, root_ids=[], root_sigs=neardup.from_bytes([]),
+                                     texts=lambda q: {i: text_of[i] for i in q}, threshold=threshold)
+        assert {rid: (m.root, m.similarity) for rid, m in got.items()} == expected
+        assert len(expected) >= 100
+        # The same in two calls, the first half's roots stored.
+        half = len(ids) // 2
+        first = neardup.cluster_assign(new_ids=ids[:half], new_sigs=sigs[:half], root_ids=[],
+                                       root_sigs=neardup.from_bytes([]), texts=lambda q: {i: text_of[i] for i in q},
+                                       threshold=threshold)
+        stored = [i for i in ids[:half] if i not in first]
+        second = neardup.cluster_assign(new_ids=ids[half:], new_sigs=sigs[half:], root_ids=stored,
+                                        root_sigs=sigs[[i - 1 for i in stored]],
+                                        texts=lambda q: {i: text_of[i] for i in q}, threshold=threshold)
+        assert {**first, **second} == got
+
+
 # --- at ingest ---------------------------------------------------------------------------------------
 
 
