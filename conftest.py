@@ -60,9 +60,9 @@ def start_worker(worker_env):
     app.control.purge()  # leftovers of earlier runs must not reach this test's worker
     started: list[WorkerProcess] = []
 
-    def _start(queues: str = "cpu,gpu,ledger", concurrency: int = 1, **extra_env) -> WorkerProcess:
+    def _start(queues: str = "cpu,gpu,ledger", concurrency: int = 1, include: str = "", **extra_env) -> WorkerProcess:
         env = {**worker_env, **{k: str(v) for k, v in extra_env.items()}}
-        worker = WorkerProcess(queues=queues, env=env, concurrency=concurrency).start()
+        worker = WorkerProcess(queues=queues, env=env, concurrency=concurrency, include=include).start()
         started.append(worker)
         worker.wait_ready()
         return worker

@@ -12,6 +12,7 @@ import logging
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.worker.request import Request
 from django.conf import settings
 
 from core.errors import ApplicationError
@@ -29,6 +30,17 @@ def time_limits(kind: str) -> tuple[int, int]:
     return soft, soft + settings.TASK_TIME_LIMIT_GRACE_SECONDS
 
 
+class LongTaskRequest(Request):
+    """The worker's side of a long task. A hard time limit kills the child process; Celery then marks the
+    result failed in the worker's main process but never calls the task's `on_failure`, so the row would
+    say "running" for ever. This calls it there (the main process has Django set up too)."""
+
+    def on_timeout(self, soft, timeout):
+        super().on_timeout(soft, timeout)
+        if not soft:
+            self.task.on_failure(TimeLimitExceeded(timeout), self.id, self.args, self.kwargs, None)
+
+
 class LongTask(Task):
     """Base of every long task. Subclasses set `limits` (a key of TASK_TIME_LIMITS) and `fail_row`.
 
@@ -38,6 +50,7 @@ class LongTask(Task):
     """
 
     abstract = True
+    Request = LongTaskRequest
     acks_late = True
     reject_on_worker_lost = True
     track_started = True

@@ -40,6 +40,7 @@ class WorkerProcess:
     queues: str
     env: dict
     concurrency: int = 1
+    include: str = ""  # extra task modules (celery -I), e.g. a test's own tasks
     name: str = field(default_factory=lambda: f"test-{uuid.uuid4().hex[:8]}")
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
@@ -54,7 +55,7 @@ class WorkerProcess:
         cmd = [
             sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", self.queues,
             "-c", str(self.concurrency), "-n", self.hostname, "--loglevel=INFO",
-            "--without-gossip", "--without-mingle",
+            "--without-gossip", "--without-mingle", *(["-I", self.include] if self.include else []),
         ]
         self.proc = subprocess.Popen(cmd, cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
