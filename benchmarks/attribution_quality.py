@@ -19,7 +19,8 @@ Protocol (issue 12, item 6). Every tunable method gets the same kind of budget, 
 grid (`GRID`), scored by LDS on seed 0 only; the best config of each is frozen in
 `results/attribution_quality_tuning.json` and the report seeds (2-6; seed 1 was looked at in an earlier
 round) read it from there. Each report seed: LDS over 100 subset masks, noisy-label metrics, and on seeds
-2-4 the removal test on 100 predictions. `--summary` pools the seeds: bootstrap 95% intervals (test
+4-6 the removal test on 100 predictions (seeds 2 and 3 ran LDS only, in an earlier round, and their scores
+were not kept: removal there would score every method again). `--summary` pools the seeds: bootstrap 95% intervals (test
 examples / predictions resampled within each seed) for each method and for the paired difference between
 ours and the best anchor; "ahead" only where that interval excludes 0.
 
@@ -601,7 +602,7 @@ ANCHORS = {"kronfluence (EK-FAC)": "kronfluence", "TRAK (traker)": "trak", "Data
 OURS = "gradient (ours)"
 TUNE_SEED = 0
 REPORT_SEEDS = (2, 3, 4, 5, 6)
-REMOVAL_SEEDS = (2, 3, 4)
+REMOVAL_SEEDS = (4, 5, 6)  # run with --removal; 2 and 3 ran LDS only (see the docstring)
 
 
 def config_key(cfg: dict) -> str:
