@@ -365,9 +365,12 @@ def cluster_assign(
     hot_root = np.zeros(len(root_ids), dtype=bool)
     for j in range(bands):
         keys, counts = np.unique(kn[:, j], return_counts=True)
-        shared_in_new = keys[counts > 1]
-        hot_root |= np.isin(ke[:, j], keys)
-        hot_new |= np.isin(kn[:, j], shared_in_new) | np.isin(kn[:, j], ke[:, j])
+        # The roots' keys are looked up among the new ones (binary search): no sort of the roots, whose
+        # number grows with the Datanet while a call's new records stay a chunk.
+        pos = np.minimum(np.searchsorted(keys, ke[:, j]), len(keys) - 1)
+        root_hit = keys[pos] == ke[:, j]
+        hot_root |= root_hit
+        hot_new |= np.isin(kn[:, j], keys[(counts > 1) | np.isin(keys, ke[root_hit, j])])
     if not hot_new.any():
         return {}
     idx_new = np.flatnonzero(hot_new)
