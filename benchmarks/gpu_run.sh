@@ -1,5 +1,7 @@
 #!/bin/bash
-# The GPU tables of issues 5 and 7 (attribution_speed_cuda.md, serving_cuda.md), on a machine that has
+# The GPU tables of issues 5 and 7 (attribution_speed_cuda.md, serving_cuda.md) and issue 15's QLoRA check
+# (qlora_cuda.md: the estimate's peak GPU memory and time per epoch against measurement; it also needs
+# bitsandbytes, which `pip install --no-deps bitsandbytes==0.50.2` adds when the machine lacks it), on a machine that has
 # torch, transformers, peft and safetensors but no package index and no MiniLM package. Prepare, here:
 #   mkdir -p .devcarry/minilm && cp ../shared/data/financial_phrasebank.csv .devcarry/
 #   copy MiniLM's *.json and vocab.txt into .devcarry/minilm/ and its model.safetensors, cast to fp16
@@ -21,4 +23,6 @@ P
 nvidia-smi -L 2>/dev/null
 timeout ${T1:-200} $PY benchmarks/attribution_speed.py ${QUICK:-} 2>&1 | tee $OUT/attribution_speed.log | grep -v "Warning\|Some weights\|TRAIN this"
 timeout ${T2:-300} $PY benchmarks/serving.py ${QUICK:-} 2>&1 | tee $OUT/serving.log | grep -v "Warning\|Some weights\|TRAIN this"
+$PY -c "import bitsandbytes" 2>/dev/null || echo "no bitsandbytes here: the QLoRA rows will say so"
+timeout ${T3:-420} $PY benchmarks/qlora.py ${QUICK:-} 2>&1 | tee $OUT/qlora.log | grep -v "Warning\|Some weights"
 ls -la $OUT

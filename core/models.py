@@ -11,6 +11,10 @@ class WorkerHeartbeat(models.Model):
     hostname = models.CharField(max_length=255, unique=True)
     queues = models.CharField(max_length=255, blank=True)
     pid = models.PositiveIntegerField(default=0)
+    # The accelerators the worker found at startup (core.heartbeat.devices_probe): [{"kind": "cuda", "index",
+    # "name", "memory_bytes", "capability"}]; [] on a CPU machine. The factory offers QLoRA only while a live
+    # worker lists a CUDA device here.
+    devices = models.JSONField(default=list, blank=True)
     started_at = models.DateTimeField()
     last_seen = models.DateTimeField(db_index=True)
 

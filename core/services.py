@@ -64,7 +64,8 @@ def health_check_register(name: str, check: Callable[[], Check]) -> None:
 def check_workers() -> Check:
     try:
         cutoff = timezone.now() - timezone.timedelta(seconds=settings.WORKER_STALE_SECONDS)
-        alive = list(WorkerHeartbeat.objects.filter(last_seen__gte=cutoff).values("hostname", "queues", "last_seen"))
+        alive = list(WorkerHeartbeat.objects.filter(last_seen__gte=cutoff).values("hostname", "queues", "last_seen",
+                                                                                  "devices"))
     except Exception as exc:
         return Check(ok=False, detail=f"{exc.__class__.__name__}: {exc}")
     queues = sorted({q for w in alive for q in w["queues"].split(",") if q})
@@ -73,7 +74,8 @@ def check_workers() -> Check:
     return Check(
         ok=bool(alive),
         detail=detail,
-        extra={"workers": [{"hostname": w["hostname"], "queues": w["queues"]} for w in alive], "queues": queues},
+        extra={"workers": [{"hostname": w["hostname"], "queues": w["queues"], "devices": w["devices"]} for w in alive],
+               "queues": queues},
     )
 
 

@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from core.errors import ApplicationError
 from datanets.models import Datanet, DatanetVersion
-from factory import services
+from factory import selectors, services
 from factory.models import BaseModel, FineTuneJob
 
 PARAM_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "epochs", "learning_rate", "batch_size", "max_length",
@@ -55,6 +55,7 @@ class FineTuneForm(forms.Form):
                                                help_text="Linear layers of the base model that get a LoRA update.")
     packing = forms.BooleanField(required=False, help_text="Generation: pack short examples into full rows of max "
                                                            "length (fewer steps; examples in a row see each other).")
+    quantization = forms.ChoiceField(choices=list(services.QUANTIZATIONS.items()), required=False, initial="none")
 
     def __init__(self, *args, base_model: BaseModel | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -68,10 +69,19 @@ class FineTuneForm(forms.Form):
         self.fields["base_model"].widget.attrs.update({
             "hx-get": reverse("factory:finetune-new"), "hx-target": "#ft-fields", "hx-swap": "outerHTML",
             "hx-include": "#ft-form", "hx-trigger": "change"})
+        # QLoRA is offered only while a GPU worker is up (a live worker that reported a CUDA device).
+        self.gpu_workers = selectors.cuda_workers()
+        field = self.fields["quantization"]
+        if self.gpu_workers:
+            names = ", ".join(sorted({d["name"] for w in self.gpu_workers for d in w["devices"]}))
+            field.help_text = f"4-bit NF4 base (QLoRA) fits bigger bases in GPU memory; GPU workers: {names}."
+        else:
+            field.choices = [("none", services.QUANTIZATIONS["none"])]
+            field.help_text = "QLoRA (4-bit NF4) needs a GPU worker; none is connected."
         targets = base_model.target_modules if base_model else []
         self.fields["target_modules"].choices = [(t, t) for t in targets]
         self.order_fields(["name", "datanet_version", "base_model", "task", "preset", "lora_r", "lora_alpha",
-                           "lora_dropout", "target_modules", *PARAM_FIELDS[3:], "packing"])
+                           "lora_dropout", "target_modules", *PARAM_FIELDS[3:], "packing", "quantization"])
 
     def clean(self):
         data = super().clean()
@@ -79,6 +89,7 @@ class FineTuneForm(forms.Form):
         params = {name: (self.data.get(name) or "").strip() for name in PARAM_FIELDS}
         params["target_modules"] = raw_targets
         params["packing"] = self.data.get("packing", "")
+        params["quantization"] = self.data.get("quantization", "")
         try:
             data["params"] = services.finetune_params_validate(
                 datanet_version=data.get("datanet_version"), base_model=data.get("base_model"),
@@ -107,7 +118,7 @@ def fine_tune_initial(*, query, base_model: BaseModel | None) -> dict:
         initial.update({f: query.get(f) for f in PARAM_FIELDS if query.get(f) not in (None, "")})
         initial["target_modules"] = query.getlist("target_modules") if hasattr(query, "getlist") else []
         initial["preset"] = query.get("preset", "") if query.get("preset") in services.PRESETS else ""
-    for key in ("name", "datanet_version", "task", "packing"):
+    for key in ("name", "datanet_version", "task", "packing", "quantization"):
         if query.get(key):
             initial[key] = query.get(key)
     if base_model is not None:

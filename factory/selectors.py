@@ -1,6 +1,11 @@
 """Read queries for the Model Factory."""
 from __future__ import annotations
 
+from django.conf import settings
+from django.utils import timezone
+
+from core.heartbeat import CUDA_QUEUE
+from core.models import WorkerHeartbeat
 from factory.models import FineTunedModel, FineTuneJob
 
 
@@ -21,3 +26,13 @@ def finetuned_model_id(*, job_id: int, dispatch_id: str | None = None) -> int | 
     if dispatch_id:
         models = models.filter(job__celery_task_id=dispatch_id)
     return models.values_list("pk", flat=True).first()
+
+
+def cuda_workers() -> list[dict]:
+    """Live workers that reported a CUDA device and consume the `cuda` queue (core.heartbeat): where QLoRA
+    jobs go. [] when none has beaten within WORKER_STALE_SECONDS."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    rows = WorkerHeartbeat.objects.filter(last_seen__gte=cutoff).values("hostname", "queues", "devices")
+    return [{"hostname": r["hostname"], "devices": [d for d in r["devices"] or [] if d.get("kind") == "cuda"]}
+            for r in rows
+            if CUDA_QUEUE in (r["queues"] or "").split(",") and any(d.get("kind") == "cuda" for d in r["devices"] or [])]

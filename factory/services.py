@@ -22,11 +22,13 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from core.errors import ApplicationError
+from core.heartbeat import CUDA_QUEUE
 from core.models import WorkerHeartbeat
 from datanets.chat import conversation_load
 from datanets.models import Datanet
 from datanets.selectors import version_training_records
 from factory.models import BaseModel, FineTunedModel, FineTuneJob, JobMetric
+from factory.selectors import cuda_workers
 from factory.tasks import finetune_job_run_task
 from factory.training import (
     Example,
@@ -60,7 +62,14 @@ ERR_CANNOT_RETRY = "Job {id} is {status}; only failed or cancelled jobs can be r
 ERR_PACKING_CLASSIFICATION = "Packing is for language models (generation); a classifier sees one text per row."
 ERR_NO_CHAT_TEMPLATE = ("{model} has no chat template, so it cannot train on conversations; set one for it "
                         "(register_base_model --chat-template FILE) or pick a chat base.")
+ERR_QUANTIZATION = "Quantization must be one of: {choices}."
+ERR_QLORA_NO_GPU = ("QLoRA (4-bit NF4) needs a GPU worker, and none is connected: a worker on the gpu queue "
+                    "with a CUDA device joins the cuda queue when it starts. Choose no quantization, or start one.")
 MIN_RECORDS = 4
+
+# QLoRA: the base's Linear layers in 4-bit NF4 (bitsandbytes), trained through LoRA with gradient checkpointing.
+NF4 = "nf4"
+QUANTIZATIONS = {"none": "None: the base in full precision", NF4: "4-bit NF4 (QLoRA), gradient checkpointing"}
 
 # Every hyperparameter: (type, min, max). The form, the API and the task read these; one set of rules.
 PARAM_RULES: dict[str, tuple[type, float, float]] = {
@@ -78,6 +87,7 @@ PARAM_LABELS = {
     "lora_r": "LoRA rank", "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout", "epochs": "Epochs",
     "learning_rate": "Learning rate", "batch_size": "Batch size", "max_length": "Max sequence length",
     "eval_split": "Evaluation split", "seed": "Seed", "target_modules": "Target modules", "packing": "Packing",
+    "quantization": "Quantization",
 }
 
 # Presets fill the form. "all" target modules means every Linear layer the model has.
@@ -401,6 +411,11 @@ def finetune_params_validate(*, datanet_version, base_model: BaseModel | None, t
     clean["packing"] = _flag(params.get("packing"))
     if clean["packing"] and task == CLASSIFICATION:
         errors["packing"] = ERR_PACKING_CLASSIFICATION
+    clean["quantization"] = str(params.get("quantization") or "none")
+    if clean["quantization"] not in QUANTIZATIONS:
+        errors["quantization"] = ERR_QUANTIZATION.format(choices=", ".join(QUANTIZATIONS))
+    elif clean["quantization"] == NF4 and not cuda_workers():
+        errors["quantization"] = ERR_QLORA_NO_GPU
     if task not in FineTuneJob.Task.values:
         errors["task"] = f"Unknown task {task!r}; choose classification or generation."
     if datanet_version is None:
@@ -469,6 +484,7 @@ def finetune_estimate(*, datanet_version, base_model: BaseModel, task: str, para
         targets=params["target_modules"], r=params["lora_r"], task=task, num_labels=len(labels),
         n_examples=n, mean_tokens=mean_tokens, epochs=params["epochs"], batch_size=params["batch_size"],
         max_length=params["max_length"], eval_split=params["eval_split"],
+        quantization=params.get("quantization") or "none",
     )
 
 
@@ -490,8 +506,12 @@ def finetune_pipeline_set(build: PipelineBuilder | None) -> None:
 
 
 def finetune_training_step(job_id: int, task_id: str) -> Signature:
-    """The canvas's first step; it returns the new model's id (None: no model) to the next step."""
-    return finetune_job_run_task.si(job_id).set(task_id=task_id)
+    """The canvas's first step; it returns the new model's id (None: no model) to the next step. A QLoRA job
+    goes to the `cuda` queue, which only workers with a CUDA device consume (core.heartbeat); others to `gpu`."""
+    step = finetune_job_run_task.si(job_id).set(task_id=task_id)
+    if FineTuneJob.objects.filter(pk=job_id, hyperparameters__quantization=NF4).exists():
+        step = step.set(queue=CUDA_QUEUE)
+    return step
 
 
 def _queue(job: FineTuneJob) -> None:
@@ -637,6 +657,7 @@ def train_config_for(job: FineTuneJob, model_path: str) -> TrainConfig:
         target_modules=list(hp["target_modules"]), epochs=hp["epochs"], learning_rate=hp["learning_rate"],
         batch_size=hp["batch_size"], max_length=hp["max_length"], eval_split=hp["eval_split"], seed=hp["seed"],
         packing=bool(hp.get("packing", False)), chat_template=job.base_model.chat_template,
+        quantization=hp.get("quantization") or "none",
         checkpoint_every=settings.FACTORY_CHECKPOINT_EVERY, progress_every_s=settings.FACTORY_PROGRESS_SECONDS,
         cpu_threads=settings.FACTORY_CPU_THREADS,
     )

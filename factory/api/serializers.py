@@ -36,9 +36,13 @@ class JobCreateSerializer(serializers.Serializer):
     eval_split = serializers.JSONField(required=False, help_text="0.05-0.5")
     seed = serializers.JSONField(required=False)
     packing = serializers.BooleanField(required=False, help_text="Generation only: pack examples into full rows")
+    quantization = serializers.ChoiceField(
+        choices=list(services.QUANTIZATIONS), required=False,
+        help_text="none (default) or nf4: QLoRA, a 4-bit NF4 base with gradient checkpointing; refused (400) "
+                  "unless a GPU worker is connected")
 
 
-PARAM_NAMES = (*services.PARAM_RULES, "target_modules", "packing")
+PARAM_NAMES = (*services.PARAM_RULES, "target_modules", "packing", "quantization")
 
 
 class JobMetricSerializer(serializers.ModelSerializer):

@@ -18,6 +18,20 @@ FLOPS_PER_PARAM_TOKEN = 4
 ACTIVATION_FACTOR = 34
 OVERHEAD_BYTES = 300 * 1024 * 1024  # the framework itself
 
+# Peak GPU memory (what torch.cuda.max_memory_allocated reports; the CUDA context, ~0.5 GB, comes on top).
+# Base weights: fp32 as loaded (autocast computes in bf16). QLoRA: the body's Linear weights in NF4, 4 bits,
+# plus double-quantized constants (an 8-bit absmax per 64 weights, an fp32 one per 256 of those); the rest
+# (embeddings, norms, heads) fp32 after peft's prepare_model_for_kbit_training.
+NF4_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)
+# LoRA's trainable parameters: fp32 weight, gradient and AdamW's two moments.
+TRAINABLE_BYTES = 16
+# With gradient checkpointing only each layer's input (fp32 residual stream) is kept, and one layer's
+# activations are rebuilt at a time during the backward pass, at the cost of a second forward.
+CHECKPOINT_INPUT_BYTES = 4
+# NF4 matmuls dequantize every weight on each use: slower than bf16 LoRA (QLoRA paper: ~1.3-1.4x). Not yet
+# measured here (benchmarks/gpu_run.sh measures it on a lent GPU).
+QLORA_SLOWDOWN = 1.35
+
 
 @dataclass
 class Estimate:
@@ -30,6 +44,10 @@ class Estimate:
     tokens: int
     cpu_seconds: float
     gpu_seconds: float
+    quantization: str = "none"
+    gpu_memory_bytes: int = 0
+    cpu_seconds_per_epoch: float = 0.0
+    gpu_seconds_per_epoch: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,9 +61,36 @@ def lora_trainable_params(module_shapes: dict, targets: list[str], r: int) -> in
     return total
 
 
+def linear_params(module_shapes: dict) -> int:
+    """Weights of the body's Linear layers (every LoRA target choice): the ones bitsandbytes quantizes."""
+    return sum(fin * fout for entry in module_shapes.values() for fin, fout in entry.get("shapes", []))
+
+
+def gpu_peak_memory(*, info: dict, trainable: int, task: str, batch_size: int, max_length: int,
+                    quantization: str = "none") -> int:
+    """Peak GPU memory of a training step in bytes (allocated by torch, the CUDA context excluded):
+    base weights + trainable state + activations kept for the backward pass + the LM's logits."""
+    params = info.get("parameter_count", 0)
+    hidden, layers = info.get("hidden_size", 0), info.get("num_layers", 0)
+    if task == "generation" and info.get("tied_embeddings") is False:
+        params += info.get("vocab_size", 0) * hidden  # the LM head (kept in full precision under QLoRA)
+    tokens = batch_size * max_length
+    if quantization == "nf4":
+        quantized = min(params, linear_params(info.get("module_shapes", {})))
+        weights = quantized * NF4_BYTES_PER_WEIGHT + (params - quantized) * 4
+        activations = tokens * hidden * (layers * CHECKPOINT_INPUT_BYTES + ACTIVATION_FACTOR)
+    else:
+        weights = params * 4
+        activations = tokens * hidden * layers * ACTIVATION_FACTOR
+    logits = info.get("vocab_size", 0) * tokens * 4 * 3 if task == "generation" else 0
+    return int(weights + trainable * TRAINABLE_BYTES + activations + logits)
+
+
 def estimate_run(*, info: dict, targets: list[str], r: int, task: str, num_labels: int, n_examples: int,
-                 mean_tokens: float, epochs: int, batch_size: int, max_length: int, eval_split: float) -> Estimate:
-    """`info` is what modeling.inspect_model returned for the base model."""
+                 mean_tokens: float, epochs: int, batch_size: int, max_length: int, eval_split: float,
+                 quantization: str = "none") -> Estimate:
+    """`info` is what modeling.inspect_model returned for the base model. With quantization "nf4" (QLoRA)
+    the GPU figures are for a 4-bit base with gradient checkpointing."""
     hidden, layers = info.get("hidden_size", 0), info.get("num_layers", 0)
     trainable = lora_trainable_params(info.get("module_shapes", {}), targets, r)
     if task == "classification":
@@ -56,7 +101,10 @@ def estimate_run(*, info: dict, targets: list[str], r: int, task: str, num_label
     tokens_per_example = min(max_length, max(1.0, mean_tokens))
     tokens = int(n_train * tokens_per_example * epochs)
     eval_tokens = int(n_examples * eval_split * tokens_per_example * epochs)
-    flops = FLOPS_PER_PARAM_TOKEN * total * tokens + 2 * total * eval_tokens
+    # Gradient checkpointing (QLoRA) runs each layer's forward twice: 2 more FLOPs per parameter per token.
+    per_token = FLOPS_PER_PARAM_TOKEN + (2 if quantization == "nf4" else 0)
+    flops = per_token * total * tokens + 2 * total * eval_tokens
+    gpu_seconds = flops / GPU_FLOPS * (QLORA_SLOWDOWN if quantization == "nf4" else 1.0)
     vocab_logits = info.get("vocab_size", 0) * batch_size * max_length * 4 * 3 if task == "generation" else 0
     memory = (total * 4 + trainable * 12 + batch_size * max_length * hidden * layers * ACTIVATION_FACTOR
               + vocab_logits + OVERHEAD_BYTES)
@@ -64,5 +112,8 @@ def estimate_run(*, info: dict, targets: list[str], r: int, task: str, num_label
         trainable_params=int(trainable), total_params=int(total),
         trainable_percent=round(100 * trainable / total, 3) if total else 0.0,
         memory_bytes=int(memory), steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * epochs,
-        tokens=tokens, cpu_seconds=flops / CPU_FLOPS, gpu_seconds=flops / GPU_FLOPS,
+        tokens=tokens, cpu_seconds=flops / CPU_FLOPS, gpu_seconds=gpu_seconds, quantization=quantization,
+        gpu_memory_bytes=gpu_peak_memory(info=info, trainable=int(trainable), task=task, batch_size=batch_size,
+                                         max_length=max_length, quantization=quantization),
+        cpu_seconds_per_epoch=flops / CPU_FLOPS / max(1, epochs), gpu_seconds_per_epoch=gpu_seconds / max(1, epochs),
     )

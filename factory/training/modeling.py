@@ -94,6 +94,8 @@ def inspect_model(path: str | Path) -> dict:
         "hidden_size": int(hidden),
         "num_layers": int(layers),
         "vocab_size": int(getattr(config, "vocab_size", 0) or 0),
+        # An untied LM head is a second vocab x hidden matrix that `parameter_count` (the body) leaves out.
+        "tied_embeddings": bool(getattr(config, "tie_word_embeddings", True)),
         "target_modules": sorted(modules),
         "default_target_modules": defaults,
         "module_shapes": modules,
@@ -142,23 +144,58 @@ def load_tokenizer(path: str, *, chat_template: str = ""):
     return tok
 
 
-def load_base(path: str, *, task: str, labels: list[str], pad_token_id: int | None):
-    """The base model for a task, through the real from_pretrained."""
+NF4 = "nf4"
+ERR_NO_BITSANDBYTES = ("QLoRA needs the bitsandbytes package (requirements.txt pins it); it is not installed "
+                       "on this worker: {exc}")
+
+
+def nf4_config():
+    """QLoRA's quantization (Dettmers et al. 2023): NF4 weights, double-quantized constants, bf16 compute.
+    Output heads stay in full precision: they are trained whole (modules_to_save)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    try:
+        import bitsandbytes  # noqa: F401 - imported here only: CPU-only machines need not load it
+    except ImportError as exc:
+        raise TrainingError(ERR_NO_BITSANDBYTES.format(exc=exc)) from exc
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=sorted(HEAD_NAMES))
+
+
+def load_base(path: str, *, task: str, labels: list[str], pad_token_id: int | None, quantization: str = "none",
+              device: str = "cpu"):
+    """The base model for a task, through the real from_pretrained; with quantization "nf4" its Linear layers
+    are 4-bit (bitsandbytes) and placed on `device` at load (a quantized model is not moved afterwards)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     if not Path(path).is_dir():
         raise TrainingError(f"The base model folder {path} does not exist (was it moved or deleted?).")
+    extra: dict = {}
+    if quantization == NF4:
+        extra = {"quantization_config": nf4_config(), "device_map": {"": str(device)}}
+    elif quantization not in ("", "none"):
+        raise TrainingError(f"Unknown quantization {quantization!r}; use none or nf4.")
     if task == CLASSIFICATION:
         model = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
+            label2id={name: i for i, name in enumerate(labels)}, **extra,
         )
         if model.config.pad_token_id is None and pad_token_id is not None:
             model.config.pad_token_id = pad_token_id
         return model
     if task == GENERATION:
-        return AutoModelForCausalLM.from_pretrained(path)
+        return AutoModelForCausalLM.from_pretrained(path, **extra)
     raise TrainingError(f"Unknown task {task!r}.")
+
+
+def prepare_kbit(model):
+    """PEFT's preparation of a k-bit base for training: norms and the rest in fp32, input gradients on,
+    gradient checkpointing (non-reentrant: LoRA's parameters are the only ones that need gradients)."""
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                           gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def wrap_lora(model, *, task: str, r: int, alpha: int, dropout: float, target_modules: list[str],

@@ -24,7 +24,7 @@ import torch
 from factory.training import data as batching
 from factory.training.artifacts import ADAPTER_FILE, file_sha256
 from factory.training.metrics import classification_metrics, perplexity
-from factory.training.modeling import load_base, load_tokenizer, pick_device, wrap_lora
+from factory.training.modeling import NF4, load_base, load_tokenizer, pick_device, prepare_kbit, wrap_lora
 from factory.training.types import (
     CLASSIFICATION,
     Example,
@@ -235,10 +235,18 @@ def train(config: TrainConfig, examples: list[Example], *, output_dir: str | Pat
         log(f"{train_set.dropped + eval_set.dropped} conversations dropped: no answer within "
             f"{config.max_length} tokens")
 
-    model = load_base(config.model_path, task=config.task, labels=config.labels, pad_token_id=pad_id)
+    quantized = config.quantization == NF4
+    model = load_base(config.model_path, task=config.task, labels=config.labels, pad_token_id=pad_id,
+                      quantization=config.quantization, device=str(device))
+    if quantized:
+        model = prepare_kbit(model)
+        if device.type != "cuda":  # the factory sends QLoRA jobs to CUDA workers only; tests run it on CPU
+            log("QLoRA on a CPU: bitsandbytes' CPU kernels, far slower than a GPU")
+        log("QLoRA: base Linear layers in 4-bit NF4 (double quantization, bf16 compute), gradient checkpointing")
     model = wrap_lora(model, task=config.task, r=config.lora_r, alpha=config.lora_alpha,
                       dropout=config.lora_dropout, target_modules=config.target_modules, layers=config.layers)
-    model.to(device)
+    if not quantized:  # a 4-bit model was placed at load; bitsandbytes' weights are not moved afterwards
+        model.to(device)
     model.train()
     trainable, total = model.get_nb_trainable_parameters()
     log(f"LoRA r={config.lora_r} on {config.target_modules}: {trainable:,} trainable of {total:,} parameters")

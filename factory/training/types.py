@@ -66,6 +66,9 @@ class TrainConfig:
     packing: bool = False
     # The catalog's chat template for this base ("": the tokenizer's own).
     chat_template: str = ""
+    # "nf4": QLoRA, the base's Linear layers loaded in 4-bit NF4 by bitsandbytes (double quantization, bf16
+    # compute) and trained with gradient checkpointing; "none": the base in full precision.
+    quantization: str = "none"
     checkpoint_every: int = 50
     progress_every_s: float = 3.0
     device: str = ""  # "" = cuda when present, else cpu
