@@ -17,6 +17,24 @@ from factory.tests.factories import make_version
 from serving.tests.factories import make_model
 
 PROMPT = "All: Speak, speak."
+SPEECH = "All: Speak, speak. You are all resolved rather to die than to famish?"
+
+
+@pytest.fixture(scope="module")
+def memorising_gpt2(tmp_path_factory):
+    """(base, adapter) of a tiny GPT-2 fine-tuned (the factory's trainer) until it knows one speech by heart:
+    its answers are peaked, so beam search has no near-ties that rounding could flip (a barely trained model's
+    are near-uniform, and W + BA folded differs from W x + B(A x) in the last bits)."""
+    from factory.training import Example, TrainConfig, train
+    from factory.training.tiny import build_tiny_gpt2
+
+    root = tmp_path_factory.mktemp("export-gpt2")
+    base = build_tiny_gpt2(root / "base", texts=[SPEECH, "First Citizen: Before we proceed any further."])
+    cfg = TrainConfig(task="generation", model_path=str(base), lora_r=8, lora_alpha=16, lora_dropout=0.0,
+                      target_modules=["c_attn", "c_proj", "c_fc"], epochs=30, learning_rate=2e-2, batch_size=4,
+                      max_length=48, eval_split=0.2, seed=1, checkpoint_every=0, progress_every_s=0, cpu_threads=1)
+    result = train(cfg, [Example(text=SPEECH)] * 10, output_dir=root / "run")
+    return base, result.adapter_dir
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +75,7 @@ def _unzip(data: bytes, dest) -> object:
 
 @pytest.mark.slow
 def test_merged_models_load_with_plain_transformers_and_answer_as_served(
-        start_worker, tmp_path, attr_base_dir, trained_adapter, finetuned_gpt2):
+        start_worker, tmp_path, attr_base_dir, trained_adapter, memorising_gpt2):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     from serving.openlora import InferenceRequest
@@ -67,7 +85,7 @@ def test_merged_models_load_with_plain_transformers_and_answer_as_served(
     start_worker(queues="cpu", OMP_NUM_THREADS=1)
     version = make_version(n=6)
     classifier = make_model(base_dir=attr_base_dir, adapter_dir=trained_adapter, version=version)
-    gpt_base, gpt_adapter = finetuned_gpt2
+    gpt_base, gpt_adapter = memorising_gpt2
     generator = make_model(base_dir=gpt_base, adapter_dir=gpt_adapter,
                            version=make_version(task="generation", n=4, contributors=1, slug="lit-x"))
     api = APIClient()
@@ -114,7 +132,8 @@ def test_merged_models_load_with_plain_transformers_and_answer_as_served(
     new = ids[0, enc["input_ids"].shape[1]:].tolist()
     if tok.eos_token_id in new:
         new = new[:new.index(tok.eos_token_id)]
-    assert tok.decode(new, skip_special_tokens=True) == served.json()["output"]["text"]
+    text = served.json()["output"]["text"]
+    assert tok.decode(new, skip_special_tokens=True) == text and "resolved" in text, (new, text)
 
     # Kept: a second request is answered from the cached zip, not merged again.
     row = FineTunedModel.objects.get(pk=generator.pk)
