@@ -228,6 +228,7 @@ TASK_TIME_LIMITS = {
     "base_build": env.int("TASK_TIME_LIMIT_BASE_BUILD", default=3 * 3600),
     # Merging an adapter into its base and zipping the result (a 7B base: minutes, tens of GB on disk).
     "merge": env.int("TASK_TIME_LIMIT_MERGE", default=2 * 3600),
+    "batch_inference": env.int("TASK_TIME_LIMIT_BATCH_INFERENCE", default=6 * 3600),
 }
 TASK_TIME_LIMIT_GRACE_SECONDS = env.int("TASK_TIME_LIMIT_GRACE_SECONDS", default=300)
 # Seconds after which a worker that stopped beating counts as gone (see core.heartbeat).
@@ -264,7 +265,7 @@ ENV_VARS = (
     "DATABASE_URL", "MEDIA_ROOT", "DATANET_UPLOAD_MAX_BYTES", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
     "WORKER_HEARTBEAT_SECONDS", "WORKER_STALE_SECONDS", "TASK_TIME_LIMIT_FINETUNE", "TASK_TIME_LIMIT_ATTRIBUTION_INDEX",
     "TASK_TIME_LIMIT_INGEST", "TASK_TIME_LIMIT_SPAN_INDEX", "TASK_TIME_LIMIT_EXPORT", "TASK_TIME_LIMIT_SETTLE",
-    "TASK_TIME_LIMIT_BASE_BUILD", "TASK_TIME_LIMIT_MERGE", "TASK_TIME_LIMIT_GRACE_SECONDS", "WEB3_PROVIDER_URI", "LEDGER_PRIVATE_KEY",
+    "TASK_TIME_LIMIT_BASE_BUILD", "TASK_TIME_LIMIT_MERGE", "TASK_TIME_LIMIT_BATCH_INFERENCE", "TASK_TIME_LIMIT_GRACE_SECONDS", "WEB3_PROVIDER_URI", "LEDGER_PRIVATE_KEY",
     "LEDGER_CONFIRMATIONS", "MODELS_DIR", "HF_HOME", "DEMO_BASE_PRETRAIN_STEPS", "LOG_LEVEL", "DJANGO_SECURE_COOKIES",
 )
 
@@ -382,6 +383,9 @@ SERVING_URL = env.str("SERVING_URL", default="http://127.0.0.1:8765")
 # Paid inference: OPEN per call, longest input in characters, top records returned.
 SERVING_FEE_PER_CALL = env.str("SERVING_FEE_PER_CALL", default="0.01")  # a decimal string
 SERVING_MAX_INPUT_CHARS = env.int("SERVING_MAX_INPUT_CHARS", default=4000)
+# Batch inference (a CSV of inputs, a job on the gpu queue): the most rows and bytes one upload may have.
+SERVING_BATCH_MAX_ROWS = env.int("SERVING_BATCH_MAX_ROWS", default=10_000)
+SERVING_BATCH_MAX_BYTES = env.int("SERVING_BATCH_MAX_BYTES", default=20 * 1024 * 1024)
 SERVING_TOP_K = env.int("SERVING_TOP_K", default=5)
 # Span attribution: shortest span (tokens) that counts; a new version adding at most this many records to
 # an indexed one gets a delta segment instead of a rebuild (compacted later in the background).
@@ -402,4 +406,5 @@ ENV_VARS += (
     "SERVING_BACKEND", "SERVING_TIMEOUT_SECONDS", "SERVING_BATCH_WAIT_MS", "SERVING_FEE_PER_CALL",
     "SERVING_MAX_INPUT_CHARS", "SERVING_TOP_K", "SERVING_SPANS_MIN_TOKENS", "SERVING_SPANS_DELTA_MAX_RECORDS",
     "SERVING_URL", "SERVING_DTYPE", "SERVING_SETTLE_SWEEP_SECONDS", "SERVING_MAX_NEW_TOKENS_LIMIT",
+    "SERVING_BATCH_MAX_ROWS", "SERVING_BATCH_MAX_BYTES",
 )

@@ -17,6 +17,7 @@ class Inference(models.Model):
     class Channel(models.TextChoices):
         API = "api", "API"
         PLAYGROUND = "playground", "Playground"
+        BATCH = "batch", "Batch (CSV)"
 
     class Settlement(models.TextChoices):
         # The contributors' part of a charged fee waits for the model's attribution index (docs/serving.md).
@@ -49,12 +50,18 @@ class Inference(models.Model):
     settled_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     latency_ms = models.FloatField(null=True, blank=True)
+    # A row of a batch job (channel batch): its position in the uploaded CSV; a batch rerun skips rows it has.
+    batch = models.ForeignKey("serving.BatchInference", null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="inferences")
+    batch_row = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["model", "-created_at"]), models.Index(fields=["user", "-created_at"])]
+        constraints = [models.UniqueConstraint(fields=["batch", "batch_row"], condition=models.Q(batch__isnull=False),
+                                               name="unique_batch_row")]
 
     def __str__(self) -> str:
         return f"inference {self.pk} of model {self.model_id} ({self.status})"
@@ -93,3 +100,40 @@ class SpanIndex(models.Model):
 
     def __str__(self) -> str:
         return f"span index of version {self.version_id} / base {self.base_model_id} ({self.status})"
+
+
+class BatchInference(models.Model):
+    """A CSV of inputs run through one model as a background job (`gpu` queue): each row is a paid Inference
+    (channel batch), the job writes a CSV of outputs. Rows already answered are skipped on a rerun."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    model = models.ForeignKey("factory.FineTunedModel", on_delete=models.PROTECT, related_name="batches")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="batches")
+    api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    file_name = models.CharField(max_length=255)
+    input_path = models.CharField(max_length=500)
+    output_path = models.CharField(max_length=500, blank=True)
+    rows = models.PositiveIntegerField(default=0)
+    done_rows = models.PositiveIntegerField(default=0)
+    failed_rows = models.PositiveIntegerField(default=0)
+    fee = ExactDecimalField(**TOKEN_DIGITS, default=0, help_text="OPEN charged in all (answered rows)")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"batch {self.pk} of model {self.model_id} ({self.status})"
+
+    @property
+    def progress_percent(self) -> float:
+        return round(100 * (self.done_rows + self.failed_rows) / self.rows, 1) if self.rows else 0.0

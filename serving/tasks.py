@@ -51,3 +51,23 @@ def inferences_settle_task(model_id: int | None = None) -> None:
     from serving.services import inferences_settle
 
     inferences_settle(model_id=model_id)
+
+
+class BatchTask(LongTask):
+    """A batch of inferences from a CSV: a crash or the time limit leaves it failed with the reason; rows
+    answered before stay answered (and charged once)."""
+
+    limits = "batch_inference"
+
+    def fail_row(self, row_id: int, reason: str) -> None:
+        from serving.batch import batch_fail
+
+        batch_fail(batch_id=row_id, reason=reason)
+
+
+@shared_task(base=BatchTask, name="serving.tasks.batch_inference_run_task")
+def batch_inference_run_task(batch_id: int) -> None:
+    """Answer a batch's rows (skipping those already answered) and write its output CSV."""
+    from serving.batch import batch_run
+
+    batch_run(batch_id=batch_id)

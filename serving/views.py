@@ -4,16 +4,18 @@ serving.services and serving.completions run, charge and attribute."""
 import json
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import Http404, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from attribution.selectors import usernames
 from core.errors import ApplicationError
 from factory import ui_services
+from serving import batch as batches
 from serving.completions import (
     chat_messages_clean,
     chat_prompt_render,
@@ -22,7 +24,7 @@ from serving.completions import (
     generation_params_clean,
 )
 from serving.forms import PlaygroundForm
-from serving.models import Inference
+from serving.models import BatchInference, Inference
 from serving.selectors import output_segments
 from serving.services import ERR_FAILED, GENERATION, inference_execute
 from serving.sse import sse_response
@@ -158,3 +160,42 @@ def inference_answer(request, pk):
     if inference.status == Inference.Status.FAILED:
         return render(request, "serving/_chat_answer.html", {"inference": inference, "error": inference.error})
     return render(request, "serving/_chat_answer.html", inference_attribution_context(inference))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def model_batches(request, pk):
+    """Batch inference for a model: upload a CSV (POST), and your batches of it with their progress (the
+    table polls while one is queued or running) and output downloads."""
+    model = get_object_or_404(ui_services.model_page_queryset(), pk=pk)
+    if request.method == "POST":
+        upload = request.FILES.get("file")
+        if upload is None:
+            messages.error(request, "Choose a CSV file to upload.")
+        else:
+            try:
+                batch = batches.batch_create(model=model, user=request.user, data=upload.read(), file_name=upload.name)
+            except ApplicationError as exc:
+                messages.error(request, exc.message)
+            else:
+                messages.success(request, f"Batch {batch.pk} queued: {batch.rows} rows.")
+        return redirect("serving:model-batches", pk=pk)
+    rows = BatchInference.objects.filter(model=model, user=request.user)[:50]
+    active = any(b.status in (BatchInference.Status.QUEUED, BatchInference.Status.RUNNING) for b in rows)
+    context = {"model": model, "batches": rows, "active": active, "max_rows": settings.SERVING_BATCH_MAX_ROWS,
+               "fee": settings.SERVING_FEE_PER_CALL}
+    if request.htmx:
+        return render(request, "serving/_batches.html", context)
+    return render(request, "serving/batches.html", context)
+
+
+@login_required
+@require_GET
+def batch_output(request, pk):
+    try:
+        batch = batches.batch_get(batch_id=pk, user=request.user)
+        path = batches.batch_output_path(batch=batch)
+    except ApplicationError as exc:
+        raise Http404(exc.message) from exc
+    return FileResponse(open(path, "rb"), as_attachment=True, content_type="text/csv",  # noqa: SIM115
+                        filename=f"batch-{batch.pk}-output.csv")

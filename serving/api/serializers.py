@@ -1,7 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from serving.models import Inference
+from serving.models import BatchInference, Inference
 
 # The stored attribution of a paid answer (serving.services.answer_settlement): records and contributors named
 # as POST .../explain names them. Nothing is required: a pending or failed call has empty lists, a generator's
@@ -51,3 +51,28 @@ class InferenceSerializer(serializers.ModelSerializer):
         fields = ["id", "model_id", "channel", "status", "input_text", "output", "attribution", "fee", "fee_split",
                   "settlement", "latency_ms", "created_at"]
         read_only_fields = fields
+
+
+class BatchCreateSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="A UTF-8 CSV with a header row and a `text` column; other columns are "
+                                           "copied to the output")
+
+
+class BatchSerializer(serializers.ModelSerializer):
+    model_id = serializers.IntegerField(read_only=True)
+    progress_percent = serializers.FloatField(read_only=True)
+    output = serializers.SerializerMethodField()
+
+    class Meta:
+        model = BatchInference
+        fields = ["id", "model_id", "status", "file_name", "rows", "done_rows", "failed_rows", "progress_percent",
+                  "fee", "error", "output", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+    def get_output(self, obj) -> str | None:
+        """The output CSV's URL once the batch is done."""
+        if obj.status != BatchInference.Status.DONE:
+            return None
+        from rest_framework.reverse import reverse
+
+        return reverse("api-batch-output", args=[obj.pk], request=self.context.get("request"))
