@@ -79,14 +79,14 @@ def queries(base: np.ndarray, seed: int = 0) -> list[list[int]]:
 
 # --- builds, each in a child process ------------------------------------------------------------
 def _child_build_ours(workdir: str, n_tokens: int) -> None:
-    from attribution.engines._spans_index import SpanIndex
+    from attribution.engines._spans_index import SuffixArray
 
     tokens, lengths = corpus(n_tokens)
     np.save(Path(workdir) / "input_tokens.npy", tokens)  # shared with the infini-gram build
     np.save(Path(workdir) / "input_lengths.npy", lengths)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    index = SpanIndex.create(Path(workdir) / "ours", tokens, lengths)
+    index = SuffixArray.create(Path(workdir) / "ours", tokens, lengths)
     build_s = time.perf_counter() - t0
     print(json.dumps({
         "build_s": build_s,
@@ -160,9 +160,9 @@ def _pct(xs: list[float], p: float) -> float:
 
 
 def query_ours(workdir: Path, qs: list[list[int]]) -> tuple[dict, list]:
-    from attribution.engines._spans_index import SpanIndex
+    from attribution.engines._spans_index import SuffixArray
 
-    index = SpanIndex(workdir / "ours")
+    index = SuffixArray(workdir / "ours")
     for q in qs[:3]:  # warm the page cache the same way for both engines
         index.spans(q, min_len=MIN_SPAN)
     spans_t, suffix_t, answers, n_spans = [], [], [], 0
@@ -350,7 +350,7 @@ def main() -> int:
         "",
         f"Tiny Shakespeare tokenised ({meta['tokenizer']}), speeches as records, copied to the sizes below. "
         f"Queries: {meta['queries']} (copied windows with 4 random substitutions, and 20% random strings). "
-        "'spans' = every maximal span >= 8 tokens with its count and records (ours: `SpanIndex.spans`; "
+        "'spans' = every maximal span >= 8 tokens with its count and records (ours: `SuffixArray.spans`; "
         "infini-gram: `attribute(min_len=8, max_cnt=1000)`); 'longest-suffix' = the infini-gram query "
         "(longest suffix of the prompt found in the corpus and its count: ours `longest_suffix_count`, "
         "infini-gram `infgram_prob`). Machine: " + meta["machine"] + ".",

@@ -23,7 +23,7 @@ Credit: a span is credited once, to the earliest holder: the record with the sma
 row) among all the records holding it. Repeats of a passage, inside one record or in later copies,
 add no credit; `max_occurrences` only limits how many holders are *listed* (earliest first).
 
-An *index* (``SpanIndex``) is a directory with ``manifest.json`` listing its segments: one base
+An *index* (``SuffixArray``) is a directory with ``manifest.json`` listing its segments: one base
 segment and small delta segments added incrementally; queries merge all segments. ``compact``
 rebuilds everything into one base segment (run as a background task).
 """
@@ -49,7 +49,7 @@ _FOREIGN = np.int64(-2)  # a query token the segment cannot hold: matches nothin
 _CHUNK = 1 << 24  # positions packed at a time (bounds the build's extra memory)
 
 
-class SpanIndexError(ValueError):
+class SuffixArrayError(ValueError):
     """Bad input to the span index (empty corpus, negative token ids, missing files)."""
 
 
@@ -58,7 +58,7 @@ def _width_for(max_token: int) -> int:
         return 2
     if max_token < 0xFFFFFFFF:
         return 4
-    raise SpanIndexError(f"token id {max_token} does not fit in 32 bits")
+    raise SuffixArrayError(f"token id {max_token} does not fit in 32 bits")
 
 
 def _sa_bytes_for(n_positions: int) -> int:
@@ -104,15 +104,15 @@ def build_segment(
     tokens = np.asarray(tokens)
     lengths = np.asarray(lengths, dtype=np.int64)
     if lengths.ndim != 1 or tokens.ndim != 1:
-        raise SpanIndexError("tokens and lengths must be 1-D")
+        raise SuffixArrayError("tokens and lengths must be 1-D")
     if len(lengths) == 0:
-        raise SpanIndexError("a segment needs at least one record")
+        raise SuffixArrayError("a segment needs at least one record")
     if (lengths < 0).any() or int(lengths.sum()) != tokens.size:
-        raise SpanIndexError("record lengths must be >= 0 and sum to the number of tokens")
+        raise SuffixArrayError("record lengths must be >= 0 and sum to the number of tokens")
     if tokens.size and int(tokens.min()) < 0:
-        raise SpanIndexError("token ids must be >= 0")
+        raise SuffixArrayError("token ids must be >= 0")
     if order is not None and len(order) != len(lengths):
-        raise SpanIndexError("one order key per record")
+        raise SuffixArrayError("one order key per record")
     max_token = int(tokens.max()) if tokens.size else 0
     width = max(width or 2, _width_for(max_token))
     sep = (1 << (8 * width)) - 1
@@ -180,10 +180,10 @@ class Segment:
         self.path = Path(path)
         meta_path = self.path / "meta.json"
         if not meta_path.exists():
-            raise SpanIndexError(f"no span segment at {self.path}")
+            raise SuffixArrayError(f"no span segment at {self.path}")
         self.meta = json.loads(meta_path.read_text())
         if self.meta.get("format") != FORMAT_VERSION:
-            raise SpanIndexError(f"span segment {self.path} has format {self.meta.get('format')}")
+            raise SuffixArrayError(f"span segment {self.path} has format {self.meta.get('format')}")
         self.tokens = np.load(self.path / "tokens.npy", mmap_mode="r")
         sa = np.load(self.path / "sa.npy", mmap_mode="r")
         self.sa = _Packed3(sa) if sa.ndim == 2 else sa
@@ -364,7 +364,7 @@ class SpanResult:
         return float(covered[self.first :].mean())
 
 
-class SpanIndex:
+class SuffixArray:
     """A directory of segments (one base + incremental deltas), queried as one corpus."""
 
     MANIFEST = "manifest.json"
@@ -373,7 +373,7 @@ class SpanIndex:
         self.root = Path(root)
         manifest = self.root / self.MANIFEST
         if not manifest.exists():
-            raise SpanIndexError(f"no span index at {self.root}")
+            raise SuffixArrayError(f"no span index at {self.root}")
         self.manifest = json.loads(manifest.read_text())
         self.segments = [Segment(self.root / name) for name in self.manifest["segments"]]
         self._order: np.ndarray | None = None
@@ -381,7 +381,7 @@ class SpanIndex:
     # --- writing ------------------------------------------------------------------------------
     @classmethod
     def create(cls, root: str | os.PathLike, tokens: np.ndarray, lengths: np.ndarray, *,
-               sa_bytes: int | None = None, order: Sequence[int] | None = None) -> SpanIndex:
+               sa_bytes: int | None = None, order: Sequence[int] | None = None) -> SuffixArray:
         """A fresh index with one base segment (replaces whatever index was at `root`)."""
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
@@ -395,11 +395,11 @@ class SpanIndex:
 
     @classmethod
     def create_from_lists(cls, root: str | os.PathLike, docs: Sequence[Sequence[int]], *,
-                          sa_bytes: int | None = None, order: Sequence[int] | None = None) -> SpanIndex:
+                          sa_bytes: int | None = None, order: Sequence[int] | None = None) -> SuffixArray:
         tokens, lengths = _concat(docs)
         return cls.create(root, tokens, lengths, sa_bytes=sa_bytes, order=order)
 
-    def add(self, docs: Sequence[Sequence[int]], *, order: Sequence[int] | None = None) -> SpanIndex:
+    def add(self, docs: Sequence[Sequence[int]], *, order: Sequence[int] | None = None) -> SuffixArray:
         """Append records as a small delta segment (rows continue after the existing ones)."""
         tokens, lengths = _concat(docs)
         name = f"delta-{uuid.uuid4().hex[:10]}"
@@ -407,9 +407,9 @@ class SpanIndex:
         build_segment(self.root / name, tokens, lengths, row_offset=self.n_records, width=width,
                       order=None if order is None else np.asarray(order, dtype=np.int64))
         self._write_manifest(self.root, [*self.manifest["segments"], name])
-        return SpanIndex(self.root)
+        return SuffixArray(self.root)
 
-    def compact(self) -> SpanIndex:
+    def compact(self) -> SuffixArray:
         """Rebuild every segment into one base segment (a background task's job)."""
         docs = [seg.record_tokens(k) for seg in self.segments for k in range(seg.n_records)]
         old = list(self.manifest["segments"])
@@ -418,7 +418,7 @@ class SpanIndex:
         build_segment(self.root / name, tokens, lengths, row_offset=0, order=self.order)
         self._write_manifest(self.root, [name])
         self._remove(self.root, old, keep=[name])
-        return SpanIndex(self.root)
+        return SuffixArray(self.root)
 
     @classmethod
     def _read_segments(cls, root: Path) -> list[str]:
@@ -445,7 +445,7 @@ class SpanIndex:
     @property
     def order(self) -> np.ndarray:
         """Accept-order key of every index row (segments hold consecutive rows)."""
-        if self._order is None:  # once per open: an add or compact returns a new SpanIndex
+        if self._order is None:  # once per open: an add or compact returns a new SuffixArray
             self._order = (np.concatenate([s.order for s in self.segments]) if self.segments
                            else np.zeros(0, dtype=np.int64))
         return self._order
@@ -536,11 +536,11 @@ class SpanIndex:
         """
         q = np.asarray(query, dtype=np.int64)
         if q.ndim != 1:
-            raise SpanIndexError("a query is a 1-D sequence of token ids")
+            raise SuffixArrayError("a query is a 1-D sequence of token ids")
         if len(q) and int(q.min()) < 0:
-            raise SpanIndexError("token ids must be >= 0")
+            raise SuffixArrayError("token ids must be >= 0")
         if min_len < 1:
-            raise SpanIndexError("min_len must be >= 1")
+            raise SuffixArrayError("min_len must be >= 1")
         length = len(q)
         first = min(max(int(first), 0), length)
         if length == 0 or not self.segments:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from attribution.engines._spans_index import SpanIndex, SpanIndexError, SpanMatch, SpanResult
+from attribution.engines._spans_index import SpanMatch, SpanResult, SuffixArray, SuffixArrayError
 from attribution.engines.base import (
     AttributionEngine,
     AttributionResult,
@@ -41,7 +41,7 @@ from attribution.engines.base import (
     top_k_from_scores,
 )
 
-__all__ = ["SpanEngine", "SpanEngineIndex", "SpanIndex", "SpanIndexError", "SpanMatch", "SpanResult", "ByteTokenizer"]
+__all__ = ["SpanEngine", "SpanEngineIndex", "SuffixArray", "SuffixArrayError", "SpanMatch", "SpanResult", "ByteTokenizer"]
 
 
 class ByteTokenizer:
@@ -79,7 +79,7 @@ def _wrap_tokenizer(tok: Any):
         return tok
     if hasattr(tok, "encode"):
         return _HFTokenizer(tok)
-    raise SpanIndexError("tokenizer must be None, 'bytes' or a Hugging Face tokenizer")
+    raise SuffixArrayError("tokenizer must be None, 'bytes' or a Hugging Face tokenizer")
 
 
 @dataclass
@@ -89,14 +89,14 @@ class SpanEngineIndex(IndexBase):
     directory: Path | None = None
 
     def __post_init__(self):
-        self._spans: SpanIndex | None = None
+        self._spans: SuffixArray | None = None
 
     @property
-    def spans(self) -> SpanIndex:
+    def spans(self) -> SuffixArray:
         if self._spans is None:
             if self.directory is None:
-                raise SpanIndexError("span index has no directory")
-            self._spans = SpanIndex(self.directory / "spans")
+                raise SuffixArrayError("span index has no directory")
+            self._spans = SuffixArray(self.directory / "spans")
         return self._spans
 
     def reopen(self) -> None:
@@ -126,7 +126,7 @@ class SpanEngine(AttributionEngine):
         max_occurrences: int = 1000,
     ):
         if min_span < 1:
-            raise SpanIndexError("min_span must be >= 1")
+            raise SuffixArrayError("min_span must be >= 1")
         self._tokenizer_arg = tokenizer
         self.tokenizer = _wrap_tokenizer(tokenizer)
         self.min_span = int(min_span)
@@ -154,13 +154,13 @@ class SpanEngine(AttributionEngine):
             self.tokenizer = _wrap_tokenizer(model)
         records = list(train_dataset)
         if not records:
-            raise SpanIndexError("no records to index")
+            raise SuffixArrayError("no records to index")
         ids = [str(r.id) for r in records]
         if len(set(ids)) != len(ids):
-            raise SpanIndexError("record ids must be unique")
+            raise SuffixArrayError("record ids must be unique")
         directory = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="spans-"))
         tokens, lengths = self._tokenize_records(records)
-        SpanIndex.create(directory / "spans", tokens, lengths, order=self._order(records, 0))
+        SuffixArray.create(directory / "spans", tokens, lengths, order=self._order(records, 0))
         index = SpanEngineIndex(
             method=self.name,
             record_ids=ids,
@@ -189,7 +189,7 @@ class SpanEngine(AttributionEngine):
         known = set(index.record_ids)
         new_ids = [str(r.id) for r in records]
         if known.intersection(new_ids) or len(set(new_ids)) != len(new_ids):
-            raise SpanIndexError("record ids must be unique")
+            raise SuffixArrayError("record ids must be unique")
         tokens, lengths = self._tokenize_records(records)
         arrays = np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) > 1 else [tokens]
         index.spans.add(arrays, order=self._order(records, len(index.record_ids)))
@@ -212,10 +212,10 @@ class SpanEngine(AttributionEngine):
             self.tokenizer = _wrap_tokenizer(model)
         header = IndexBase.read_header(directory)
         if header.get("method") != self.name:
-            raise SpanIndexError(f"{directory} holds a {header.get('method')!r} index, not spans")
+            raise SuffixArrayError(f"{directory} holds a {header.get('method')!r} index, not spans")
         built_with = header.get("meta", {}).get("tokenizer")
         if (built_with == "bytes") != (self.tokenizer.name == "bytes"):
-            raise SpanIndexError(f"index was built with tokenizer {built_with!r}, engine has {self.tokenizer.name!r}")
+            raise SuffixArrayError(f"index was built with tokenizer {built_with!r}, engine has {self.tokenizer.name!r}")
         index = SpanEngineIndex(
             method=header["method"],
             record_ids=header["record_ids"],
@@ -250,7 +250,7 @@ class SpanEngine(AttributionEngine):
         self, index: SpanEngineIndex, text: str, *, context: str = ""
     ) -> tuple[SpanResult, list[tuple[int, int]] | None]:
         """Spans of `text`; with `context` (the prompt it continues), spans may start in the context
-        but must reach into `text` (see SpanIndex.spans). Offsets are into `text` (below 0 in context)."""
+        but must reach into `text` (see SuffixArray.spans). Offsets are into `text` (below 0 in context)."""
         ids, offsets, first, shift = self._encode(text, context)
         result = index.spans.spans(
             ids, min_len=self.min_span, max_len=self.max_span, max_occurrences=self.max_occurrences, first=first

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attribution.engines.base import Query, Record
-from attribution.engines.spans import SpanEngine, SpanIndex, SpanIndexError
+from attribution.engines.spans import SpanEngine, SuffixArray, SuffixArrayError
 
 # Small alphabets make repeats likely; ids above 255 and 65535 exercise 2- and 4-byte tokens.
 ALPHABETS = [[0, 1, 2], [5, 300, 301], [7, 70000, 70001, 1]]
@@ -67,7 +67,7 @@ def test_spans_match_brute_force(data, sa_bytes):
     docs, q, n = data
     with tempfile.TemporaryDirectory() as d:
         # Both suffix-array encodings: packed 3-byte pointers (the default below 2**24 positions) and uint32.
-        index = SpanIndex.create_from_lists(d, docs, sa_bytes=sa_bytes)
+        index = SuffixArray.create_from_lists(d, docs, sa_bytes=sa_bytes)
         result = index.spans(q, min_len=n, max_occurrences=10_000)
         got = [(s.start, s.end, s.count, s.rows) for s in result.spans]
         assert got == brute_spans(docs, q, n)
@@ -88,7 +88,7 @@ def test_spans_match_brute_force(data, sa_bytes):
 def test_counts_and_longest_suffix_exact(data, m):
     docs, q, _ = data
     with tempfile.TemporaryDirectory() as d:
-        index = SpanIndex.create_from_lists(d, docs)
+        index = SuffixArray.create_from_lists(d, docs)
         for i in range(0, max(1, len(q) - m + 1)):
             pat = q[i : i + m]
             if pat:
@@ -107,8 +107,8 @@ def test_delta_segments_merge_like_one_index(data, draw):
     docs, q, n = data
     cut = draw.draw(st.integers(0, len(docs) - 1))
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-        whole = SpanIndex.create_from_lists(a, docs)
-        inc = SpanIndex.create_from_lists(b, docs[: cut + 1])
+        whole = SuffixArray.create_from_lists(a, docs)
+        inc = SuffixArray.create_from_lists(b, docs[: cut + 1])
         for doc in docs[cut + 1 :]:
             inc = inc.add([doc])  # one delta segment per record
         assert len(inc.segments) == len(docs) - cut
@@ -123,7 +123,7 @@ def test_delta_segments_merge_like_one_index(data, draw):
 def test_on_disk_format_is_compact_and_memory_mapped(tmp_path, sa_bytes):
     rng = np.random.default_rng(1)
     docs = [rng.integers(0, 50, size=200).tolist() for _ in range(50)]
-    index = SpanIndex.create_from_lists(tmp_path, docs, sa_bytes=sa_bytes)
+    index = SuffixArray.create_from_lists(tmp_path, docs, sa_bytes=sa_bytes)
     seg = index.segments[0]
     raw = seg.sa if sa_bytes == 4 else seg.sa.raw
     assert isinstance(seg.tokens, np.memmap) and isinstance(raw, np.memmap)
@@ -141,23 +141,23 @@ def test_on_disk_format_is_compact_and_memory_mapped(tmp_path, sa_bytes):
 
 def test_max_occurrences_caps_listed_records(tmp_path):
     docs = [[1, 2, 3, 4]] * 30
-    index = SpanIndex.create_from_lists(tmp_path, docs)
+    index = SuffixArray.create_from_lists(tmp_path, docs)
     (span,) = index.spans([9, 1, 2, 3, 4, 9], min_len=2, max_occurrences=5).spans
     assert span.count == 30 and sum(span.rows.values()) == 5 and span.truncated
     assert (span.start, span.end) == (1, 5)
 
 
 def test_bad_input_is_refused(tmp_path):
-    with pytest.raises(SpanIndexError, match="at least one record"):
-        SpanIndex.create_from_lists(tmp_path / "a", [])
-    with pytest.raises(SpanIndexError, match=">= 0"):
-        SpanIndex.create_from_lists(tmp_path / "b", [[1, -2]])
-    with pytest.raises(SpanIndexError, match="no span index"):
-        SpanIndex(tmp_path / "missing")
-    index = SpanIndex.create_from_lists(tmp_path / "c", [[1, 2, 3]])
-    with pytest.raises(SpanIndexError, match=">= 0"):
+    with pytest.raises(SuffixArrayError, match="at least one record"):
+        SuffixArray.create_from_lists(tmp_path / "a", [])
+    with pytest.raises(SuffixArrayError, match=">= 0"):
+        SuffixArray.create_from_lists(tmp_path / "b", [[1, -2]])
+    with pytest.raises(SuffixArrayError, match="no span index"):
+        SuffixArray(tmp_path / "missing")
+    index = SuffixArray.create_from_lists(tmp_path / "c", [[1, 2, 3]])
+    with pytest.raises(SuffixArrayError, match=">= 0"):
         index.spans([1, -1])
-    with pytest.raises(SpanIndexError, match="min_len"):
+    with pytest.raises(SuffixArrayError, match="min_len"):
         index.spans([1, 2], min_len=0)
     # A query token the corpus's token width cannot hold matches nothing (and crosses no separator).
     assert index.spans([1, 2, 3, 70000, 1, 2], min_len=1).spans[0].end == 3
@@ -201,9 +201,9 @@ def test_engine_explains_generated_text_with_char_offsets(tmp_path):
     assert len(engine.load_index(tmp_path / "idx").spans.segments) == 1
     assert engine.self_influence(loaded).tolist() == [1.0] * 5
 
-    with pytest.raises(SpanIndexError, match="unique"):
+    with pytest.raises(SuffixArrayError, match="unique"):
         engine.add_records(loaded, [Record(id="r9", text="again")])
-    with pytest.raises(SpanIndexError, match="no records"):
+    with pytest.raises(SuffixArrayError, match="no records"):
         engine.fit(None, [], directory=tmp_path / "empty")
 
 
@@ -276,7 +276,7 @@ def corpus_query_order(draw):
 def test_credit_matches_brute_force(data, max_occurrences):
     docs, q, n, order = data
     with tempfile.TemporaryDirectory() as d:
-        index = SpanIndex.create_from_lists(d, docs, order=order)
+        index = SuffixArray.create_from_lists(d, docs, order=order)
         result = index.spans(q, min_len=n, max_occurrences=max_occurrences)
         want = brute_credit(docs, q, n, order)
         assert result.row_scores == pytest.approx(want)
@@ -299,10 +299,10 @@ def test_repeats_and_later_copies_capture_nothing(data, draw):
     src = draw.draw(st.integers(0, len(docs) - 1))
     times = draw.draw(st.integers(2, 6))
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-        base = SpanIndex.create_from_lists(a, docs, order=order).spans(q, min_len=n)
+        base = SuffixArray.create_from_lists(a, docs, order=order).spans(q, min_len=n)
         # A later contributor uploads a record that repeats record `src` many times, and a plain copy.
         late = max(order) + 1
-        gamed = SpanIndex.create_from_lists(b, [*docs, docs[src] * times, list(docs[src])],
+        gamed = SuffixArray.create_from_lists(b, [*docs, docs[src] * times, list(docs[src])],
                                             order=[*order, late, late]).spans(q, min_len=n)
         copies = {len(docs), len(docs) + 1}
         spans_inside_src = [s for s in base.spans if occurrences([docs[src]], q[s.start : s.end])]
@@ -318,7 +318,7 @@ def test_repeats_and_later_copies_capture_nothing(data, draw):
 def test_earliest_accepted_copy_wins_over_rows_and_repetition(tmp_path):
     passage = list(range(10, 30))
     docs = [passage * 50, [1, 2, 3], list(passage)]  # row 0: the passage 50 times; row 2: once
-    index = SpanIndex.create_from_lists(tmp_path, docs, order=[7, 0, 3])  # row 2 was accepted before row 0
+    index = SuffixArray.create_from_lists(tmp_path, docs, order=[7, 0, 3])  # row 2 was accepted before row 0
     (span,) = index.spans([99, *passage, 98], min_len=5, max_occurrences=1).spans
     assert span.count == 51 and span.credited == 2 and span.rows == {2: 1} and span.truncated
     result = index.spans([99, *passage, 98], min_len=5)
@@ -335,8 +335,8 @@ def test_order_survives_delta_segments_and_compaction(data, draw):
     docs, q, n, order = data
     cut = draw.draw(st.integers(0, len(docs) - 1))
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-        whole = SpanIndex.create_from_lists(a, docs, order=order).spans(q, min_len=n)
-        inc = SpanIndex.create_from_lists(b, docs[: cut + 1], order=order[: cut + 1])
+        whole = SuffixArray.create_from_lists(a, docs, order=order).spans(q, min_len=n)
+        inc = SuffixArray.create_from_lists(b, docs[: cut + 1], order=order[: cut + 1])
         for doc, key in zip(docs[cut + 1 :], order[cut + 1 :], strict=True):
             inc = inc.add([doc], order=[key])
         assert inc.spans(q, min_len=n).row_scores == pytest.approx(whole.row_scores)
