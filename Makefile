@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/modelfactory
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
 PYTEST_ARGS ?=
 
-.PHONY: run test test-sqlite forge lint bench deps browser clean-var help
+.PHONY: run test test-sqlite forge lint bench deps browser clean-var help vllm
 
 help:
 	@echo "make run    - install, migrate, seed the demo once, start web + one worker per queue + beat + chain on http://127.0.0.1:8000"
@@ -15,6 +15,7 @@ help:
 	@echo "make forge  - fuzz and invariant tests of the contracts (forge, offline)"
 	@echo "make lint   - ruff, the import contracts (import-linter) and the architecture doc check"
 	@echo "make bench  - benchmarks; tables printed and written to benchmarks/results/"
+	@echo "make vllm   - (GPU machines) a vLLM server for one base's chat adapters: VLLM_BASE=<catalog name> make vllm"
 
 .venv/.stamp-deps: requirements.txt
 	test -x $(PY) || python3 -m venv .venv
@@ -36,6 +37,10 @@ browser:
 
 run: deps
 	./scripts/run.sh
+
+# vLLM in its own environment (.venv-vllm from requirements-vllm.txt): GPU machines only, docs/serving.md.
+vllm: .venv/.stamp-deps
+	./scripts/vllm.sh
 
 test: deps browser
 	@echo "database: $(TEST_DATABASE_URL)   broker: $(TEST_BROKER_URL)"

@@ -380,6 +380,11 @@ SERVING_TIMEOUT_SECONDS = env.float("SERVING_TIMEOUT_SECONDS", default=60.0)
 SERVING_BATCH_WAIT_MS = env.float("SERVING_BATCH_WAIT_MS", default=5.0)
 # Backend "http": the long-lived inference process (python -m serving.openlora.server) at this URL.
 SERVING_URL = env.str("SERVING_URL", default="http://127.0.0.1:8765")
+# A vLLM server (its own process and environment: requirements-vllm.txt, `make vllm`) for the generators on
+# the base it was started with; "" = none. Classifiers and other bases stay on the built-in engine.
+SERVING_VLLM_URL = env.str("SERVING_VLLM_URL", default="")
+if SERVING_VLLM_URL and not SERVING_VLLM_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"SERVING_VLLM_URL must be an http(s) URL, not {SERVING_VLLM_URL!r}")
 # Paid inference: OPEN per call, longest input in characters, top records returned.
 SERVING_FEE_PER_CALL = env.str("SERVING_FEE_PER_CALL", default="0.01")  # a decimal string
 SERVING_MAX_INPUT_CHARS = env.int("SERVING_MAX_INPUT_CHARS", default=4000)
@@ -403,7 +408,7 @@ CELERY_BEAT_SCHEDULE["serving-settle-sweep"] = {
 ENV_VARS += (
     "SERVING_CACHE_ADAPTERS", "SERVING_CACHE_BYTES", "SERVING_MAX_BATCH", "SERVING_MAX_NEW_TOKENS", "SERVING_NUM_BEAMS",
     "SERVING_DEVICE",
-    "SERVING_BACKEND", "SERVING_TIMEOUT_SECONDS", "SERVING_BATCH_WAIT_MS", "SERVING_FEE_PER_CALL",
+    "SERVING_BACKEND", "SERVING_VLLM_URL", "SERVING_TIMEOUT_SECONDS", "SERVING_BATCH_WAIT_MS", "SERVING_FEE_PER_CALL",
     "SERVING_MAX_INPUT_CHARS", "SERVING_TOP_K", "SERVING_SPANS_MIN_TOKENS", "SERVING_SPANS_DELTA_MAX_RECORDS",
     "SERVING_URL", "SERVING_DTYPE", "SERVING_SETTLE_SWEEP_SECONDS", "SERVING_MAX_NEW_TOKENS_LIMIT",
     "SERVING_BATCH_MAX_ROWS", "SERVING_BATCH_MAX_BYTES",

@@ -29,6 +29,7 @@ from serving.services import (
     inference_request,
     model_serving_path,
     serving_engine,
+    vllm_for,
 )
 
 ROLES = ("system", "user", "assistant")
@@ -203,20 +204,24 @@ def completion_stream_start(*, model, user, text: str, params: dict, api_key=Non
     refusal or load failure is an ApplicationError before the first byte reaches the client.
 
     Token-by-token streaming runs where the engine does, in this process (SERVING_BACKEND inprocess);
-    with the http or celery backend the answer is generated there whole and sent as one piece.
+    with the http or celery backend the answer is generated there whole and sent as one piece. A generator
+    on the base of the vLLM server at SERVING_VLLM_URL streams from it token by token, whatever the backend.
     """
     from serving.openlora.stream import TokenStream
 
     generator_check(model=model)
     inference = inference_create(model=model, user=user, text=text, api_key=api_key, channel=channel, params=params,
                                  strip=False)
-    if settings.SERVING_BACKEND in ("http", "celery"):
-        return CompletionStream(inference_dispatch(inference=inference))
+    client = tokens = None
     try:
         request = inference_request(inference=inference, base_path=model_serving_path(model=model))
-        tokens = TokenStream(serving_engine(), request)
-        tokens.start()
+        client = vllm_for(request)  # vLLM streams to this process whatever the backend
+        if client is not None or settings.SERVING_BACKEND not in ("http", "celery"):
+            tokens = client.stream(request) if client is not None else TokenStream(serving_engine(), request)
+            tokens.start()
     except _serve_errors() as exc:
         inference = inference_fail(inference=inference, error=exc)
         raise ApplicationError(ERR_FAILED.format(error=inference.error), status_code=409) from exc
+    if tokens is None:  # another process serves it whole
+        return CompletionStream(inference_dispatch(inference=inference))
     return CompletionStream(inference, tokens)

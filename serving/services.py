@@ -218,8 +218,30 @@ def _serve_errors() -> tuple:
     return (ApplicationError, AdapterError, OSError, RuntimeError, ValueError, TimeoutError)
 
 
+_vllm = None
+
+
+def vllm_for(request):
+    """The vLLM client when SERVING_VLLM_URL is set and that server runs this generator's base, else None
+    (classifiers and other bases stay on the built-in engine)."""
+    global _vllm
+    if not settings.SERVING_VLLM_URL or (request.task or GENERATION) != GENERATION:
+        return None
+    with _engine_lock:
+        if _vllm is None or _vllm.url != settings.SERVING_VLLM_URL.rstrip("/"):
+            from serving.vllm import VllmClient
+
+            _vllm = VllmClient(settings.SERVING_VLLM_URL, timeout=settings.SERVING_TIMEOUT_SECONDS,
+                               max_new_tokens=settings.SERVING_MAX_NEW_TOKENS)
+        client = _vllm
+    return client if client.serves(request.base_path) else None
+
+
 def _serve(request) -> dict:
-    """One request through this process's batcher, or the inference server at SERVING_URL (backend http)."""
+    """One request through vLLM (a generator on its base), this process's batcher, or the inference server
+    at SERVING_URL (backend http)."""
+    if (client := vllm_for(request)) is not None:
+        return client.generate(request)
     if settings.SERVING_BACKEND != "http":
         return serving_batcher().submit(request).result(timeout=settings.SERVING_TIMEOUT_SECONDS)
     import json
