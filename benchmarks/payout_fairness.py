@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/payout_fairness.py --seeds 0 --tune 0 0.5 1 1.5 2   # PAY_Z, on seed 0 only
     .venv/bin/python benchmarks/payout_fairness.py --shapley lora  # + LoRA-retrained Shapley (~10x the CPU)
     .venv/bin/python benchmarks/payout_fairness.py --quick         # a smoke run
+    .venv/bin/python benchmarks/payout_fairness.py --no-lora-loo --score-seeds 2   # skip the LoRA LOO
+    .venv/bin/python benchmarks/payout_fairness.py --add-training-seeds 4          # 4 training runs in all
 
 The scores and the ground truth of each seed are cached under var/payout_fairness/ (`--refresh` recomputes
 them), so a change to the weight rule or the shown-records ranking is re-evaluated in seconds.
@@ -29,14 +31,21 @@ the real PEFT model, scores of the 200 validation queries, then `attribution.eng
 
 Ground truth, on the same clean validation set (utility = mean log-likelihood of the true labels):
   * LOO: leave-one-contributor-out retraining of the same MiniLM-LoRA tail, 3 training seeds;
-  * Shapley: 30 sampled permutations of the 9 contributors in antithetic pairs (each with one of the
-    LOO training seeds), ~170-220 distinct coalitions, each retrained. The target is `head`: a logistic
-    head retrained per coalition on the product's own frozen features (the pooler output of the model
-    with its LoRA update at the zero init, i.e. the paid model class without its adapter); `mean`
-    (logistic regression on mean token features, the earlier ground truth) is shown beside it. With
+  * Shapley of a logistic head retrained per coalition on the product's own frozen features (the pooler
+    output of the model with its LoRA update at the zero init, i.e. the paid model class without its
+    adapter). The target is `head_exact`: all 2^9 = 512 coalitions, the exact Shapley value (the 30
+    sampled permutations used before, `head`, are shown beside it: their sampling error moved seed 1's
+    copier from share 0.07 to 0.28). `head_loo`: the same head's leave-one-contributor-out. `mean`
+    (sampled, logistic regression on mean token features, the first ground truth) is shown too. With
     `--shapley lora` the LoRA tail itself is retrained per coalition (`Ensemble`: many retrainings
     stepped together, ~1.7x the throughput of one at a time) and becomes the target; ~220 LoRA
     retrainings a seed did not fit the shared 2-core machine of issue 12's session (see the results).
+    `--no-lora-loo` skips the LoRA LOO (~30 retrainings, most of a seed's CPU); the table then shows the
+    LoRA LOO of the results file's earlier run for the same seed (the data and the training are
+    deterministic; matched by the seed, the record count and the validation accuracy) and says so.
+Diagnostics (not targets): `--score-seeds K` / `--add-training-seeds K` score the product path again with
+the model retrained on K - 1 more training seeds (data order and projection), to measure how much of a
+contributor's T/s is the noise of one training run; the Spearman ceiling when the copier is paid 0.
 One torch thread.
 """
 
@@ -62,6 +71,7 @@ from attribution.engines.base import Query, Record  # noqa: E402
 from attribution.engines.gradient import GradientEngine  # noqa: E402
 from attribution.engines.weights import (  # noqa: E402
     PAY_Z,
+    ModelWeightsAccumulator,
     contributor_shares_matrix,
     explanation_rows,
     model_weights,
@@ -284,7 +294,57 @@ def permutations(cfg: dict, seed: int) -> list[tuple[list[str], int]]:
     return out
 
 
-def scores_and_ground_truth(cfg: dict, seed: int, shapley_model: str, early=None) -> dict:
+def exact_shapley(value) -> dict[str, float]:
+    """Shapley values from every coalition: phi_c = sum over S without c of |S|! (n-|S|-1)! / n! (v(S+c) - v(S))."""
+    from itertools import combinations
+
+    n = len(CONTRIBUTORS)
+    phi = dict.fromkeys(CONTRIBUTORS, 0.0)
+    for c in CONTRIBUTORS:
+        others = [o for o in CONTRIBUTORS if o != c]
+        for size in range(n):
+            w = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+            for rest in combinations(others, size):
+                coalition = frozenset(rest)
+                phi[c] += w * (value(coalition | {c}) - value(coalition))
+    return phi
+
+
+def training_seed_scores(bench, records, val, train_idx, train_y, bcfg, ks, t0) -> list[np.ndarray]:
+    """The product path's validation scores with the model retrained on training seed seed + 1000 k (data
+    order; the projection seed too), for each k: how much of a contributor's T/s is one run's noise."""
+    out = []
+    for k in ks:
+        s = bcfg["seed"] + 1000 * k
+        bench.train(train_idx, train_y, seed=s)
+        engine = GradientEngine(projection_dim=bcfg["projection_dim"], damping=bcfg["damping"], seed=s)
+        index = engine.fit(bench.classifier, records)
+        out.append(engine.attribute(index, [Query(text=t, label=y) for t, y in val], top_k=0, return_matrix=True).matrix)
+        print(f"  scores of training seed {s} in {time.perf_counter() - t0:.0f}s", flush=True)
+    return out
+
+
+def add_training_seeds(cfg_name: str, cfg: dict, seed: int, shapley_model: str, total: int) -> None:
+    """Add the scores of more training seeds to a seed's cache (`val_scores_k`, k < total)."""
+    base = CACHE / f"{cfg_name}_{shapley_model}_seed{seed}"
+    raw = _load(base)
+    ks = [k for k in range(1, total) if f"val_scores_{k}" not in raw]
+    if not ks:
+        return
+    t0 = time.perf_counter()
+    train, val, trigger = build_data(cfg, seed)
+    records = [Record(id=f"t{i}", text=t, label=y, contributor=c, order=i) for i, (t, y, c) in enumerate(train)]
+    bcfg = {**COMMON, "seed": seed, "epochs": cfg["epochs"], "batch": cfg["batch"]}
+    torch.manual_seed(seed)
+    bench = Bench(bcfg, [t for t, _, _ in train] + [t for t, _ in val] + [t for t, _ in trigger])
+    for k, m in zip(ks, training_seed_scores(bench, records, val, list(range(len(train))),
+                                             [LABELS.index(y) for _, y, _ in train], bcfg, ks, t0), strict=True):
+        raw[f"val_scores_{k}"] = m
+        _save(base, raw)
+
+
+def scores_and_ground_truth(cfg: dict, seed: int, shapley_model: str, early=None, lora_loo: bool = True,
+                            score_seeds: int = 1) -> dict:
     """The expensive part (cached by `main`): the paid model's score matrices and the ground truth."""
     t0 = time.perf_counter()
     train, val, trigger = build_data(cfg, seed)
@@ -315,6 +375,10 @@ def scores_and_ground_truth(cfg: dict, seed: int, shapley_model: str, early=None
         early({"seed": seed, "records": n, "val_accuracy": val_acc, "owners": owners, "clusters": clusters,
                "val_scores": val_scores, "trigger_scores": trig_scores, "self_influence": self_influence})
 
+    # --- the same product path retrained with other training seeds (data order): how much of a
+    # contributor's T/s is the noise of one training run (a diagnostic; the product trains once)
+    extra_scores = training_seed_scores(bench, records, val, train_idx, train_y, bcfg, range(1, score_seeds), t0)
+
     # --- ground truth on the product's own model class: the same MiniLM-LoRA tail, retrained
     ens = Ensemble(bench)
     members = {c: [i for i in train_idx if owners[i] == c] for c in CONTRIBUTORS}
@@ -337,10 +401,12 @@ def scores_and_ground_truth(cfg: dict, seed: int, shapley_model: str, early=None
 
     everyone = frozenset(CONTRIBUTORS)
     loo_seeds = [seed + 100 * s for s in range(cfg["loo_seeds"])]
-    fill([(everyone - {c}, s) for s in loo_seeds for c in [None, *CONTRIBUTORS]])
-    loo = {c: float(np.mean([utility[(everyone, s)] - utility[(everyone - {c}, s)] for s in loo_seeds]))
-           for c in CONTRIBUTORS}
-    print(f"  LoRA LOO in {time.perf_counter() - t0:.0f}s", flush=True)
+    loo = None
+    if lora_loo:
+        fill([(everyone - {c}, s) for s in loo_seeds for c in [None, *CONTRIBUTORS]])
+        loo = {c: float(np.mean([utility[(everyone, s)] - utility[(everyone - {c}, s)] for s in loo_seeds]))
+               for c in CONTRIBUTORS}
+        print(f"  LoRA LOO in {time.perf_counter() - t0:.0f}s", flush=True)
     perms = permutations(cfg, seed)
 
     def sampled_shapley(value) -> dict[str, float]:
@@ -388,43 +454,143 @@ def scores_and_ground_truth(cfg: dict, seed: int, shapley_model: str, early=None
 
         shapley[name] = sampled_shapley(small_utility)
         shapley[f"{name}_coalitions"] = len(cache)  # type: ignore[assignment]
+        if name == "head":  # 9 contributors: all 512 coalitions, the exact value (no sampling error)
+            shapley["head_exact"] = exact_shapley(lambda coalition: small_utility(coalition, 0))
+            shapley["head_loo"] = {c: small_utility(everyone, 0) - small_utility(everyone - {c}, 0)
+                                   for c in CONTRIBUTORS}
         print(f"  {name} Shapley in {time.perf_counter() - t0:.0f}s", flush=True)
     return {
         "seed": seed, "records": n, "val_accuracy": val_acc, "owners": owners, "clusters": clusters,
         "val_scores": val_scores, "trigger_scores": trig_scores, "self_influence": self_influence,
         "lora_loo": loo, "shapley": shapley, "coalitions_trained": trained,
+        **{f"val_scores_{k + 1}": m for k, m in enumerate(extra_scores)},
         "permutations": len(perms), "seconds": time.perf_counter() - t0,
     }
 
 
 ARRAYS = ("val_scores", "trigger_scores", "self_influence")
-SHAPLEY_MODELS = {"lora": "LoRA-retrained", "head": "logistic head on the product's frozen features",
-                  "mean": "logistic regression on mean token features"}
+SHAPLEY_MODELS = {"lora": "LoRA-retrained",
+                  "head_exact": "logistic head on the product's frozen features, exact (all 512 coalitions)",
+                  "head": "logistic head on the product's frozen features, sampled",
+                  "mean": "logistic regression on mean token features, sampled"}
 
 
 def _save(base: Path, raw: dict) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(base.with_suffix(".npz"), **{k: raw[k] for k in ARRAYS})
-    base.with_suffix(".json").write_text(json.dumps({k: v for k, v in raw.items() if k not in ARRAYS}))
+    arrays = {k for k, v in raw.items() if k in ARRAYS or k.startswith("val_scores_")}
+    np.savez_compressed(base.with_suffix(".npz"), **{k: np.asarray(raw[k]) for k in arrays})
+    base.with_suffix(".json").write_text(json.dumps({k: v for k, v in raw.items() if k not in arrays}))
 
 
 def _load(base: Path) -> dict:
     raw = json.loads(base.with_suffix(".json").read_text())
     with np.load(base.with_suffix(".npz")) as z:
-        raw.update({k: z[k] for k in ARRAYS})
+        raw.update({k: z[k] for k in z.files})
     return raw
 
 
-def cached(cfg_name: str, cfg: dict, seed: int, shapley_model: str, refresh: bool) -> dict:
+def cached(cfg_name: str, cfg: dict, seed: int, shapley_model: str, refresh: bool, lora_loo: bool = True,
+           score_seeds: int = 1) -> dict:
     """`scores_and_ground_truth`, kept under var/ so the rule and the ranking can be re-evaluated in seconds
     (the scores alone are written first, as `<name>_scores`)."""
     base = CACHE / f"{cfg_name}_{shapley_model}_seed{seed}"
     if not refresh and base.with_suffix(".json").exists():
         return _load(base)
     raw = scores_and_ground_truth(cfg, seed, shapley_model,
-                                  early=lambda part: _save(base.with_name(base.name + "_scores"), part))
+                                  early=lambda part: _save(base.with_name(base.name + "_scores"), part),
+                                  lora_loo=lora_loo, score_seeds=score_seeds)
     _save(base, raw)
     return raw
+
+
+PREVIOUS = RESULTS / "payout_fairness.json"  # LoRA LOO of a run with it, when this one skipped it
+
+
+def _loo_of(raw: dict) -> dict:
+    """The LoRA LOO of this run, else of the results file (same data and training seeds: deterministic;
+    checked by the validation accuracy), with where it came from."""
+    if raw.get("lora_loo") is not None:
+        return {"lora_loo": raw["lora_loo"], "lora_loo_source": "this run"}
+    if PREVIOUS.exists():
+        for r in json.loads(PREVIOUS.read_text()):
+            if (r["seed"] == raw["seed"] and r.get("lora_loo") and r["records"] == raw["records"]
+                    and abs(r["val_accuracy"] - raw["val_accuracy"]) < 1e-9):
+                return {"lora_loo": r["lora_loo"],
+                        "lora_loo_source": r.get("lora_loo_source", "this run").replace(
+                            "this run", "an earlier run of this benchmark (same data and training seeds; "
+                            "the validation accuracy matches), not recomputed")}
+    return {"lora_loo": None, "lora_loo_source": "not computed"}
+
+
+def _rho(a: dict, b: dict, names: list[str] = CONTRIBUTORS) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr([a[c] for c in names], [b[c] for c in names]).statistic)
+
+
+def spearman_ceiling(phi: dict, unpaid: str = "neardup") -> float:
+    """The best Spearman(paid, phi) any weights can reach when `unpaid` gets exactly 0 (the earliest-copy
+    rule pays a copier nothing): every order of the others as phi's, any set of them tied with it at 0."""
+    from itertools import combinations
+
+    others = sorted((c for c in CONTRIBUTORS if c != unpaid), key=lambda c: phi[c])
+    best = -1.0
+    for size in range(len(others) + 1):
+        for zeros in combinations(others, size):
+            paid = {unpaid: 0.0, **{c: (0.0 if c in zeros else 1.0 + j) for j, c in enumerate(others)}}
+            best = max(best, _rho(paid, phi))
+    return best
+
+
+def _normalised(scores: np.ndarray, credited: np.ndarray) -> np.ndarray:
+    m = np.asarray(scores, dtype=np.float64) * credited
+    scale = np.abs(m).sum(axis=1, keepdims=True)
+    return np.divide(m, scale, out=np.zeros_like(m), where=scale > 0)
+
+
+def analysis(raw: dict, truth: str, pay_z: float) -> dict:
+    """Why a seed misses: the truth's own noise, the copier's ceiling, the paid statistic's training-seed
+    noise. Diagnostics only; the paid weights are `evaluate`'s."""
+    owners, n = raw["owners"], raw["records"]
+    ids = [f"t{i}" for i in range(n)]
+    phi = raw["shapley"][truth]
+    positive = {c: max(v, 0.0) for c, v in phi.items()}
+    share = {c: v / sum(positive.values()) for c, v in positive.items()}
+    weights = {"record_ids": ids, "clusters": raw["clusters"], "order": list(range(n))}
+    paid = model_weights(np.asarray(raw["val_scores"]), owners, **weights, pay_z=pay_z)
+    out = {"ceiling with the copier unpaid": spearman_ceiling(phi),
+           "spearman(paid, shapley) without the copier": _rho(paid.weights, phi, [c for c in CONTRIBUTORS if c != "neardup"]),
+           **{f"spearman({truth}, {m})": _rho(phi, raw["shapley"][m]) for m in ("head", "mean", "head_loo")
+              if m != truth and m in raw["shapley"]},
+           **{f"spearman(paid at PAY_Z {z:g}, shapley)": _rho(model_weights(np.asarray(raw["val_scores"]), owners, **weights,
+                                                                              pay_z=z).weights, phi) for z in (0, 1, 2, 3)}}
+    extra = sorted((k for k in raw if k.startswith("val_scores_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+    if extra:
+        runs = ["val_scores", *extra]
+        credited = ModelWeightsAccumulator(owners, **weights)._credited
+        each = [model_weights(np.asarray(raw[k]), owners, **weights, pay_z=pay_z) for k in runs]
+        z = [{c: w.mean[c] / (w.threshold[c] / null_z(len(w.mean)) or 1.0) for c in CONTRIBUTORS} for w in each]
+        rhos = [_rho(w.weights, phi) for w in each]
+        pairs = [_rho(z[i], z[j]) for i in range(len(z)) for j in range(i + 1, len(z))]
+        mean = model_weights(np.mean([_normalised(raw[k], credited) for k in runs], axis=0), owners, **weights,
+                             pay_z=pay_z)
+        out.update({
+            "training runs": len(runs),
+            "spearman(paid, shapley) of each training run": rhos,
+            "training runs meeting spearman >= 0.8": sum(r >= 0.8 for r in rhos),
+            "spearman(T/s of one run, T/s of another), mean over pairs": float(np.mean(pairs)),
+            f"spearman(paid on the {len(runs)} runs' mean scores, shapley)": _rho(mean.weights, phi),
+            "mean over runs of spearman(paid of one run, shapley)": float(np.mean(rhos)),
+            f"the {len(runs)} runs' mean: planted weight <= shapley share + 0.02":
+                all(mean.weights[c] <= share[c] + 0.02 for c in PLANTED),
+            f"the {len(runs)} runs' mean: stuffer <= 0.02": mean.weights["stuffer"] <= 0.02,
+            f"the {len(runs)} runs' mean: noisy, poisoner below every honest":
+                max(mean.weights["noisy"], mean.weights["poisoner"]) < min(mean.weights[c] for c in HONEST),
+            f"paid on the {len(runs)} runs' mean scores": mean.weights,
+            "T/s over the training runs (mean, sd)": {c: (float(np.mean([v[c] for v in z])), float(np.std([v[c] for v in z], ddof=1)))
+                                                     for c in CONTRIBUTORS},
+        })
+    return out
 
 
 def evaluate(raw: dict, pay_z: float = PAY_Z) -> dict:
@@ -439,10 +605,13 @@ def evaluate(raw: dict, pay_z: float = PAY_Z) -> dict:
     raw_top = [np.argsort(-row, kind="stable")[:10] for row in trig]
     trig_paid = model_weights(trig, owners, record_ids=ids, clusters=raw["clusters"], order=list(range(n)), pay_z=pay_z)
     k = len(paid.weights)
+    truth = next(m for m in ("lora", "head_exact", "head") if m in raw["shapley"])
     return {
-        **{key: raw[key] for key in ("seed", "records", "val_accuracy", "lora_loo", "shapley",
+        "analysis": analysis(raw, truth, pay_z),
+        **{key: raw[key] for key in ("seed", "records", "val_accuracy", "shapley",
                                      "coalitions_trained", "permutations", "seconds")},
-        "truth": "lora" if "lora" in raw["shapley"] else "head",
+        "truth": truth,
+        **_loo_of(raw),
         "clusters": len(set(raw["clusters"].values())),
         "paid": paid.weights, "signal": paid.signal, "null_z": null_z(k),
         "z": {c: paid.mean[c] / (paid.threshold[c] / null_z(k) or 1.0) for c in paid.mean},
@@ -473,7 +642,7 @@ def targets(r: dict) -> dict:
         "noisy, poisoner below every honest": paid["noisy"] < honest_min and paid["poisoner"] < honest_min,
         "trigger: poisoner top share": r["trigger"]["poisoner_top_share_fraction"],
         "trigger: poisoner records in the shown top 10 (mean, >= 5)": r["trigger"]["poisoner_in_top10_mean"],
-        "_spearman(paid, LoRA LOO)": rho(r["lora_loo"]),
+        **({"_spearman(paid, LoRA LOO)": rho(r["lora_loo"])} if r.get("lora_loo") else {}),
         **{f"_spearman(paid, {m} Shapley)": rho(r["shapley"][m]) for m in SHAPLEY_MODELS
            if m in r["shapley"] and m != r["truth"]},
         "_spearman(old rule, shapley)": float(spearmanr([r["old_rule"][c] for c in CONTRIBUTORS],
@@ -493,14 +662,21 @@ def passed(r: dict) -> bool:
 def markdown(results: list[dict], cfg_name: str, command: str) -> str:
     out = [f"# Payout fairness ({cfg_name})", "",
            f"`{command}` (set-up in its docstring). `paid`: the paid rule (`model_weights`, clusters on);",
-           "`old rule`: the per-query clipped rule it replaces. Ground truth on the product's own model class",
-           "(MiniLM-L6, LoRA on the last layer + head, retrained from the same initial state): LoRA LOO",
-           "(mean of the training seeds); sampled Shapley values (antithetic permutations) with the models",
-           "named in the table (`lora`: the LoRA tail retrained per coalition; `head`: a logistic head on the",
-           "product's frozen pooled features; `mean`: on mean frozen token features, the earlier ground truth).",
-           "Utility: mean validation log-likelihood.",
-           "Shown top 10 on trigger queries: `explanation_rows` (score / sqrt(self-influence)), as the product shows.",
-           ""]
+           "`old rule`: the per-query clipped rule it replaces. Ground truth: LoRA LOO on the product's own model",
+           "class (MiniLM-L6, LoRA on the last layer + head, retrained from the same initial state; mean of 3",
+           "training seeds); Shapley values of small models retrained per coalition (`head_exact`, the target: a",
+           "logistic head on the product's frozen pooled features, all 512 coalitions; `head`: the same, 30",
+           "sampled permutations; `mean`: on mean frozen token features, sampled); `head LOO`: the head's",
+           "leave-one-contributor-out. Utility: mean validation log-likelihood. Shown top 10 on trigger queries:",
+           "`explanation_rows` (score / sqrt(self-influence)), as the product shows. Seconds: wall time of a seed's",
+           "scores and ground truth on the shared machine. Diagnostics: see docs/attribution.md (\"Measured\").",
+           "", "| target | " + " | ".join(f"seed {r['seed']}" for r in results) + " |",
+           "| --- | " + " | ".join("---" for _ in results) + " |"]
+    summary = [targets(r) for r in results]
+    for key in [k for k in summary[0] if not k.startswith("_")]:
+        out.append(f"| {key} | " + " | ".join(str(t[key]) if isinstance(t[key], bool) else f"{t[key]:.3f}"
+                                              for t in summary) + " |")
+    out += ["| all targets met | " + " | ".join(str(passed(r)) for r in results) + " |", ""]
     for r in results:
         t = targets(r)
         models = [m for m in SHAPLEY_MODELS if m in r["shapley"]]
@@ -509,13 +685,16 @@ def markdown(results: list[dict], cfg_name: str, command: str) -> str:
                 f"{r['seconds']:.0f}s)", "",
                 f"`T/s`: each contributor's signed mean over its null's standard error (the gate: some T/s above "
                 f"z = {r['null_z']:.2f}).", "",
-                f"Target ground truth: **{SHAPLEY_MODELS[r['truth']]}** Shapley ({r['permutations']} permutations).", "",
-                "| contributor | paid | T/s | paid, no clusters | old rule | LoRA LOO | "
+                f"Target ground truth: **{SHAPLEY_MODELS[r['truth']]}** Shapley" + ("" if r["truth"] == "head_exact" else f" ({r['permutations']} permutations)") + ".", "",
+                f"LoRA LOO: {r['lora_loo_source']}.", "",
+                "| contributor | paid | T/s | paid, no clusters | old rule | LoRA LOO | head LOO | "
                 + " | ".join(f"{m} Shapley" for m in models) + " | Shapley share |",
-                "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in models) + " | --- |"]
+                "| --- | --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in models) + " | --- |"]
         for c in CONTRIBUTORS:
+            loo = f"{r['lora_loo'][c]:+.4f}" if r.get("lora_loo") else "-"
+            head_loo = f"{r['shapley']['head_loo'][c]:+.4f}" if "head_loo" in r["shapley"] else "-"
             out.append(f"| {c} | {r['paid'][c]:.3f} | {r['z'][c]:+.2f} | {r['paid_no_clusters'][c]:.3f} | "
-                       f"{r['old_rule'][c]:.3f} | {r['lora_loo'][c]:+.4f} | "
+                       f"{r['old_rule'][c]:.3f} | {loo} | {head_loo} | "
                        + " | ".join(f"{r['shapley'][m][c]:+.4f}" for m in models)
                        + f" | {t['_shapley_share'][c]:.3f} |")
         out += ["", "| target | value |", "| --- | --- |"]
@@ -524,6 +703,19 @@ def markdown(results: list[dict], cfg_name: str, command: str) -> str:
         out += [f"| trigger: poisoner records in the raw-score top 10 (before) | {r['trigger']['poisoner_in_raw_top10_mean']:.2f} |",
                 f"| trigger: poisoner's weight over the trigger queries | {r['trigger']['poisoner_weight_over_trigger_queries']:.3f} |",
                 f"| all targets met | {passed(r)} |", ""]
+        a = r.get("analysis", {})
+        if a:
+            out += ["Diagnostics (why a seed misses; not targets):", "", "| diagnostic | value |", "| --- | --- |"]
+            out += [f"| {k} | {v if isinstance(v, bool) else round(v, 3)} |" for k, v in a.items()
+                    if isinstance(v, float | int)]
+            out += [f"| {k} | {', '.join(f'{x:.3f}' for x in v)} |" for k, v in a.items() if isinstance(v, list)]
+            ens = next((k for k in a if k.startswith("paid on the")), None)
+            if ens:
+                out.append(f"| {ens} | " + ", ".join(f"{c} {a[ens][c]:.3f}" for c in CONTRIBUTORS) + " |")
+            if "T/s over the training runs (mean, sd)" in a:
+                out.append("| T/s over the training runs (mean ± sd) | " + ", ".join(
+                    f"{c} {m:+.1f} ± {sd:.1f}" for c, (m, sd) in a["T/s over the training runs (mean, sd)"].items()) + " |")
+            out.append("")
     return "\n".join(out) + "\n"
 
 
@@ -536,13 +728,24 @@ def main() -> None:
     parser.add_argument("--tune", type=float, nargs="*", default=None,
                         help="print the targets for these PAY_Z values (choose on seed 0 only) and stop")
     parser.add_argument("--refresh", action="store_true", help="recompute the cached scores and ground truth")
+    parser.add_argument("--no-lora-loo", action="store_true",
+                        help="skip the LoRA leave-one-out retrainings (most of a seed's CPU)")
+    parser.add_argument("--add-training-seeds", type=int, default=0,
+                        help="add scores of the model retrained on more training seeds to the cache, this many in all")
+    parser.add_argument("--score-seeds", type=int, default=1,
+                        help="also score with the model retrained on this many training seeds in all (a diagnostic)")
     parser.add_argument("--out", default=None, help="results name (default payout_fairness[_quick])")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = QUICK if args.quick else FULL
     cfg_name = "quick" if args.quick else "full"
     name = args.out or ("payout_fairness_quick" if args.quick else "payout_fairness")
-    raws = [cached(cfg_name, cfg, s, args.shapley, args.refresh) for s in args.seeds]
+    raws = [cached(cfg_name, cfg, s, args.shapley, args.refresh, lora_loo=not args.no_lora_loo,
+                   score_seeds=args.score_seeds) for s in args.seeds]
+    if args.add_training_seeds:
+        for s in args.seeds:
+            add_training_seeds(cfg_name, cfg, s, args.shapley, args.add_training_seeds)
+        raws = [cached(cfg_name, cfg, s, args.shapley, False) for s in args.seeds]
     if args.tune is not None:
         for pay_z in args.tune:
             for raw in raws:
