@@ -8,20 +8,21 @@ from datanets.models import Datanet, DatanetVersion
 from factory import selectors, services
 from factory.models import BaseModel, FineTuneJob
 
-PARAM_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "epochs", "learning_rate", "batch_size", "max_length",
-                "eval_split", "seed")
+PARAM_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "epochs", "patience", "learning_rate", "batch_size",
+                "max_length", "eval_split", "seed")
 PARAM_HELP = {
     "lora_r": "Rank of the low-rank update: higher learns more, trains more parameters.",
     "lora_alpha": "Scale of the update (often 2 × rank).",
     "lora_dropout": "Dropout on the LoRA path, 0 to 0.9.",
-    "epochs": "Passes over the training split.",
+    "epochs": "Passes over the training split at most (a preset sizes them from the Datanet version).",
+    "patience": "Stop after this many epochs without a better validation score, keeping the best epoch; 0: off.",
     "learning_rate": "AdamW learning rate; LoRA likes 1e-4 to 1e-3.",
     "batch_size": "Examples per step; lower it if a run runs out of memory.",
     "max_length": "Tokens kept per example (longer texts are cut).",
     "eval_split": "Share of the version held out to evaluate each epoch (0.05 to 0.5).",
     "seed": "Same seed, data and settings give the same adapter.",
 }
-DEFAULT_PRESET = "balanced"
+DEFAULT_PRESET = services.DEFAULT_PRESET
 
 
 def _number_input(name: str) -> forms.NumberInput:
@@ -66,9 +67,11 @@ class FineTuneForm(forms.Form):
         self.fields["base_model"].queryset = BaseModel.objects.filter(is_active=True)
         self.base_model_obj = base_model
         # A new base model means new target-module choices: htmx redraws the form body (values kept).
-        self.fields["base_model"].widget.attrs.update({
-            "hx-get": reverse("factory:finetune-new"), "hx-target": "#ft-fields", "hx-swap": "outerHTML",
-            "hx-include": "#ft-form", "hx-trigger": "change"})
+        # A new Datanet version re-sizes a preset's epochs: the same redraw.
+        redraw = {"hx-get": reverse("factory:finetune-new"), "hx-target": "#ft-fields", "hx-swap": "outerHTML",
+                  "hx-include": "#ft-form", "hx-trigger": "change"}
+        self.fields["base_model"].widget.attrs.update(redraw)
+        self.fields["datanet_version"].widget.attrs.update(redraw)
         # QLoRA is offered only while a GPU worker is up (a live worker that reported a CUDA device).
         self.gpu_workers = selectors.cuda_workers()
         field = self.fields["quantization"]
@@ -104,15 +107,33 @@ class FineTuneForm(forms.Form):
         return data
 
 
+def _version_from(query) -> DatanetVersion | None:
+    value = query.get("datanet_version")
+    return version_queryset().filter(pk=value).first() if str(value or "").isdigit() else None
+
+
+def _still_preset(query, preset: str, base_model: BaseModel | None) -> bool:
+    """The typed values are the preset's (its epochs aside, which depend on the version)."""
+    if preset not in services.PRESETS:
+        return False
+    expected = services.preset_params(preset=preset, base_model=base_model)
+    return all(str(query.get(f) or "") == str(expected[f]) for f in PARAM_FIELDS if f not in ("epochs", "max_length"))
+
+
 def fine_tune_initial(*, query, base_model: BaseModel | None) -> dict:
     """Values to draw the form with from a GET. A preset button (`apply_preset`) or a first visit fills a
-    preset's values fitted to the base model; otherwise (the base model changed) typed values are kept.
-    Target modules are kept only where the chosen model has them, else the model's defaults."""
+    preset's values fitted to the base model and the Datanet version (epochs sized from its records); a
+    redraw after a change of version re-sizes a preset still untouched; otherwise (the base model changed)
+    typed values are kept. Target modules are kept only where the chosen model has them, else the model's
+    defaults."""
     typed = any(query.get(f) not in (None, "") for f in PARAM_FIELDS)
     preset = query.get("apply_preset") or ("" if typed else (query.get("preset") or DEFAULT_PRESET))
+    if not preset and typed and _still_preset(query, query.get("preset", ""), base_model):
+        preset = query.get("preset")
     initial: dict = {}
     if preset in services.PRESETS:
-        initial.update(services.preset_params(preset=preset, base_model=base_model))
+        initial.update(services.preset_params(preset=preset, base_model=base_model, datanet_version=_version_from(query),
+                                              task=query.get("task") or ""))
         initial["preset"] = preset
     else:
         initial.update({f: query.get(f) for f in PARAM_FIELDS if query.get(f) not in (None, "")})

@@ -39,7 +39,8 @@ from factory.training import (
     TrainingSuperseded,
     TrainResult,
 )
-from factory.training.estimate import Estimate, estimate_run
+from factory.training.estimate import Estimate, estimate_run, sized_epochs
+from factory.training.presets import DEFAULT_PRESET, PRESET_HELP, PRESET_SIZING, PRESETS  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -77,33 +78,24 @@ PARAM_RULES: dict[str, tuple[type, float, float]] = {
     "lora_alpha": (int, 1, 1024),
     "lora_dropout": (float, 0.0, 0.9),
     "epochs": (int, 1, 50),
+    "patience": (int, 0, 50),
     "learning_rate": (float, 1e-7, 1.0),
     "batch_size": (int, 1, 1024),
     "max_length": (int, 8, 100_000),
     "eval_split": (float, 0.05, 0.5),
     "seed": (int, 0, 2**31 - 1),
 }
+# Hyperparameters a request may leave out, and their value then (jobs from before they existed read the same).
+PARAM_DEFAULTS = {"patience": 0}
 PARAM_LABELS = {
     "lora_r": "LoRA rank", "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout", "epochs": "Epochs",
+    "patience": "Early stopping patience",
     "learning_rate": "Learning rate", "batch_size": "Batch size", "max_length": "Max sequence length",
     "eval_split": "Evaluation split", "seed": "Seed", "target_modules": "Target modules", "packing": "Packing",
     "quantization": "Quantization",
 }
 
-# Presets fill the form. "all" target modules means every Linear layer the model has.
-PRESETS: dict[str, dict] = {
-    "quick": {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "targets": "default", "epochs": 1,
-              "learning_rate": 1e-3, "batch_size": 32, "max_length": 64, "eval_split": 0.2, "seed": 42},
-    "balanced": {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "targets": "all", "epochs": 3,
-                 "learning_rate": 1e-3, "batch_size": 32, "max_length": 64, "eval_split": 0.2, "seed": 42},
-    "thorough": {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.05, "targets": "all", "epochs": 6,
-                 "learning_rate": 5e-4, "batch_size": 16, "max_length": 128, "eval_split": 0.2, "seed": 42},
-}
-PRESET_HELP = {
-    "quick": "1 epoch on the attention layers: a first look in a few minutes.",
-    "balanced": "3 epochs, rank 16 on every linear layer: the recommended default.",
-    "thorough": "6 epochs, rank 32, longer sequences: best quality, several times slower.",
-}
+# Presets (quick / balanced / thorough) and their sizing from the data: factory/training/presets.py.
 
 
 # --- catalog ---------------------------------------------------------------------------------------
@@ -354,17 +346,32 @@ def base_model_build_run(*, base_model_id: int, token: str) -> BaseModel | None:
 
 # --- validation, presets, estimate -----------------------------------------------------------------
 
-def preset_params(*, preset: str, base_model: BaseModel | None) -> dict:
-    """A preset's hyperparameters, with target modules and max length fitted to the base model."""
+def preset_params(*, preset: str, base_model: BaseModel | None, datanet_version=None, task: str = "") -> dict:
+    """A preset's hyperparameters, with target modules and max length fitted to the base model and, given a
+    Datanet version, the epochs sized from its records and labels (`preset_epochs`)."""
     if preset not in PRESETS:
         raise ApplicationError(f"Unknown preset {preset!r}; choose from {', '.join(PRESETS)}.")
     params = {k: v for k, v in PRESETS[preset].items() if k != "targets"}
+    if datanet_version is not None:
+        params["epochs"] = preset_epochs(preset=preset, datanet_version=datanet_version, task=task,
+                                         batch_size=params["batch_size"], eval_split=params["eval_split"])
     if base_model is not None:
         kind = PRESETS[preset]["targets"]
         params["target_modules"] = list(base_model.target_modules if kind == "all" else
                                         base_model.default_target_modules)
         params["max_length"] = min(params["max_length"], base_model.max_length)
     return params
+
+
+def preset_epochs(*, preset: str, datanet_version, task: str, batch_size: int, eval_split: float) -> int:
+    """The preset's epochs for this version: its training records and (for a classifier) its label count."""
+    sizing = PRESET_SIZING[preset]
+    n = version_training_records(version=datanet_version).count()
+    classifier = (task or CLASSIFICATION) == CLASSIFICATION and datanet_version.datanet.task != Datanet.Task.CHAT
+    labels = len(datanet_version.datanet.labels or []) if classifier else 0
+    return sized_epochs(n_examples=n, eval_split=eval_split, batch_size=batch_size, num_labels=labels,
+                        min_steps=sizing["min_steps"], steps_per_label=sizing["steps_per_label"],
+                        max_epochs=sizing["max_epochs"])
 
 
 def _flag(value) -> bool:
@@ -400,7 +407,9 @@ def finetune_params_validate(*, datanet_version, base_model: BaseModel | None, t
     errors: dict[str, str] = {}
     clean: dict = {}
     for name in PARAM_RULES:
-        if params.get(name) in (None, ""):
+        if params.get(name) in (None, "") and name in PARAM_DEFAULTS:
+            clean[name] = PARAM_DEFAULTS[name]
+        elif params.get(name) in (None, ""):
             errors[name] = f"{PARAM_LABELS[name]} is required."
         else:
             clean[name] = _coerce(name, params[name], errors)
@@ -484,7 +493,7 @@ def finetune_estimate(*, datanet_version, base_model: BaseModel, task: str, para
         targets=params["target_modules"], r=params["lora_r"], task=task, num_labels=len(labels),
         n_examples=n, mean_tokens=mean_tokens, epochs=params["epochs"], batch_size=params["batch_size"],
         max_length=params["max_length"], eval_split=params["eval_split"],
-        quantization=params.get("quantization") or "none",
+        quantization=params.get("quantization") or "none", patience=params.get("patience", 0),
     )
 
 
@@ -654,7 +663,8 @@ def train_config_for(job: FineTuneJob, model_path: str) -> TrainConfig:
         task=job.task, model_path=model_path,
         labels=list(job.datanet_version.datanet.labels) if job.task == CLASSIFICATION else [],
         lora_r=hp["lora_r"], lora_alpha=hp["lora_alpha"], lora_dropout=hp["lora_dropout"],
-        target_modules=list(hp["target_modules"]), epochs=hp["epochs"], learning_rate=hp["learning_rate"],
+        target_modules=list(hp["target_modules"]), epochs=hp["epochs"], patience=hp.get("patience", 0),
+        learning_rate=hp["learning_rate"],
         batch_size=hp["batch_size"], max_length=hp["max_length"], eval_split=hp["eval_split"], seed=hp["seed"],
         packing=bool(hp.get("packing", False)), chat_template=job.base_model.chat_template,
         quantization=hp.get("quantization") or "none",
@@ -805,10 +815,12 @@ def finetune_job_finish(*, job_id: int, result: TrainResult) -> FineTuneJob:
         finetuned_model_slug_assign(model=model)
         job.status, job.finished_at = FineTuneJob.Status.SUCCEEDED, timezone.now()
         job.metrics, job.best_epoch, job.step = result.metrics, result.best_epoch, result.steps
+        if result.stopped_early:  # the run's length was its steps, not the planned epochs': a full bar
+            job.total_steps = result.steps
         job.resumed_from_step = max(job.resumed_from_step, result.resumed_from_step)
         job.eta_seconds = 0
-        job.save(update_fields=["status", "finished_at", "metrics", "best_epoch", "step", "resumed_from_step",
-                                "eta_seconds"])
+        job.save(update_fields=["status", "finished_at", "metrics", "best_epoch", "step", "total_steps",
+                                "resumed_from_step", "eta_seconds"])
     _log(job.id, f"model {model.id} ready: adapter sha256 {result.adapter_sha256[:16]}…")
     freed = finetune_job_checkpoints_remove(job=job)
     if freed:

@@ -20,6 +20,7 @@ from factory.models import BaseModel, FineTunedModel, FineTuneJob, JobMetric
 
 # --- selectors -------------------------------------------------------------------------------------
 
+BASELINE_MARGIN = 0.0  # a model "beats" the majority baseline when strictly above it on accuracy and macro-F1
 JOB_LIST_RELATED = ("owner", "base_model", "datanet_version__datanet")
 
 
@@ -79,6 +80,31 @@ def job_final_metrics(job: FineTuneJob) -> dict[str, float]:
         last = JobMetric.objects.filter(job=job, kind=JobMetric.Kind.EVAL).order_by("-step").first()
         metrics = last.values if last else {}
     return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def job_baseline(job: FineTuneJob) -> dict | None:
+    """The majority-class baseline of a classifier's evaluation split (always answering the training split's
+    most common label) beside the model's best (or, while running, latest) evaluation; `beaten` is False
+    when the model does not beat it on accuracy and on macro-F1. None for generation or before any evaluation."""
+    metrics = job.metrics or {}
+    if not metrics:
+        last = JobMetric.objects.filter(job=job, kind=JobMetric.Kind.EVAL).order_by("-step").first()
+        metrics = last.values if last else {}
+    base = metrics.get("baseline")
+    if not isinstance(base, dict) or "accuracy" not in metrics:
+        return None
+    beaten = (metrics["accuracy"] > base["accuracy"] + BASELINE_MARGIN
+              and metrics.get("macro_f1", 0.0) > base["macro_f1"] + BASELINE_MARGIN)
+    return {**base, "model_accuracy": metrics["accuracy"], "model_macro_f1": metrics.get("macro_f1", 0.0),
+            "beaten": beaten, "final": bool(job.metrics)}
+
+
+def job_early_stop(job: FineTuneJob, *, evaluations: int) -> dict | None:
+    """A finished run that early stopping ended before its last epoch: {"epochs_run", "epochs", "patience"}."""
+    hp = job.hyperparameters or {}
+    if job.status != FineTuneJob.Status.SUCCEEDED or not hp.get("patience") or evaluations >= hp.get("epochs", 0):
+        return None
+    return {"epochs_run": evaluations, "epochs": hp["epochs"], "patience": hp["patience"]}
 
 
 # --- charts ----------------------------------------------------------------------------------------

@@ -64,11 +64,13 @@ def _form_context(form: FineTuneForm, base_model: BaseModel | None) -> dict:
     return {"form": form, "base_model": base_model, "presets": services.PRESETS, "preset_help": services.PRESET_HELP}
 
 
-def _preset_or_custom(*, preset: str, base_model: BaseModel, params: dict) -> str:
-    """Keep the preset's name on the job only when the submitted values are still that preset's."""
+def _preset_or_custom(*, preset: str, base_model: BaseModel, params: dict, datanet_version, task: str) -> str:
+    """Keep the preset's name on the job only when the submitted values are still that preset's (its epochs
+    sized for this version)."""
     if preset not in services.PRESETS:
         return ""
-    expected = services.preset_params(preset=preset, base_model=base_model)
+    expected = services.preset_params(preset=preset, base_model=base_model, datanet_version=datanet_version,
+                                      task=task)
     same = all(params.get(k) == v if k != "target_modules" else sorted(params.get(k, [])) == sorted(v)
                for k, v in expected.items())
     return preset if same else ""
@@ -89,7 +91,8 @@ def finetune_new(request):
                     owner=request.user, datanet_version=data["datanet_version"], base_model=data["base_model"],
                     task=data["task"], params=data["params"], name=data["name"],
                     preset=_preset_or_custom(preset=data.get("preset", ""), base_model=data["base_model"],
-                                             params=data["params"]))
+                                             params=data["params"], datanet_version=data["datanet_version"],
+                                             task=data["task"]))
             except ApplicationError as exc:
                 for field, message in exc.extra.get("errors", {}).items():
                     form.add_error(field if field in form.fields else None, message)
@@ -152,6 +155,8 @@ def _job_context(request, job: FineTuneJob) -> dict:
     return {
         "job": job, "charts": ui_services.job_charts(job=job, metrics=metrics),
         "final_metrics": ui_services.job_final_metrics(job), "confusion_labels": labels,
+        "baseline": ui_services.job_baseline(job) if job.task == FineTuneJob.Task.CLASSIFICATION else None,
+        "early_stop": ui_services.job_early_stop(job, evaluations=len(metrics["eval"])),
         "confusion_rows": list(zip(labels, matrix, strict=False)),
         "eval_rows": metrics["eval"], "can_manage": can_manage,
         "can_cancel": can_manage and job.status in FineTuneJob.ACTIVE,

@@ -29,7 +29,10 @@ class JobCreateSerializer(serializers.Serializer):
     lora_dropout = serializers.JSONField(required=False, help_text="0-0.9")
     target_modules = serializers.ListField(child=serializers.CharField(), required=False,
                                            help_text="Layer names from the base model's target_modules")
-    epochs = serializers.JSONField(required=False, help_text="1-50")
+    epochs = serializers.JSONField(required=False, help_text="1-50; the most epochs (a preset sizes them from the "
+                                                             "version's records and labels)")
+    patience = serializers.JSONField(required=False, help_text="0-50: stop after this many epochs without a better "
+                                                               "validation score, keeping the best (0: off, the default)")
     learning_rate = serializers.JSONField(required=False, help_text="1e-7-1")
     batch_size = serializers.JSONField(required=False, help_text="1-1024")
     max_length = serializers.JSONField(required=False, help_text="8 to the base model's limit")

@@ -74,7 +74,8 @@ class JobListCreateApi(PaginatedApi):
         params = {k: data[k] for k in PARAM_NAMES if k in data}
         preset = data.get("preset") or ""
         if preset:
-            params = {**services.preset_params(preset=preset, base_model=base_model), **params}
+            params = {**services.preset_params(preset=preset, base_model=base_model, datanet_version=version,
+                                               task=data["task"]), **params}
         try:
             job = services.finetune_job_create(owner=request.user, datanet_version=version, base_model=base_model,
                                                task=data["task"], params=params, preset=preset,

@@ -60,8 +60,18 @@ def test_create_with_a_preset_fills_missing_values(api, tiny_bert):
                         "preset": "quick", "epochs": 2}, format="json")
     assert r.status_code == 201, r.json()
     hp = r.json()["hyperparameters"]
-    assert hp["lora_r"] == 8 and hp["epochs"] == 2 and hp["target_modules"] == tiny_bert.default_target_modules
-    assert r.json()["preset"] == "quick"
+    assert hp["lora_r"] == 8 and hp["epochs"] == 2 and hp["target_modules"] == tiny_bert.target_modules
+    assert r.json()["preset"] == "quick" and hp["patience"] == 0
+    # without epochs the preset sizes them from the version: 19 training rows, 1 step an epoch at batch 32,
+    # 300 steps wanted -> balanced's cap of 20 epochs; patience from the preset
+    r = api.post(JOBS, {"datanet_version": version.pk, "base_model": tiny_bert.pk, "task": "classification",
+                        "preset": "balanced"}, format="json")
+    assert r.status_code == 201, r.json()
+    assert r.json()["hyperparameters"]["epochs"] == 20 and r.json()["hyperparameters"]["patience"] == 3
+    # a custom request may leave patience out: no early stopping
+    r = api.post(JOBS, {"datanet_version": version.pk, "base_model": tiny_bert.pk, "task": "classification",
+                        **{k: v for k, v in small_params().items()}}, format="json")
+    assert r.status_code == 201 and r.json()["hyperparameters"]["patience"] == 0
 
 
 @pytest.mark.parametrize("kw, field, message", [

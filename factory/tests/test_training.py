@@ -184,3 +184,54 @@ def test_model_card_names_data_contributors_and_hashes():
     assert "0x" + "ab" * 32 in card and "| alice | 10 |" in card and "f" * 64 in card
     assert "macro_f1: 0.8100" in card and "fin\\|bert" in card and "PeftModel.from_pretrained" in card
     assert json.dumps(card)
+
+
+def _kept_adapter_confusion(tiny_bert_dir, adapter_dir, cfg, examples) -> list[list[int]]:
+    """The confusion matrix of the saved adapter on the run's own evaluation split, through the predictor."""
+    _, held = batching.split_examples(examples, eval_split=cfg.eval_split, seed=cfg.seed, task=cfg.task)
+    predicted = [predict(str(tiny_bert_dir), str(adapter_dir), ex.text)["label"] for ex in held]
+    index = {name: i for i, name in enumerate(LABELS)}
+    return classification_metrics([index[ex.label] for ex in held], [index[p] for p in predicted],
+                                  LABELS)["confusion_matrix"]
+
+
+def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(tiny_bert_dir, tmp_path):
+    """A learning rate far too high for the tiny model: the validation score peaks, then falls; with patience
+    2 the run stops two evaluations after its best one (but not before half its 12 epochs), and the adapter
+    it saves is the best epoch's (its predictions reproduce that epoch's confusion matrix, not the last's)."""
+    cfg = cls_config(tiny_bert_dir, epochs=12, patience=2, learning_rate=0.3, lora_r=8, lora_alpha=16,
+                     target_modules=["query", "key", "value", "dense"])
+    examples = cls_examples()
+    evals, lines = [], []
+    result = train(cfg, examples, output_dir=tmp_path, callbacks=Callbacks(on_eval=evals.append, on_log=lines.append))
+    assert result.stopped_early and result.epochs_run == len(evals) == max(result.best_epoch + 2, 6) < 12
+    assert result.steps == 5 * len(evals)  # 36 training rows, batch 8: 5 steps an epoch
+    best = evals[result.best_epoch - 1]
+    assert best["macro_f1"] == max(e["macro_f1"] for e in evals) == result.metrics["macro_f1"]
+    assert all(e["macro_f1"] <= best["macro_f1"] + 1e-4 for e in evals[result.best_epoch:])
+    assert evals[-1]["confusion_matrix"] != best["confusion_matrix"]
+    assert _kept_adapter_confusion(tiny_bert_dir, result.adapter_dir, cfg, examples) == best["confusion_matrix"]
+    assert any(line.startswith(f"early stop after epoch {len(evals)}") for line in lines)
+    assert json.loads((result.adapter_dir / "factory.json").read_text())["best_epoch"] == result.best_epoch
+
+
+def test_a_flat_validation_score_stops_after_patience_and_baseline_is_reported(tiny_bert_dir, tmp_path):
+    """With a learning rate too small to change anything, no evaluation beats the first: the run stops after
+    1 + patience epochs, or half its epochs when that is later. Every evaluation carries the majority-class
+    baseline of the split."""
+    cfg = cls_config(tiny_bert_dir, epochs=6, patience=2, learning_rate=1e-12)
+    examples = cls_examples()
+    result = train(cfg, examples, output_dir=tmp_path)
+    assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1 and result.steps == 15
+    late = train(cls_config(tiny_bert_dir, epochs=10, patience=2, learning_rate=1e-12), examples,
+                 output_dir=tmp_path / "late")
+    assert late.stopped_early and late.epochs_run == 5 and late.best_epoch == 1  # not before half of 10
+    train_ex, held = batching.split_examples(examples, eval_split=cfg.eval_split, seed=cfg.seed, task=cfg.task)
+    top = max(LABELS, key=lambda lab: (sum(e.label == lab for e in train_ex), -LABELS.index(lab)))
+    share = sum(e.label == top for e in held) / len(held)
+    baseline = result.metrics["baseline"]
+    assert baseline["label"] == top and baseline["accuracy"] == pytest.approx(share)
+    assert 0 < baseline["macro_f1"] < baseline["accuracy"]
+    # patience 0 trains every epoch
+    assert train(cls_config(tiny_bert_dir, epochs=3, learning_rate=1e-12), examples,
+                 output_dir=tmp_path / "all").epochs_run == 3

@@ -73,7 +73,8 @@ def test_preset_button_fills_the_form_through_htmx(dev_client, tiny_bert):
     html = r.content.decode()
     assert r.status_code == 200 and "<html" not in html and html.lstrip().startswith('<div id="ft-fields">')
     assert r["HX-Trigger"] == "ft-redrawn"
-    assert 'name="lora_r" value="32"' in html and 'name="epochs" value="6"' in html
+    # thorough sized for 12 records: 10 training rows, one step an epoch -> its cap of 40 epochs
+    assert 'name="lora_r" value="32"' in html and 'name="epochs" value="40"' in html and 'name="patience" value="4"' in html
     assert 'name="max_length" value="128"' in html  # thorough's 128 fits tiny-bert's limit of 128
     assert f'<option value="{version.pk}" selected>' in html
     # without a preset button the typed values are kept (a redraw after a change of base model)
@@ -126,7 +127,8 @@ def test_submit_keeps_a_preset_name_only_when_unchanged(dev_client, tiny_bert):
     from factory import services
 
     version = make_version(n=24)
-    quick = services.preset_params(preset="quick", base_model=tiny_bert)
+    quick = services.preset_params(preset="quick", base_model=tiny_bert, datanet_version=version, task="classification")
+    assert quick["epochs"] == 2  # 19 training rows at batch 32: one step an epoch, capped at 2
     data = form_data(version, tiny_bert, preset="quick", **{k: str(v) for k, v in quick.items() if k != "target_modules"})
     data["target_modules"] = quick["target_modules"]
     dev_client.post(reverse("factory:finetune-new"), data)
@@ -206,6 +208,33 @@ def test_queued_job_page_shows_its_place_in_the_queue_and_disk_use(dev_client, t
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
     (out / "checkpoint" / "adapter.bin").write_bytes(b"x" * 2048)
     assert "2.0\xa0KB on disk" in dev_client.get(reverse("factory:job", args=[running.pk])).content.decode()
+
+
+def test_job_page_shows_the_majority_baseline_and_warns_when_the_model_does_not_beat_it(dev_client, tiny_bert):
+    baseline = {"label": "neutral", "accuracy": 0.594, "macro_f1": 0.2487}
+    job = make_job(owner=dev_client.user, base=tiny_bert, status="running", curve=4, patience=2, epochs=5)
+    JobMetric.objects.create(job=job, kind="eval", step=5, epoch=1, loss=0.9, values={
+        "eval_loss": 0.9, "accuracy": 0.59, "macro_f1": 0.30, "baseline": baseline})
+    live = reverse("factory:job-live", args=[job.pk])
+    html = dev_client.get(live, **HTMX).content.decode()
+    assert "Majority-class baseline (always “neutral”): accuracy 0.594, macro-F1 0.2487." in html
+    assert 'id="job-baseline-warning"' in html and "So far the model does not beat the majority-class baseline" in html
+    # finished above the baseline on both: the baseline line stays, the warning goes
+    job.status, job.best_epoch = "succeeded", 2
+    job.metrics = {"accuracy": 0.83, "macro_f1": 0.80, "eval_loss": 0.5, "baseline": baseline}
+    job.save()
+    html = dev_client.get(reverse("factory:job", args=[job.pk])).content.decode()
+    assert 'id="job-baseline"' in html and 'id="job-baseline-warning"' not in html
+    # two evaluations of five epochs: early stopping ended it
+    assert "Early stopping ended the run after epoch 2 of 5: 2 epochs without a better score." in html
+    # finished on the majority label's accuracy: warned
+    job.metrics = {"accuracy": 0.594, "macro_f1": 0.2487, "eval_loss": 0.9, "baseline": baseline}
+    job.save()
+    html = dev_client.get(live, **HTMX).content.decode()
+    assert "This model does not beat the majority-class baseline (accuracy 0.594 against 0.594" in html
+    # evaluations without a baseline (jobs from before it was recorded) show none
+    assert 'id="job-baseline"' not in dev_client.get(reverse("factory:job", args=[make_job(
+        owner=dev_client.user, base=tiny_bert, status="running", curve=4).pk])).content.decode()
 
 
 def test_job_page_needs_login_and_404s(client, dev_client, tiny_bert):
@@ -400,10 +429,13 @@ def test_browser_form_presets_estimate_and_live_job_page(live_server, tiny_bert_
         page.select_option("select[name=base_model]", str(tiny.pk))
         page.wait_for_function("document.querySelector('#ft-base-info').textContent.startsWith('tiny-bert:')")
         page.select_option("select[name=datanet_version]", str(version.pk))
+        # the version redraws the form: balanced's epochs sized for 24 records (2 steps an epoch -> 20)
+        page.wait_for_function("document.querySelector('input[name=epochs]').value === '20'")
         page.wait_for_selector("#ft-estimate:has-text('Trainable parameters')")
         page.click("button[value=quick]")
         page.wait_for_function("document.querySelector('input[name=lora_r]').value === '8'")
-        assert page.locator("input[name=target_modules]:checked").count() == 2  # quick: query, value
+        assert page.locator("input[name=target_modules]:checked").count() == len(tiny.target_modules)  # every one
+        assert page.locator("input[name=epochs]").input_value() == "2"  # quick: 100 steps wanted, at most 2 epochs
         page.wait_for_selector("#ft-estimate:has-text('Trainable parameters')")
         page.fill("input[name=lora_r]", "0")
         page.locator("input[name=lora_r]").dispatch_event("change")
@@ -453,7 +485,9 @@ def test_balanced_preset_through_the_pages_with_a_real_worker(start_worker, tiny
     data = {k: v for k, v in form.initial.items() if v is not None}
     r = client.post(reverse("factory:finetune-new"), {**data, "datanet_version": version.pk})
     job = FineTuneJob.objects.get()
-    assert r.status_code == 302 and job.preset == "balanced" and job.hyperparameters["epochs"] == 3
+    # 40 records: 32 training rows, 2 steps an epoch: balanced asks for 300 steps -> its cap of 20 epochs,
+    # which early stopping (patience 3) cuts short
+    assert r.status_code == 302 and job.preset == "balanced" and job.hyperparameters["epochs"] == 20
     live = reverse("factory:job-live", args=[job.pk])
     deadline = time.monotonic() + 180
     while "every 2s" in (html := client.get(live, **HTMX).content.decode()):
@@ -462,6 +496,7 @@ def test_balanced_preset_through_the_pages_with_a_real_worker(start_worker, tiny
     job.refresh_from_db()
     assert job.status == "succeeded", job.error
     assert 'class="ft-line"' in html and "Model ready" in html and "Confusion matrix" in html
+    assert "Majority-class baseline (always" in html
     model = FineTunedModel.objects.get(job=job)
     r = client.post(reverse("serving:model-playground", args=[model.pk]), {"text": "profit rose strongly"}, **HTMX)
     assert html.count("<svg") == 2 and r.content.decode().split('id="playground-label">')[1].split("<")[0] in model.labels

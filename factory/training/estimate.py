@@ -8,9 +8,19 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-# Sustained training FLOP/s: a shared 2-core CPU, and a data-centre GPU at ~30% of its bf16 peak.
-CPU_FLOPS = 4e10
+# Sustained training FLOP/s: one core of this 2-core CPU (MiniLM-L6, batch 16-32, measured by CPU time in
+# benchmarks/finetune.py; a second thread adds little to batches this small), and a data-centre GPU at ~30%
+# of its bf16 peak.
+CPU_FLOPS = 6e10
 GPU_FLOPS = 1.5e14
+# A step also costs time that does not scale with FLOPs: Python, the optimizer, and on a GPU one kernel
+# launch per operation (a small model's step is bound by these, not by arithmetic). A run also loads the
+# model and tokenises the data first (and on a GPU creates the CUDA context). Without these a small model's
+# GPU estimate read "under 1 s".
+CPU_STEP_SECONDS = 0.05
+GPU_STEP_SECONDS = 0.04
+CPU_STARTUP_SECONDS = 5.0
+GPU_STARTUP_SECONDS = 15.0
 # LoRA still back-propagates through the frozen base (activation gradients, no weight gradients):
 # forward 2, backward ~2 FLOPs per parameter per token.
 FLOPS_PER_PARAM_TOKEN = 4
@@ -46,11 +56,24 @@ class Estimate:
     gpu_seconds: float
     quantization: str = "none"
     gpu_memory_bytes: int = 0
-    cpu_seconds_per_epoch: float = 0.0
+    cpu_seconds_per_epoch: float = 0.0  # the training loop's, without the start-up
     gpu_seconds_per_epoch: float = 0.0
+    early_stopping: bool = False  # the times are for every epoch; early stopping may end the run sooner
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def sized_epochs(*, n_examples: int, eval_split: float, batch_size: int, num_labels: int, min_steps: int,
+                 steps_per_label: int, max_epochs: int) -> int:
+    """Epochs for a preset, from the data: enough passes for `min_steps` optimizer steps, and for
+    `steps_per_label` steps per label (many labels with few examples each need more passes), at most
+    `max_epochs`. A small set gets many epochs, a large one few; early stopping ends a run that has
+    stopped improving."""
+    n_train = max(1, round(n_examples * (1 - eval_split)))
+    steps_per_epoch = math.ceil(n_train / max(1, batch_size))
+    wanted = max(min_steps, steps_per_label * max(0, num_labels))
+    return max(1, min(max_epochs, math.ceil(wanted / steps_per_epoch)))
 
 
 def lora_trainable_params(module_shapes: dict, targets: list[str], r: int) -> int:
@@ -88,9 +111,10 @@ def gpu_peak_memory(*, info: dict, trainable: int, task: str, batch_size: int, m
 
 def estimate_run(*, info: dict, targets: list[str], r: int, task: str, num_labels: int, n_examples: int,
                  mean_tokens: float, epochs: int, batch_size: int, max_length: int, eval_split: float,
-                 quantization: str = "none") -> Estimate:
+                 quantization: str = "none", patience: int = 0) -> Estimate:
     """`info` is what modeling.inspect_model returned for the base model. With quantization "nf4" (QLoRA)
-    the GPU figures are for a 4-bit base with gradient checkpointing."""
+    the GPU figures are for a 4-bit base with gradient checkpointing. The totals include the start-up
+    (loading, the CUDA context); the per-epoch times are the training loop's."""
     hidden, layers = info.get("hidden_size", 0), info.get("num_layers", 0)
     trainable = lora_trainable_params(info.get("module_shapes", {}), targets, r)
     if task == "classification":
@@ -103,8 +127,18 @@ def estimate_run(*, info: dict, targets: list[str], r: int, task: str, num_label
     eval_tokens = int(n_examples * eval_split * tokens_per_example * epochs)
     # Gradient checkpointing (QLoRA) runs each layer's forward twice: 2 more FLOPs per parameter per token.
     per_token = FLOPS_PER_PARAM_TOKEN + (2 if quantization == "nf4" else 0)
-    flops = per_token * total * tokens + 2 * total * eval_tokens
-    gpu_seconds = flops / GPU_FLOPS * (QLORA_SLOWDOWN if quantization == "nf4" else 1.0)
+    # A classifier's token embedding is a table lookup, not a matmul: its parameters cost no FLOPs (half of
+    # MiniLM-L6's). A language model's output projection multiplies by it (tied or not), so it counts there.
+    embedding = info.get("vocab_size", 0) * hidden if task == "classification" else 0
+    compute = total - embedding if 0 < embedding < total else total
+    flops = per_token * compute * tokens + 2 * compute * eval_tokens
+    # Training steps, plus evaluation batches (twice the batch size, once an epoch).
+    steps = (steps_per_epoch + math.ceil(n_examples * eval_split / max(1, 2 * batch_size))) * epochs
+    # QLoRA's second forward (checkpointing) and dequantization add launches as well as FLOPs: both scale.
+    slower = (per_token / FLOPS_PER_PARAM_TOKEN) * QLORA_SLOWDOWN if quantization == "nf4" else 1.0
+    gpu_loop = max(flops / GPU_FLOPS * (QLORA_SLOWDOWN if quantization == "nf4" else 1.0),
+                   steps * GPU_STEP_SECONDS * slower)
+    cpu_loop = flops / CPU_FLOPS + steps * CPU_STEP_SECONDS
     vocab_logits = info.get("vocab_size", 0) * batch_size * max_length * 4 * 3 if task == "generation" else 0
     memory = (total * 4 + trainable * 12 + batch_size * max_length * hidden * layers * ACTIVATION_FACTOR
               + vocab_logits + OVERHEAD_BYTES)
@@ -112,8 +146,10 @@ def estimate_run(*, info: dict, targets: list[str], r: int, task: str, num_label
         trainable_params=int(trainable), total_params=int(total),
         trainable_percent=round(100 * trainable / total, 3) if total else 0.0,
         memory_bytes=int(memory), steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * epochs,
-        tokens=tokens, cpu_seconds=flops / CPU_FLOPS, gpu_seconds=gpu_seconds, quantization=quantization,
+        tokens=tokens, cpu_seconds=CPU_STARTUP_SECONDS + cpu_loop, gpu_seconds=GPU_STARTUP_SECONDS + gpu_loop,
+        quantization=quantization,
         gpu_memory_bytes=gpu_peak_memory(info=info, trainable=int(trainable), task=task, batch_size=batch_size,
                                          max_length=max_length, quantization=quantization),
-        cpu_seconds_per_epoch=flops / CPU_FLOPS / max(1, epochs), gpu_seconds_per_epoch=gpu_seconds / max(1, epochs),
+        cpu_seconds_per_epoch=cpu_loop / max(1, epochs), gpu_seconds_per_epoch=gpu_loop / max(1, epochs),
+        early_stopping=patience > 0,
     )

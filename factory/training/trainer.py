@@ -42,6 +42,7 @@ OOM_MESSAGE = ("Out of memory at batch size {bs} and max length {ml} on {device}
                "Lower the batch size or the max sequence length and retry.")
 CHECKPOINT, BEST, ADAPTER = "checkpoint", "best", "adapter"
 CANCEL, SUPERSEDED = "cancel", "superseded"
+MIN_DELTA = 1e-4  # a validation score must beat the best by this much to count as better
 
 
 @dataclass
@@ -67,6 +68,8 @@ class _State:
     best_metrics: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
     train_seconds: float = 0.0
+    stale_evals: int = 0  # evaluations since the best one (early stopping)
+    stopped_early: bool = False
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -191,6 +194,17 @@ def _evaluate(model, data: batching.Encoded, *, config: TrainConfig, pad_id: int
     return {"eval_loss": mean_loss, "perplexity": perplexity(mean_loss)}
 
 
+def majority_baseline(train_labels: list[int], eval_labels: list[int], labels: list[str]) -> dict:
+    """What always answering the training split's most common label scores on the evaluation split: the
+    floor a classifier must beat to have learnt anything."""
+    counts = [0] * len(labels)
+    for y in train_labels:
+        counts[y] += 1
+    top = max(range(len(labels)), key=lambda i: (counts[i], -i))
+    m = classification_metrics(eval_labels, [top] * len(eval_labels), labels)
+    return {"label": labels[top], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+
+
 def _score(config: TrainConfig, metrics: dict) -> float:
     """Higher is better: macro-F1 for classification, minus the evaluation loss for generation."""
     return metrics["macro_f1"] if config.task == CLASSIFICATION else -metrics["eval_loss"]
@@ -259,6 +273,13 @@ def train(config: TrainConfig, examples: list[Example], *, output_dir: str | Pat
     if need > available_memory(device):
         raise oom_error(config, device)
 
+    # The floor every evaluation is shown against (the job page warns when a model does not beat it).
+    baseline = (majority_baseline(train_set.labels, eval_set.labels, config.labels)
+                if config.task == CLASSIFICATION else None)
+    if baseline:
+        log(f"majority-class baseline (always {baseline['label']!r}): accuracy {baseline['accuracy']:.4f}, "
+            f"macro-F1 {baseline['macro_f1']:.4f}")
+
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     batches_per_epoch = math.ceil(len(train_set) / config.batch_size)
@@ -291,7 +312,7 @@ def train(config: TrainConfig, examples: list[Example], *, output_dir: str | Pat
             cb.on_checkpoint(state.step)
 
     try:
-        while state.epoch < config.epochs:
+        while state.epoch < config.epochs and not state.stopped_early:
             order = batching.batch_order(train_set.lengths, batch_size=config.batch_size, seed=config.seed,
                                   epoch=state.epoch, group_by_length=config.group_by_length)
             while state.position < len(order):
@@ -336,18 +357,28 @@ def train(config: TrainConfig, examples: list[Example], *, output_dir: str | Pat
                 if config.checkpoint_every and state.step % config.checkpoint_every == 0:
                     checkpoint()
             metrics = _evaluate(model, eval_set, config=config, pad_id=pad_id, device=device, autocast=autocast)
+            if baseline:
+                metrics["baseline"] = baseline
             entry = {"kind": "eval", "step": state.step, "epoch": state.epoch + 1, **metrics}
             state.history.append(entry)
             score = _score(config, metrics)
-            if state.best_metric is None or score > state.best_metric:
+            if state.best_metric is None or score > state.best_metric + MIN_DELTA:
                 state.best_metric, state.best_epoch, state.best_metrics = score, state.epoch + 1, metrics
+                state.stale_evals = 0
                 model.save_pretrained(str(out / BEST))
+            else:
+                state.stale_evals += 1
             log(f"epoch {state.epoch + 1}: " + ", ".join(
                 f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
             if cb.on_eval:
                 cb.on_eval(entry)
             state.epoch += 1
             state.position = 0
+            if (config.patience and state.stale_evals >= config.patience and state.epoch < config.epochs
+                    and state.epoch >= math.ceil(config.epochs / 2)):
+                state.stopped_early = True
+                log(f"early stop after epoch {state.epoch}: no better validation score for {state.stale_evals} "
+                    f"epochs; keeping epoch {state.best_epoch}")
             checkpoint()
     except (TrainingCancelled, TrainingError):
         raise
@@ -369,11 +400,12 @@ def train(config: TrainConfig, examples: list[Example], *, output_dir: str | Pat
         "chat": train_set.loss_masks is not None,
     }, indent=2))
     seconds = base_seconds + (time.monotonic() - run_start)
-    log(f"done: best epoch {state.best_epoch} of {config.epochs}, {state.step} steps, {seconds:.1f}s")
+    log(f"done: best epoch {state.best_epoch} of {state.epoch} run ({config.epochs} at most), {state.step} steps, "
+        f"{seconds:.1f}s")
     return TrainResult(
         adapter_dir=final, adapter_sha256=file_sha256(final / ADAPTER_FILE), best_epoch=state.best_epoch,
         metrics=state.best_metrics, history=state.history, steps=state.step, resumed_from_step=resumed_from,
         train_examples=len(train_set), eval_examples=len(eval_set), train_seconds=seconds,
         peak_memory_bytes=peak_memory(device), device=device.type,
-        dtype="bf16" if dtype == torch.bfloat16 else "fp32",
+        dtype="bf16" if dtype == torch.bfloat16 else "fp32", epochs_run=state.epoch, stopped_early=state.stopped_early,
     )

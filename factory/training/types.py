@@ -52,7 +52,12 @@ class TrainConfig:
     target_modules: list[str] = field(default_factory=list)
     # Transformer layers that get LoRA (empty: all). Training only the top layers cuts the backward pass.
     layers: list[int] = field(default_factory=list)
-    epochs: int = 3
+    epochs: int = 3  # the most epochs; early stopping (patience) may end the run sooner
+    # Early stopping: stop after this many evaluations in a row without a better validation metric (macro-F1
+    # for classification, evaluation loss for generation), once at least half of `epochs` have run (a score
+    # that is flat while a many-label head starts to learn does not end the run); 0 = train every epoch. The
+    # best epoch's adapter is kept.
+    patience: int = 0
     learning_rate: float = 5e-4
     batch_size: int = 16
     max_length: int = 128
@@ -113,3 +118,5 @@ class TrainResult:
     peak_memory_bytes: int
     device: str
     dtype: str
+    epochs_run: int = 0
+    stopped_early: bool = False
