@@ -5,6 +5,7 @@ attribution/pipeline.py).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import math
@@ -25,7 +26,7 @@ from core.errors import ApplicationError
 from core.heartbeat import CUDA_QUEUE
 from core.models import WorkerHeartbeat
 from datanets.chat import conversation_load
-from datanets.models import Datanet
+from datanets.models import Datanet, DatanetVersion
 from datanets.selectors import version_training_records
 from factory.models import BaseModel, FineTunedModel, FineTuneJob, JobMetric
 from factory.selectors import cuda_workers
@@ -348,7 +349,8 @@ def base_model_build_run(*, base_model_id: int, token: str) -> BaseModel | None:
 
 def preset_params(*, preset: str, base_model: BaseModel | None, datanet_version=None, task: str = "") -> dict:
     """A preset's hyperparameters, with target modules and max length fitted to the base model and, given a
-    Datanet version, the epochs sized from its records and labels (`preset_epochs`)."""
+    Datanet version, the epochs sized from its records and labels (`preset_epochs`) and, for a language
+    model, the max length fitted to its records (`generation_max_length`)."""
     if preset not in PRESETS:
         raise ApplicationError(f"Unknown preset {preset!r}; choose from {', '.join(PRESETS)}.")
     params = {k: v for k, v in PRESETS[preset].items() if k != "targets"}
@@ -360,6 +362,9 @@ def preset_params(*, preset: str, base_model: BaseModel | None, datanet_version=
         params["target_modules"] = list(base_model.target_modules if kind == "all" else
                                         base_model.default_target_modules)
         params["max_length"] = min(params["max_length"], base_model.max_length)
+        if task == GENERATION and datanet_version is not None:
+            params["max_length"] = generation_max_length(datanet_version=datanet_version, base_model=base_model,
+                                                         floor=params["max_length"])
     return params
 
 
@@ -372,6 +377,40 @@ def preset_epochs(*, preset: str, datanet_version, task: str, batch_size: int, e
     return sized_epochs(n_examples=n, eval_split=eval_split, batch_size=batch_size, num_labels=labels,
                         min_steps=sizing["min_steps"], steps_per_label=sizing["steps_per_label"],
                         max_epochs=sizing["max_epochs"])
+
+
+LENGTH_SAMPLE = 500  # records tokenised to fit a language model's max length (evenly spaced by id)
+
+
+def generation_max_length(*, datanet_version, base_model: BaseModel, floor: int) -> int:
+    """A language model's max sequence length for this version: enough for 95% of its training records as
+    the trainer encodes them (a conversation through the base's chat template) by a sample of them, at
+    least `floor` (the preset's), at most the base's limit (`fitted_max_length`). A version is frozen:
+    the result is kept per process for the form's redraws."""
+    return _generation_max_length(datanet_version.pk, base_model.pk, base_model.chat_template,
+                                  base_model.max_length, floor)
+
+
+@functools.lru_cache(maxsize=64)
+def _generation_max_length(version_id: int, base_model_id: int, chat_template: str, cap: int, floor: int) -> int:
+    from factory.training.data import causal_lm_lengths, fitted_max_length  # torch: only when a form asks
+    from factory.training.modeling import load_tokenizer
+
+    datanet_version = DatanetVersion.objects.select_related("datanet").get(pk=version_id)
+    base_model = BaseModel.objects.get(pk=base_model_id)
+    records = version_training_records(version=datanet_version)
+    ids = list(records.order_by("id").values_list("id", flat=True))
+    picked = ids[::max(1, math.ceil(len(ids) / LENGTH_SAMPLE))]
+    texts = records.filter(pk__in=picked).order_by("id").values_list("text", flat=True)
+    chats = datanet_version.datanet.task == Datanet.Task.CHAT
+    examples = [Example(text=t, messages=conversation_load(t) if chats else None) for t in texts]
+    try:
+        tokenizer = load_tokenizer(base_model_check(base_model), chat_template=base_model.chat_template)
+        lengths = causal_lm_lengths(examples, tokenizer=tokenizer)
+    except (ApplicationError, TrainingError, OSError, ValueError) as exc:  # the run itself will say why
+        logger.info("max length of %s not fitted: %s", base_model.name, exc)
+        return min(floor, cap)
+    return fitted_max_length(lengths, floor=floor, cap=cap)
 
 
 def _flag(value) -> bool:

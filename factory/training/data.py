@@ -1,6 +1,7 @@
 """Data for the loop: a seeded stratified split, tokenisation once, length-grouped batches, dynamic padding."""
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from factory.training.types import CLASSIFICATION, Example, TrainingError
 # little padding, yet a different mix every epoch (as transformers' LengthGroupedSampler does).
 MEGABATCH_FACTOR = 50
 LABEL_PAD = -100
+# A language model's fitted max length keeps this share of its examples whole (fitted_max_length).
+FITTED_SHARE = 0.95
 
 
 def split_examples(examples: list[Example], *, eval_split: float, seed: int, task: str) -> tuple[list, list]:
@@ -103,6 +106,28 @@ def _encode_chats(examples: list[Example], *, tokenizer, max_length: int) -> Enc
         raise TrainingError(f"No conversation keeps an assistant answer within {max_length} tokens; raise the "
                             "max sequence length.")
     return Encoded(input_ids=ids_all, labels=[], loss_masks=masks, dropped=dropped)
+
+
+def causal_lm_lengths(examples: list[Example], *, tokenizer) -> list[int]:
+    """Each example's tokens as `encode` makes them for a language model, before truncation: a conversation
+    through the chat template, a plain text with its end-of-sequence token."""
+    from factory.training.chat import encode_chat
+
+    eos = 1 if tokenizer.eos_token_id is not None else 0
+    return [len(encode_chat(tokenizer, list(ex.messages), max_length=1 << 30)[0]) if ex.messages else
+            len(tokenizer(ex.text, add_special_tokens=False)["input_ids"]) + eos for ex in examples]
+
+
+def fitted_max_length(lengths: list[int], *, floor: int, cap: int, share: float = FITTED_SHARE) -> int:
+    """A language model's max sequence length for its data: long enough that `share` of the examples fit
+    whole (rounded up to a multiple of 32), never below `floor` (a preset's value) nor above `cap` (the
+    base's limit). A conversation cut before its answer teaches nothing and one cut inside it teaches half
+    of it: a preset's 64 tokens, made for classifiers' sentences, dropped or cut most of the demo's chats."""
+    if not lengths:
+        return min(floor, cap)
+    ordered = sorted(lengths)
+    wanted = ordered[min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1)]
+    return max(1, min(cap, max(floor, -(-wanted // 32) * 32)))
 
 
 def pack(data: Encoded, *, max_length: int, seed: int) -> Encoded:
