@@ -67,11 +67,12 @@ class FineTuneForm(forms.Form):
         self.fields["base_model"].queryset = BaseModel.objects.filter(is_active=True)
         self.base_model_obj = base_model
         # A new base model means new target-module choices: htmx redraws the form body (values kept).
-        # A new Datanet version re-sizes a preset's epochs: the same redraw.
+        # A new Datanet version re-sizes a preset's epochs (and a new task its max length): the same redraw.
         redraw = {"hx-get": reverse("factory:finetune-new"), "hx-target": "#ft-fields", "hx-swap": "outerHTML",
                   "hx-include": "#ft-form", "hx-trigger": "change"}
         self.fields["base_model"].widget.attrs.update(redraw)
         self.fields["datanet_version"].widget.attrs.update(redraw)
+        self.fields["task"].widget.attrs.update(redraw)  # a language model's max length is fitted to its data
         # QLoRA is offered only while a GPU worker is up (a live worker that reported a CUDA device).
         self.gpu_workers = selectors.cuda_workers()
         field = self.fields["quantization"]
@@ -131,9 +132,12 @@ def fine_tune_initial(*, query, base_model: BaseModel | None) -> dict:
     if not preset and typed and _still_preset(query, query.get("preset", ""), base_model):
         preset = query.get("preset")
     initial: dict = {}
+    task = query.get("task") or ""
+    if base_model is not None and base_model.tasks and task not in base_model.tasks:
+        task = base_model.tasks[0]  # what the form will show (below); a language model's max length depends on it
     if preset in services.PRESETS:
         initial.update(services.preset_params(preset=preset, base_model=base_model, datanet_version=_version_from(query),
-                                              task=query.get("task") or ""))
+                                              task=task))
         initial["preset"] = preset
     else:
         initial.update({f: query.get(f) for f in PARAM_FIELDS if query.get(f) not in (None, "")})

@@ -73,3 +73,20 @@ def test_long_conversations_get_a_longer_max_length_that_keeps_them_whole(llama_
     assert services.preset_params(preset="balanced", base_model=base, datanet_version=long_version,
                                   task="classification")["max_length"] == 64
     assert services.preset_params(preset="balanced", base_model=base)["max_length"] == 64
+
+
+def test_the_form_fills_a_chat_fine_tunes_max_length_from_its_version(client, llama_dir):
+    from django.urls import reverse
+
+    from factory.tests.factories import developer
+
+    base = services.base_model_register(path=str(llama_dir), name="tiny-llama")
+    base.tasks = ["generation"]  # as the demo chat base: the form picks generation for it
+    base.save(update_fields=["tasks"])
+    version = chat_version([" ".join([LINE] * (2 + i % 4)) for i in range(20)])
+    fitted = services.generation_max_length(datanet_version=version, base_model=base, floor=64)
+    client.force_login(developer(username="dev"))
+    html = client.get(reverse("factory:finetune-new"), {"base_model": base.pk, "datanet_version": version.pk}).content.decode()
+    assert f'name="max_length" value="{fitted}"' in html and fitted > 64
+    # the task select redraws the form too (a classifier keeps the preset's 64: test above)
+    assert 'name="task"' in html and html.split('name="task"')[1].split(">")[0].count("hx-get") == 1
