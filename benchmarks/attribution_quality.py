@@ -1078,6 +1078,8 @@ def summary(suffix: str) -> dict:
             best_rem = max(ran, key=lambda m: np.concatenate(flips(m)).mean())
             comparisons["removal"] = {"best anchor": best_rem,
                                       **paired(flips, OURS, best_rem, rem_seeds_of[OURS], rem_seeds_of[best_rem], 3)}
+            for a in ran:
+                comparisons[f"removal vs {a}"] = paired(flips, OURS, a, rem_seeds_of[OURS], rem_seeds_of[a], 3)
     first = runs[lds_seeds[0]]
     result = {
         "benchmark": "attribution_quality",
@@ -1108,13 +1110,14 @@ def summary(suffix: str) -> dict:
              "| method | frozen config | seeds | LDS [95% CI] | removal flips [95% CI] | noisy AUC (self-influence) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        rem = f"{r['removal flips']:.3f} [{r['removal 95% CI'][0]:.3f}, {r['removal 95% CI'][1]:.3f}]" if "removal flips" in r else ""
+        rem = (f"{r['removal flips']:.3f} [{r['removal 95% CI'][0]:.3f}, {r['removal 95% CI'][1]:.3f}], seeds "
+               f"{r['removal seeds']}" if "removal flips" in r else "")
         lines.append(f"| {r['method']} | {r['config']} | {r['seeds']} | {r['LDS']:.4f} [{r['LDS 95% CI'][0]:.4f}, "
                      f"{r['LDS 95% CI'][1]:.4f}] | {rem} | {'' if r['noisy AUC (mean)'] is None else r['noisy AUC (mean)']} |")
     lines += ["", "Ours against the anchors (paired bootstrap on the same test examples / predictions):", "",
               "| measure | anchor | ours minus anchor [95% CI] | verdict | seeds |", "|---|---|---|---|---|"]
     for k, c in comparisons.items():
-        anchor = c.get("best anchor", k.replace("LDS vs ", ""))
+        anchor = c.get("best anchor", k.split(" vs ", 1)[-1])
         label = k if "best anchor" not in c else f"{k} (best anchor)"
         lines.append(f"| {label} | {anchor} | {c['ours minus anchor']} [{c['95% CI'][0]}, {c['95% CI'][1]}] | "
                      f"{c['verdict']} | {c['seeds']} |")
