@@ -23,3 +23,9 @@ def models_dir(tmp_path, settings):
     settings.MODELS_DIR = tmp_path / "models"
     settings.MODELS_DIR.mkdir()
     return settings.MODELS_DIR
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    """Test versions are uploaded through the services: each test's files go to its own folder."""
+    settings.MEDIA_ROOT = tmp_path / "media"

@@ -1,14 +1,15 @@
-"""Test data for the attribution app: a tiny Datanet version built with the ORM and a LoRA classifier
-really trained on it (factory.training on a tiny random BERT), registered as a FineTunedModel."""
+"""Test data for the attribution app: a tiny Datanet version built through the services and a LoRA classifier
+really trained on its records (factory.training on a tiny random BERT), made a FineTunedModel by the service
+that ends a fine-tune."""
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
 from accounts.tests.factories import UserFactory
 from core.roles import MODEL_DEVELOPER
-from datanets.models import Contribution, Datanet, DatanetVersion, Record
+from datanets.models import DatanetVersion
+from datanets.tests.factories import DatanetVersionFactory, in_version_order
 
 LABELS = ["negative", "neutral", "positive"]
 WORDS = {
@@ -33,10 +34,11 @@ def labelled_rows(n: int = N_RECORDS) -> list[tuple[str, str]]:
 
 
 def train_adapter(base_dir: Path, out_dir: Path, rows: list[tuple[str, str]] | None = None) -> Path:
-    """Train the tiny classifier for a few steps on `rows`; returns the adapter folder."""
+    """Train the tiny classifier for a few steps on `rows` (default: make_version's records in the order a
+    fine-tune of that version reads them); returns the adapter folder."""
     from factory.training import Example, TrainConfig, train
 
-    rows = rows or labelled_rows()
+    rows = rows or in_version_order(labelled_rows(), CONTRIBUTORS)
     config = TrainConfig(task="classification", model_path=str(base_dir), labels=list(LABELS), cpu_threads=1,
                          checkpoint_every=1000, **TRAIN_PARAMS)
     result = train(config, [Example(text=t, label=label) for t, label in rows], output_dir=out_dir)
@@ -45,46 +47,36 @@ def train_adapter(base_dir: Path, out_dir: Path, rows: list[tuple[str, str]] | N
 
 def make_version(*, rows: list[tuple[str, str]] | None = None, contributors: int = CONTRIBUTORS,
                  slug: str = "finance") -> DatanetVersion:
-    """A Datanet whose records are dealt round-robin to `contributors` users, frozen into version 1.
+    """A Datanet whose rows are dealt round-robin to `contributors` users, each uploading, ingested, accepted and
+    frozen into version 1 through the services (DatanetVersionFactory: real record hashes, the real root).
 
-    Records are created in row order, so ordering by id gives the rows back in order (as the trainer saw them).
+    Ordered by id, the records are `in_version_order(rows, contributors)`: what train_adapter trains on.
     """
-    owner = UserFactory()
-    rows = rows or labelled_rows()
-    datanet = Datanet.objects.create(name=slug.title(), slug=slug, task="classification", labels=list(LABELS),
-                                     owner=owner)
-    people = [UserFactory() for _ in range(contributors)]
-    parts = [Contribution.objects.create(datanet=datanet, contributor=p, file_name=f"part{c}.csv",
-                                         file_sha256=f"{c:064d}", status=Contribution.Status.ACCEPTED)
-             for c, p in enumerate(people)]
-    records = []
-    for i, (text, label) in enumerate(rows):
-        c = i % contributors
-        records.append(Record.objects.create(
-            datanet=datanet, contribution=parts[c], contributor=people[c], text=text, label=label, row_number=i,
-            sha256=hashlib.sha256(f"{text}\x00{label}".encode()).hexdigest()))
-    version = DatanetVersion.objects.create(datanet=datanet, number=1, merkle_root="0x" + "12" * 32,
-                                            record_count=len(records), contributor_count=contributors,
-                                            created_by=owner)
-    version.records.set(records)
-    return version
+    return DatanetVersionFactory(rows=rows or labelled_rows(), contributors=contributors, labels=list(LABELS),
+                                 slug=slug)
 
 
 def make_model(*, adapter_src: Path, base_dir: Path, workdir: Path, version: DatanetVersion | None = None,
                task: str = "classification", developer=None):
-    """A FineTunedModel row over a copy of a trained adapter (each test gets its own model folder)."""
+    """A FineTunedModel over a copy of a trained adapter (each test gets its own model folder), made by the
+    service that ends a fine-tune (`finetune_job_finish`: the adapter's real sha256, the version's root, the
+    model card), without training again."""
     from factory.models import BaseModel, FineTunedModel, FineTuneJob
+    from factory.services import finetune_job_finish
+    from factory.training.artifacts import ADAPTER_FILE, file_sha256
+    from factory.training.types import TrainResult
 
     version = version or make_version()
     developer = developer or UserFactory(roles=[MODEL_DEVELOPER])
     base, _ = BaseModel.objects.get_or_create(
         name="tiny-bert-attr", defaults={"source_kind": BaseModel.SourceKind.LOCAL, "source": str(base_dir),
                                          "tasks": ["classification"]})
-    job = FineTuneJob.objects.create(owner=developer, name="tiny", datanet_version=version, base_model=base, task=task,
-                                     hyperparameters=dict(TRAIN_PARAMS), status=FineTuneJob.Status.SUCCEEDED)
-    model_dir = workdir / f"model-{job.pk}"
-    shutil.copytree(adapter_src, model_dir / "adapter")
-    return FineTunedModel.objects.create(
-        job=job, name="tiny classifier", base_model=base, datanet_version=version, version_root=version.merkle_root,
-        task=task, labels=list(LABELS), adapter_dir=str(model_dir / "adapter"), adapter_sha256="ab" * 32,
-        developer=developer)
+    job = FineTuneJob.objects.create(owner=developer, name="tiny classifier", datanet_version=version, base_model=base,
+                                     task=task, hyperparameters=dict(TRAIN_PARAMS), status=FineTuneJob.Status.RUNNING)
+    adapter = workdir / f"model-{job.pk}" / "adapter"
+    shutil.copytree(adapter_src, adapter)
+    finetune_job_finish(job_id=job.pk, result=TrainResult(
+        adapter_dir=adapter, adapter_sha256=file_sha256(adapter / ADAPTER_FILE), best_epoch=TRAIN_PARAMS["epochs"],
+        metrics={}, history=[], steps=0, resumed_from_step=0, train_examples=version.record_count, eval_examples=0,
+        train_seconds=0.0, peak_memory_bytes=0, device="cpu", dtype="float32"))
+    return FineTunedModel.objects.get(job=job)

@@ -12,7 +12,7 @@ from attribution import services
 from attribution.services import training_split
 from attribution.tests.factories import LABELS, WORDS, make_model, train_adapter
 from datanets import services as datanet_services
-from datanets.models import DatanetVersion, Record
+from datanets.models import Record
 from datanets.tests.factories import DatanetFactory, contributor, curator_of
 from datanets.tests.helpers import ingest, upload
 from factory.training.modeling import read_factory_meta
@@ -66,10 +66,9 @@ def test_one_token_copies_of_another_contributors_records_are_not_paid_as_origin
     mine = Record.objects.filter(contribution=contributions["mallory"])
     assert mine.count() == 36 and mine.filter(near_dup_of__contributor=people["alice"]).count() == 36
 
-    records = list(Record.objects.filter(datanet=datanet).order_by("id"))
-    version = DatanetVersion.objects.create(datanet=datanet, number=1, merkle_root="0x" + "34" * 32,
-                                            record_count=len(records), contributor_count=4, created_by=curator)
-    version.records.set(records)
+    version = datanet_services.datanet_version_create(datanet=datanet, user=curator)
+    records = list(version.records.order_by("id"))
+    assert version.record_count == len(records) == 4 * 36 and version.contributor_count == 4
     adapter = train_adapter(attr_base_dir, tmp_path / "train", [(r.text, r.label) for r in records])
     mallory = str(people["mallory"].id)
 

@@ -40,3 +40,9 @@ def plain_texts(n: int = 24) -> list[str]:
 def fast_password_hashing(settings):
     """Test users get passwords; PBKDF2's deliberate slowness would dominate these tests."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    """Test versions are uploaded through the services: each test's files go to its own folder."""
+    settings.MEDIA_ROOT = tmp_path / "media"

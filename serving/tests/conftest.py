@@ -89,3 +89,9 @@ def finetuned_gpt2(tmp_path_factory):
                       eval_split=0.2, seed=1, checkpoint_every=0, progress_every_s=0, cpu_threads=1)
     result = train(cfg, [Example(text=s) for s in speeches * 3], output_dir=root / "run")
     return base, result.adapter_dir
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    """Test versions are uploaded through the services: each test's files go to its own folder."""
+    settings.MEDIA_ROOT = tmp_path / "media"

@@ -1,4 +1,5 @@
-"""Fine-tuned models over the tiny adapters of conftest.py, written straight with the ORM."""
+"""Fine-tuned models over the tiny adapters of conftest.py (random, never trained: no TrainResult to finish a
+job with), written with the ORM but with the adapter's real sha256 and the version's real root."""
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ import json
 from accounts.tests.factories import UserFactory
 from factory.models import BaseModel, FineTunedModel, FineTuneJob
 from factory.services import finetuned_model_slug_assign
+from factory.training.artifacts import ADAPTER_FILE, file_sha256
 
 
 def make_model(*, base_dir, adapter_dir, version=None, developer=None, status=FineTuneJob.Status.SUCCEEDED):
@@ -18,5 +20,6 @@ def make_model(*, base_dir, adapter_dir, version=None, developer=None, status=Fi
                                      task=meta["task"], status=status)
     model = FineTunedModel.objects.create(
         job=job, name=f"tiny {adapter_dir.name}", base_model=base, datanet_version=version, task=meta["task"],
-        labels=meta["labels"], adapter_dir=str(adapter_dir), adapter_sha256="0" * 64, developer=developer)
+        labels=meta["labels"], adapter_dir=str(adapter_dir), adapter_sha256=file_sha256(adapter_dir / ADAPTER_FILE),
+        version_root=version.merkle_root if version else "", developer=developer)
     return finetuned_model_slug_assign(model=model)

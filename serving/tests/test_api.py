@@ -178,19 +178,23 @@ def test_generator_spans_attribute_and_pay_the_contributors(tiny_gpt2, gpt2_adap
 
 
 def test_new_version_gets_a_delta_segment_then_compacts(tiny_gpt2, django_capture_on_commit_callbacks):
-    from datanets.models import DatanetVersion, Record
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from datanets import services as datanet_services
+    from datanets.tests.factories import contributor, rows_csv
     from factory.models import BaseModel
 
     v1 = make_version(task="generation", rows=SPEECHES[:3], contributors=1, slug="lit2")
     base = BaseModel.objects.create(name="tiny-gpt2-spans", source=str(tiny_gpt2))
     first = SpanIndex.objects.create(version=v1, base_model=base)
     span_index_build(span_index_id=first.pk)
-    record = v1.records.first()
-    added = Record.objects.create(datanet=v1.datanet, contribution=record.contribution, contributor=record.contributor,
-                                  text=SPEECHES[3][0], sha256="f" * 64)
-    v2 = DatanetVersion.objects.create(datanet=v1.datanet, number=2, merkle_root="0x" + "34" * 32, record_count=4,
-                                       created_by=v1.created_by)
-    v2.records.set([*v1.records.all(), added])
+    more = datanet_services.contribution_upload(  # one more speech, accepted, frozen into version 2
+        datanet=v1.datanet, contributor=contributor(), inline=True, text_column="text", file_name="more.csv",
+        file=SimpleUploadedFile("more.csv", rows_csv(SPEECHES[3:4], labelled=False))).contribution
+    datanet_services.contribution_accept(contribution=more, curator=v1.created_by)
+    v2 = datanet_services.datanet_version_create(datanet=v1.datanet, user=v1.created_by)
+    added = v2.records.get(contribution=more)
+    assert v2.number == 2 and v2.record_count == 4 and v2.merkle_root != v1.merkle_root
     second = SpanIndex.objects.create(version=v2, base_model=base)
     with django_capture_on_commit_callbacks(execute=False) as queued:
         row = span_index_build(span_index_id=second.pk)
