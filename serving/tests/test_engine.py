@@ -23,7 +23,10 @@ def peft_reference(base_dir, adapter_dir, task, labels, text, *, generate=0, num
         if generate:
             ids = model.generate(**enc, max_new_tokens=generate, do_sample=False, no_repeat_ngram_size=3,
                                  num_beams=num_beams, pad_token_id=tok.pad_token_id)
-            return tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            # The engine serves text without control characters (a random model emits them): so does this.
+            from serving.openlora.engine import printable
+
+            return printable(tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
         logits = model(**enc).logits
     return logits[0] if task == "classification" else logits[0, -1]
 
