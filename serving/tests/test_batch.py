@@ -28,7 +28,14 @@ CSV = (b"id,text\n"
 
 
 @pytest.fixture(autouse=True)
-def _settings(settings, tmp_path):
+def _settings(settings, tmp_path, monkeypatch):
+    from serving import services
+
+    # Single calls are compared with the worker's answers: an engine of this test's settings (float32), not one
+    # an earlier test left in this process.
+    monkeypatch.setattr(services, "_engine", None)
+    monkeypatch.setattr(services, "_batcher", None)
+    settings.SERVING_DTYPE = "float32"
     settings.WEB3_PROVIDER_URI = ""
     settings.SERVING_BACKEND = "inprocess"
     settings.SERVING_FEE_PER_CALL = "0.01"

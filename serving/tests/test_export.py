@@ -38,7 +38,13 @@ def memorising_gpt2(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _settings(settings, tmp_path):
+def _settings(settings, tmp_path, monkeypatch):
+    from serving import services
+
+    # The served answers come from an engine built with these settings (float32), not one an earlier test of
+    # the session left in this process (bfloat16, int8).
+    monkeypatch.setattr(services, "_engine", None)
+    monkeypatch.setattr(services, "_batcher", None)
     settings.WEB3_PROVIDER_URI = ""
     settings.SERVING_BACKEND = "inprocess"
     settings.SERVING_DEVICE = "cpu"
