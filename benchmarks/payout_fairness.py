@@ -6,6 +6,7 @@
     .venv/bin/python benchmarks/payout_fairness.py --quick         # a smoke run
     .venv/bin/python benchmarks/payout_fairness.py --no-lora-loo --score-seeds 2   # skip the LoRA LOO
     .venv/bin/python benchmarks/payout_fairness.py --add-training-seeds 4          # 4 training runs in all
+    .venv/bin/python benchmarks/payout_fairness.py --add-checkpoints 2             # + epoch 1, 2 checkpoints
 
 The scores and the ground truth of each seed are cached under var/payout_fairness/ (`--refresh` recomputes
 them), so a change to the weight rule or the shown-records ranking is re-evaluated in seconds.
@@ -45,7 +46,9 @@ Ground truth, on the same clean validation set (utility = mean log-likelihood of
     deterministic; matched by the seed, the record count and the validation accuracy) and says so.
 Diagnostics (not targets): `--score-seeds K` / `--add-training-seeds K` score the product path again with
 the model retrained on K - 1 more training seeds (data order and projection), to measure how much of a
-contributor's T/s is the noise of one training run; the Spearman ceiling when the copier is paid 0.
+contributor's T/s is the noise of one training run; `--add-checkpoints R` scores the earlier epochs'
+checkpoints of the first R runs (a checkpoint ensemble: normalised scores averaged over the epochs); the
+Spearman ceiling when the copier is paid 0.
 One torch thread.
 """
 
@@ -324,6 +327,35 @@ def training_seed_scores(bench, records, val, train_idx, train_y, bcfg, ks, t0) 
     return out
 
 
+def add_checkpoints(cfg_name: str, cfg: dict, seed: int, shapley_model: str, runs: int) -> None:
+    """Add the scores of the epoch-1 .. epoch-(E-1) checkpoints of the first `runs` training runs to a seed's
+    cache (`ckpt_scores_{k}_{epoch}`; the last epoch's are `val_scores[_k]`). Training for e epochs with the
+    same seed is exactly the e-th checkpoint of the full run (same initial state, the same per-epoch orders
+    drawn in turn, the same optimizer trajectory)."""
+    base = CACHE / f"{cfg_name}_{shapley_model}_seed{seed}"
+    raw = _load(base)
+    todo = [(k, e) for k in range(runs) for e in range(1, cfg["epochs"]) if f"ckpt_scores_{k}_{e}" not in raw]
+    if not todo:
+        return
+    t0 = time.perf_counter()
+    train, val, trigger = build_data(cfg, seed)
+    records = [Record(id=f"t{i}", text=t, label=y, contributor=c, order=i) for i, (t, y, c) in enumerate(train)]
+    torch.manual_seed(seed)
+    bcfg = {**COMMON, "seed": seed, "epochs": cfg["epochs"], "batch": cfg["batch"]}
+    bench = Bench(bcfg, [t for t, _, _ in train] + [t for t, _ in val] + [t for t, _ in trigger])
+    train_y = [LABELS.index(y) for _, y, _ in train]
+    for k, e in todo:
+        s = seed + 1000 * k
+        bench.cfg = {**bcfg, "epochs": e}
+        bench.train(list(range(len(train))), train_y, seed=s)
+        engine = GradientEngine(projection_dim=bcfg["projection_dim"], damping=bcfg["damping"], seed=s)
+        index = engine.fit(bench.classifier, records)
+        raw[f"ckpt_scores_{k}_{e}"] = engine.attribute(index, [Query(text=t, label=y) for t, y in val], top_k=0,
+                                                       return_matrix=True).matrix
+        _save(base, raw)
+        print(f"  checkpoint epoch {e} of training seed {s} in {time.perf_counter() - t0:.0f}s", flush=True)
+
+
 def add_training_seeds(cfg_name: str, cfg: dict, seed: int, shapley_model: str, total: int) -> None:
     """Add the scores of more training seeds to a seed's cache (`val_scores_k`, k < total)."""
     base = CACHE / f"{cfg_name}_{shapley_model}_seed{seed}"
@@ -477,7 +509,7 @@ SHAPLEY_MODELS = {"lora": "LoRA-retrained",
 
 def _save(base: Path, raw: dict) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
-    arrays = {k for k, v in raw.items() if k in ARRAYS or k.startswith("val_scores_")}
+    arrays = {k for k, v in raw.items() if k in ARRAYS or k.startswith(("val_scores_", "ckpt_scores_"))}
     np.savez_compressed(base.with_suffix(".npz"), **{k: np.asarray(raw[k]) for k in arrays})
     base.with_suffix(".json").write_text(json.dumps({k: v for k, v in raw.items() if k not in arrays}))
 
@@ -590,6 +622,35 @@ def analysis(raw: dict, truth: str, pay_z: float) -> dict:
             "T/s over the training runs (mean, sd)": {c: (float(np.mean([v[c] for v in z])), float(np.std([v[c] for v in z], ddof=1)))
                                                      for c in CONTRIBUTORS},
         })
+    finals = {0: "val_scores", **{int(k.rsplit("_", 1)[1]): k for k in extra}}
+    epochs = sorted({int(k.rsplit("_", 1)[1]) for k in raw if k.startswith("ckpt_scores_")})
+    ckpt_runs = [k for k in sorted(finals) if epochs and all(f"ckpt_scores_{k}_{e}" in raw for e in epochs)]
+    if ckpt_runs:
+        credited = ModelWeightsAccumulator(owners, **weights)._credited
+        each, zs = [], []
+        for k in ckpt_runs:
+            mats = [raw[f"ckpt_scores_{k}_{e}"] for e in epochs] + [raw[finals[k]]]
+            w = model_weights(np.mean([_normalised(m, credited) for m in mats], axis=0), owners, **weights,
+                              pay_z=pay_z)
+            each.append(w)
+            zs.append({c: w.mean[c] / (w.threshold[c] / null_z(len(w.mean)) or 1.0) for c in CONTRIBUTORS})
+        first = each[0].weights
+        out.update({
+            f"checkpoint ensemble (epochs {', '.join(map(str, epochs))} and the last) of runs": len(ckpt_runs),
+            "checkpoint ensemble: spearman(paid, shapley) of each run": [_rho(w.weights, phi) for w in each],
+            "checkpoint ensemble, product's run: planted weight <= shapley share + 0.02":
+                all(first[c] <= share[c] + 0.02 for c in PLANTED),
+            "checkpoint ensemble, product's run: stuffer <= 0.02": first["stuffer"] <= 0.02,
+            "checkpoint ensemble, product's run: noisy, poisoner below every honest":
+                max(first["noisy"], first["poisoner"]) < min(first[c] for c in HONEST),
+            "checkpoint ensembles' paid, product's run": first,
+        })
+        if len(zs) > 1:
+            out["spearman(T/s of one run, T/s of another): checkpoint ensembles"] = _rho(zs[0], zs[1])
+            out["spearman(T/s of one run, T/s of another): same pair, last checkpoint only"] = _rho(
+                *[{c: w.mean[c] / (w.threshold[c] / null_z(len(w.mean)) or 1.0) for c in CONTRIBUTORS}
+                  for w in (model_weights(np.asarray(raw[finals[k]]), owners, **weights, pay_z=pay_z)
+                            for k in ckpt_runs[:2])])
     return out
 
 
@@ -709,8 +770,7 @@ def markdown(results: list[dict], cfg_name: str, command: str) -> str:
             out += [f"| {k} | {v if isinstance(v, bool) else round(v, 3)} |" for k, v in a.items()
                     if isinstance(v, float | int)]
             out += [f"| {k} | {', '.join(f'{x:.3f}' for x in v)} |" for k, v in a.items() if isinstance(v, list)]
-            ens = next((k for k in a if k.startswith("paid on the")), None)
-            if ens:
+            for ens in (k for k in a if k.startswith("paid on the") or k.startswith("checkpoint ensembles' paid")):
                 out.append(f"| {ens} | " + ", ".join(f"{c} {a[ens][c]:.3f}" for c in CONTRIBUTORS) + " |")
             if "T/s over the training runs (mean, sd)" in a:
                 out.append("| T/s over the training runs (mean ± sd) | " + ", ".join(
@@ -732,6 +792,8 @@ def main() -> None:
                         help="skip the LoRA leave-one-out retrainings (most of a seed's CPU)")
     parser.add_argument("--add-training-seeds", type=int, default=0,
                         help="add scores of the model retrained on more training seeds to the cache, this many in all")
+    parser.add_argument("--add-checkpoints", type=int, default=0,
+                        help="add the scores of the earlier epochs' checkpoints of this many training runs")
     parser.add_argument("--score-seeds", type=int, default=1,
                         help="also score with the model retrained on this many training seeds in all (a diagnostic)")
     parser.add_argument("--out", default=None, help="results name (default payout_fairness[_quick])")
@@ -745,6 +807,10 @@ def main() -> None:
     if args.add_training_seeds:
         for s in args.seeds:
             add_training_seeds(cfg_name, cfg, s, args.shapley, args.add_training_seeds)
+        raws = [cached(cfg_name, cfg, s, args.shapley, False) for s in args.seeds]
+    if args.add_checkpoints:
+        for s in args.seeds:
+            add_checkpoints(cfg_name, cfg, s, args.shapley, args.add_checkpoints)
         raws = [cached(cfg_name, cfg, s, args.shapley, False) for s in args.seeds]
     if args.tune is not None:
         for pay_z in args.tune:
