@@ -189,6 +189,11 @@ def table(rows: list[dict], args) -> str:
             f"{r['accuracy']} | {r['macro_f1']} | {r['baseline_accuracy']} | {r['baseline_macro_f1']} | "
             f"≥ {goal}: {met} |")
     lines.append("")
+    lines.append("'target' judges the time by the run's CPU seconds on one thread (on an idle core the wall time "
+                 "is about that); here the wall times are "
+                 + ", ".join(f"{r['wall_s'] / max(1e-9, r['cpu_s']):.1f}x" for r in rows)
+                 + " the CPU times: the cores were shared with other work at the load averages above.")
+    lines.append("")
     for r in rows:
         hp = r["hyperparameters"]
         lines.append(f"- {r['dataset']}: {r['train_examples']} training / {r['eval_examples']} evaluation rows; "
