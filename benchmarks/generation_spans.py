@@ -1,20 +1,31 @@
-"""How much training text the demo generator reuses, by decoding and by how spans are matched.
+"""Does the demo's chat fine-tune reuse its training passages, so that an answer shows highlighted, paid spans?
 
-    .venv/bin/python benchmarks/generation_spans.py                 # builds the demo base (~2 min), then measures
-    .venv/bin/python benchmarks/generation_spans.py --base PATH     # an existing generation base or fine-tune folder
+    .venv/bin/python benchmarks/generation_spans.py                  # builds the demo chat base (cached), then measures
+    .venv/bin/python benchmarks/generation_spans.py --base PATH      # an existing chat base folder
+    .venv/bin/python benchmarks/generation_spans.py --preset quick   # another preset than the form's default
 
-The base is built as `make run`'s bootstrap builds "tiny-gpt2 (Shakespeare)"
-(factory.training.tiny.build_demo_generator, 1,000 steps as DEMO_BASE_PRETRAIN_STEPS). The span index
-holds Tiny Shakespeare's paragraphs (the Literature Datanet's records), tokenised with the base's
-tokenizer. Prompts: 12 random paragraphs cut after their first line and 30 more characters. Each prompt is answered by the serving engine
-(`ServingEngine.generate`, 40 new tokens, no_repeat_ngram_size 3) with greedy decoding and with beam
-search, and its spans are matched on the answer alone and on the answer after its prompt (spans may
-start in the prompt; only their part in the answer counts). Reported: spans per answer of at least 4,
-5, 6 and 8 answer tokens, and the share of answer tokens inside a span of >= 4.
+The product's path, step by step, without the database:
+- base: the demo chat base as `make run`'s bootstrap builds it (`factory.training.tiny.build_demo_chat_base`,
+  DEMO_BASE_PRETRAIN_STEPS steps on Tiny Shakespeare), cached under var/genspans/ (built once);
+- data: the Instructions Datanet's records as `seed_demo` uploads them (`instruction_uploads`: alice's finance
+  questions, bob's and carol's "Continue this passage:" conversations), parsed as the ingest parses them;
+- fine-tune: the factory's trainer (`factory.training.train`) with the form's default preset for this base and
+  Datanet (`factory.services.preset_params`' rules: the preset's values, every linear layer when it says "all",
+  max length capped by the base's), assistant-only loss on the conversations;
+- span index: `SpanEngine` (min span SERVING_SPANS_MIN_TOKENS) over each record's assistant turns
+  (`datanets.chat.conversation_answers`), tokenised with the base's tokenizer, as `serving.services` builds it;
+- answers: 12 continuation prompts drawn (seed 0) from the conversations the fine-tune trained on, rendered with
+  the base's chat template (`chat_prompt_render`), answered by the serving engine with the playground's
+  default decoding (temperature 0: greedy) and the API's (no temperature: beam search), 40 new tokens;
+  each answer's spans are matched after its prompt, as a paid answer's are (`generation_explain`).
+Reported per prompt: the longest reused span in answer tokens, its record's contributor, and the count of
+prompts with a span of >= 8 answer tokens (the demo's target: at least half).
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import random
@@ -28,85 +39,224 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "benchmarks" / "results")
-DATA = Path(os.environ.get("SHAKESPEARE", "/work/shared/data/tinyshakespeare.txt"))
-LENGTHS = (4, 5, 6, 8)
+DATA = Path(os.environ.get("SHARED_DATA_DIR", "/work/shared/data"))
+CACHE = ROOT / "var" / "genspans"
+TARGET_TOKENS = 8
+MIN_SPAN = 6  # set from settings.SERVING_SPANS_MIN_TOKENS in main()
+MAX_CHAT_CHARS = 20_000  # the ingest's conversation limit is larger than any demo row; only validation here
+DECODINGS = (("playground (greedy)", 0.0), ("API default (beam search, 4)", None))
+
+
+def instruction_records() -> list[dict]:
+    """The Instructions Datanet's records in ingest order: {"text" (stored form), "messages", "contributor"}.
+    A conversation already seen is dropped, as the ingest drops duplicates."""
+    from datanets import chat
+    from datanets.management.commands.seed_demo import instruction_uploads
+
+    out, seen = [], set()
+    for name, file_name, content in instruction_uploads(DATA / "financial_phrasebank.csv", DATA / "tinyshakespeare.txt"):
+        text = content.decode("utf-8")
+        if file_name.endswith(".csv"):
+            rows = [chat.conversation_from_pair(r["prompt"], r["response"], max_length=MAX_CHAT_CHARS)
+                    for r in csv.DictReader(io.StringIO(text))]
+        else:
+            rows = [chat.conversation_parse(json.loads(line)["messages"], max_length=MAX_CHAT_CHARS)
+                    for line in text.splitlines() if line.strip()]
+        for turns in rows:
+            stored = chat.conversation_text(turns)
+            if stored not in seen:
+                seen.add(stored)
+                out.append({"text": stored, "messages": turns, "contributor": name})
+    return out
+
+
+def default_params(preset: str, base: Path, examples: list) -> dict:
+    """The preset's hyperparameters as the fine-tune form fills them for this base and Datanet version
+    (factory.services.preset_params without the catalog rows): every linear layer when the preset says "all";
+    the epochs sized from the record count (`preset_epochs`: a language model has no labels); the max length
+    fitted to the records (`generation_max_length`: 95% of an evenly spaced sample of 500 kept whole, at
+    least the preset's, at most the base's)."""
+    from factory import services
+    from factory.training.data import causal_lm_lengths, fitted_max_length
+    from factory.training.estimate import sized_epochs
+    from factory.training.modeling import inspect_model, load_tokenizer
+    from factory.training.presets import PRESET_SIZING, PRESETS
+
+    spec, sizing = PRESETS[preset], PRESET_SIZING[preset]
+    info = inspect_model(base)
+    params = {k: v for k, v in spec.items() if k != "targets"}
+    params["epochs"] = sized_epochs(n_examples=len(examples), eval_split=params["eval_split"],
+                                    batch_size=params["batch_size"], num_labels=0, min_steps=sizing["min_steps"],
+                                    steps_per_label=sizing["steps_per_label"], max_epochs=sizing["max_epochs"])
+    params["target_modules"] = list(info["target_modules"] if spec["targets"] == "all" else info["default_target_modules"])
+    sample = examples[::max(1, -(-len(examples) // services.LENGTH_SAMPLE))]
+    lengths = causal_lm_lengths(sample, tokenizer=load_tokenizer(str(base)))
+    params["max_length"] = fitted_max_length(lengths, floor=min(params["max_length"], info["max_length"]),
+                                             cap=info["max_length"])
+    return params
+
+
+def ensure_base(args) -> tuple[Path, dict | None]:
+    if args.base:
+        return Path(args.base), None
+    from factory.training.tiny import build_demo_chat_base
+
+    base = CACHE / f"chat-base-{args.steps}"
+    if (base / "build.json").is_file():
+        return base, json.loads((base / "build.json").read_text())
+    texts = (DATA / "tinyshakespeare.txt").read_text(encoding="utf-8").splitlines()
+    t0 = time.process_time()
+    built = dict(build_demo_chat_base(base, texts=texts, steps=args.steps, threads=1) or {})
+    built["cpu_s"] = time.process_time() - t0
+    (base / "build.json").write_text(json.dumps(built, indent=2))
+    return base, built
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--base", default="", help="a generation model folder (default: build the demo base)")
+    ap.add_argument("--base", default="", help="a chat base folder (default: build the demo chat base, cached)")
     ap.add_argument("--steps", type=int, default=1000, help="pre-training steps when building the base")
+    ap.add_argument("--preset", default="", help="fine-tune preset (default: the form's default)")
     ap.add_argument("--prompts", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    ap.add_argument("--max-length", dest="max_length", type=int, default=None, help="override the fitted max length")
+    ap.add_argument("--patience", type=int, default=None, help="override the preset's early-stopping patience")
+    ap.add_argument("--learning-rate", dest="learning_rate", type=float, default=None)
+    ap.add_argument("--no-base-rows", action="store_true", help="skip the answers of the base without the adapter")
+    ap.add_argument("--records", type=int, default=0, help="keep every n-th record only (a quick smoke run)")
+    ap.add_argument("--adapter", default="", help="reuse a fine-tune's output folder (skips training)")
     args = ap.parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+
     from attribution.engines.base import Record
     from attribution.engines.spans import SpanEngine
+    from datanets.chat import conversation_answers
+    from factory.training import TrainConfig, train
+    from factory.training.data import split_examples
     from factory.training.modeling import load_tokenizer
-    from factory.training.tiny import build_demo_generator
+    from factory.training.presets import DEFAULT_PRESET
+    from factory.training.types import GENERATION, Example
     from serving.openlora import InferenceRequest, ServingConfig, ServingEngine
 
-    text = DATA.read_text(encoding="utf-8")
-    work = Path(tempfile.mkdtemp(prefix="bench-genspans-"))
-    built = None
-    base = Path(args.base) if args.base else work / "base"
-    if not args.base:
-        built = build_demo_generator(base, texts=text.splitlines(), steps=args.steps)
-        print(f"base built: loss {built['first_loss']:.2f} -> {built['last_loss']:.2f} in {built['seconds']:.0f}s")
-    paragraphs = [p for p in text.split("\n\n") if p.strip()]
-    engine_spans = SpanEngine(tokenizer=load_tokenizer(str(base)), min_span=min(LENGTHS))
-    t0 = time.perf_counter()
-    index = engine_spans.fit(None, [Record(id=str(i), text=p, contributor=str(i % 3)) for i, p in enumerate(paragraphs)],
-                             directory=work / "spans")
-    index_s = time.perf_counter() - t0
-    rng = random.Random(0)
-    prompts = [p[: len(p.split("\n")[0]) + 1 + 30] for p in rng.sample(paragraphs, args.prompts)]
+    global MIN_SPAN
+    MIN_SPAN = settings.SERVING_SPANS_MIN_TOKENS  # the shortest span an answer shows and pays
+    torch.set_num_threads(1)
+    base, built = ensure_base(args)
+    if built and "first_loss" in built:
+        print(f"base {base}: loss {built['first_loss']:.2f} -> {built['last_loss']:.2f}, {built.get('cpu_s', 0):.0f} s CPU")
+    records = instruction_records()
+    if args.records:
+        records = records[::args.records]
+    preset = args.preset or DEFAULT_PRESET
+    examples = [Example(text=r["text"], record_id=i, messages=r["messages"]) for i, r in enumerate(records)]
+    params = default_params(preset, base, examples)
+    for key in ("epochs", "max_length", "learning_rate", "patience"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    config = TrainConfig(task=GENERATION, model_path=str(base), **{k: v for k, v in params.items()
+                                                                    if k in TrainConfig.__dataclass_fields__},
+                         cpu_threads=1, device="cpu")
+    train_ex, _ = split_examples(examples, eval_split=config.eval_split, seed=config.seed, task=config.task)
 
-    rows, examples = [], {}
-    for beams in (1, 4):
-        engine = ServingEngine(ServingConfig(device="cpu", num_beams=beams, max_new_tokens=40))
-        t0 = time.perf_counter()
-        answers = [a["text"] for a in engine.generate([
-            InferenceRequest(base_path=str(base), adapter_dir=None, text=p, task="generation") for p in prompts])]
-        gen_s = time.perf_counter() - t0
-        for with_prompt in (False, True):
-            per_len = dict.fromkeys(LENGTHS, 0)
-            coverage = 0.0
-            for prompt, answer in zip(prompts, answers, strict=True):
-                out = engine_spans.explain(index, answer, context=prompt if with_prompt else "")
-                for s in out["spans"]:
-                    for n in LENGTHS:
-                        per_len[n] += s["tokens"] >= n
-                coverage += out["coverage"]
-                longest = max(out["spans"], key=lambda s: s["tokens"] + s.get("context_tokens", 0), default=None)
-                key = f"beams {beams}, {'after the prompt' if with_prompt else 'answer alone'}"
-                if longest is not None and (key not in examples or longest["tokens"] > examples[key]["tokens"]):
-                    examples[key] = {"prompt": prompt, "answer": answer, "span": longest["text"],
-                                     "tokens": longest["tokens"], "context_tokens": longest.get("context_tokens", 0),
-                                     "count": longest["count"]}
-            rows.append({"decoding": "greedy" if beams == 1 else f"beam search ({beams})",
-                         "matched": "answer after its prompt" if with_prompt else "answer alone",
-                         **{f"spans_ge_{n}": per_len[n] / len(prompts) for n in LENGTHS},
-                         "coverage_ge_4": coverage / len(prompts), "generate_s": gen_s})
-    table = ["| decoding | spans matched on | " + " | ".join(f">= {n} tokens" for n in LENGTHS)
-             + " | answer covered (>= 4) |", "| --- | --- | " + " | ".join("---" for _ in LENGTHS) + " | --- |"]
+    out = Path(args.adapter) if args.adapter else Path(tempfile.mkdtemp(prefix="bench-genspans-"))
+    logs: list[str] = []
+    t0 = time.process_time()
+    if args.adapter:
+        adapter_dir, trained = out / "adapter", json.loads((out / "bench-train.json").read_text())
+    else:
+        from factory.training.trainer import Callbacks
+
+        result = train(config, examples, output_dir=out, callbacks=Callbacks(on_log=lambda m: (logs.append(m), print(m))))
+        adapter_dir = result.adapter_dir
+        evals = [h for h in result.history if "eval_loss" in h]
+        trained = {"steps": result.steps, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early, "eval_loss": result.metrics.get("eval_loss"),
+                   "eval_losses": [round(h["eval_loss"], 4) for h in evals], "cpu_s": time.process_time() - t0,
+                   "train_examples": result.train_examples, "log": logs}
+        (out / "bench-train.json").write_text(json.dumps(trained, indent=2))
+    print(f"fine-tune ({preset}): {trained['steps']} steps, eval loss {trained['eval_loss']:.3f}, "
+          f"{trained['cpu_s']:.0f} s CPU; adapter {adapter_dir}")
+
+    tokenizer = load_tokenizer(str(base))
+    spans = SpanEngine(tokenizer=tokenizer, min_span=MIN_SPAN)
+    t0 = time.process_time()
+    index = spans.fit(None, [Record(id=str(i), text=conversation_answers(r["text"]), contributor=r["contributor"])
+                             for i, r in enumerate(records)], directory=out / "spans")
+    index_s = time.process_time() - t0
+
+    continuations = [ex for ex in train_ex if ex.messages[0]["content"].startswith("Continue this passage:")]
+    picked = random.Random(0).sample(continuations, args.prompts)
+    engine = ServingEngine(ServingConfig(device="cpu", threads=1))
+    rows = []
+    runs = [(label, temperature, True) for label, temperature in DECODINGS]
+    runs += [(label, temperature, False) for label, temperature in DECODINGS if not args.no_base_rows]
+    for label, temperature, tuned in runs:
+        label = label if tuned else f"base alone, {label}"
+        for ex in picked:
+            user = ex.messages[:1]
+            prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+            answer = engine.generate([InferenceRequest(base_path=str(base), adapter_dir=str(adapter_dir) if tuned else None, text=prompt,
+                                                       task=GENERATION, temperature=temperature)])[0]["text"]
+            found = spans.explain(index, answer, context=prompt)
+            longest = max(found["spans"], key=lambda s: s["tokens"], default=None)
+            credited = longest["credited"] or next(iter(longest["records"])) if longest else None
+            record = records[int(credited)] if longest else None
+            rows.append({
+                "decoding": label, "record": ex.record_id, "prompt": user[0]["content"], "answer": answer,
+                "reference": ex.messages[1]["content"], "longest_tokens": longest["tokens"] if longest else 0,
+                "longest_text": longest["text"] if longest else "", "context_tokens": longest.get("context_tokens", 0) if longest else 0,
+                "own_record": bool(longest) and str(ex.record_id) in longest["records"],
+                "contributor": record["contributor"] if record else "", "coverage": found["coverage"],
+                "shares": {k: round(v, 3) for k, v in found["contributor_shares"].items()}})
+    write(rows, base=base, built=built, preset=preset, params=params, trained=trained, n_records=len(records),
+          n_train=len(train_ex), index_s=index_s)
+    return 0
+
+
+def write(rows, *, base, built, preset, params, trained, n_records, n_train, index_s) -> None:
+    summary = {}
+    for label in dict.fromkeys(r["decoding"] for r in rows):
+        mine = [r for r in rows if r["decoding"] == label]
+        summary[label] = {"prompts": len(mine), "span_ge_8": sum(r["longest_tokens"] >= TARGET_TOKENS for r in mine),
+                          "span_ge_6": sum(r["longest_tokens"] >= MIN_SPAN for r in mine),
+                          "own_passage": sum(r["own_record"] and r["longest_tokens"] >= TARGET_TOKENS for r in mine),
+                          "mean_coverage": sum(r["coverage"] for r in mine) / max(1, len(mine))}
+    hp = ", ".join(f"{k} {params[k]}" for k in ("epochs", "patience", "learning_rate", "batch_size", "lora_r",
+                                                "max_length"))
+    md = ["# Reused training spans in the demo's chat answers (`benchmarks/generation_spans.py`)", "",
+          "Command: `" + " ".join(["benchmarks/generation_spans.py", *sys.argv[1:]]) + "`", "",
+          f"Base: {'the demo chat base, built here' if built else base}"
+          + (f" ({built.get('steps', '?')} pre-training steps, loss {built['first_loss']:.2f} -> {built['last_loss']:.2f}, "
+             f"{built.get('cpu_s', 0):.0f} s CPU)" if built and "first_loss" in built else "")
+          + f". Fine-tune: preset `{preset}` ({hp}, every linear layer), assistant-only loss, on "
+          f"{trained.get('train_examples', n_train)} of the {n_train} training conversations (the rest cut before their "
+          f"answer) of the Instructions Datanet's {n_records}: {trained['steps']} steps, best epoch {trained['best_epoch']}, "
+          f"eval loss {trained['eval_loss']:.3f} (per epoch {trained['eval_losses']}), {trained['cpu_s']:.0f} s CPU. "
+          f"Span index over the records' assistant turns in {index_s:.1f} s CPU. {len({r['record'] for r in rows})} "
+          "continuation prompts drawn from the trained-on conversations; 40 new tokens; spans matched after the prompt.",
+          "", "| decoding | prompts with a span >= 8 tokens | >= 6 tokens | >= 8 from the prompt's own passage "
+          "| answer tokens in spans |", "| --- | --- | --- | --- | --- |"]
+    for label, s in summary.items():
+        md.append(f"| {label} | {s['span_ge_8']} of {s['prompts']} | {s['span_ge_6']} | {s['own_passage']} "
+                  f"| {s['mean_coverage']:.0%} |")
+    md += ["", "Per prompt: the longest reused span (answer tokens), whose record it is, and its contributor.", "",
+           "| decoding | prompt ends | longest span | tokens | record | contributor |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        table.append(f"| {r['decoding']} | {r['matched']} | " + " | ".join(f"{r[f'spans_ge_{n}']:.2f}" for n in LENGTHS)
-                     + f" | {r['coverage_ge_4']:.0%} |")
-    md = ["# Reused training spans per generated answer (`benchmarks/generation_spans.py`)", "",
-          f"Base: {'the demo base, built here' if built else base}"
-          + (f" ({args.steps} steps, loss {built['first_loss']:.2f} -> {built['last_loss']:.2f}, {built['seconds']:.0f} s)"
-             if built else "") + f". {len(paragraphs)} Tiny Shakespeare paragraphs indexed in {index_s:.1f} s; "
-          f"{len(prompts)} prompts, 40 new tokens each; spans per answer by their length in answer tokens.", "",
-          *table, "", "Longest span found, by setting:", ""]
-    for key, ex in examples.items():
-        md.append(f"- {key}: {ex['span']!r} ({ex['tokens']} answer tokens + {ex['context_tokens']} from the prompt, "
-                  f"{ex['count']}x in the corpus), answering {ex['prompt'][-40:]!r}")
+        if r["decoding"].startswith("base alone"):
+            continue
+        tail = r["prompt"].rstrip().split("\n")[-1][-40:]
+        md.append(f"| {r['decoding'].split(' ')[0]} | {tail!r} | {r['longest_text'][:60]!r} | {r['longest_tokens']} "
+                  f"| {'its own' if r['own_record'] else 'another'} | {r['contributor'] or '-'} |")
     md.append("")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "generation_spans.md").write_text("\n".join(md))
-    (RESULTS / "generation_spans.json").write_text(json.dumps({"rows": rows, "examples": examples, "built": built},
-                                                               indent=2))
+    (RESULTS / "generation_spans.json").write_text(json.dumps(
+        {"summary": summary, "rows": rows, "built": built, "preset": preset, "params": params,
+         "trained": {k: v for k, v in trained.items() if k != "log"}}, indent=2, ensure_ascii=False))
     print("\n".join(md))
-    return 0
 
 
 if __name__ == "__main__":
