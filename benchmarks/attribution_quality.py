@@ -947,7 +947,7 @@ def report_seed(cfg: dict, suffix: str, removal: bool, removal_methods: list[str
         # ours, the best anchor, the random control, then the rest: a run cut short has what matters first
         order = list(raw)[:2] + ["random"] + [m for m in list(raw)[2:] if m != "random"]
         for method in order:
-            if removal_methods and method not in removal_methods:
+            if method not in raw or (removal_methods and method not in removal_methods):
                 continue
             res = next(iter(raw[method].values()))
             flips = setup.removal_flips(None if method == "random" else res["removal"])
