@@ -139,3 +139,16 @@ class AnvilProcess:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=10)
+
+
+def wait_for(predicate, what: str, workers=(), timeout: float = 60.0, every: float = 0.1):
+    """Poll `predicate` until it returns something truthy (returned); on timeout fail with `what` and the
+    given workers' logs, which say why a real worker did not get there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    logs = "\n".join(f"--- {w.hostname}\n{w.log()}" for w in workers)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from decimal import Decimal
 
 import pytest
@@ -23,6 +22,7 @@ from attribution.models import AttributionIndex, AttributionPublication
 from attribution.publication import ZERO_ROOT
 from attribution.tests.conftest import attr_base_dir  # noqa: F401 - the tiny BERT base, built once per session
 from attribution.tests.factories import LABELS, TRAIN_PARAMS, labelled_rows
+from core import testing
 from core.roles import CONTRIBUTOR, CURATOR, MODEL_DEVELOPER
 from datanets.models import Contribution, DatanetVersion
 from datanets.services import version_verify
@@ -44,14 +44,7 @@ E18 = 10**18
 
 
 def wait_for(predicate, what: str, workers, timeout: float = 180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    logs = "\n".join(f"--- {w.hostname}\n{w.log()}" for w in workers)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
+    return testing.wait_for(predicate, what, workers, timeout=timeout, every=0.25)
 
 
 def csv_bytes(rows: list[tuple[str, str]]) -> bytes:

@@ -2,11 +2,10 @@
 the row's failed state with the reason (Celery alone would leave the row 'running' for ever)."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from core.models import TaskProbe
+from core.testing import wait_for
 from core.tests.stubborn_tasks import stubborn_task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -17,9 +16,7 @@ def test_hard_time_limit_fails_the_row_with_the_reason(start_worker):
                           TASK_TIME_LIMIT_GRACE_SECONDS=1)
     probe = TaskProbe.objects.create(nonce="hard-limit", hostname="queued")
     stubborn_task.apply_async(args=[probe.pk], queue="cpu")
-    deadline = time.monotonic() + 60
-    while (row := TaskProbe.objects.get(pk=probe.pk)).hostname in ("queued", "running"):
-        assert time.monotonic() < deadline, f"still {row.hostname}:\n{worker.log()}"
-        time.sleep(0.3)
+    row = wait_for(lambda: TaskProbe.objects.filter(pk=probe.pk).exclude(hostname__in=("queued", "running")).first(),
+                   "the hard time limit's failed state", [worker])
     assert row.hostname.startswith("failed: Stopped after the time limit of 1 s"), row.hostname
     assert "Hard time limit" in worker.log()

@@ -14,20 +14,17 @@ from accounts.tests.factories import UserFactory
 from core.roles import CONTRIBUTOR
 from factory.models import FineTuneJob, JobMetric
 from factory.tests.factories import developer, make_version, small_params
-from factory.tests.ui_helpers import make_job, make_model, tiny_bert, trained_adapter  # noqa: F401 - fixtures
+from factory.tests.ui_helpers import (  # noqa: F401 - fixtures
+    dev_client,
+    make_job,
+    make_model,
+    tiny_bert,
+    trained_adapter,
+)
 from factory.ui_services import markdown_render
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-@pytest.fixture
-def dev_client():
-    client = Client()
-    user = developer(username="dev")
-    client.force_login(user)
-    client.user = user
-    return client
 
 
 def form_data(version, base, **kw) -> dict:

@@ -6,6 +6,7 @@ import pytest
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
 
+from core import testing
 from factory import services
 from factory.models import FineTunedModel, FineTuneJob
 from factory.tests.factories import developer, make_version, small_params
@@ -18,13 +19,7 @@ WORKER_ENV = {"FACTORY_CHECKPOINT_EVERY": 4, "FACTORY_PROGRESS_SECONDS": 0, "FAC
 
 
 def wait_for(predicate, *, timeout: float, what: str, worker=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}\n{worker.log() if worker else ''}")
+    return testing.wait_for(predicate, what, [worker] if worker else [], timeout=timeout, every=0.05)
 
 
 def test_sigkilled_worker_job_resumes_from_its_checkpoint(start_worker, tiny_bert_dir, settings, tmp_path):

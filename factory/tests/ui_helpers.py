@@ -12,6 +12,18 @@ from factory.training.artifacts import model_card_render
 
 
 @pytest.fixture
+def dev_client():
+    """A logged-in model developer's browser client (`.user` is the developer)."""
+    from django.test import Client
+
+    client = Client()
+    user = developer(username="dev")
+    client.force_login(user)
+    client.user = user
+    return client
+
+
+@pytest.fixture
 def tiny_bert(tiny_bert_dir):
     return services.base_model_register(path=str(tiny_bert_dir), name="tiny-bert")
 

@@ -1,25 +1,20 @@
 # ruff: noqa: F811 - the fixtures imported from ui_helpers are the test arguments of the same names
 """The playground on a model's page (serving.views) through the Django test client."""
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from factory.tests.conftest import tiny_bert_dir  # noqa: F401 - fixture
-from factory.tests.factories import developer
-from factory.tests.ui_helpers import make_job, make_model, tiny_bert, trained_adapter  # noqa: F401 - fixtures
+from factory.tests.ui_helpers import (  # noqa: F401 - fixtures
+    dev_client,
+    make_job,
+    make_model,
+    tiny_bert,
+    trained_adapter,
+)
 from serving.models import Inference
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-@pytest.fixture
-def dev_client():
-    client = Client()
-    user = developer(username="dev")
-    client.force_login(user)
-    client.user = user
-    return client
 
 
 def test_playground_runs_the_adapter(client, dev_client, tiny_bert, trained_adapter):
