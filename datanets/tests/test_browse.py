@@ -1,11 +1,12 @@
 """Browsing a Datanet: full-text search (PostgreSQL tsvector, SQLite FTS5), filters, keyset pages, and the
 page's chart and counts from the per-contribution counts stored at ingest (docs/datanets.md, browsing)."""
 import pytest
+from django.db import connection
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from datanets import selectors, services
-from datanets.models import Contribution
+from datanets.models import Contribution, Record
 from datanets.tests.factories import DatanetFactory, contributor, curator_of
 from datanets.tests.helpers import ingest, upload
 
@@ -109,3 +110,54 @@ def test_page_searches_filters_and_pages_by_keyset(client, datanet_with_records,
     ids = [r.id for r in first.context["records"]] + [r.id for r in second.context["records"]]
     assert ids == sorted(ids) and len(set(ids)) == 6 and second.context["next_query"] is None
     assert client.get(page_url, {"after": "x"}).status_code == 200  # a bad cursor is ignored, not a 500
+
+
+def test_status_pages_in_id_order_are_the_plain_filter(datanet_with_records):
+    """A review-status filter (the ids of the contributions in it, read through the (contribution, id) index,
+    migration 0013) pages through exactly the records a plain filter on the contribution's status gives, in
+    id order, alone, with a search, a label or a contributor, for one contribution in the status or several."""
+    datanet, cur, alice, bob, accepted, pending = datanet_with_records
+    carol = contributor("carol")
+    rejected = ingest(upload(datanet, carol, "c.csv", b"label,text\npositive,Operating profit doubled.\n"
+                                                      b"negative,Sales fell at the Oulu plant.\n"))
+    services.contribution_reject(contribution=rejected, curator=cur, reason="test")
+    pending2 = ingest(upload(datanet, alice, "a2.csv", b"label,text\nneutral,Profit guidance unchanged.\n"
+                                                       b"positive,Net sales rose.\n"))
+    api = APIClient()
+    api.force_authenticate(cur)
+    url = f"/api/v1/datanets/{datanet.slug}/records/"
+    records = list(Record.objects.filter(datanet=datanet).select_related("contribution", "contributor").order_by("id"))
+    cases = [({"status": s}, lambda r, s=s: r.contribution.status == s) for s in ("accepted", "pending", "rejected")]
+    cases += [({"status": "pending", "q": "profit"}, lambda r: r.contribution.status == "pending" and "rofit" in r.text),
+              ({"status": "rejected", "q": "operating"}, lambda r: r.contribution.status == "rejected" and "Operating" in r.text),
+              ({"status": "pending", "label": "positive"}, lambda r: r.contribution.status == "pending" and r.label == "positive"),
+              ({"status": "pending", "contributor": "alice"},
+               lambda r: r.contribution.status == "pending" and r.contributor.username == "alice"),
+              ({"status": "accepted", "q": "zyxwvut"}, lambda r: False)]
+    assert {r.contribution_id for r in records if r.contribution.status == "pending"} == {pending.id, pending2.id}
+    for params, keep in cases:
+        want = [r.id for r in records if keep(r)]
+        got, page = [], api.get(url, {**params, "limit": 1}).json()
+        while True:
+            got += [r["id"] for r in page["results"]]
+            if not page["next"]:
+                break
+            page = api.get(page["next"]).json()
+        assert got == want, params
+        view = selectors.records_visible_to(user=cur, datanet=datanet, search=params.get("q", ""),
+                                            label=params.get("label", ""), contributor=params.get("contributor", ""),
+                                            status=params["status"])
+        assert list(view.values_list("id", flat=True)) == want, params
+
+
+def test_record_indexes_serve_status_pages_and_rare_words():
+    """Migration 0013: (contribution_id, id) replaces the foreign key's single-column index (one index for
+    one, no more writes per ingested record); on PostgreSQL the full-text index keeps statistics for 5,000
+    words, so the planner takes it for a word it has none for (no walk of the id order to find no match)."""
+    with connection.cursor() as cur:
+        indexes = [c["columns"] for c in connection.introspection.get_constraints(cur, Record._meta.db_table).values()
+                   if c["index"] and not c["primary_key"]]
+        assert ["contribution_id", "id"] in indexes and ["contribution_id"] not in indexes
+        if connection.vendor == "postgresql":
+            cur.execute("SELECT attstattarget FROM pg_attribute WHERE attrelid = 'datanets_record_text_fts'::regclass")
+            assert cur.fetchone()[0] == 500
