@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import os
 import random
 import statistics
@@ -191,8 +192,12 @@ def run_case(case: dict) -> dict:
     rng.shuffle(order)  # queries interleaved, so no one query gets all of a quiet or a busy moment
     times: dict[str, list[tuple[float, float]]] = {q[0]: [] for q in QUERIES}
     for _ in range(2):  # warm: the first requests load templates and URL resolvers
-        clients["reader"].get(page_url)
-        clients["reader"].get(api_url)
+        for who in clients:
+            clients[who].get(page_url)
+            clients[who].get(api_url)
+    # The fresh process's first full garbage collections (~90 ms of CPU, Django's startup objects) run now, not
+    # in whichever early request the shuffle puts there: a serving process has long done them.
+    gc.collect()
     for i in order:
         name, who, kind, params = QUERIES[i]
         params = {k: v.format(**fill) for k, v in params.items()}

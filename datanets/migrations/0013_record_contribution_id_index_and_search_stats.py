@@ -11,7 +11,7 @@
 2. PostgreSQL: the full-text index's expression gets statistics target 500 (ANALYZE keeps 5,000 of the
    commonest words instead of 1,000). The planner estimates a word it has no statistics for at half the
    rarest kept word's frequency: 1,400 records of 1M at the default, so it walked the id order computing
-   to_tsvector on every record to find no match (2.7 s of CPU, 13 s wall for a search with no match at 1M
+   to_tsvector on every record to find no match (13 s, a parallel plan, for a search with no match at 1M
    records); at 500 the estimate is ~180 and it takes the GIN index (0.1 ms). ANALYZE of datanets_record
    samples 150,000 rows instead of 30,000 (3.2 s of CPU instead of 0.6 s at 1M records).
 """
