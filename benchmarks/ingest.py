@@ -142,7 +142,8 @@ def run_case(case: dict) -> dict:
     url = _fresh_database(case)
     os.environ["DATABASE_URL"] = url
     try:
-        return _copy(case) if case["kind"] == "copy" else _ingest(case)
+        kind = case["kind"]
+        return _copy(case) if kind == "copy" else _copy_records(case) if kind == "copy_records" else _ingest(case)
     finally:
         from django.db import connections
 
@@ -216,14 +217,107 @@ def _ingest(case: dict) -> dict:
     assert c.ingest_state == "done", c.ingest_errors[:3]
     p1, p2 = meters["phase1"], meters["phase2"]
     top = sorted(sql.items(), key=lambda kv: -kv[1][1])[:8]
+    peak = harness.peak_rss_mb()  # before the dump below, which is no part of the ingest
+    if case.get("dump") and not Path(case["dump"]).exists():
+        _records_dump(connection, Path(case["dump"]))
     return {"rows": c.rows_total, "records": c.record_count, "duplicates": c.duplicates_dropped,
             "near_dups": c.records.filter(near_dup_of__isnull=False).count(),
             "upload_wall_s": upload.wall_s, "upload_cpu_s": upload.total_cpu_s,
             "ingest_wall_s": ingest.wall_s, "ingest_cpu_s": ingest.total_cpu_s,
             "phase1_wall_s": p1.wall_s, "phase1_cpu_s": p1.total_cpu_s, "phase1_backend_cpu_s": p1.backend_cpu_s,
             "phase2_wall_s": p2.wall_s, "phase2_cpu_s": p2.total_cpu_s, "phase2_backend_cpu_s": p2.backend_cpu_s,
-            "rss_before_mb": rss_before, "peak_rss_mb": harness.peak_rss_mb(),
+            "rss_before_mb": rss_before, "peak_rss_mb": peak,
             "sql": [[k, n, round(s, 3), round(b, 3)] for k, (n, s, b) in top]}
+
+
+RECORD_COLUMNS = ("id", "datanet_id", "contribution_id", "contributor_id", "text", "label", "sha256", "text_sha256",
+                  "row_number", "is_conflict", "minhash", "near_dup_of_id", "near_dup_similarity")
+
+
+def _records_dump(connection, out: Path) -> None:
+    """The ingest's final Record rows in COPY's text format (the full-row baseline loads them)."""
+    tmp = out.with_suffix(".part")
+    cols = ", ".join(RECORD_COLUMNS)
+    with connection.cursor() as cur, open(tmp, "wb") as fh:
+        if connection.vendor == "postgresql":
+            with cur.cursor.copy(f"COPY (SELECT {cols} FROM datanets_record ORDER BY id) TO STDOUT") as cp:
+                for block in cp:
+                    fh.write(block)
+        else:
+            from datanets.services import _COPY_ESCAPES
+
+            def field(v):
+                if v is None:
+                    return "\\N"
+                if isinstance(v, (bytes, memoryview)):
+                    return "\\\\x" + bytes(v).hex()
+                if isinstance(v, bool):
+                    return "t" if v else "f"
+                return str(v).translate(_COPY_ESCAPES) if isinstance(v, str) else repr(v) if isinstance(v, float) else str(v)
+            cur.execute(f"SELECT {cols} FROM datanets_record ORDER BY id")  # noqa: S608
+            while rows := cur.fetchmany(10_000):
+                fh.write("".join("\t".join(field(v) for v in r) + "\n" for r in rows).encode())
+    tmp.rename(out)
+
+
+_UNESCAPE = {"\\\\": "\\", "\\t": "\t", "\\n": "\n", "\\r": "\r"}
+
+
+def _copy_fields(line: str) -> tuple:
+    """One line of COPY's text format back to SQLite values (the columns of RECORD_COLUMNS)."""
+    import re
+
+    out = []
+    for k, v in enumerate(line.rstrip("\n").split("\t")):
+        if v == "\\N":
+            out.append(None)
+        elif k == 10:
+            out.append(bytes.fromhex(v[3:]))
+        elif k == 9:
+            out.append(v == "t")
+        else:
+            out.append(re.sub(r"\\[\\tnr]", lambda m: _UNESCAPE[m.group()], v) if "\\" in v else v)
+    return tuple(out)
+
+
+def _copy_records(case: dict) -> dict:
+    """The honest baseline: the ingest's own final Record rows (every column) loaded with COPY into
+    `datanets_record` itself, on a fresh database holding the same user, Datanet and contribution (its
+    primary key, secondary indexes, full-text index and foreign key all maintained). SQLite: executemany
+    in one transaction (its FTS5 triggers fire)."""
+    connection, pid = _setup()
+    from django.core.files import File
+
+    from accounts.services import user_create
+    from core.roles import CONTRIBUTOR
+    from datanets import services
+    from datanets.models import Datanet
+
+    owner = user_create(username="owner", password=os.urandom(8).hex(), roles=[CONTRIBUTOR])
+    datanet = services.datanet_create(owner=owner, name="bench", domain=Datanet.Domain.FINANCE,
+                                      labels=["positive", "negative", "neutral"], max_text_length=2000)
+    with open(case["path"], "rb") as fh:
+        services.contribution_upload(datanet=datanet, contributor=owner, file=File(fh, name=Path(case["path"]).name),
+                                     file_name=Path(case["path"]).name, auto_start=False, inline=False)
+    cols = ", ".join(RECORD_COLUMNS)
+    dump = Path(case["dump"])
+    if connection.vendor == "postgresql":
+        with harness.Meter(backend_pid=pid) as m, connection.cursor() as cur, open(dump, "rb") as fh:
+            with cur.cursor.copy(f"COPY datanets_record ({cols}) FROM STDIN") as cp:
+                while chunk := fh.read(1 << 20):
+                    cp.write(chunk)
+    else:
+        db = sqlite3.connect(connection.settings_dict["NAME"])
+        with harness.Meter() as m, open(dump, encoding="utf-8", newline="\n") as fh:
+            with db:
+                db.executemany(f"INSERT INTO datanets_record ({cols}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})",
+                               map(_copy_fields, fh))
+        db.close()
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM datanets_record")
+        copied = cur.fetchone()[0]
+    return {"rows": copied, "copy_wall_s": m.wall_s, "copy_cpu_s": m.total_cpu_s, "copy_backend_cpu_s": m.backend_cpu_s,
+            "peak_rss_mb": harness.peak_rss_mb()}
 
 
 def _copy(case: dict) -> dict:
@@ -286,25 +380,38 @@ def main() -> int:
     ap.add_argument("--rows", type=int, action="append", help="synthetic CSV sizes (repeatable)")
     ap.add_argument("--repeats", type=int, default=harness.MIN_REPEATS)
     ap.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
+    ap.add_argument("--sqlite-only", action="store_true", help="SQLite only (PostgreSQL still holds the template)")
     ap.add_argument("--variant", action="append", choices=list(VARIANTS), help="phase-2 variants (default: default)")
     ap.add_argument("--name", default=NAME, help="results file name")
+    ap.add_argument("--merge", nargs="+", metavar="NAME",
+                    help="no run: one table (--name) from finished results files (e.g. PostgreSQL and SQLite run "
+                         "side by side as two invocations)")
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge, args.name)
+        return 0
     report = harness.Report(NAME, "ingest: the Datanet ingest against COPY", repeats=args.repeats)
     work = Path(tempfile.mkdtemp(prefix="mf-ingest-bench-"))
     base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mf_bench")
     templates: dict[str, str] = {}
     env = {"DJANGO_SETTINGS_MODULE": "config.settings", "VAR_DIR": str(work / "var"), "MEDIA_ROOT": str(work / "media"),
            "CELERY_BROKER_URL": "memory://", "LOG_LEVEL": "WARNING"}
-    cases = []
+    cases, records_cases = [], []
     try:
         templates.update(_templates(base, work, sqlite=not args.no_sqlite))
         for n in args.rows or DEFAULT_ROWS:
             path = work / f"phrasebank_x{n}.csv"
             synthetic_csv(path, n)
             for db, template in templates.items():
+                if args.sqlite_only and db != "sqlite":
+                    continue
                 common = {"rows": n, "path": str(path), "db": db, "template": template, "work": str(work)}
-                cases += [{"kind": "ingest", "variant": v, **common} for v in args.variant or ["default"]]
+                dump = {"dump": str(work / f"records_{n}_{db}.tsv")}
+                cases += [{"kind": "ingest", "variant": v, **common, **({"dump": dump["dump"]} if v == "default" else {})}
+                          for v in args.variant or ["default"]]
                 cases.append({"kind": "copy", **common})
+                if "default" in (args.variant or ["default"]):
+                    records_cases.append({"kind": "copy_records", **common, **dump})
 
         def progress(case, res):
             key = "ingest_wall_s" if case["kind"] == "ingest" else "copy_wall_s"
@@ -312,6 +419,10 @@ def main() -> int:
                   f"{res.get('ingest_cpu_s', res.get('copy_cpu_s')):.1f} s CPU (repeat {res['repeat']})", flush=True)
 
         runs = harness.run_interleaved(__file__, cases, repeats=args.repeats, env=env, cwd=ROOT, on_result=progress)
+        # The full-row baseline loads the records a default ingest stored (dumped by its first run), so it
+        # runs after them, its repeats interleaved among themselves.
+        runs += harness.run_interleaved(__file__, records_cases, repeats=args.repeats, env=env, cwd=ROOT,
+                                        on_result=progress)
     finally:
         import psycopg
 
@@ -325,7 +436,34 @@ def main() -> int:
     return 0
 
 
-def write_report(report: harness.Report, runs: list[harness.Run], name: str) -> None:
+def merge(names: list[str], name: str) -> None:
+    """One results file from several runs' JSON (each of its own invocation): runs rebuilt, table redrawn,
+    every part's conditions (start, seconds, load) in the header."""
+    import json
+
+    parts = [json.loads((RESULTS / f"{n}.json").read_text()) for n in names]
+    runs = []
+    for part in parts:
+        for c in part["cases"]:
+            key = {"db": c["db"], "rows": c["rows"]}
+            runs.append(harness.Run(case={**key, "kind": "ingest", "variant": c["variant"]}, results=c["runs"]))
+            if not any(r.case == {**key, "kind": "copy"} for r in runs):
+                runs.append(harness.Run(case={**key, "kind": "copy"}, results=c["copy_runs"]))
+            if c.get("copy_records_runs") and not any(r.case == {**key, "kind": "copy_records"} for r in runs):
+                runs.append(harness.Run(case={**key, "kind": "copy_records"}, results=c["copy_records_runs"]))
+    report = harness.Report(NAME, "ingest: the Datanet ingest against COPY", repeats=max(p["repeats"] for p in parts))
+    conditions = "; ".join(
+        f"{n}: run {p['started']}, {p['seconds']:.0f} s, load average at start {'/'.join(f'{x:.1f}' for x in p['load_start'])}, "
+        f"at end {'/'.join(f'{x:.1f}' for x in p['load_end'])}" for n, p in zip(names, parts, strict=True))
+    header = [f"# {report.title}", "", f"Machine: {parts[0]['machine']}. Merged from {len(parts)} invocations that ran "
+              f"side by side ({conditions}).", *report.header()[3:]]
+    meta = {"merged_from": {n: {k: v for k, v in p.items() if k != "cases"} for n, p in zip(names, parts, strict=True)},
+            "repeats": report.repeats, "noisy_spread": harness.NOISY_SPREAD}
+    write_report(report, runs, name, header=header, meta=meta)
+
+
+def write_report(report: harness.Report, runs: list[harness.Run], name: str, header: list[str] | None = None,
+                 meta: dict | None = None) -> None:
     by_key = {(r.case["db"], r.case["rows"], r.case["kind"], r.case.get("variant", "")): r for r in runs}
     rows, data = [], []
     for (db, n, kind, variant), run in by_key.items():
@@ -344,20 +482,36 @@ def write_report(report: harness.Report, runs: list[harness.Run], name: str) -> 
         p2_ratio_wall = harness.ratio_stat([rows_n / v for v in run.values("phase2_wall_s")],
                                            [rows_n / v for v in copy.values("copy_wall_s")])
         copy_rate = harness.Stat.of([rows_n / v for v in copy.values("copy_cpu_s")])
+        # The full-row baseline: COPY of the same final Record rows into Record with its indexes.
+        full = by_key.get((db, n, "copy_records", ""))
+        if full is not None:
+            full_rate = harness.Stat.of([r["rows"] / r["copy_cpu_s"] for r in full.results])
+            p2_full_cpu = harness.ratio_stat([rows_n / v for v in run.values("phase2_cpu_s")],
+                                             [r["rows"] / r["copy_cpu_s"] for r in full.results])
+            p2_full_wall = harness.ratio_stat([rows_n / v for v in run.values("phase2_wall_s")],
+                                              [r["rows"] / r["copy_wall_s"] for r in full.results])
+            full_cells = [full_rate.cell("{:,.0f}"), p2_full_cpu.cell(), p2_full_wall.cell()]
+        else:
+            full_rate = p2_full_cpu = p2_full_wall = None
+            full_cells = ["n/a"] * 3
         rss = run.stat("peak_rss_mb")
         rows.append([db, variant, f"{n:,}", f"{run.results[0]['records']:,} ({run.results[0]['near_dups']:,} near-dup)",
                      rate("phase1_cpu_s").cell("{:,.0f}"), rate("phase2_cpu_s").cell("{:,.0f}"),
                      rate("ingest_cpu_s").cell("{:,.0f}"), copy_rate.cell("{:,.0f}"),
-                     p2_ratio_cpu.cell(), all_ratio_cpu.cell(), p2_ratio_wall.cell(),
+                     p2_ratio_cpu.cell(), all_ratio_cpu.cell(), p2_ratio_wall.cell(), *full_cells,
                      run.stat("phase2_wall_s").cell(), run.stat("ingest_wall_s").cell(),
                      f"{rss.max:.0f}"])
         median_run = sorted(run.results, key=lambda r: r["phase2_cpu_s"])[len(run.results) // 2]
         data.append({"db": db, "variant": variant, "rows": n, "runs": run.results, "copy_runs": copy.results,
                      "phase2_over_copy_cpu": p2_ratio_cpu.as_dict(), "ingest_over_copy_cpu": all_ratio_cpu.as_dict(),
                      "phase2_over_copy_wall": p2_ratio_wall.as_dict(), "peak_rss_mb": rss.as_dict(),
+                     "copy_records_runs": full.results if full else None,
+                     "phase2_over_copy_records_cpu": p2_full_cpu.as_dict() if p2_full_cpu else None,
+                     "phase2_over_copy_records_wall": p2_full_wall.as_dict() if p2_full_wall else None,
                      "median_run_sql": median_run.get("sql")})
     head = ["db", "variant", "rows", "records", "phase 1 rows/CPU s", "phase 2 rows/CPU s", "ingest rows/CPU s",
             "COPY rows/CPU s", "phase 2 / COPY (CPU)", "ingest / COPY (CPU)", "phase 2 / COPY (wall)",
+            "COPY Record rows/CPU s", "phase 2 / COPY Record (CPU)", "phase 2 / COPY Record (wall)",
             "phase 2 wall s", "ingest wall s", "peak RSS MB (max)"]
     sql_lines = []
     for d in data:
@@ -365,17 +519,22 @@ def write_report(report: harness.Report, runs: list[harness.Run], name: str) -> 
                       f"(count, wall s, PostgreSQL backend CPU s):", ""]
         sql_lines += [f"- `{s}`: {n}, {t:.2f}, {b:.2f}" for s, n, t, *rest in d["median_run_sql"] or [] for b in [rest[0] if rest else 0.0]]
         sql_lines.append("")
-    md = "\n".join([*report.header(), *harness.table(head, rows), "",
+    md = "\n".join([*(header or report.header()), *harness.table(head, rows), "",
                     "CPU = this process + its PostgreSQL backend (user + system). Phase 1 streams, decodes, validates, "
                     "hashes (sha256 of text+label and of text), computes the MinHash signatures and stages rows with COPY; "
                     "phase 2 moves the new rows into `Record` (exact dedup in the file and against the Datanet, "
                     "conflicts, near-duplicate clusters, indexes, the stake) in one transaction. COPY = PostgreSQL's "
                     "COPY of the same CSV into a plain two-column table (SQLite: executemany of the parsed rows), "
-                    "fresh database each run, interleaved. Ratios are rows/s ours over rows/s COPY, repeat by repeat. "
+                    "fresh database each run, interleaved. COPY Record = the honest second baseline: COPY of the "
+                    "same final Record rows (every column, dumped from the default ingest) into `datanets_record` "
+                    "itself on a fresh database with the same user, Datanet and contribution, so Record's primary "
+                    "key, secondary indexes, full-text index and foreign key are all maintained (SQLite: executemany "
+                    "of the parsed rows in one transaction, its FTS5 triggers firing); its repeats run after the "
+                    "ingest runs, interleaved among themselves. Ratios are rows/s ours over rows/s COPY, repeat by repeat. "
                     "Variants: " + "; ".join(f"*{k}*: {v}" for k, v in VARIANTS.items()) + ".",
                     "", *sql_lines])
     print("\n" + md)
-    harness.write(RESULTS, name, md, {**report.meta(), "cases": data})
+    harness.write(RESULTS, name, md, {**(meta or report.meta()), "cases": data})
 
 
 if __name__ == "__main__":
