@@ -273,7 +273,7 @@ ENV_VARS = (
 # A compressed upload (.gz, .zip) or a Parquet file may decompress to at most this many bytes.
 DATANET_DECOMPRESSED_MAX_BYTES = env.int("DATANET_DECOMPRESSED_MAX_BYTES", default=2 * 1024 * 1024 * 1024)
 # Rows per batch written to the staging table (and between progress updates) during ingest.
-DATANET_INGEST_BATCH_ROWS = env.int("DATANET_INGEST_BATCH_ROWS", default=20_000)
+DATANET_INGEST_BATCH_ROWS = env.int("DATANET_INGEST_BATCH_ROWS", default=5_000)
 # The read-only demo data (financial_phrasebank.csv, tinyshakespeare.txt) that `seed_demo` loads.
 # The shared data sets sit beside the checkout (../shared/data); a clone elsewhere on this machine finds /work's.
 _shared_candidates = [BASE_DIR.parent / "shared" / "data", Path("/work/shared/data")]

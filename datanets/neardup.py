@@ -393,53 +393,165 @@ def cluster_assign(
             sizes[record_id] = len(s)
         return s
 
-    tables: list[dict[int, list[int]]] = [{} for _ in range(bands)]
-    lookups = [t.get for t in tables]
+    # The earlier roots' buckets, in numpy: per band, the hot roots sorted by key (stable, so in root
+    # order within a key), of which a bucket keeps its first MAX_BUCKET. Each new record's candidates among
+    # them (the roots in the buckets of its keys, and in how many bands) come out of one vectorised pass
+    # per block of records; only the roots this call finds go into dict buckets, in id order, after those
+    # (a bucket full of earlier roots takes none). The same buckets as indexing every root in turn.
+    kr = ke[idx_root]
+    rid_root = root_ids[idx_root]
+    id_rank = np.empty(len(rid_root), dtype=np.int64)
+    id_rank[np.argsort(rid_root, kind="stable")] = np.arange(len(rid_root))
+    by_rank_pos = np.argsort(rid_root, kind="stable")
+    by_rank = rid_root[by_rank_pos]
+    knh = kn[idx_new]
+    old_buckets = []
+    for j in range(bands):
+        o = np.argsort(kr[:, j], kind="stable")
+        ukeys, first, counts = np.unique(kr[o, j], return_index=True, return_counts=True)
+        old_buckets.append((o, ukeys, first, np.minimum(counts, MAX_BUCKET)))
+    old_count = np.zeros((len(idx_new), bands), dtype=np.int16)  # earlier roots in each of its buckets
 
-    def index(rid: int, keys_row) -> None:
-        for table, key in zip(tables, keys_row, strict=True):
-            bucket = table.get(key)
-            if bucket is None:
-                table[key] = [rid]
-            elif len(bucket) < MAX_BUCKET:  # a full bucket tells nothing more about who is similar
-                bucket.append(rid)
+    def block_candidates(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Records lo..hi-1 (of the hot new ones): (row bounds, candidate ids, bands shared), by record then id."""
+        pairs = []
+        for j, (o, ukeys, first, counts) in enumerate(old_buckets):
+            if not len(ukeys):
+                continue
+            keys = knh[lo:hi, j]
+            pos = np.minimum(np.searchsorted(ukeys, keys), len(ukeys) - 1)
+            take = np.where(ukeys[pos] == keys, counts[pos], 0)
+            old_count[lo:hi, j] = take
+            total = int(take.sum())
+            if not total:
+                continue
+            row = np.repeat(np.arange(hi - lo, dtype=np.int64), take)
+            starts = np.repeat(first[pos] - (np.cumsum(take) - take), take)
+            pairs.append(row * len(rid_root) + id_rank[o[starts + np.arange(total)]])
+        if not pairs:
+            empty = np.empty(0, dtype=np.int64)
+            return np.zeros(hi - lo + 1, dtype=np.int64), empty, empty, empty
+        allp = np.concatenate(pairs)
+        allp.sort()
+        cut = np.flatnonzero(np.concatenate(([True], allp[1:] != allp[:-1], [True])))
+        uniq, hits = allp[cut[:-1]], np.diff(cut)
+        bounds = np.searchsorted(uniq, np.arange(hi - lo + 1, dtype=np.int64) * len(rid_root))
+        rank = uniq % len(rid_root)
+        return bounds, by_rank[rank], hits, by_rank_pos[rank]
 
-    for rid, keys_row in zip(root_ids[idx_root].tolist(), ke[idx_root].tolist(), strict=True):
-        index(rid, keys_row)
+    # Each text's shingle set as sorted unique (text, shingle) keys: the exact Jaccard of many (record,
+    # earlier root) pairs at once, by binary search (the same integer ratio as `jaccard` on the sets).
+    width = int(flat.max()) + 1 if len(flat) else 1
+    vector_check = len(hot_ids) * width < 2**62
+    if vector_check:
+        ukey = np.repeat(np.arange(len(hot_ids), dtype=np.int64), np.diff(offsets)) * width + flat
+        ukey.sort()  # (np.unique hashes int64 first: several times slower here)
+        ukey = ukey[np.concatenate(([True], ukey[1:] != ukey[:-1]))] if len(ukey) else ukey
+        u_size = np.bincount(ukey // width, minlength=len(hot_ids))
+        u_off = np.zeros(len(hot_ids) + 1, dtype=np.int64)
+        np.cumsum(u_size, out=u_off[1:])
+
+    def block_best(lo: int, bounds, cand_ids, cand_hits, cand_pos) -> tuple[list, list]:
+        """For records lo.. of the block: the best earlier root among their candidates (at most
+        MAX_CANDIDATES, most bands shared first, ties to the earlier id) at or above the threshold,
+        ties to the earlier id, as (id or -1, similarity); what the loop below finds when this call's own
+        roots are not among a record's candidates."""
+        n = len(bounds) - 1
+        best_id = np.full(n, -1, dtype=np.int64)
+        best_s = np.zeros(n, dtype=np.float64)
+        if not len(cand_ids):
+            return best_id.tolist(), best_s.tolist()
+        row = np.repeat(np.arange(n, dtype=np.int64), np.diff(bounds))
+        if (np.diff(bounds) > MAX_CANDIDATES).any():
+            order = np.lexsort((cand_ids, -cand_hits, row))
+            start = np.repeat(bounds[:-1], np.diff(bounds))
+            keep = order[(np.arange(len(order)) - start) < MAX_CANDIDATES]
+            row, cand_ids, cand_pos = row[keep], cand_ids[keep], cand_pos[keep]
+        k_row = row + lo
+        k_cand = cand_pos + len(idx_new)
+        size_row, size_cand = u_size[k_row], u_size[k_cand]
+        inter = np.zeros(len(row), dtype=np.int64)
+        ends = np.cumsum(size_cand)
+        done = 0
+        while done < len(row):  # pairs in slices of about a million shingles: bounded temporaries
+            stop = max(int(np.searchsorted(ends, (ends[done - 1] if done else 0) + (1 << 20), side="right")), done + 1)
+            ln = size_cand[done:stop]
+            pair = np.repeat(np.arange(done, stop, dtype=np.int64), ln)
+            el = np.repeat(u_off[k_cand[done:stop]] - (np.cumsum(ln) - ln), ln) + np.arange(int(ln.sum()))
+            probe = k_row[pair] * width + ukey[el] % width
+            hit = ukey[np.minimum(np.searchsorted(ukey, probe), len(ukey) - 1)] == probe
+            inter[done:stop] = np.bincount(pair[hit] - done, minlength=stop - done)
+            done = stop
+        sim = inter / (size_row + size_cand - inter)
+        ok = sim >= threshold
+        row, cand_ids, sim = row[ok], cand_ids[ok], sim[ok]
+        order = np.lexsort((cand_ids, -sim, row))
+        first = order[np.concatenate(([True], row[order][1:] != row[order][:-1]))] if len(order) else order
+        best_id[row[first]] = cand_ids[first]
+        best_s[row[first]] = sim[first]
+        return best_id.tolist(), best_s.tolist()
+
+    tables: list[dict[int, list[int]]] = [{} for _ in range(bands)]  # the roots found in this call
+    bucket_of = dict.get
     matches: dict[int, Match] = {}
-    for rid, keys_row in zip(new_ids[idx_new].tolist(), kn[idx_new].tolist(), strict=True):
-        # How many bands each earlier root shares with this record (Counter counts in C).
-        found = [bucket for get, key in zip(lookups, keys_row, strict=True) if (bucket := get(key))]
-        hits = Counter(chain.from_iterable(found)) if found else None
-        best: Match | None = None
-        mine = None
-        if hits:
-            k = where[rid]
-            mine = set(flat[offsets[k]:offsets[k + 1]].tolist())
-            n_mine = len(mine)
-            # The candidates sharing the most bands first (their MinHash estimate of Jaccard is highest),
-            # at most MAX_CANDIDATES of them: rows that all look alike (a 40,000-row file of "line N") made
-            # the exact check quadratic.
-            if len(hits) > MAX_CANDIDATES:
-                ranked = sorted(sorted(hits, key=lambda c: (-hits[c], c))[:MAX_CANDIDATES])
-            else:
-                ranked = sorted(hits)
-            for cand in ranked:
-                theirs = sh(cand)
-                # Jaccard <= smaller size / larger size: skip a candidate that cannot reach the threshold
-                # or beat the best so far (a tie keeps the earlier root), so the answer is the same.
-                n_theirs = sizes[cand]
-                bound = min(n_mine, n_theirs) / max(n_mine, n_theirs)
-                if bound < threshold or (best is not None and bound <= best.similarity):
-                    continue
-                s = jaccard(mine, theirs)
-                if s >= threshold and (best is None or s > best.similarity):
-                    best = Match(cand, s)
-        if best is not None:
-            matches[rid] = best
-        else:  # a root: later records may join it
-            if mine is not None:
-                cache[rid] = mine
-                sizes[rid] = len(mine)
-            index(rid, keys_row)
+    n_roots_here = 0
+    new_list = new_ids[idx_new].tolist()
+    keys_list = knh.tolist()
+    block = 2_000  # bounds the candidate pairs held at once (at most bands * MAX_BUCKET a record)
+    for b_lo in range(0, len(new_list), block):
+        b_hi = min(b_lo + block, len(new_list))
+        bounds, cand_ids, cand_hits, cand_pos = block_candidates(b_lo, b_hi)
+        pre_id, pre_s = block_best(b_lo, bounds, cand_ids, cand_hits, cand_pos) if vector_check else (None, None)
+        bounds, cand_ids, cand_hits = bounds.tolist(), cand_ids.tolist(), cand_hits.tolist()
+        for i in range(b_lo, b_hi):
+            rid, keys_row = new_list[i], keys_list[i]
+            lo, hi = bounds[i - b_lo], bounds[i - b_lo + 1]
+            found = list(filter(None, map(bucket_of, tables, keys_row))) if n_roots_here else []
+            best: Match | None = None
+            mine = None
+            if not found and pre_id is not None:  # earlier roots only: checked above, in numpy
+                if pre_id[i - b_lo] >= 0:
+                    best = Match(pre_id[i - b_lo], pre_s[i - b_lo])
+            elif found or hi > lo:
+                k = where[rid]
+                mine = set(flat[offsets[k]:offsets[k + 1]].tolist())
+                n_mine = len(mine)
+                ranked = cand_ids[lo:hi]
+                if found:
+                    ranked = ranked + list(set(chain.from_iterable(found)))
+                # The candidates sharing the most bands first (their MinHash estimate of Jaccard is
+                # highest), at most MAX_CANDIDATES of them: rows that all look alike (a 40,000-row file of
+                # "line N") made the exact check quadratic.
+                if len(ranked) > MAX_CANDIDATES:
+                    hits = Counter(dict(zip(cand_ids[lo:hi], cand_hits[lo:hi], strict=True)))
+                    hits.update(chain.from_iterable(found))
+                    ranked = sorted(sorted(hits, key=lambda c: (-hits[c], c))[:MAX_CANDIDATES])
+                elif found:
+                    ranked = sorted(ranked)
+                for cand in ranked:
+                    theirs = sh(cand)
+                    # Jaccard <= smaller size / larger size: skip a candidate that cannot reach the threshold
+                    # or beat the best so far (a tie keeps the earlier root), so the answer is the same.
+                    n_theirs = sizes[cand]
+                    bound = min(n_mine, n_theirs) / max(n_mine, n_theirs)
+                    if bound < threshold or (best is not None and bound <= best.similarity):
+                        continue
+                    s = jaccard(mine, theirs)
+                    if s >= threshold and (best is None or s > best.similarity):
+                        best = Match(cand, s)
+            if best is not None:
+                matches[rid] = best
+            else:  # a root: later records may join it, in the buckets earlier roots left room in
+                if mine is not None:
+                    cache[rid] = mine
+                    sizes[rid] = len(mine)
+                n_roots_here += 1
+                counts_row = old_count[i].tolist()
+                for table, key, n_old in zip(tables, keys_row, counts_row, strict=True):
+                    bucket = table.get(key)
+                    if bucket is None:
+                        if n_old < MAX_BUCKET:
+                            table[key] = [rid]
+                    elif n_old + len(bucket) < MAX_BUCKET:
+                        bucket.append(rid)
     return matches

@@ -609,8 +609,14 @@ def contribution_ingest(*, contribution_id: int) -> Contribution:
 
 # Staged rows clustered at a time in phase 2: bounds the signatures, texts and shingle ids held in memory
 # whatever the file's size (the clusters do not depend on it: chunks go in id order, each against the roots
-# before it). 50,000 took phase 2 to ~400 MB of peak RSS; 20,000 keeps the ingest under 300 MB.
-NEAR_DUP_CHUNK = 20_000
+# before it). The peak is numpy's temporaries numbering the shingles of a chunk and its hot roots
+# (neardup.shingle_ids, ~3 KB a text): 20,000 took a 1M-row ingest to 345 MB of peak RSS, 10,000 keeps it
+# under 300 MB (benchmarks/results/ingest_1m.md). Smaller chunks cost CPU: each chunk shingles its hot
+# roots again.
+NEAR_DUP_CHUNK = 10_000
+# Texts of the roots found in this ingest kept between chunks (a later chunk's candidates), up to this many
+# characters; past it they are read back from the staging table.
+ROOT_TEXT_CACHE_CHARS = 8_000_000
 
 
 def _commit_records(contribution: Contribution, staging: _Staging, stats: _Stats) -> None:
@@ -643,13 +649,14 @@ def _commit_records(contribution: Contribution, staging: _Staging, stats: _Stats
         cur.execute(f"CREATE TEMPORARY TABLE {keep} (row_number integer NOT NULL, id bigint NOT NULL, root bigint, "
                     f"sim double precision)")
         _new_records_cluster(datanet=datanet, staging=s, keep=keep, select=new_rows)
-        # Inserted in hash order, not file order (`row_number` keeps that; ids follow the file): the
-        # (datanet, sha256) index then grows in order, about a quarter faster for big files.
+        # In the join's order, unsorted: sorting by sha256 (so that index grows in order) cost more than
+        # it saved, 51.0 against 46.0 s of backend CPU for 1M rows with every index (and 8.7 against 7.8 at
+        # 200,000; docs/datanets.md, Performance).
         cur.execute(
             f"INSERT INTO datanets_record (id, datanet_id, contribution_id, contributor_id, text, label, sha256, "  # noqa: S608 - generated table name; values are parameters
             f"text_sha256, row_number, is_conflict, minhash, near_dup_of_id, near_dup_similarity) "
             f"SELECT k.id, %s, %s, %s, s.text, s.label, s.sha256, s.text_sha256, s.row_number, %s, s.minhash, k.root, k.sim "
-            f"FROM {keep} k JOIN {s} s ON s.row_number = k.row_number ORDER BY s.sha256",
+            f"FROM {keep} k JOIN {s} s ON s.row_number = k.row_number",
             [datanet.id, c.id, c.contributor_id, False])
         inserted = cur.rowcount
         conflicts = 0
@@ -722,6 +729,8 @@ def _new_records_cluster(*, datanet: Datanet, staging: str, keep: str, select: s
     root_sigs = neardup.from_bytes([r[1] for r in roots])
     del roots
     new_root_rows: dict[int, int] = {}  # id -> staged row number, for the roots found in earlier chunks
+    root_text: dict[int, str] = {}  # id -> text of such roots, while ROOT_TEXT_CACHE_CHARS allows
+    root_chars = 0
     last_id = 0
     postgres = connection.vendor == "postgresql"
     raw = connection.connection
@@ -739,7 +748,7 @@ def _new_records_cluster(*, datanet: Datanet, staging: str, keep: str, select: s
                 del chunk
 
                 def texts(wanted: list[int], chunk_text=chunk_text) -> dict[int, str]:
-                    out = {i: chunk_text[i] for i in wanted if i in chunk_text}
+                    out = {i: t for i in wanted if (t := chunk_text.get(i) or root_text.get(i)) is not None}
                     # Roots of earlier chunks: from the staging table (by its row-number index).
                     staged = {new_root_rows[i]: i for i in wanted if i not in out and i in new_root_rows}
                     keys = list(staged)
@@ -757,6 +766,11 @@ def _new_records_cluster(*, datanet: Datanet, staging: str, keep: str, select: s
                 root_ids = np.concatenate((root_ids, ids[is_root]))
                 root_sigs = np.concatenate((root_sigs, sigs[is_root]))
                 new_root_rows.update(zip(ids[is_root].tolist(), rows[is_root].tolist(), strict=True))
+                for i in ids[is_root].tolist():
+                    if root_chars >= ROOT_TEXT_CACHE_CHARS:
+                        break
+                    root_text[i] = chunk_text[i]
+                    root_chars += len(chunk_text[i])
                 out = [(int(r), int(i), *((m.root, round(m.similarity, 6)) if (m := matches.get(int(i))) else (None, None)))
                        for r, i in zip(rows, ids, strict=True)]
                 _keep_write(cur, keep, out)

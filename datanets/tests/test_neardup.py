@@ -166,6 +166,92 @@ def test_cluster_assign_is_the_star_clustering_of_its_candidates():
         assert {**first, **second} == got
 
 
+def _cluster_reference(*, new_ids, new_sigs, root_ids, root_sigs, texts, threshold) -> dict:
+    """The engine as it was written first, root by root: every root indexed into dict buckets in turn
+    (each bucket keeps its first MAX_BUCKET), a record's candidates counted with a Counter, the
+    MAX_CANDIDATES sharing most bands (ties to the earlier id) checked with the exact Jaccard."""
+    from collections import Counter
+
+    bands, rows = neardup.lsh_params(threshold)
+    tables: list[dict] = [{} for _ in range(bands)]
+
+    def index(rid, keys_row):
+        for table, key in zip(tables, keys_row, strict=True):
+            bucket = table.setdefault(key, [])
+            if len(bucket) < neardup.MAX_BUCKET:
+                bucket.append(rid)
+
+    for rid, keys_row in zip(list(root_ids), neardup.band_keys(root_sigs, bands, rows).tolist(), strict=True):
+        index(rid, keys_row)
+    text_of = texts(list(new_ids) + list(root_ids))
+    matches = {}
+    for rid, keys_row in zip(list(new_ids), neardup.band_keys(new_sigs, bands, rows).tolist(), strict=True):
+        hits = Counter(c for table, key in zip(tables, keys_row, strict=True) for c in table.get(key, []))
+        ranked = sorted(sorted(hits, key=lambda c: (-hits[c], c))[:neardup.MAX_CANDIDATES])
+        best = None
+        for cand in ranked:
+            s = neardup.similarity(text_of[rid], text_of[cand])
+            if s >= threshold and (best is None or s > best[1]):
+                best = (cand, s)
+        if best is None:
+            index(rid, keys_row)
+        else:
+            matches[rid] = best
+    return matches
+
+
+@pytest.mark.parametrize(("bucket", "candidates"), [(64, 32), (3, 2), (1, 1)])
+def test_cluster_assign_buckets_match_indexing_every_root(monkeypatch, bucket, candidates):
+    """The vectorised lookup of earlier roots (numpy, per block of records) gives the buckets and the
+    candidates of indexing every root in turn, full buckets and the candidate cap included: many rows
+    alike (one sentence with a counter, variants of a few) fill the buckets with small caps."""
+    monkeypatch.setattr(neardup, "MAX_BUCKET", bucket)
+    monkeypatch.setattr(neardup, "MAX_CANDIDATES", candidates)
+    rng = random.Random(11)
+    base = [t for _, t in _phrasebank(30)]
+    vocab = "profit sales rose fell quarter year net operating margin orders grew declined".split()
+    # Same opening, tails of their own: many roots share band keys without reaching the threshold.
+    alike = [" ".join(base[k % 3].split()[:8] + rng.sample(vocab, 6)) for k in range(120)]
+    texts = ([f"{t} ( {k} )" for k in range(6) for t in base[:8]] + [_one_token_variant(t, rng) for t in base * 3]
+             + alike)
+    rng.shuffle(texts)
+    ids = list(range(1, len(texts) + 1))
+    sigs = neardup.signatures(texts)
+    text_of = dict(zip(ids, texts, strict=True))
+
+    def lookup(q):
+        return {i: text_of[i] for i in q}
+
+    for threshold in (0.6, 0.7):
+        for split in (0, len(ids) // 3):  # all new, or a third stored as earlier roots
+            earlier = _cluster_reference(new_ids=ids[:split], new_sigs=sigs[:split], root_ids=[],
+                                         root_sigs=neardup.from_bytes([]), texts=lookup, threshold=threshold)
+            stored = [i for i in ids[:split] if i not in earlier]
+            args = {"new_ids": ids[split:], "new_sigs": sigs[split:], "root_ids": stored,
+                    "root_sigs": sigs[[i - 1 for i in stored]], "texts": lookup, "threshold": threshold}
+            got = neardup.cluster_assign(**args)
+            assert {rid: (m.root, m.similarity) for rid, m in got.items()} == _cluster_reference(**args)
+            assert len(got) >= 50
+
+
+def test_cluster_assign_tie_goes_to_the_earlier_root():
+    """Two roots exactly as similar to a record (0.744 each, 0.59 to each other at threshold 0.7): the record
+    joins the earlier, whether the roots are stored already (checked in numpy) or found in the same call."""
+    x = "quarterly sales of the nordic paper maker grew while its operating margin narrowed slightly this spring"
+    a, b = x + " alpha beta gamma delta epsilon", x + " zeta eta theta iota kappa"
+    assert neardup.similarity(x, a) == neardup.similarity(x, b) >= 0.7 > neardup.similarity(a, b)
+    sigs = neardup.signatures([a, b, x])
+    for first, second in ((1, 2), (2, 1)):
+        text_of = {first: a, second: b, 3: x}
+        order = [first - 1, second - 1]  # signature rows by id
+        stored = neardup.cluster_assign(new_ids=[3], new_sigs=sigs[2:], root_ids=[1, 2], root_sigs=sigs[[0, 1]][order],
+                                        texts=lambda q, t=text_of: {i: t[i] for i in q}, threshold=0.7)
+        one_call = neardup.cluster_assign(new_ids=[1, 2, 3], new_sigs=np.vstack((sigs[[0, 1]][order], sigs[2:])),
+                                          root_ids=[], root_sigs=neardup.from_bytes([]),
+                                          texts=lambda q, t=text_of: {i: t[i] for i in q}, threshold=0.7)
+        assert stored[3].root == one_call[3].root == 1 and set(one_call) == {3}
+
+
 # --- at ingest ---------------------------------------------------------------------------------------
 
 
