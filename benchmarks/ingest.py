@@ -386,9 +386,10 @@ def main() -> int:
     ap.add_argument("--merge", nargs="+", metavar="NAME",
                     help="no run: one table (--name) from finished results files (e.g. PostgreSQL and SQLite run "
                          "side by side as two invocations)")
+    ap.add_argument("--note", default="", help="with --merge: a line for the header (e.g. which commit each part ran)")
     args = ap.parse_args()
     if args.merge:
-        merge(args.merge, args.name)
+        merge(args.merge, args.name, args.note)
         return 0
     report = harness.Report(NAME, "ingest: the Datanet ingest against COPY", repeats=args.repeats)
     work = Path(tempfile.mkdtemp(prefix="mf-ingest-bench-"))
@@ -436,7 +437,7 @@ def main() -> int:
     return 0
 
 
-def merge(names: list[str], name: str) -> None:
+def merge(names: list[str], name: str, note: str = "") -> None:
     """One results file from several runs' JSON (each of its own invocation): runs rebuilt, table redrawn,
     every part's conditions (start, seconds, load) in the header."""
     import json
@@ -456,9 +457,9 @@ def merge(names: list[str], name: str) -> None:
         f"{n}: run {p['started']}, {p['seconds']:.0f} s, load average at start {'/'.join(f'{x:.1f}' for x in p['load_start'])}, "
         f"at end {'/'.join(f'{x:.1f}' for x in p['load_end'])}" for n, p in zip(names, parts, strict=True))
     header = [f"# {report.title}", "", f"Machine: {parts[0]['machine']}. Merged from {len(parts)} invocations that ran "
-              f"side by side ({conditions}).", *report.header()[3:]]
+              f"side by side ({conditions}).", *([note] if note else []), *report.header()[3:]]
     meta = {"merged_from": {n: {k: v for k, v in p.items() if k != "cases"} for n, p in zip(names, parts, strict=True)},
-            "repeats": report.repeats, "noisy_spread": harness.NOISY_SPREAD}
+            "repeats": report.repeats, "noisy_spread": harness.NOISY_SPREAD, "note": note}
     write_report(report, runs, name, header=header, meta=meta)
 
 
