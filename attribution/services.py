@@ -456,7 +456,7 @@ def prediction_explain(*, model, text: str, top_k: int = 5, served: dict | None 
 
     from attribution.engines.base import Query
     from attribution.engines.gradient import GradientEngine, TextClassifier
-    from attribution.engines.weights import contributor_shares, explanation_rows
+    from attribution.engines.weights import contributor_shares, explanation_rows, relative_influence
 
     text = (text or "").strip()
     if not text:
@@ -497,10 +497,12 @@ def prediction_explain(*, model, text: str, top_k: int = 5, served: dict | None 
         finally:
             index.model = None
     result = engine.attribute_vectors(index, vectors, top_k=0, return_matrix=True)
-    # Shown: ranked by relative influence (score / sqrt(self-influence)), not raw score, which favours
-    # high-loss records whatever the query (docs/attribution.md, "Records shown"). Shares use raw scores.
-    rows, relevance = explanation_rows(result.matrix[0], engine.self_influence(index), top_k)
-    shares = contributor_shares(result.matrix[0], index.contributors)
+    # Shown and paid by relative influence (score / sqrt(self-influence)), not raw score, which favours
+    # high-loss records whatever the query: the shares that split this answer's fee come from the same
+    # numbers as the records shown (docs/attribution.md, "Records shown" and "One answer's split").
+    self_influence = engine.self_influence(index)
+    rows, relevance = explanation_rows(result.matrix[0], self_influence, top_k)
+    shares = contributor_shares(relative_influence(result.matrix[0], self_influence), index.contributors)
     ids = [int(index.record_ids[r]) for r in rows]
     raw = [float(result.matrix[0][r]) for r in rows]
     found = {r.pk: r for r in Record.objects.filter(pk__in=ids).select_related("contributor")}

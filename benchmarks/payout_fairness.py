@@ -7,6 +7,8 @@
     .venv/bin/python benchmarks/payout_fairness.py --no-lora-loo --score-seeds 2   # skip the LoRA LOO
     .venv/bin/python benchmarks/payout_fairness.py --add-training-seeds 4          # 4 training runs in all
     .venv/bin/python benchmarks/payout_fairness.py --add-checkpoints 2             # + epoch 1, 2 checkpoints
+    .venv/bin/python benchmarks/payout_fairness.py --no-lora-loo --dedup-training --out payout_fairness_dedup
+                                                   # a diagnostic: later same-label near-copies not trained on
 
 The scores and the ground truth of each seed are cached under var/payout_fairness/ (`--refresh` recomputes
 them), so a change to the weight rule or the shown-records ranking is re-evaluated in seconds.
@@ -20,7 +22,8 @@ Data: the Finance PhraseBank (ISO-8859-1), shuffled per seed. 8 contributors, ac
   * `noisy`: 150 records, 30% relabelled to another label;
   * `poisoner`: 60 records with a rare trigger phrase inserted, all labelled `positive`.
 A clean validation set of 200 sentences no contributor supplied (the curator-held evaluation set of
-issue 12), and 30 trigger queries (clean held-out sentences with the trigger inserted, label `positive`).
+issue 12), and the trigger queries: 30 held-out sentences drawn, those not labelled `positive` kept (20-25 a seed), the
+trigger inserted, label `positive`.
 
 Near-duplicate clusters: records whose word sets have Jaccard >= 0.75 (exact, brute force; a stand-in
 for ingest's MinHash LSH), credit to the earliest accepted copy.
@@ -48,7 +51,11 @@ Diagnostics (not targets): `--score-seeds K` / `--add-training-seeds K` score th
 the model retrained on K - 1 more training seeds (data order and projection), to measure how much of a
 contributor's T/s is the noise of one training run; `--add-checkpoints R` scores the earlier epochs'
 checkpoints of the first R runs (a checkpoint ensemble: normalised scores averaged over the epochs); the
-Spearman ceiling when the copier is paid 0.
+Spearman ceiling when the copier is paid 0. `--dedup-training` (cached as `full_dedup_*`): the paid
+model and every ground-truth coalition trained without the later copies of each near-duplicate cluster that
+carry its earliest copy's label (`earliest_copies`), i.e. as if ingest's clusters were not trained on.
+Trigger queries: `top share` is each answer's split as the product pays it (`contributor_shares` on
+`relative_influence`, the numbers the records shown are ranked by); the raw-score split is shown beside it.
 One torch thread.
 """
 
@@ -79,6 +86,7 @@ from attribution.engines.weights import (  # noqa: E402
     explanation_rows,
     model_weights,
     null_z,
+    relative_influence,
 )
 from benchmarks.attribution_quality import COMMON, LABELS, Bench  # noqa: E402
 
@@ -131,7 +139,22 @@ def build_data(cfg: dict, seed: int):
     val = [(r["content"], r["result"]) for r in (next(take) for _ in range(cfg["val"]))]
     trigger = [(with_trigger(r["content"], rng), TRIGGER_LABEL)
                for r in (next(take) for _ in range(cfg["trigger"])) if r["result"] != TRIGGER_LABEL]
+    if cfg.get("dedup_training"):
+        train = earliest_copies(train)
     return train, val, trigger
+
+
+def earliest_copies(train: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """`--dedup-training` (a diagnostic, not the product): the training set without the later copies of each
+    near-duplicate cluster that carry the label of its earliest accepted copy (a copy with another label is
+    kept), as a fine-tune would train if ingest's clusters removed them; the ground truth's coalitions are
+    retrained on the same records, so a duplicate counts once on both sides."""
+    clusters = near_duplicate_clusters([t for t, _, _ in train])
+    first: dict[str, int] = {}
+    for rid, cluster in clusters.items():
+        first[cluster] = min(first.get(cluster, int(rid[1:])), int(rid[1:]))
+    return [row for i, row in enumerate(train)
+            if f"t{i}" not in clusters or first[clusters[f"t{i}"]] == i or row[1] != train[first[clusters[f"t{i}"]]][1]]
 
 
 def near_duplicate_clusters(texts: list[str], threshold: float = 0.75) -> dict[str, str]:
@@ -277,7 +300,7 @@ def old_rule(scores: np.ndarray, contributors: list[str]) -> dict[str, float]:
     names, shares, _ = contributor_shares_matrix(scores, contributors)
     keep = shares.sum(axis=1) > 0
     mean = shares[keep].mean(axis=0)
-    return {n: float(v) for n, v in zip(names, mean / mean.sum(), strict=True)}
+    return {c: 0.0 for c in CONTRIBUTORS} | {n: float(v) for n, v in zip(names, mean / mean.sum(), strict=True)}
 
 
 def log_likelihood(logits: np.ndarray, y: np.ndarray) -> float:
@@ -467,7 +490,7 @@ def scores_and_ground_truth(cfg: dict, seed: int, shapley_model: str, early=None
     features = {"head": head.numpy().astype(np.float64),
                 "mean": np.stack([bench.cache[i][0].mean(0).numpy() for i in every]).astype(np.float64)}
     ytr = np.array(train_y)
-    rows = {c: np.array(v) for c, v in members.items()}
+    rows = {c: np.array(v, dtype=np.int64) for c, v in members.items()}
     for name, feats in features.items():
         feats = (feats - feats[:n].mean(0)) / (feats[:n].std(0) + 1e-6)
         cache: dict[frozenset, float] = {}
@@ -554,6 +577,16 @@ def _loo_of(raw: dict) -> dict:
     return {"lora_loo": None, "lora_loo_source": "not computed"}
 
 
+def _model_weights(*args, **kwargs):
+    """`model_weights` with every contributor listed (0 for one with no training record, as under
+    `--dedup-training` a copier whose every record is a later copy)."""
+    w = model_weights(*args, **kwargs)
+    for d in (w.weights, w.mean, w.threshold):
+        for c in CONTRIBUTORS:
+            d.setdefault(c, 0.0)
+    return w
+
+
 def _rho(a: dict, b: dict, names: list[str] = CONTRIBUTORS) -> float:
     from scipy.stats import spearmanr
 
@@ -589,22 +622,22 @@ def analysis(raw: dict, truth: str, pay_z: float) -> dict:
     positive = {c: max(v, 0.0) for c, v in phi.items()}
     share = {c: v / sum(positive.values()) for c, v in positive.items()}
     weights = {"record_ids": ids, "clusters": raw["clusters"], "order": list(range(n))}
-    paid = model_weights(np.asarray(raw["val_scores"]), owners, **weights, pay_z=pay_z)
+    paid = _model_weights(np.asarray(raw["val_scores"]), owners, **weights, pay_z=pay_z)
     out = {"ceiling with the copier unpaid": spearman_ceiling(phi),
            "spearman(paid, shapley) without the copier": _rho(paid.weights, phi, [c for c in CONTRIBUTORS if c != "neardup"]),
            **{f"spearman({truth}, {m})": _rho(phi, raw["shapley"][m]) for m in ("head", "mean", "head_loo")
               if m != truth and m in raw["shapley"]},
-           **{f"spearman(paid at PAY_Z {z:g}, shapley)": _rho(model_weights(np.asarray(raw["val_scores"]), owners, **weights,
+           **{f"spearman(paid at PAY_Z {z:g}, shapley)": _rho(_model_weights(np.asarray(raw["val_scores"]), owners, **weights,
                                                                               pay_z=z).weights, phi) for z in (0, 1, 2, 3)}}
     extra = sorted((k for k in raw if k.startswith("val_scores_")), key=lambda k: int(k.rsplit("_", 1)[1]))
     if extra:
         runs = ["val_scores", *extra]
         credited = ModelWeightsAccumulator(owners, **weights)._credited
-        each = [model_weights(np.asarray(raw[k]), owners, **weights, pay_z=pay_z) for k in runs]
+        each = [_model_weights(np.asarray(raw[k]), owners, **weights, pay_z=pay_z) for k in runs]
         z = [{c: w.mean[c] / (w.threshold[c] / null_z(len(w.mean)) or 1.0) for c in CONTRIBUTORS} for w in each]
         rhos = [_rho(w.weights, phi) for w in each]
         pairs = [_rho(z[i], z[j]) for i in range(len(z)) for j in range(i + 1, len(z))]
-        mean = model_weights(np.mean([_normalised(raw[k], credited) for k in runs], axis=0), owners, **weights,
+        mean = _model_weights(np.mean([_normalised(raw[k], credited) for k in runs], axis=0), owners, **weights,
                              pay_z=pay_z)
         out.update({
             "training runs": len(runs),
@@ -630,7 +663,7 @@ def analysis(raw: dict, truth: str, pay_z: float) -> dict:
         each, zs = [], []
         for k in ckpt_runs:
             mats = [raw[f"ckpt_scores_{k}_{e}"] for e in epochs] + [raw[finals[k]]]
-            w = model_weights(np.mean([_normalised(m, credited) for m in mats], axis=0), owners, **weights,
+            w = _model_weights(np.mean([_normalised(m, credited) for m in mats], axis=0), owners, **weights,
                               pay_z=pay_z)
             each.append(w)
             zs.append({c: w.mean[c] / (w.threshold[c] / null_z(len(w.mean)) or 1.0) for c in CONTRIBUTORS})
@@ -649,7 +682,7 @@ def analysis(raw: dict, truth: str, pay_z: float) -> dict:
             out["spearman(T/s of one run, T/s of another): checkpoint ensembles"] = _rho(zs[0], zs[1])
             out["spearman(T/s of one run, T/s of another): same pair, last checkpoint only"] = _rho(
                 *[{c: w.mean[c] / (w.threshold[c] / null_z(len(w.mean)) or 1.0) for c in CONTRIBUTORS}
-                  for w in (model_weights(np.asarray(raw[finals[k]]), owners, **weights, pay_z=pay_z)
+                  for w in (_model_weights(np.asarray(raw[finals[k]]), owners, **weights, pay_z=pay_z)
                             for k in ckpt_runs[:2])])
     return out
 
@@ -659,12 +692,15 @@ def evaluate(raw: dict, pay_z: float = PAY_Z) -> dict:
     owners, n = raw["owners"], raw["records"]
     ids = [f"t{i}" for i in range(n)]
     val, trig = np.asarray(raw["val_scores"]), np.asarray(raw["trigger_scores"])
-    paid = model_weights(val, owners, record_ids=ids, clusters=raw["clusters"], order=list(range(n)), pay_z=pay_z)
-    names, shares, _ = contributor_shares_matrix(trig, owners)
+    paid = _model_weights(val, owners, record_ids=ids, clusters=raw["clusters"], order=list(range(n)), pay_z=pay_z)
+    # one answer's split, as the product pays it: net relative influence per contributor, clipped at zero
+    names, shares, _ = contributor_shares_matrix(relative_influence(trig, raw["self_influence"]), owners)
     top_share = float((shares.argmax(axis=1) == names.index("poisoner")).mean())
+    raw_names, raw_shares, _ = contributor_shares_matrix(trig, owners)
+    raw_top_share = float((raw_shares.argmax(axis=1) == raw_names.index("poisoner")).mean())
     shown = [explanation_rows(row, raw["self_influence"], 10)[0] for row in trig]
     raw_top = [np.argsort(-row, kind="stable")[:10] for row in trig]
-    trig_paid = model_weights(trig, owners, record_ids=ids, clusters=raw["clusters"], order=list(range(n)), pay_z=pay_z)
+    trig_paid = _model_weights(trig, owners, record_ids=ids, clusters=raw["clusters"], order=list(range(n)), pay_z=pay_z)
     k = len(paid.weights)
     truth = next(m for m in ("lora", "head_exact", "head") if m in raw["shapley"])
     return {
@@ -676,9 +712,10 @@ def evaluate(raw: dict, pay_z: float = PAY_Z) -> dict:
         "clusters": len(set(raw["clusters"].values())),
         "paid": paid.weights, "signal": paid.signal, "null_z": null_z(k),
         "z": {c: paid.mean[c] / (paid.threshold[c] / null_z(k) or 1.0) for c in paid.mean},
-        "paid_no_clusters": model_weights(val, owners, pay_z=pay_z).weights, "old_rule": old_rule(val, owners),
+        "paid_no_clusters": _model_weights(val, owners, pay_z=pay_z).weights, "old_rule": old_rule(val, owners),
         "pay_z": pay_z,
-        "trigger": {"poisoner_top_share_fraction": top_share,
+        "trigger": {"poisoner_top_share_fraction": top_share, "poisoner_top_share_fraction_raw_scores": raw_top_share,
+                "poisoner_mean_share": float(shares[:, names.index("poisoner")].mean()),
                     "poisoner_in_top10_mean": float(np.mean([sum(owners[r] == "poisoner" for r in rows) for rows in shown])),
                     "poisoner_in_raw_top10_mean": float(np.mean([sum(owners[r] == "poisoner" for r in rows) for rows in raw_top])),
                     "poisoner_weight_over_trigger_queries": trig_paid.weights["poisoner"], "queries": len(trig)},
@@ -729,7 +766,9 @@ def markdown(results: list[dict], cfg_name: str, command: str) -> str:
            "logistic head on the product's frozen pooled features, all 512 coalitions; `head`: the same, 30",
            "sampled permutations; `mean`: on mean frozen token features, sampled); `head LOO`: the head's",
            "leave-one-contributor-out. Utility: mean validation log-likelihood. Shown top 10 on trigger queries:",
-           "`explanation_rows` (score / sqrt(self-influence)), as the product shows. Seconds: wall time of a seed's",
+           "`explanation_rows` (score / sqrt(self-influence)), as the product shows; top share: each trigger",
+           "answer's per-contributor split, as the product pays it (`contributor_shares` on the same relative",
+           "scores, net clipped at zero), the fraction where the poisoner's is the largest. Seconds: wall time of a seed's",
            "scores and ground truth on the shared machine. Diagnostics: see docs/attribution.md (\"Measured\").",
            "", "| target | " + " | ".join(f"seed {r['seed']}" for r in results) + " |",
            "| --- | " + " | ".join("---" for _ in results) + " |"]
@@ -761,7 +800,9 @@ def markdown(results: list[dict], cfg_name: str, command: str) -> str:
         out += ["", "| target | value |", "| --- | --- |"]
         out += [f"| {k.lstrip('_')} | {v if isinstance(v, bool) else round(v, 3)} |" for k, v in t.items()
                 if k != "_shapley_share"]
-        out += [f"| trigger: poisoner records in the raw-score top 10 (before) | {r['trigger']['poisoner_in_raw_top10_mean']:.2f} |",
+        out += [f"| trigger: poisoner top share by raw scores (before) | {r['trigger']['poisoner_top_share_fraction_raw_scores']:.3f} |",
+                f"| trigger: poisoner's mean per-answer share | {r['trigger']['poisoner_mean_share']:.3f} |",
+                f"| trigger: poisoner records in the raw-score top 10 (before) | {r['trigger']['poisoner_in_raw_top10_mean']:.2f} |",
                 f"| trigger: poisoner's weight over the trigger queries | {r['trigger']['poisoner_weight_over_trigger_queries']:.3f} |",
                 f"| all targets met | {passed(r)} |", ""]
         a = r.get("analysis", {})
@@ -796,11 +837,15 @@ def main() -> None:
                         help="add the scores of the earlier epochs' checkpoints of this many training runs")
     parser.add_argument("--score-seeds", type=int, default=1,
                         help="also score with the model retrained on this many training seeds in all (a diagnostic)")
+    parser.add_argument("--dedup-training", action="store_true",
+                        help="a diagnostic: train (and retrain the ground truth) without later same-label near-duplicate copies")
     parser.add_argument("--out", default=None, help="results name (default payout_fairness[_quick])")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = QUICK if args.quick else FULL
     cfg_name = "quick" if args.quick else "full"
+    if args.dedup_training:
+        cfg, cfg_name = {**cfg, "dedup_training": True}, f"{cfg_name}_dedup"
     name = args.out or ("payout_fairness_quick" if args.quick else "payout_fairness")
     raws = [cached(cfg_name, cfg, s, args.shapley, args.refresh, lora_loo=not args.no_lora_loo,
                    score_seeds=args.score_seeds) for s in args.seeds]

@@ -35,8 +35,11 @@ at the same family-wise alpha: noise is flagged with probability <= alpha) and |
 `harm_threshold`. The evidence is each record's part of T_c (mean over queries of its credited score over the
 query's scale: a contributor's records sum to T_c), most negative first.
 
-Per-query shares for one explanation (`contributor_shares`) keep the older net-clipped rule: one query
-cannot be tested against a null. They are shown, not what a model's fees are split by.
+Per-query shares for one answer (`contributor_shares`, fed `relative_influence`: each record's score over
+the square root of its self-influence, the same numbers that rank the records shown) split that paid
+answer's contributors' part: net per contributor, clipped at zero (one query cannot be tested against a
+null). Shown and paid from the same scores, so what an auditor reads is what is paid, and a record with a
+large gradient (off-topic, mislabelled) cannot take the split by its gradient size alone.
 
 Shares are float64 over contributors sorted by name, deterministic for fixed scores; records without a
 contributor are pooled under "" (unattributed).
@@ -118,6 +121,16 @@ def contributor_shares(scores: np.ndarray, contributors: Sequence[str | None]) -
     return {name: float(s) for name, s in zip(names, shares[0], strict=True) if s > 0}
 
 
+def relative_influence(scores: np.ndarray, self_influence: np.ndarray) -> np.ndarray:
+    """score / sqrt(self-influence) per record (RelatIF): what `explanation_rows` ranks by and what one answer's
+    contributor shares are computed from. `scores`: (n_records,) or (n_queries, n_records)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    self_influence = np.asarray(self_influence, dtype=np.float64).ravel()
+    if scores.shape[-1] != self_influence.size:
+        raise ValueError(f"{scores.shape[-1]} scores but {self_influence.size} self-influence values")
+    return scores / np.sqrt(np.clip(self_influence, np.finfo(np.float32).tiny, None))
+
+
 def explanation_rows(scores: np.ndarray, self_influence: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
     """One query's records to show, best first: (rows, relative scores), ranked by score / sqrt(self-influence).
 
@@ -127,13 +140,9 @@ def explanation_rows(scores: np.ndarray, self_influence: np.ndarray, top_k: int)
     top 10 on trigger queries were the poisoner's by raw score, 9+ by this ranking). Dividing by
     ||g_i||_P = sqrt(self-influence) ranks by how well the record's direction matches the query's
     (RelatIF, Barshan et al. 2020); by Cauchy-Schwarz it is at most ||g_q||_P, so a tiny gradient cannot
-    blow up. Ties by row. Only the order shown changes; paid weights use the raw scores."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    self_influence = np.asarray(self_influence, dtype=np.float64).ravel()
-    if scores.shape != self_influence.shape:
-        raise ValueError(f"{scores.size} scores but {self_influence.size} self-influence values")
-    norm = np.sqrt(np.clip(self_influence, np.finfo(np.float32).tiny, None))
-    relative = scores / norm
+    blow up. Ties by row. One answer's contributor shares are computed from the same relative scores
+    (`relative_influence`); the model-level weights use the raw scores (docs/attribution.md)."""
+    relative = relative_influence(np.asarray(scores, dtype=np.float64).ravel(), self_influence)
     k = max(0, min(int(top_k), relative.size))
     part = np.argpartition(-relative, k - 1)[:k] if 0 < k < relative.size else np.arange(k)
     rows = part[np.lexsort((part, -relative[part]))]

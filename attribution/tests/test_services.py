@@ -65,6 +65,18 @@ def test_build_explain_and_weights(model):
         assert r["contributor"] == record.contributor.username
     shares = [c["share"] for c in out["contributors"]]
     assert shares and abs(sum(shares) - 1) < 1e-9 and all(s > 0 for s in shares)
+    # every record shown (top_k = all 27): the answer's split is the net relevance per contributor, clipped
+    # at zero, i.e. computed from the same numbers as the records shown, not from the raw scores
+    everything = services.prediction_explain(model=model, text="the company profit rose in quarter 99", top_k=27)
+    assert len(everything["records"]) == 27
+    net: dict[int, float] = {}
+    for r in everything["records"]:
+        net[r["contributor_id"]] = net.get(r["contributor_id"], 0.0) + r["relevance"]
+    positive = {u: v for u, v in net.items() if v > 0}
+    expected = {u: v / sum(positive.values()) for u, v in positive.items()}
+    got = {c["user_id"]: c["share"] for c in everything["contributors"]}
+    assert got.keys() == expected.keys()
+    assert all(abs(got[u] - expected[u]) < 1e-9 for u in expected)
 
     influential = selectors.model_influential_records(model=model, limit=5)
     mislabeled = selectors.model_self_influence_top(model=model, limit=5)

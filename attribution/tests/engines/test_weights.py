@@ -17,6 +17,7 @@ from attribution.engines.weights import (
     model_contributor_weights,
     model_weights,
     null_z,
+    relative_influence,
     smooth_excess,
 )
 
@@ -34,7 +35,7 @@ def population(rng, sizes: dict[str, int], queries: int, means: dict[str, float]
     return scores, contributors, [f"r{i}" for i in range(len(contributors))]
 
 
-# --- one query (explanations keep the net-clipped rule) ---------------------------------------------
+# --- one query (one answer's split: the net-clipped rule on relative influence) ---------------------------------------------
 
 
 def test_query_shares_are_net_influence_clipped_at_zero():
@@ -277,3 +278,31 @@ def test_shown_records_are_ranked_by_relative_influence_not_by_gradient_size():
     assert explanation_rows(scores, self_influence, 99)[0].size == 4
     with pytest.raises(ValueError, match="4 scores but 3 self-influence"):
         explanation_rows(scores, self_influence[:3], 2)
+
+
+def test_one_answer_is_split_by_the_relative_influence_it_shows():
+    """A loud record (large gradient, loosely aligned) outscores a contributor's three aligned records on raw
+    score and would take most of the answer's split; on relative influence, the numbers the records shown are
+    ranked by, the aligned contributor holds the top share, and the shown top rows are theirs."""
+    rng = np.random.default_rng(1)
+    g_q = rng.standard_normal(16)
+    aligned = [0.05 * (g_q + 0.1 * rng.standard_normal(16)) for _ in range(3)]
+    noise = rng.standard_normal(16)
+    noise -= (noise @ g_q) / (g_q @ g_q) * g_q  # orthogonal to the query: only the 0.3 g_q part scores
+    loud = 30.0 * (noise + 0.3 * g_q)
+    grads = np.stack([loud, *aligned])
+    owners = ["stuffer", "poisoner", "poisoner", "poisoner"]
+    scores, self_influence = grads @ g_q, (grads * grads).sum(axis=1)
+    assert scores[0] > scores[1:].sum() > 0  # raw: the loud record's owner would take the split
+    assert max(contributor_shares(scores, owners).items(), key=lambda kv: kv[1])[0] == "stuffer"
+    relative = relative_influence(scores, self_influence)
+    np.testing.assert_allclose(relative, scores / np.sqrt(self_influence))
+    rows, shown = explanation_rows(scores, self_influence, 4)
+    np.testing.assert_array_equal(shown, relative[rows])  # what is shown is what is split
+    shares = contributor_shares(relative, owners)
+    assert shares["poisoner"] > 0.5 and shares["poisoner"] > shares.get("stuffer", 0.0)
+    assert sorted(rows[:3].tolist()) == [1, 2, 3]
+    # a (queries, records) matrix works row by row; a length mismatch is refused
+    np.testing.assert_allclose(relative_influence(np.stack([scores, -scores]), self_influence), [relative, -relative])
+    with pytest.raises(ValueError, match="4 scores but 3 self-influence"):
+        relative_influence(scores, self_influence[:3])
