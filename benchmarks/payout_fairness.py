@@ -623,7 +623,13 @@ def analysis(raw: dict, truth: str, pay_z: float) -> dict:
     share = {c: v / sum(positive.values()) for c, v in positive.items()}
     weights = {"record_ids": ids, "clusters": raw["clusters"], "order": list(range(n))}
     paid = _model_weights(np.asarray(raw["val_scores"]), owners, **weights, pay_z=pay_z)
+    rel = _model_weights(relative_influence(np.asarray(raw["val_scores"]), raw["self_influence"]), owners, **weights,
+                         pay_z=pay_z).weights
     out = {"ceiling with the copier unpaid": spearman_ceiling(phi),
+           "model-level rule on relative scores (not paid): spearman(paid, shapley)": _rho(rel, phi),
+           "model-level rule on relative scores (not paid): planted weight <= shapley share + 0.02":
+               all(rel[c] <= share[c] + 0.02 for c in PLANTED),
+           "model-level rule on relative scores (not paid): paid": rel,
            "spearman(paid, shapley) without the copier": _rho(paid.weights, phi, [c for c in CONTRIBUTORS if c != "neardup"]),
            **{f"spearman({truth}, {m})": _rho(phi, raw["shapley"][m]) for m in ("head", "mean", "head_loo")
               if m != truth and m in raw["shapley"]},
@@ -811,7 +817,7 @@ def markdown(results: list[dict], cfg_name: str, command: str) -> str:
             out += [f"| {k} | {v if isinstance(v, bool) else round(v, 3)} |" for k, v in a.items()
                     if isinstance(v, float | int)]
             out += [f"| {k} | {', '.join(f'{x:.3f}' for x in v)} |" for k, v in a.items() if isinstance(v, list)]
-            for ens in (k for k in a if k.startswith("paid on the") or k.startswith("checkpoint ensembles' paid")):
+            for ens in (k for k in a if k.startswith(("paid on the", "checkpoint ensembles' paid", "model-level rule on relative scores (not paid): paid"))):
                 out.append(f"| {ens} | " + ", ".join(f"{c} {a[ens][c]:.3f}" for c in CONTRIBUTORS) + " |")
             if "T/s over the training runs (mean, sd)" in a:
                 out.append("| T/s over the training runs (mean ± sd) | " + ", ".join(
