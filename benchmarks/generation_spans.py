@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/generation_spans.py                  # builds the demo chat base (cached), then measures
     .venv/bin/python benchmarks/generation_spans.py --base PATH      # an existing chat base folder
     .venv/bin/python benchmarks/generation_spans.py --preset quick   # another preset than the form's default
+    .venv/bin/python benchmarks/generation_spans.py --passages 100 --passage-lines 4-7 --finance-rows 150
+                                                                     # another shape of the demo instruction data
 
 The product's path, step by step, without the database:
 - base: the demo chat base as `make run`'s bootstrap builds it (`factory.training.tiny.build_demo_chat_base`,
@@ -47,14 +49,16 @@ MAX_CHAT_CHARS = 20_000  # the ingest's conversation limit is larger than any de
 DECODINGS = (("playground (greedy)", 0.0), ("API default (beam search, 4)", None))
 
 
-def instruction_records() -> list[dict]:
+def instruction_records(**shape) -> list[dict]:
     """The Instructions Datanet's records in ingest order: {"text" (stored form), "messages", "contributor"}.
-    A conversation already seen is dropped, as the ingest drops duplicates."""
+    A conversation already seen is dropped, as the ingest drops duplicates. `shape`: instruction_uploads'
+    keywords (another shape of the demo data than seed_demo's; none: the demo's own)."""
     from datanets import chat
     from datanets.management.commands.seed_demo import instruction_uploads
 
     out, seen = [], set()
-    for name, file_name, content in instruction_uploads(DATA / "financial_phrasebank.csv", DATA / "tinyshakespeare.txt"):
+    for name, file_name, content in instruction_uploads(DATA / "financial_phrasebank.csv", DATA / "tinyshakespeare.txt",
+                                                        **shape):
         text = content.decode("utf-8")
         if file_name.endswith(".csv"):
             rows = [chat.conversation_from_pair(r["prompt"], r["response"], max_length=MAX_CHAT_CHARS)
@@ -125,6 +129,11 @@ def main() -> int:
     ap.add_argument("--no-base-rows", action="store_true", help="skip the answers of the base without the adapter")
     ap.add_argument("--records", type=int, default=0, help="keep every n-th record only (a quick smoke run)")
     ap.add_argument("--adapter", default="", help="reuse a fine-tune's output folder (skips training)")
+    ap.add_argument("--finance-rows", dest="finance_rows", type=int, default=None,
+                    help="another shape of the demo data: alice's finance questions (seed_demo's by default)")
+    ap.add_argument("--passages", type=int, default=None, help="... bob's and carol's continuation pairs each")
+    ap.add_argument("--passage-lines", dest="passage_lines", default="",
+                    help="... only paragraphs of LOW-HIGH lines (e.g. 4-7: answers of two to four lines)")
     args = ap.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
@@ -148,7 +157,10 @@ def main() -> int:
     base, built = ensure_base(args)
     if built and "first_loss" in built:
         print(f"base {base}: loss {built['first_loss']:.2f} -> {built['last_loss']:.2f}, {built.get('cpu_s', 0):.0f} s CPU")
-    records = instruction_records()
+    shape = {k: getattr(args, k) for k in ("finance_rows", "passages") if getattr(args, k) is not None}
+    if args.passage_lines:
+        shape["passage_lines"] = tuple(int(x) for x in args.passage_lines.split("-"))
+    records = instruction_records(**shape)
     if args.records:
         records = records[::args.records]
     preset = args.preset or DEFAULT_PRESET

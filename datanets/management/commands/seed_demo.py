@@ -50,15 +50,18 @@ INSTRUCTION_FINANCE_ROWS = 300
 INSTRUCTION_PASSAGES = 600
 
 
-def instruction_uploads(phrasebank: Path, shakespeare: Path) -> list[tuple[str, str, bytes]]:
+def instruction_uploads(phrasebank: Path, shakespeare: Path, *, finance_rows: int = INSTRUCTION_FINANCE_ROWS,
+                        passages: int = INSTRUCTION_PASSAGES,
+                        passage_lines: tuple[int, int] | None = None) -> list[tuple[str, str, bytes]]:
     """(contributor, file name, bytes) of the Instructions Datanet's uploads, one of each accepted shape:
     alice's finance questions as prompt/response CSV (from her PhraseBank share, the label as the answer),
     bob's and carol's continuation pairs as chat JSONL (`messages`), from their parts of Tiny Shakespeare.
-    Deterministic."""
+    Deterministic. The keywords give other shapes of the same data (benchmarks/generation_spans.py measures
+    them): `passage_lines` (low, high) keeps the paragraphs of that many non-empty lines only."""
     import json
 
     shares, _ = phrasebank_split(phrasebank)
-    finance = chat.sentiment_pairs(shares["alice"][:INSTRUCTION_FINANCE_ROWS])
+    finance = chat.sentiment_pairs(shares["alice"][:finance_rows])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["prompt", "response"])
@@ -66,7 +69,11 @@ def instruction_uploads(phrasebank: Path, shakespeare: Path) -> list[tuple[str, 
     uploads = [("alice", "finance-questions.csv", buf.getvalue().encode("utf-8"))]
     parts = shakespeare_parts(shakespeare)
     for name, part in zip(("bob", "carol"), parts[1:], strict=True):
-        pairs = chat.continuation_pairs(part.split("\n\n"))[:INSTRUCTION_PASSAGES]
+        paragraphs = part.split("\n\n")
+        if passage_lines:
+            low, high = passage_lines
+            paragraphs = [p for p in paragraphs if low <= sum(1 for line in p.split("\n") if line.strip()) <= high]
+        pairs = chat.continuation_pairs(paragraphs)[:passages]
         lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]},
                             ensure_ascii=False) for q, a in pairs]
         uploads.append((name, f"continue-passages-{name}.jsonl", ("\n".join(lines) + "\n").encode("utf-8")))
