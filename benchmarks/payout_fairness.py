@@ -7,8 +7,8 @@
     .venv/bin/python benchmarks/payout_fairness.py --no-lora-loo --score-seeds 2   # skip the LoRA LOO
     .venv/bin/python benchmarks/payout_fairness.py --add-training-seeds 4          # 4 training runs in all
     .venv/bin/python benchmarks/payout_fairness.py --add-checkpoints 2             # + epoch 1, 2 checkpoints
-    .venv/bin/python benchmarks/payout_fairness.py --no-lora-loo --dedup-training --out payout_fairness_dedup
-                                                   # a diagnostic: later same-label near-copies not trained on
+    .venv/bin/python benchmarks/payout_fairness.py --no-lora-loo --no-dedup-training --out payout_fairness_no_dedup
+                                                   # the earlier product: later near-copies trained on too
 
 The scores and the ground truth of each seed are cached under var/payout_fairness/ (`--refresh` recomputes
 them), so a change to the weight rule or the shown-records ranking is re-evaluated in seconds.
@@ -51,9 +51,11 @@ Diagnostics (not targets): `--score-seeds K` / `--add-training-seeds K` score th
 the model retrained on K - 1 more training seeds (data order and projection), to measure how much of a
 contributor's T/s is the noise of one training run; `--add-checkpoints R` scores the earlier epochs'
 checkpoints of the first R runs (a checkpoint ensemble: normalised scores averaged over the epochs); the
-Spearman ceiling when the copier is paid 0. `--dedup-training` (cached as `full_dedup_*`): the paid
-model and every ground-truth coalition trained without the later copies of each near-duplicate cluster that
-carry its earliest copy's label (`earliest_copies`), i.e. as if ingest's clusters were not trained on.
+Spearman ceiling when the copier is paid 0. Training set: as the product trains
+(`datanets.selectors.version_training_records`), the paid model and every ground-truth coalition are trained
+without the later copies of each near-duplicate cluster that carry its earliest copy's label
+(`earliest_copies`; cached as `full_dedup_*`). `--no-dedup-training` (cached as `full_*`): the earlier
+product, which trained on every copy.
 Trigger queries: `top share` is each answer's split as the product pays it (`contributor_shares` on
 `relative_influence`, the numbers the records shown are ranked by); the raw-score split is shown beside it.
 One torch thread.
@@ -145,9 +147,9 @@ def build_data(cfg: dict, seed: int):
 
 
 def earliest_copies(train: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
-    """`--dedup-training` (a diagnostic, not the product): the training set without the later copies of each
-    near-duplicate cluster that carry the label of its earliest accepted copy (a copy with another label is
-    kept), as a fine-tune would train if ingest's clusters removed them; the ground truth's coalitions are
+    """The training set without the later copies of each near-duplicate cluster that carry the label of its
+    earliest accepted copy (a copy with another label is kept), as the product's fine-tune trains
+    (`version_training_records`; `--no-dedup-training` keeps them, as before); the ground truth's coalitions are
     retrained on the same records, so a duplicate counts once on both sides."""
     clusters = near_duplicate_clusters([t for t, _, _ in train])
     first: dict[str, int] = {}
@@ -579,7 +581,7 @@ def _loo_of(raw: dict) -> dict:
 
 def _model_weights(*args, **kwargs):
     """`model_weights` with every contributor listed (0 for one with no training record, as under
-    `--dedup-training` a copier whose every record is a later copy)."""
+    default training set a copier whose every record is a later copy)."""
     w = model_weights(*args, **kwargs)
     for d in (w.weights, w.mean, w.threshold):
         for c in CONTRIBUTORS:
@@ -843,14 +845,14 @@ def main() -> None:
                         help="add the scores of the earlier epochs' checkpoints of this many training runs")
     parser.add_argument("--score-seeds", type=int, default=1,
                         help="also score with the model retrained on this many training seeds in all (a diagnostic)")
-    parser.add_argument("--dedup-training", action="store_true",
-                        help="a diagnostic: train (and retrain the ground truth) without later same-label near-duplicate copies")
+    parser.add_argument("--no-dedup-training", action="store_true",
+                        help="the earlier product: train (and retrain the ground truth) on later same-label near-copies too")
     parser.add_argument("--out", default=None, help="results name (default payout_fairness[_quick])")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = QUICK if args.quick else FULL
     cfg_name = "quick" if args.quick else "full"
-    if args.dedup_training:
+    if not args.no_dedup_training:  # the product's training set (cache names kept from when it was a flag)
         cfg, cfg_name = {**cfg, "dedup_training": True}, f"{cfg_name}_dedup"
     name = args.out or ("payout_fairness_quick" if args.quick else "payout_fairness")
     raws = [cached(cfg_name, cfg, s, args.shapley, args.refresh, lora_loo=not args.no_lora_loo,

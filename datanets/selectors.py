@@ -5,7 +5,7 @@ import re
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import BooleanField, Count, Q, QuerySet, Sum
+from django.db.models import BooleanField, Count, F, Q, QuerySet, Sum
 from django.db.models.expressions import RawSQL
 
 from core.roles import CURATOR
@@ -249,9 +249,16 @@ def contribution_near_duplicates(*, contribution: Contribution, examples: int = 
 
 
 def version_training_records(*, version: DatanetVersion) -> QuerySet[Record]:
-    """The version's records a fine-tune may train on (and whose contributors may be paid): all but the
-    curator-held evaluation records (docs/datanets.md)."""
-    return version.records.filter(contribution__is_evaluation=False)
+    """The version's records a fine-tune trains on (and whose contributors may be paid): all but the
+    curator-held evaluation records and the later copies (docs/datanets.md).
+
+    A later copy is a record that ingest put in a near-duplicate cluster whose root (the earliest copy) is
+    itself trained on here and carries the same label: it is not trained on, so it is neither weighted twice
+    in training nor paid beside the earliest copy, for the model or for any one answer (docs/attribution.md).
+    A copy with another label is kept (it is a different example), as is one whose root the version lacks."""
+    trained = version.records.filter(contribution__is_evaluation=False)
+    later_copy = Q(near_dup_of__in=trained.values("id")) & Q(near_dup_of__label=F("label"))
+    return trained.exclude(later_copy)
 
 
 def version_evaluation_records(*, version: DatanetVersion) -> QuerySet[Record]:

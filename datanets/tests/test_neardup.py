@@ -341,3 +341,40 @@ def test_clusters_do_not_depend_on_the_phase_2_chunk_size(monkeypatch):
     whole, dropped = clusters(10_000)
     assert dropped == 3 and sum(1 for _, root, _ in whole if root is not None) >= 25
     assert clusters(7) == (whole, dropped)
+
+
+@pytest.mark.django_db
+def test_later_same_label_copies_are_not_trained_on_and_a_copy_of_a_record_outside_the_version_is():
+    """The fine-tune's training set (version_training_records) holds each cluster's earliest copy once: a
+    later copy with the same label is left out (neither weighted twice in training nor paid beside the
+    original), one with another label stays (a different example), and so does a copy whose original the
+    version does not hold (its contribution rejected)."""
+    datanet = DatanetFactory()
+    cura, alice, mallory, bob = curator_of(datanet, "cura"), contributor("alice"), contributor("mallory"), contributor("bob")
+    rows = _phrasebank(60)
+    a = services.contribution_accept(contribution=ingest(upload(datanet, alice, "a.csv", _csv(rows[:30]))), curator=cura)
+    b = ingest(upload(datanet, bob, "b.csv", _csv(rows[30:60])))
+    rng = random.Random(5)
+    other = {"positive": "negative", "negative": "neutral", "neutral": "positive"}
+    same = [(label, _one_token_variant(text, rng)) for label, text in rows[:10]]  # copies of alice's, same label
+    relabelled = [(other[label], _one_token_variant(text, rng)) for label, text in rows[10:15]]  # another label
+    of_bob = [(label, _one_token_variant(text, rng)) for label, text in rows[30:35]]  # copies of bob's records
+    m = ingest(upload(datanet, mallory, "m.csv", _csv(same + relabelled + of_bob)))
+    services.contribution_accept(contribution=m, curator=cura)
+    services.contribution_reject(contribution=b, curator=cura, reason="off topic")
+    version = services.datanet_version_create(datanet=datanet, user=cura)
+
+    copies = {r.text: r for r in Record.objects.filter(contribution=m)}
+    later_same = {copies[t].id for _, t in same if copies[t].near_dup_of_id is not None}
+    assert len(later_same) >= 8  # one-token variants of 12+-word sentences: nearly all join alice's clusters
+    assert all(Record.objects.get(id=i).near_dup_of.contribution_id == a.id for i in later_same)
+    assert sum(copies[t].near_dup_of_id is not None for _, t in relabelled) >= 4
+    assert sum(copies[t].near_dup_of_id is not None for _, t in of_bob) >= 4  # their root is bob's, rejected
+
+    trained = set(selectors.version_training_records(version=version).values_list("id", flat=True))
+    everything = set(version.records.values_list("id", flat=True))
+    assert everything - trained == later_same
+    assert set(Record.objects.filter(contribution=a).values_list("id", flat=True)) <= trained
+    assert {copies[t].id for _, t in relabelled + of_bob} <= trained
+    # The version itself (its root, counts and export) still holds every accepted record.
+    assert version.record_count == len(everything) == 30 + 20
