@@ -56,9 +56,11 @@ forge: node_modules/.stamp-npm
 
 # The money path again on the embedded default (SQLite, the file-system broker), where a DecimalField once
 # came back through a float: exact amounts, wallets, the ledger (accrue -> epoch -> publish -> claim on anvil),
-# and the end-to-end test (upload -> ... -> claim, real workers and anvil; about 90 s).
+# the end-to-end test (upload -> ... -> claim, real workers and anvil; about 90 s), and which records a
+# fine-tune trains on (and so who can be paid) when near-duplicate copies are in the version.
 SQLITE_TESTS ?= core/tests/test_fields.py core/tests/test_concurrent_writes.py accounts/tests/test_wallets.py ledger \
-  tests/test_end_to_end.py
+  tests/test_end_to_end.py \
+  datanets/tests/test_neardup.py::test_later_same_label_copies_are_not_trained_on_and_a_copy_of_a_record_outside_the_version_is
 test-sqlite: deps
 	@d=$$(mktemp -d /tmp/mf-sqlite-XXXXXX); echo "database: sqlite ($$d)   broker: filesystem"; \
 	MF_ALLOW_SQLITE_TESTS=1 VAR_DIR=$$d DATABASE_URL=sqlite:///$$d/db.sqlite3 CELERY_BROKER_URL=filesystem:// \
