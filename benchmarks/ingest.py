@@ -443,16 +443,27 @@ def merge(names: list[str], name: str, note: str = "") -> None:
     import json
 
     parts = [json.loads((RESULTS / f"{n}.json").read_text()) for n in names]
-    runs = []
+    runs: list[harness.Run] = []
+
+    def add(case: dict, results: list[dict]) -> None:  # the same configuration in two parts: its repeats
+        run = next((r for r in runs if r.case == case), None)
+        if run is None:
+            runs.append(harness.Run(case=case, results=[]))
+            run = runs[-1]
+        run.results.extend(dict(res, repeat=len(run.results)) for res in results)
+
     for part in parts:
+        baselines = set()  # each case of a part carries its (db, rows)'s baselines: taken once a part
         for c in part["cases"]:
             key = {"db": c["db"], "rows": c["rows"]}
-            runs.append(harness.Run(case={**key, "kind": "ingest", "variant": c["variant"]}, results=c["runs"]))
-            if not any(r.case == {**key, "kind": "copy"} for r in runs):
-                runs.append(harness.Run(case={**key, "kind": "copy"}, results=c["copy_runs"]))
-            if c.get("copy_records_runs") and not any(r.case == {**key, "kind": "copy_records"} for r in runs):
-                runs.append(harness.Run(case={**key, "kind": "copy_records"}, results=c["copy_records_runs"]))
-    report = harness.Report(NAME, "ingest: the Datanet ingest against COPY", repeats=max(p["repeats"] for p in parts))
+            add({**key, "kind": "ingest", "variant": c["variant"]}, c["runs"])
+            if (c["db"], c["rows"]) not in baselines:
+                baselines.add((c["db"], c["rows"]))
+                add({**key, "kind": "copy"}, c["copy_runs"])
+                if c.get("copy_records_runs"):
+                    add({**key, "kind": "copy_records"}, c["copy_records_runs"])
+    repeats = max(len(r.results) for r in runs)
+    report = harness.Report(NAME, "ingest: the Datanet ingest against COPY", repeats=repeats)
     conditions = "; ".join(
         f"{n}: run {p['started']}, {p['seconds']:.0f} s, load average at start {'/'.join(f'{x:.1f}' for x in p['load_start'])}, "
         f"at end {'/'.join(f'{x:.1f}' for x in p['load_end'])}" for n, p in zip(names, parts, strict=True))
