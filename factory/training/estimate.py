@@ -114,7 +114,8 @@ def estimate_run(*, info: dict, targets: list[str], r: int, task: str, num_label
                  quantization: str = "none", patience: int = 0) -> Estimate:
     """`info` is what modeling.inspect_model returned for the base model. With quantization "nf4" (QLoRA)
     the GPU figures are for a 4-bit base with gradient checkpointing. The totals include the start-up
-    (loading, the CUDA context); the per-epoch times are the training loop's."""
+    (loading, the CUDA context) and a classifier head's probe pass; the per-epoch times are the training
+    loop's."""
     hidden, layers = info.get("hidden_size", 0), info.get("num_layers", 0)
     trainable = lora_trainable_params(info.get("module_shapes", {}), targets, r)
     if task == "classification":
@@ -134,11 +135,17 @@ def estimate_run(*, info: dict, targets: list[str], r: int, task: str, num_label
     flops = per_token * compute * tokens + 2 * compute * eval_tokens
     # Training steps, plus evaluation batches (twice the batch size, once an epoch).
     steps = (steps_per_epoch + math.ceil(n_examples * eval_split / max(1, 2 * batch_size))) * epochs
+    # Before the first step a classifier's head is set by a linear probe (factory/training/head.py): one
+    # forward pass over the training split in batches of twice the batch size, once per run.
+    probe_flops = 2 * compute * n_train * tokens_per_example if task == "classification" else 0
+    probe_steps = math.ceil(n_train / max(1, 2 * batch_size)) if probe_flops else 0
     # QLoRA's second forward (checkpointing) and dequantization add launches as well as FLOPs: both scale.
     slower = (per_token / FLOPS_PER_PARAM_TOKEN) * QLORA_SLOWDOWN if quantization == "nf4" else 1.0
     gpu_loop = max(flops / GPU_FLOPS * (QLORA_SLOWDOWN if quantization == "nf4" else 1.0),
                    steps * GPU_STEP_SECONDS * slower)
     cpu_loop = flops / CPU_FLOPS + steps * CPU_STEP_SECONDS
+    gpu_probe = max(probe_flops / GPU_FLOPS, probe_steps * GPU_STEP_SECONDS) if probe_flops else 0.0
+    cpu_probe = probe_flops / CPU_FLOPS + probe_steps * CPU_STEP_SECONDS
     vocab_logits = info.get("vocab_size", 0) * batch_size * max_length * 4 * 3 if task == "generation" else 0
     memory = (total * 4 + trainable * 12 + batch_size * max_length * hidden * layers * ACTIVATION_FACTOR
               + vocab_logits + OVERHEAD_BYTES)
@@ -146,7 +153,8 @@ def estimate_run(*, info: dict, targets: list[str], r: int, task: str, num_label
         trainable_params=int(trainable), total_params=int(total),
         trainable_percent=round(100 * trainable / total, 3) if total else 0.0,
         memory_bytes=int(memory), steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * epochs,
-        tokens=tokens, cpu_seconds=CPU_STARTUP_SECONDS + cpu_loop, gpu_seconds=GPU_STARTUP_SECONDS + gpu_loop,
+        tokens=tokens, cpu_seconds=CPU_STARTUP_SECONDS + cpu_probe + cpu_loop,
+        gpu_seconds=GPU_STARTUP_SECONDS + gpu_probe + gpu_loop,
         quantization=quantization,
         gpu_memory_bytes=gpu_peak_memory(info=info, trainable=int(trainable), task=task, batch_size=batch_size,
                                          max_length=max_length, quantization=quantization),

@@ -23,6 +23,7 @@ import torch
 
 from factory.training import data as batching
 from factory.training.artifacts import ADAPTER_FILE, file_sha256
+from factory.training.head import PROBE, init_head
 from factory.training.metrics import classification_metrics, perplexity
 from factory.training.modeling import NF4, load_base, load_tokenizer, pick_device, prepare_kbit, wrap_lora
 from factory.training.types import (
@@ -273,12 +274,23 @@ def train(config: TrainConfig, examples: list[Example], *, output_dir: str | Pat
     if need > available_memory(device):
         raise oom_error(config, device)
 
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
     # The floor every evaluation is shown against (the job page warns when a model does not beat it).
     baseline = (majority_baseline(train_set.labels, eval_set.labels, config.labels)
                 if config.task == CLASSIFICATION else None)
     if baseline:
         log(f"majority-class baseline (always {baseline['label']!r}): accuracy {baseline['accuracy']:.4f}, "
             f"macro-F1 {baseline['macro_f1']:.4f}")
+
+    ckpt = latest_checkpoint(out)
+    if config.task == CLASSIFICATION and config.head_init == PROBE and not ckpt:
+        probe = init_head(model, train_set, num_labels=len(config.labels), pad_id=pad_id,
+                          batch_size=config.batch_size * 2, device=device, autocast=autocast)
+        log("head initialised by a linear probe on the base's features (LP-FT): training accuracy "
+            f"{probe['train_accuracy']:.4f}" if probe else "no Linear with one output per label: the head starts "
+            "at random")
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -287,7 +299,6 @@ def train(config: TrainConfig, examples: list[Example], *, output_dir: str | Pat
     scheduler = get_linear_schedule_with_warmup(optimizer, int(total_steps * config.warmup_ratio), total_steps)
 
     state = _State()
-    ckpt = latest_checkpoint(out)
     if ckpt:
         state = _load_checkpoint(ckpt, model, optimizer, scheduler)
         log(f"resumed from the checkpoint at step {state.step} (epoch {state.epoch + 1}, batch {state.position})")
@@ -295,9 +306,6 @@ def train(config: TrainConfig, examples: list[Example], *, output_dir: str | Pat
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     run_start = time.monotonic()
     base_seconds = state.train_seconds
