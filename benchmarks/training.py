@@ -77,7 +77,9 @@ def run_factory(case: dict) -> dict:
     config = TrainConfig(task="classification", model_path=model_path, labels=labels,
                          target_modules=inspect_model(model_path)["target_modules"], checkpoint_every=0,
                          progress_every_s=0.0, cpu_threads=1, group_by_length=case["grouped"], seed=case["seed"],
-                         **SETTINGS)
+                         # the plain script's head starts at random (transformers' init): the same start here,
+                         # so the two loops are compared on the same work (no probe pass, same first steps)
+                         head_init="random", **SETTINGS)
     marks: list[tuple[float, float]] = []
 
     def step(_progress) -> None:
