@@ -39,12 +39,9 @@ def train_adapter(base_dir: Path, out_dir: Path, rows: list[tuple[str, str]] | N
     from factory.training import Example, TrainConfig, train
 
     rows = rows or in_version_order(labelled_rows(), CONTRIBUTORS)
-    # transformers' random head start: the settlement tests build on its small head weights (a tied head whose
-    # biases 2^-20 apart decide float32's label; shares as these few steps give them). With the trainer's
-    # default probe start, a contributor of test_a_call_before_the_index_is_held_then_settled_by_attribution
-    # gets a share but no payment (set(paid) != set(shares)): not investigated yet.
+    # The trainer's defaults, as a fine-tune runs (the head starts as a linear probe: factory/training/head.py).
     config = TrainConfig(task="classification", model_path=str(base_dir), labels=list(LABELS), cpu_threads=1,
-                         checkpoint_every=1000, head_init="random", **TRAIN_PARAMS)
+                         checkpoint_every=1000, **TRAIN_PARAMS)
     result = train(config, [Example(text=t, label=label) for t, label in rows], output_dir=out_dir)
     return Path(result.adapter_dir)
 

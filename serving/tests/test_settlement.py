@@ -191,11 +191,14 @@ def test_explained_on_the_serving_engines_model_in_float32(trained_adapter, attr
 
 def _tied_head(adapter_dir: Path) -> None:
     """Labels 0 and 1 get the same head row and biases 2^-20 apart: float32 serves label 1, bfloat16
-    (8 bits of mantissa) rounds both biases to 0.25 and serves label 0. Label 2 is far below."""
+    (8 bits of mantissa) rounds both biases to 0.25 and serves label 0. Label 2 is far below. The row is
+    scaled to norm 1e-3 so the features' part of a logit stays far below 0.25: a trained head's logits
+    (tens, from the trainer's linear-probe start) would put float32's own rounding step above 2^-20."""
     path = adapter_dir / "adapter_model.safetensors"
     tensors = load_file(str(path))
     weight = tensors["base_model.model.classifier.weight"]
-    tensors["base_model.model.classifier.weight"] = weight[0].repeat(3, 1).contiguous()
+    row = weight[0] * (1e-3 / weight[0].norm())
+    tensors["base_model.model.classifier.weight"] = row.repeat(3, 1).contiguous()
     tensors["base_model.model.classifier.bias"] = torch.tensor([0.25, 0.25 + 2**-20, -0.25])
     save_file(tensors, str(path))
 
