@@ -19,6 +19,13 @@ pytestmark = pytest.mark.django_db
 LINE = "the quick brown fox jumps over the lazy dog and runs far away"
 
 
+def long_answers(n: int = 20) -> list[str]:
+    """n answers of 2-5 lines, each in words of its own: the same line repeated would make the answers
+    near-duplicates of each other (ingest clusters them), and a fine-tune trains on one copy only."""
+    return [" ".join(f"{w}{i}" for w in LINE.split()) + (" " + " ".join(f"{w}{i}" for w in LINE.split())) * (1 + i % 4)
+            for i in range(n)]
+
+
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):
     return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-llama"), family="llama", max_positions=512)
@@ -48,7 +55,7 @@ def test_fitted_max_length_keeps_the_share_whole_within_floor_and_cap():
 
 def test_long_conversations_get_a_longer_max_length_that_keeps_them_whole(llama_dir):
     base = services.base_model_register(path=str(llama_dir), name="tiny-llama")
-    long_version = chat_version([" ".join([LINE] * (2 + i % 4)) for i in range(20)])
+    long_version = chat_version(long_answers())
     fitted = services.generation_max_length(datanet_version=long_version, base_model=base, floor=64)
     assert 64 < fitted <= base.max_length and fitted % 32 == 0
 
@@ -83,7 +90,7 @@ def test_the_form_fills_a_chat_fine_tunes_max_length_from_its_version(client, ll
     base = services.base_model_register(path=str(llama_dir), name="tiny-llama")
     base.tasks = ["generation"]  # as the demo chat base: the form picks generation for it
     base.save(update_fields=["tasks"])
-    version = chat_version([" ".join([LINE] * (2 + i % 4)) for i in range(20)])
+    version = chat_version(long_answers())
     fitted = services.generation_max_length(datanet_version=version, base_model=base, floor=64)
     client.force_login(developer(username="dev"))
     html = client.get(reverse("factory:finetune-new"), {"base_model": base.pk, "datanet_version": version.pk}).content.decode()
