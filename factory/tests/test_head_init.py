@@ -44,7 +44,7 @@ def test_probe_head_learns_before_the_first_step_and_random_does_not(tiny_bert_d
     probe's head already separates the toy labels from the frozen tiny model's features; transformers'
     random head does not. The head saved with the adapter is the probe's."""
     examples = cls_examples(96)
-    probe, probe_eval, lines = _first_eval(tiny_bert_dir, tmp_path / "probe", examples)
+    probe, probe_eval, lines = _first_eval(tiny_bert_dir, tmp_path / "probe", examples, head_init="probe")
     rand, rand_eval, rand_lines = _first_eval(tiny_bert_dir, tmp_path / "random", examples, head_init="random")
     assert any(line.startswith("head initialised by a linear probe") for line in lines)
     assert not any(line.startswith("head initialised") for line in rand_lines)
@@ -79,6 +79,7 @@ def test_decoder_classifier_head_is_probed_at_the_last_real_token(tiny_gpt2_dir,
         seed=7,
         checkpoint_every=0,
         progress_every_s=0,
+        head_init="probe",
     )
     lines, evals = [], []
     train(cfg, examples, output_dir=tmp_path, callbacks=Callbacks(on_log=lines.append, on_eval=evals.append))
@@ -107,9 +108,11 @@ def test_estimate_counts_the_probe_pass_once_for_a_classifier():
         max_length=64,
         eval_split=0.2,
     )
-    one, four = (estimate_run(task="classification", num_labels=21, epochs=e, **common) for e in (1, 4))
+    one, four = (estimate_run(task="classification", num_labels=21, epochs=e, head_init="probe", **common) for e in (1, 4))
     probe = one.cpu_seconds - CPU_STARTUP_SECONDS - one.cpu_seconds_per_epoch
     assert probe > 0 and probe == pytest.approx(four.cpu_seconds - CPU_STARTUP_SECONDS - 4 * four.cpu_seconds_per_epoch)
     assert probe < one.cpu_seconds_per_epoch / 2  # a forward pass without gradients, over the training split
     lm = estimate_run(task="generation", num_labels=0, epochs=1, **common)
     assert lm.cpu_seconds == pytest.approx(CPU_STARTUP_SECONDS + lm.cpu_seconds_per_epoch)
+    plain = estimate_run(task="classification", num_labels=21, epochs=1, **common)  # the default random start
+    assert plain.cpu_seconds == pytest.approx(CPU_STARTUP_SECONDS + plain.cpu_seconds_per_epoch)

@@ -111,10 +111,10 @@ def gpu_peak_memory(*, info: dict, trainable: int, task: str, batch_size: int, m
 
 def estimate_run(*, info: dict, targets: list[str], r: int, task: str, num_labels: int, n_examples: int,
                  mean_tokens: float, epochs: int, batch_size: int, max_length: int, eval_split: float,
-                 quantization: str = "none", patience: int = 0) -> Estimate:
+                 quantization: str = "none", patience: int = 0, head_init: str = "random") -> Estimate:
     """`info` is what modeling.inspect_model returned for the base model. With quantization "nf4" (QLoRA)
     the GPU figures are for a 4-bit base with gradient checkpointing. The totals include the start-up
-    (loading, the CUDA context) and a classifier head's probe pass; the per-epoch times are the training
+    (loading, the CUDA context) and, with head_init "probe", a classifier head's probe pass; the per-epoch times are the training
     loop's."""
     hidden, layers = info.get("hidden_size", 0), info.get("num_layers", 0)
     trainable = lora_trainable_params(info.get("module_shapes", {}), targets, r)
@@ -137,7 +137,7 @@ def estimate_run(*, info: dict, targets: list[str], r: int, task: str, num_label
     steps = (steps_per_epoch + math.ceil(n_examples * eval_split / max(1, 2 * batch_size))) * epochs
     # Before the first step a classifier's head is set by a linear probe (factory/training/head.py): one
     # forward pass over the training split in batches of twice the batch size, once per run.
-    probe_flops = 2 * compute * n_train * tokens_per_example if task == "classification" else 0
+    probe_flops = 2 * compute * n_train * tokens_per_example if task == "classification" and head_init == "probe" else 0
     probe_steps = math.ceil(n_train / max(1, 2 * batch_size)) if probe_flops else 0
     # QLoRA's second forward (checkpointing) and dequantization add launches as well as FLOPs: both scale.
     slower = (per_token / FLOPS_PER_PARAM_TOKEN) * QLORA_SLOWDOWN if quantization == "nf4" else 1.0

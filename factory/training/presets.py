@@ -5,8 +5,8 @@ from the data. Django-free (the form, the API and benchmarks/finetune.py read th
 Datanet version the epochs are sized from it (PRESET_SIZING, estimate.sized_epochs): enough passes for a
 minimum number of optimizer steps and of steps per label, at most max_epochs; early stopping (patience, in
 epochs) ends a run whose validation score has stopped improving, and the best epoch's adapter is kept. A
-classifier's head starts as a linear probe on the base's features (TrainConfig.head_init, factory/training/
-head.py), for every preset and every dataset: a many-label set no longer spends its first epochs there.
+classifier's head may start as a linear probe on the base's features (TrainConfig.head_init="probe",
+factory/training/head.py); the default is transformers' random start (why: docs/factory.md).
 """
 from __future__ import annotations
 

@@ -66,9 +66,11 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
-    # "probe": a classifier's output layer starts as a linear probe on the base's features (factory/training/
-    # head.py, LP-FT); "random": transformers' random start.
-    head_init: str = "probe"
+    # "random": transformers' random start (the default: the start the payouts were validated on). "probe": a
+    # classifier's output layer starts as a linear probe on the base's features (factory/training/head.py,
+    # LP-FT); better many-label models, but on the demo's quick Finance model it left the attribution index
+    # without signal (an equal split, an honest contributor flagged harmful): docs/factory.md.
+    head_init: str = "random"
     group_by_length: bool = True
     # Causal LMs: pack whole examples into rows of max_length tokens (fewer pad tokens, fewer steps).
     packing: bool = False
