@@ -25,7 +25,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import shutil
 import statistics
 import sys
@@ -52,10 +51,6 @@ from benchmarks import harness, minilm_path  # noqa: E402
 DATA = Path(os.environ.get("PHRASEBANK", "/work/shared/data/financial_phrasebank.csv"))
 LABELS = ["negative", "neutral", "positive"]
 OUT = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "benchmarks" / "results")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def load_records(n: int) -> list[Record]:

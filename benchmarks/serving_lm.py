@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
 import sys
 import tempfile
@@ -37,6 +36,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.harness import cpu_seconds  # noqa: E402
+
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "benchmarks" / "results")
 DATA = Path(os.environ.get("SHAKESPEARE", "/work/shared/data/tinyshakespeare.txt"))
 N_ADAPTERS = 1000
@@ -44,11 +45,6 @@ RANK = 8
 TARGETS = ("q_proj", "v_proj")
 NEW_TOKENS = 16
 WINDOW_BATCHES = 4
-
-
-def cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def prompts(n: int, seed: int) -> list[str]:
@@ -119,11 +115,11 @@ def run_interleaved(engine, base: str, scenarios: dict, batch: int) -> dict:
                     for a, t in zip(adapters[s:s + window], texts[s:s + window], strict=True)]
             cs = engine.cache.stats
             before = (cs.hits, cs.misses)
-            w0, c0 = time.perf_counter(), cpu_s()
+            w0, c0 = time.perf_counter(), cpu_seconds()
             results = engine.infer(reqs)
             st = stats[name]
             st["wall"] += time.perf_counter() - w0
-            st["cpu"] += cpu_s() - c0
+            st["cpu"] += cpu_seconds() - c0
             st["lat"] += [r["latency_ms"] / 1000 for r in results]
             st["tokens"] += sum(r["completion_tokens"] for r in results)
             st["hits"] += cs.hits - before[0]
@@ -175,13 +171,13 @@ def main() -> int:
             "a": ([adapters[0]] * n, prompts(n, seed=2)),
             "b": ([adapters[rng.randrange(N_ADAPTERS)] for _ in range(n)], prompts(n, seed=4)),
         }, args.batch)
-        lat_c, w0, c0 = [], time.perf_counter(), cpu_s()
+        lat_c, w0, c0 = [], time.perf_counter(), cpu_seconds()
         for t in prompts(n_c, seed=5):
             s0 = time.perf_counter()
             peft_generate(base, adapters[rng.randrange(N_ADAPTERS)], [t])
             lat_c.append(time.perf_counter() - s0)
         runs["c"] = {"requests": n_c, "rps": n_c / (time.perf_counter() - w0),
-                     "cpu_ms_per_request": 1000 * (cpu_s() - c0) / n_c,
+                     "cpu_ms_per_request": 1000 * (cpu_seconds() - c0) / n_c,
                      "p50_ms": float(np.percentile(lat_c, 50) * 1000), "p99_ms": float(np.percentile(lat_c, 99) * 1000)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
