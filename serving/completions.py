@@ -40,6 +40,7 @@ ERR_CONTENT = "messages[{i}].content must be non-empty text."
 ERR_LAST = "The last message must be the user's."
 ERR_NOT_GENERATOR = "Model {name} is a classifier; it cannot complete text (use POST /api/v1/models/{id}/infer)."
 ERR_RANGE = "`{name}` must be a number from {low} to {high}."
+ERR_LEFT_EARLY = "The client left before the first token: nothing was generated or charged."
 ERR_STOP = f"`stop` must be a string or a list of at most {MAX_STOP} non-empty strings."
 
 # A base without a chat template gets this plain one; the answer stops where the model would write the
@@ -176,8 +177,10 @@ class CompletionStream:
     def __init__(self, inference: Inference, tokens=None):
         self.inference, self._tokens = inference, tokens
         self.error = ""
+        self._iterated = False
 
     def __iter__(self):
+        self._iterated = True
         if self._tokens is None:  # another process served it whole (http or celery backend)
             if self.inference.output.get("text"):
                 yield self.inference.output["text"]
@@ -196,6 +199,16 @@ class CompletionStream:
                                                   result={"text": tokens.text, "prompt_tokens": tokens.prompt_tokens,
                                                           "completion_tokens": tokens.completion_tokens,
                                                           "finish_reason": tokens.finish_reason})
+
+    def close(self) -> None:
+        """End a stream whose pieces were never asked for (the client left before the first one, e.g. a
+        Stop clicked before the answer's headers arrived): a generator that never ran cannot run its own
+        `finally`, so the row would stay pending for ever. Nothing was generated, so nothing is charged."""
+        if self._iterated or self._tokens is None:
+            return
+        self._iterated = True
+        self.inference = inference_fail(inference=self.inference, error=ApplicationError(ERR_LEFT_EARLY))
+        self.error = self.inference.error
 
 
 def completion_stream_start(*, model, user, text: str, params: dict, api_key=None,

@@ -131,13 +131,13 @@ def model_chat_stream(request, pk):
                                          channel=Inference.Channel.PLAYGROUND)
     except ApplicationError as exc:
         return JsonResponse({"error": exc.message}, status=exc.status_code)
-    return sse_response(_chat_events(request, stream))
+    return sse_response(_chat_events(request, stream), on_close=stream.close)
 
 
 def _chat_events(request, stream):
-    yield {"inference_id": stream.inference.pk}
     pieces = iter(stream)
     try:
+        yield {"inference_id": stream.inference.pk}
         for piece in pieces:
             yield {"delta": piece}
     finally:

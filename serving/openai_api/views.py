@@ -92,10 +92,10 @@ def _stream_events(stream, *, chunk_id: str, created: int, model_name: str, kind
             return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
 
-    if kind == "chat":
-        yield {**base, "choices": [choice("", None, role=True)]}
     pieces = iter(stream)
     try:
+        if kind == "chat":
+            yield {**base, "choices": [choice("", None, role=True)]}
         for piece in pieces:
             yield {**base, "choices": [choice(piece, None)]}
     finally:
@@ -140,7 +140,7 @@ class OpenAIApi(APIView):
             return sse_response(_stream_events(
                 stream, chunk_id=f"{prefix}-{stream.inference.pk}", created=int(stream.inference.created_at.timestamp()),
                 model_name=name, kind=kind, include_usage=bool(isinstance(options, dict) and options.get("include_usage"))),
-                done="[DONE]")
+                done="[DONE]", on_close=stream.close)
         inference = completion_execute(model=model, user=self.request.user, text=text, params=params, api_key=key)
         answer = inference.output.get("text", "")
         if kind == "chat":

@@ -52,16 +52,26 @@
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+  function note(div, message) {
+    const p = document.createElement("p");
+    p.className = "msg";
+    p.setAttribute("role", "status");
+    p.textContent = message;
+    div.querySelector(".chat-body").append(p);
+  }
+
   // After Stop the server records the partial answer once it notices the closed stream: ask for the
-  // rendered answer until it is there (202 while it is still being finished).
+  // rendered answer until it is there (202 while it is still being finished), backing off to 1 s and
+  // giving up after about 30 s on a busy server, with a word rather than silence.
   async function fetchAnswer(div, id) {
     const url = root.dataset.answerUrl.replace("/0/", "/" + id + "/");
-    for (let tries = 0; tries < 20; tries++) {
+    for (let tries = 0, wait = 250; tries < 40; tries++, wait = Math.min(1000, wait * 1.5)) {
       const resp = await fetch(url, {headers: {"X-Requested-With": "fetch"}});
-      if (resp.status === 202) { await sleep(250); continue; }
+      if (resp.status === 202) { await sleep(wait); continue; }
       if (resp.ok) div.querySelector(".chat-body").innerHTML = await resp.text();
       return;
     }
+    note(div, "Stopped. The server is still recording this answer, so its fee and contributors cannot be shown here.");
   }
 
   function number(name) {
@@ -120,6 +130,7 @@
     } catch (err) {
       if (err.name === "AbortError") {
         if (id) await fetchAnswer(div, id);
+        else note(div, "Stopped before the answer started.");
       } else {
         fail(div, err.message);
       }
