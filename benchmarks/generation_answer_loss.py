@@ -1,6 +1,6 @@
 """How well a chat base (and a fine-tune's adapter) knows the demo's continuation passages: teacher-forced loss.
 
-    .venv/bin/python benchmarks/generation_answer_loss.py --base var/genspans/chat-base-1000
+    .venv/bin/python benchmarks/generation_answer_loss.py      # the cached demo chat base (built when missing)
     .venv/bin/python benchmarks/generation_answer_loss.py --base B --adapter /tmp/bench-genspans-X/adapter \\
         --finance-rows 150 --passages 100 --passage-lines 4-7
 
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--base", required=True)
+    ap.add_argument("--base", default="", help="a chat base folder (default: generation_spans.py's cached build)")
     ap.add_argument("--adapter", default="")
     ap.add_argument("--finance-rows", dest="finance_rows", type=int, default=None)
     ap.add_argument("--passages", type=int, default=None)
@@ -40,12 +40,13 @@ def main() -> int:
     django.setup()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from benchmarks.generation_spans import DATA, instruction_records
+    from benchmarks.generation_spans import DATA, ensure_base, instruction_records
     from factory.training.data import split_examples
     from factory.training.pretrain import chat_corpus
     from factory.training.types import GENERATION, Example
 
     torch.set_num_threads(1)
+    args.base = str(ensure_base(argparse.Namespace(base=args.base, steps=1000))[0])  # `make bench` passes none
     tok = AutoTokenizer.from_pretrained(args.base)
     tok.model_max_length = 1 << 40
     model = AutoModelForCausalLM.from_pretrained(args.base)
