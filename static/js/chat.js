@@ -42,23 +42,18 @@
     root.setAttribute("aria-busy", on ? "true" : "false");
   }
 
-  function fail(div, message) {
+  // A line under an answer: an error (announced at once) or a note.
+  function say(div, message, error) {
     const p = document.createElement("p");
-    p.className = "msg error";
-    p.setAttribute("role", "alert");
+    p.className = error ? "msg error" : "msg";
+    p.setAttribute("role", error ? "alert" : "status");
     p.textContent = message;
     div.querySelector(".chat-body").append(p);
   }
+  const fail = (div, message) => say(div, message, true);
+  const note = (div, message) => say(div, message, false);
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-  function note(div, message) {
-    const p = document.createElement("p");
-    p.className = "msg";
-    p.setAttribute("role", "status");
-    p.textContent = message;
-    div.querySelector(".chat-body").append(p);
-  }
 
   // After Stop the server records the partial answer once it notices the closed stream: ask for the
   // rendered answer until it is there (202 while it is still being finished), backing off to 1 s and
