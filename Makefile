@@ -57,10 +57,13 @@ forge: node_modules/.stamp-npm
 # The money path again on the embedded default (SQLite, the file-system broker), where a DecimalField once
 # came back through a float: exact amounts, wallets, the ledger (accrue -> epoch -> publish -> claim on anvil),
 # the end-to-end test (upload -> ... -> claim, real workers and anvil; about 90 s), and which records a
-# fine-tune trains on (and so who can be paid) when near-duplicate copies are in the version.
+# fine-tune trains on (and so who can be paid) when near-duplicate copies are in the version, and what a
+# stopped chat answer is charged (the partial answer) or not (a client gone before the first token).
 SQLITE_TESTS ?= core/tests/test_fields.py core/tests/test_concurrent_writes.py accounts/tests/test_wallets.py ledger \
   tests/test_end_to_end.py \
-  datanets/tests/test_neardup.py::test_later_same_label_copies_are_not_trained_on_and_a_copy_of_a_record_outside_the_version_is
+  datanets/tests/test_neardup.py::test_later_same_label_copies_are_not_trained_on_and_a_copy_of_a_record_outside_the_version_is \
+  serving/tests/test_chat.py::test_stop_ends_the_answer_and_it_is_charged_and_shown \
+  serving/tests/test_chat.py::test_a_client_gone_before_the_first_token_leaves_no_pending_row
 test-sqlite: deps
 	@d=$$(mktemp -d /tmp/mf-sqlite-XXXXXX); echo "database: sqlite ($$d)   broker: filesystem"; \
 	MF_ALLOW_SQLITE_TESTS=1 VAR_DIR=$$d DATABASE_URL=sqlite:///$$d/db.sqlite3 CELERY_BROKER_URL=filesystem:// \
