@@ -40,7 +40,7 @@ ERR_CONTENT = "messages[{i}].content must be non-empty text."
 ERR_LAST = "The last message must be the user's."
 ERR_NOT_GENERATOR = "Model {name} is a classifier; it cannot complete text (use POST /api/v1/models/{id}/infer)."
 ERR_RANGE = "`{name}` must be a number from {low} to {high}."
-ERR_LEFT_EARLY = "The client left before the first token: nothing was generated or charged."
+ERR_LEFT_EARLY = "The client left before the first token: nothing was sent or charged."
 ERR_STOP = f"`stop` must be a string or a list of at most {MAX_STOP} non-empty strings."
 
 # A base without a chat template gets this plain one; the answer stops where the model would write the
@@ -203,10 +203,12 @@ class CompletionStream:
     def close(self) -> None:
         """End a stream whose pieces were never asked for (the client left before the first one, e.g. a
         Stop clicked before the answer's headers arrived): a generator that never ran cannot run its own
-        `finally`, so the row would stay pending for ever. Nothing was generated, so nothing is charged."""
+        `finally`, so the row would stay pending for ever. Nothing was sent, so nothing is charged."""
         if self._iterated or self._tokens is None:
             return
         self._iterated = True
+        if hasattr(self._tokens, "close"):  # vLLM's stream was opened by start(): hang it up
+            self._tokens.close()
         self.inference = inference_fail(inference=self.inference, error=ApplicationError(ERR_LEFT_EARLY))
         self.error = self.inference.error
 

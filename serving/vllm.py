@@ -168,6 +168,11 @@ class VllmStream:
     def start(self) -> None:
         self._resp = self.client._completions(self.request, stream=True)
 
+    def close(self) -> None:
+        """Drop a stream that was opened but never read (its client left): vLLM stops on the closed connection."""
+        if self._resp is not None:
+            self._resp.close()
+
     def __iter__(self) -> Iterator[str]:
         if self._resp is None:
             self.start()

@@ -111,3 +111,18 @@ def test_a_base_the_server_does_not_run_stays_on_the_built_in_engine(setup, sett
         assert fake.calls == [] and Inference.objects.get().status == Inference.Status.DONE
     finally:
         fake.stop()
+
+
+def test_a_vllm_stream_closed_unread_is_hung_up_and_uncharged(vllm, setup):
+    """A client gone before the first token, on the vLLM path: start() opened vLLM's stream, so close()
+    hangs it up (the connection is closed, not left to vLLM) and the row is failed and uncharged."""
+    from serving.completions import completion_stream_start
+
+    model, _ = setup
+    stream = completion_stream_start(model=model, user=UserFactory(), text=PROMPT, params={"max_new_tokens": 8})
+    opened = stream._tokens._resp
+    assert vllm.completions()[-1]["stream"] is True and not opened.closed
+    stream.close()
+    assert opened.closed
+    row = Inference.objects.get(pk=stream.inference.pk)
+    assert row.status == Inference.Status.FAILED and row.fee == 0 and "before the first token" in row.error
