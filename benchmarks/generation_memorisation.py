@@ -55,11 +55,11 @@ def longest_run(generated: list[int], answer: list[int]) -> int:
 
 
 def run(name: str, base: Path, records: list[dict], *, epochs: int, every: int, batch: int) -> dict:
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from factory.training.chat import encode_chat
-    from factory.training.modeling import inspect_model
+    from factory.training.data import collate, encode
+    from factory.training.modeling import inspect_model, wrap_lora
+    from factory.training.types import GENERATION, Example
 
     rank, alpha, dropout, lr, lm_head = CONFIGS[name]
     torch.manual_seed(0)
@@ -68,27 +68,17 @@ def run(name: str, base: Path, records: list[dict], *, epochs: int, every: int, 
     if rank:
         targets = [m for m in inspect_model(base)["target_modules"] if m != "lm_head"]  # the body's linear layers
         targets += ["lm_head"] if lm_head else []
-        model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,
-                                                 target_modules=targets, task_type="CAUSAL_LM"))
+        model = wrap_lora(model, task=GENERATION, r=rank, alpha=alpha, dropout=dropout, target_modules=targets)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    data = [encode_chat(tok, list(r["messages"]), max_length=256) for r in records]
+    # The trainer's own encoding and batches: the chat template, assistant-only labels, dynamic padding.
+    data = encode([Example(text=r["text"], messages=r["messages"]) for r in records], tokenizer=tok,
+                  task=GENERATION, labels=[], max_length=256)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    steps = epochs * -(-len(data) // batch)
+    steps = epochs * -(-len(data.input_ids) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05,
                                                 anneal_strategy="linear")
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-
-    def collate(items):
-        width = max(len(ids) for ids, _ in items)
-        ids = torch.full((len(items), width), pad)
-        labels = torch.full((len(items), width), -100)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
-        for k, (row, keep) in enumerate(items):
-            t = torch.tensor(row)
-            ids[k, :len(row)], mask[k, :len(row)] = t, 1
-            labels[k, :len(row)] = torch.where(torch.tensor(keep).bool(), t, torch.tensor(-100))
-        return ids, mask, labels
 
     def recite() -> list[int]:
         model.eval()
@@ -105,14 +95,13 @@ def run(name: str, base: Path, records: list[dict], *, epochs: int, every: int, 
 
     checkpoints, train_cpu = [], 0.0
     model.train()
-    order = list(range(len(data)))
+    order = list(range(len(data.input_ids)))
     for epoch in range(1, epochs + 1):
         random.Random(epoch).shuffle(order)
         total = count = 0
         started = time.process_time()
         for s in range(0, len(order), batch):
-            ids, mask, labels = collate([data[i] for i in order[s:s + batch]])
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss = model(**collate(data, order[s:s + batch], pad_id=pad, task=GENERATION)).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -49,6 +49,17 @@ def events(response) -> list[dict]:
     return [json.loads(b[6:]) for b in blocks]
 
 
+def close_as_the_server_does(response) -> None:
+    """What the server does when the connection closes (gunicorn, runserver): it closes the response. The
+    test's database connection must outlive the request_finished signal that comes with it, as the test
+    client arranges for its own requests."""
+    request_finished.disconnect(close_old_connections)
+    try:
+        response.close()
+    finally:
+        request_finished.connect(close_old_connections)
+
+
 def post(client, model, payload):
     return client.post(f"/factory/models/{model.pk}/chat/stream/", json.dumps(payload), content_type="application/json")
 
@@ -104,14 +115,7 @@ def test_stop_ends_the_answer_and_it_is_charged_and_shown(chat):
     stream = iter(response.streaming_content)
     first = json.loads(next(stream).decode()[6:])
     next(stream)
-    # What the server does when the connection closes (gunicorn, runserver): it closes the response. The
-    # test's database connection must outlive the request_finished signal that comes with it, as the
-    # test client arranges for its own requests.
-    request_finished.disconnect(close_old_connections)
-    try:
-        response.close()
-    finally:
-        request_finished.connect(close_old_connections)
+    close_as_the_server_does(response)
     row = Inference.objects.get(pk=first["inference_id"])
     assert row.status == Inference.Status.DONE and row.output["finish_reason"] == "cancelled"
     assert row.output["completion_tokens"] < 60 and row.fee == Decimal("0.01")
@@ -151,11 +155,7 @@ def test_a_client_gone_before_the_first_token_leaves_no_pending_row(chat, read):
         stream = iter(response.streaming_content)
         for _ in range(read):
             next(stream)
-        request_finished.disconnect(close_old_connections)  # as in the Stop test above
-        try:
-            response.close()
-        finally:
-            request_finished.connect(close_old_connections)
+        close_as_the_server_does(response)
         row = Inference.objects.order_by("-pk").first()
         assert row.status == Inference.Status.FAILED and row.fee == 0, (row.status, row.fee)
         assert "before the first token" in row.error
