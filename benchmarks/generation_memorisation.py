@@ -32,14 +32,19 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "benchmarks" / "results")
 TARGET = 8
 PROMPTS = 12
-# name: (LoRA rank or 0 for every weight, alpha, dropout, learning rate, LoRA on the output layer too)
+# name: (LoRA rank or 0 for every weight, alpha, dropout, learning rate, LoRA on the output layer too,
+# LoRA+ ratio: the B matrices' rate over the A matrices', 1 for plain LoRA)
 CONFIGS = {
-    "lora-r16-lr1e-3": (16, 32, 0.1, 1e-3, False),   # the balanced preset's LoRA and rate, before lm_head
-    "lora-r16-lr3e-3": (16, 32, 0.1, 3e-3, False),
-    "lora-r64-lr3e-3": (64, 128, 0.1, 3e-3, False),
-    "lora-r16-lr1e-3-lm_head": (16, 32, 0.1, 1e-3, True),
-    "lora-r16-lr3e-3-lm_head": (16, 32, 0.1, 3e-3, True),
-    "full-lr1e-3": (0, 0, 0.0, 1e-3, False),
+    "lora-r16-lr1e-3": (16, 32, 0.1, 1e-3, False, 1),   # the balanced preset's LoRA and rate, before lm_head
+    "lora-r16-lr3e-3": (16, 32, 0.1, 3e-3, False, 1),
+    "lora-r64-lr3e-3": (64, 128, 0.1, 3e-3, False, 1),
+    "lora-r16-lr1e-3-lm_head": (16, 32, 0.1, 1e-3, True, 1),
+    "lora-r16-lr3e-3-lm_head": (16, 32, 0.1, 3e-3, True, 1),
+    "lora-r16-lr1e-3-nodrop": (16, 32, 0.0, 1e-3, False, 1),
+    "loraplus16-r16-lr1e-3": (16, 32, 0.1, 1e-3, False, 16),
+    "loraplus16-r16-lr1e-3-nodrop": (16, 32, 0.0, 1e-3, False, 16),
+    "loraplus16-r16-lr1e-3-lm_head": (16, 32, 0.1, 1e-3, True, 16),
+    "full-lr1e-3": (0, 0, 0.0, 1e-3, False, 1),
 }
 
 
@@ -61,7 +66,7 @@ def run(name: str, base: Path, records: list[dict], *, epochs: int, every: int, 
     from factory.training.modeling import inspect_model, wrap_lora
     from factory.training.types import GENERATION, Example
 
-    rank, alpha, dropout, lr, lm_head = CONFIGS[name]
+    rank, alpha, dropout, lr, lm_head, plus = CONFIGS[name]
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(str(base))
     model = AutoModelForCausalLM.from_pretrained(str(base))
@@ -74,10 +79,15 @@ def run(name: str, base: Path, records: list[dict], *, epochs: int, every: int, 
     data = encode([Example(text=r["text"], messages=r["messages"]) for r in records], tokenizer=tok,
                   task=GENERATION, labels=[], max_length=256)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    # LoRA+ (Hayou et al. 2024): the B matrices learn `plus` times faster than the A matrices.
+    b_ids = {id(p) for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n}
+    groups = [{"params": [p for p in params if id(p) not in b_ids], "lr": lr},
+              {"params": [p for p in params if id(p) in b_ids], "lr": lr * plus}]
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     steps = epochs * -(-len(data.input_ids) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05,
-                                                anneal_strategy="linear")
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=steps,
+                                                pct_start=0.05, anneal_strategy="linear")
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
 
     def recite() -> list[int]:
@@ -116,7 +126,7 @@ def run(name: str, base: Path, records: list[dict], *, epochs: int, every: int, 
             print(f"{name} epoch {epoch}: loss {total / count:.3f}, reciting {checkpoints[-1]['reciting']}/{PROMPTS} "
                   f"{runs}", flush=True)
     return {"name": name, "rank": rank, "alpha": alpha, "dropout": dropout, "lr": lr, "lm_head": lm_head,
-            "trainable": trainable,
+            "loraplus_ratio": plus, "trainable": trainable,
             "checkpoints": checkpoints}
 
 

@@ -126,6 +126,9 @@ def main() -> int:
     ap.add_argument("--max-length", dest="max_length", type=int, default=None, help="override the fitted max length")
     ap.add_argument("--patience", type=int, default=None, help="override the preset's early-stopping patience")
     ap.add_argument("--learning-rate", dest="learning_rate", type=float, default=None)
+    ap.add_argument("--out", default="generation_spans", help="results name under benchmarks/results/")
+    ap.add_argument("--loraplus-ratio", dest="loraplus_ratio", type=float, default=None,
+                    help="override the preset's LoRA+ ratio (the B matrices' rate over the A matrices')")
     ap.add_argument("--no-base-rows", action="store_true", help="skip the answers of the base without the adapter")
     ap.add_argument("--records", type=int, default=0, help="keep every n-th record only (a quick smoke run)")
     ap.add_argument("--adapter", default="", help="reuse a fine-tune's output folder (skips training)")
@@ -166,7 +169,7 @@ def main() -> int:
     preset = args.preset or DEFAULT_PRESET
     examples = [Example(text=r["text"], record_id=i, messages=r["messages"]) for i, r in enumerate(records)]
     params = default_params(preset, base, examples)
-    for key in ("epochs", "max_length", "learning_rate", "patience"):
+    for key in ("epochs", "max_length", "learning_rate", "patience", "loraplus_ratio"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
     config = TrainConfig(task=GENERATION, model_path=str(base), **{k: v for k, v in params.items()
@@ -224,11 +227,12 @@ def main() -> int:
                 "contributor": record["contributor"] if record else "", "coverage": found["coverage"],
                 "shares": {k: round(v, 3) for k, v in found["contributor_shares"].items()}})
     write(rows, base=base, built=built, preset=preset, params=params, trained=trained, n_records=len(records),
-          n_train=len(train_ex), index_s=index_s)
+          n_train=len(train_ex), index_s=index_s, out=args.out)
     return 0
 
 
-def write(rows, *, base, built, preset, params, trained, n_records, n_train, index_s) -> None:
+def write(rows, *, base, built, preset, params, trained, n_records, n_train, index_s,
+          out: str = "generation_spans") -> None:
     summary = {}
     for label in dict.fromkeys(r["decoding"] for r in rows):
         mine = [r for r in rows if r["decoding"] == label]
@@ -237,7 +241,7 @@ def write(rows, *, base, built, preset, params, trained, n_records, n_train, ind
                           "own_passage": sum(r["own_record"] and r["longest_tokens"] >= TARGET_TOKENS for r in mine),
                           "mean_coverage": sum(r["coverage"] for r in mine) / max(1, len(mine))}
     hp = ", ".join(f"{k} {params[k]}" for k in ("epochs", "patience", "learning_rate", "batch_size", "lora_r",
-                                                "max_length"))
+                                                "max_length") + (("loraplus_ratio",) if "loraplus_ratio" in params else ()))
     md = ["# Reused training spans in the demo's chat answers (`benchmarks/generation_spans.py`)", "",
           "Command: `" + " ".join(["benchmarks/generation_spans.py", *sys.argv[1:]]) + "`", "",
           f"Base: {'the demo chat base, built here' if built else base}"
@@ -264,8 +268,8 @@ def write(rows, *, base, built, preset, params, trained, n_records, n_train, ind
                   f"| {'its own' if r['own_record'] else 'another'} | {r['contributor'] or '-'} |")
     md.append("")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "generation_spans.md").write_text("\n".join(md))
-    (RESULTS / "generation_spans.json").write_text(json.dumps(
+    (RESULTS / f"{out}.md").write_text("\n".join(md))
+    (RESULTS / f"{out}.json").write_text(json.dumps(
         {"summary": summary, "rows": rows, "built": built, "preset": preset, "params": params,
          "trained": {k: v for k, v in trained.items() if k != "log"}}, indent=2, ensure_ascii=False))
     print("\n".join(md))

@@ -8,7 +8,8 @@ from datanets.models import Datanet, DatanetVersion
 from factory import selectors, services
 from factory.models import BaseModel, FineTuneJob
 
-PARAM_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "epochs", "patience", "learning_rate", "batch_size",
+PARAM_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "epochs", "patience", "learning_rate", "loraplus_ratio",
+                "batch_size",
                 "max_length", "eval_split", "seed")
 PARAM_HELP = {
     "lora_r": "Rank of the low-rank update: higher learns more, trains more parameters.",
@@ -17,6 +18,7 @@ PARAM_HELP = {
     "epochs": "Passes over the training split at most (a preset sizes them from the Datanet version).",
     "patience": "Stop after this many epochs without a better validation score, keeping the best epoch; 0: off.",
     "learning_rate": "AdamW learning rate; LoRA likes 1e-4 to 1e-3.",
+    "loraplus_ratio": "LoRA+: the LoRA B matrices learn this many times faster than the rest; 1: plain LoRA.",
     "batch_size": "Examples per step; lower it if a run runs out of memory.",
     "max_length": "Tokens kept per example (longer texts are cut).",
     "eval_split": "Share of the version held out to evaluate each epoch (0.05 to 0.5).",

@@ -81,17 +81,18 @@ PARAM_RULES: dict[str, tuple[type, float, float]] = {
     "epochs": (int, 1, 50),
     "patience": (int, 0, 50),
     "learning_rate": (float, 1e-7, 1.0),
+    "loraplus_ratio": (float, 1.0, 64.0),
     "batch_size": (int, 1, 1024),
     "max_length": (int, 8, 100_000),
     "eval_split": (float, 0.05, 0.5),
     "seed": (int, 0, 2**31 - 1),
 }
 # Hyperparameters a request may leave out, and their value then (jobs from before they existed read the same).
-PARAM_DEFAULTS = {"patience": 0}
+PARAM_DEFAULTS = {"patience": 0, "loraplus_ratio": 1.0}
 PARAM_LABELS = {
     "lora_r": "LoRA rank", "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout", "epochs": "Epochs",
     "patience": "Early stopping patience",
-    "learning_rate": "Learning rate", "batch_size": "Batch size", "max_length": "Max sequence length",
+    "learning_rate": "Learning rate", "loraplus_ratio": "LoRA+ ratio", "batch_size": "Batch size", "max_length": "Max sequence length",
     "eval_split": "Evaluation split", "seed": "Seed", "target_modules": "Target modules", "packing": "Packing",
     "quantization": "Quantization",
 }
@@ -703,7 +704,7 @@ def train_config_for(job: FineTuneJob, model_path: str) -> TrainConfig:
         labels=list(job.datanet_version.datanet.labels) if job.task == CLASSIFICATION else [],
         lora_r=hp["lora_r"], lora_alpha=hp["lora_alpha"], lora_dropout=hp["lora_dropout"],
         target_modules=list(hp["target_modules"]), epochs=hp["epochs"], patience=hp.get("patience", 0),
-        learning_rate=hp["learning_rate"],
+        learning_rate=hp["learning_rate"], loraplus_ratio=float(hp.get("loraplus_ratio", 1.0)),
         batch_size=hp["batch_size"], max_length=hp["max_length"], eval_split=hp["eval_split"], seed=hp["seed"],
         packing=bool(hp.get("packing", False)), chat_template=job.base_model.chat_template,
         quantization=hp.get("quantization") or "none",

@@ -34,6 +34,9 @@ class JobCreateSerializer(serializers.Serializer):
     patience = serializers.JSONField(required=False, help_text="0-50: stop after this many epochs without a better "
                                                                "validation score, keeping the best (0: off, the default)")
     learning_rate = serializers.JSONField(required=False, help_text="1e-7-1")
+    loraplus_ratio = serializers.JSONField(required=False, help_text="1-64, LoRA+: the LoRA B matrices' learning "
+                                                                     "rate over the others' (1: plain LoRA, the "
+                                                                     "default)")
     batch_size = serializers.JSONField(required=False, help_text="1-1024")
     max_length = serializers.JSONField(required=False, help_text="8 to the base model's limit")
     eval_split = serializers.JSONField(required=False, help_text="0.05-0.5")

@@ -72,6 +72,7 @@ def test_create_with_a_preset_fills_missing_values(api, tiny_bert):
     r = api.post(JOBS, {"datanet_version": version.pk, "base_model": tiny_bert.pk, "task": "classification",
                         **{k: v for k, v in small_params().items()}}, format="json")
     assert r.status_code == 201 and r.json()["hyperparameters"]["patience"] == 0
+    assert r.json()["hyperparameters"]["loraplus_ratio"] == 1.0  # left out: plain LoRA
 
 
 @pytest.mark.parametrize("kw, field, message", [
@@ -85,6 +86,7 @@ def test_create_with_a_preset_fills_missing_values(api, tiny_bert):
     ({"datanet_version": 999999}, "datanet_version", "Pick a Datanet version."),
     ({"base_model": 999999}, "base_model", "Pick a base model from the catalog."),
     ({"packing": True}, "packing", "Packing is for language models"),
+    ({"loraplus_ratio": 0.5}, "loraplus_ratio", "LoRA+ ratio must be between 1 and 64."),
 ])
 def test_create_returns_400_with_field_errors(api, tiny_bert, kw, field, message):
     version = make_version(n=24)

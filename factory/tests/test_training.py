@@ -21,7 +21,7 @@ from factory.training.artifacts import file_sha256, model_card_render
 from factory.training.metrics import classification_metrics
 from factory.training.modeling import inspect_model
 from factory.training.predict import predict
-from factory.training.trainer import is_oom
+from factory.training.trainer import is_oom, param_groups
 
 
 def cls_config(path, **kw):
@@ -103,6 +103,31 @@ def test_generation_trains_with_perplexity_and_generates(tiny_gpt2_dir, tmp_path
     PeftModel.from_pretrained(base, str(result.adapter_dir))
     out = predict(str(tiny_gpt2_dir), str(result.adapter_dir), "First Citizen:", max_new_tokens=5)
     assert isinstance(out["text"], str)
+
+
+def test_loraplus_gives_the_b_matrices_their_own_rate_and_changes_training(tiny_bert_dir, tmp_path):
+    """LoRA+: every lora_B at learning_rate x ratio; lora_A and the classifier head at learning_rate; 1 is
+    plain LoRA (one group). The ratio reaches the optimizer: the same run with it ends at another adapter."""
+    from factory.training.modeling import wrap_lora
+
+    base = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert_dir), num_labels=3)
+    model = wrap_lora(base, task="classification", r=4, alpha=8, dropout=0.0, target_modules=["query", "value"])
+    names = {id(p): n for n, p in model.named_parameters()}
+    plain = param_groups(model, cls_config(tiny_bert_dir))
+    assert len(plain) == 1 and plain[0]["lr"] == 5e-3
+    slow, fast = param_groups(model, cls_config(tiny_bert_dir, loraplus_ratio=16.0))
+    assert slow["lr"] == 5e-3 and fast["lr"] == pytest.approx(0.08)
+    assert fast["params"] and all(".lora_B." in names[id(p)] for p in fast["params"])
+    assert any(".lora_A." in names[id(p)] for p in slow["params"])
+    assert any("classifier" in names[id(p)] for p in slow["params"])  # the head learns at the base rate
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert {id(p) for g in (slow, fast) for p in g["params"]} == trainable
+
+    cfg = cls_config(tiny_bert_dir, epochs=1, checkpoint_every=0)
+    a = train(cfg, cls_examples(), output_dir=tmp_path / "a")
+    b = train(cls_config(tiny_bert_dir, epochs=1, checkpoint_every=0, loraplus_ratio=16.0), cls_examples(),
+              output_dir=tmp_path / "b")
+    assert a.adapter_sha256 != b.adapter_sha256
 
 
 def test_inspect_model_lists_linear_layers(tiny_bert_dir, tiny_gpt2_dir):

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 PRESETS: dict[str, dict] = {
     "quick": {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "targets": "all", "epochs": 1, "patience": 0,
-              "learning_rate": 2e-3, "batch_size": 32, "max_length": 64, "eval_split": 0.2, "seed": 42},
+              "learning_rate": 2e-3, "loraplus_ratio": 1.0, "batch_size": 32, "max_length": 64, "eval_split": 0.2, "seed": 42},
     "balanced": {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "targets": "all", "epochs": 3, "patience": 3,
-                 "learning_rate": 1e-3, "batch_size": 32, "max_length": 64, "eval_split": 0.2, "seed": 42},
+                 "learning_rate": 1e-3, "loraplus_ratio": 1.0, "batch_size": 32, "max_length": 64, "eval_split": 0.2, "seed": 42},
     "thorough": {"lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.05, "targets": "all", "epochs": 6, "patience": 4,
-                 "learning_rate": 5e-4, "batch_size": 16, "max_length": 128, "eval_split": 0.2, "seed": 42},
+                 "learning_rate": 5e-4, "loraplus_ratio": 1.0, "batch_size": 16, "max_length": 128, "eval_split": 0.2, "seed": 42},
 }
 PRESET_SIZING: dict[str, dict] = {
     "quick": {"min_steps": 100, "steps_per_label": 0, "max_epochs": 2},

@@ -224,6 +224,20 @@ def prepare(config: TrainConfig, examples: list[Example]):
     return tokenizer, train_set, eval_set
 
 
+def param_groups(model, config: TrainConfig) -> list[dict]:
+    """The optimizer's parameter groups: every trainable parameter at the learning rate, except the LoRA B
+    matrices (`lora_B`, `lora_embedding_B`) at learning_rate x loraplus_ratio when that is above 1 (LoRA+).
+    The scheduler scales each group's rate by the same factor, so the ratio holds through warm-up and decay."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if config.loraplus_ratio <= 1.0:
+        return [{"params": [p for _, p in trainable], "lr": config.learning_rate}]
+    fast = [p for n, p in trainable if ".lora_B." in n or ".lora_embedding_B." in n]
+    fast_ids = {id(p) for p in fast}
+    groups = [{"params": [p for _, p in trainable if id(p) not in fast_ids], "lr": config.learning_rate},
+              {"params": fast, "lr": config.learning_rate * config.loraplus_ratio}]
+    return [g for g in groups if g["params"]]
+
+
 def train(config: TrainConfig, examples: list[Example], *, output_dir: str | Path,
           callbacks: Callbacks | None = None) -> TrainResult:
     """Train a LoRA adapter; resume from `output_dir`'s checkpoint when there is one.
@@ -292,8 +306,9 @@ def train(config: TrainConfig, examples: list[Example], *, output_dir: str | Pat
             f"{probe['train_accuracy']:.4f}" if probe else "no Linear with one output per label: the head starts "
             "at random")
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    groups = param_groups(model, config)
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
     batches_per_epoch = math.ceil(len(train_set) / config.batch_size)
     total_steps = batches_per_epoch * config.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(total_steps * config.warmup_ratio), total_steps)

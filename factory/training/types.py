@@ -59,6 +59,10 @@ class TrainConfig:
     # best epoch's adapter is kept.
     patience: int = 0
     learning_rate: float = 5e-4
+    # LoRA+ (Hayou et al., ICML 2024): each LoRA B matrix learns at learning_rate x this ratio, the A matrices
+    # and a classifier's head at learning_rate. 1 is plain LoRA. B starts at zero, so a higher rate on it
+    # lets the update grow without unsettling A.
+    loraplus_ratio: float = 1.0
     batch_size: int = 16
     max_length: int = 128
     eval_split: float = 0.2
