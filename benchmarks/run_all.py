@@ -28,7 +28,7 @@ RESULTS = HERE / "results"
 MAX_ROWS = 300  # figures per repeats table: a results file with more lists the first ones
 # Quality, not time: run once (hours each; their tables carry seeds and confidence intervals).
 QUALITY = {"attribution_quality", "payout_fairness", "generation_spans", "generation_memorisation",
-           "generation_answer_loss"}
+           "generation_answer_loss", "probe_head_scale"}
 
 
 def _load() -> str:
