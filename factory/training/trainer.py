@@ -301,10 +301,11 @@ def train(config: TrainConfig, examples: list[Example], *, output_dir: str | Pat
     ckpt = latest_checkpoint(out)
     if config.task == CLASSIFICATION and config.head_init == PROBE and not ckpt:
         probe = init_head(model, train_set, num_labels=len(config.labels), pad_id=pad_id,
-                          batch_size=config.batch_size * 2, device=device, autocast=autocast)
-        log("head initialised by a linear probe on the base's features (LP-FT): training accuracy "
-            f"{probe['train_accuracy']:.4f}" if probe else "no Linear with one output per label: the head starts "
-            "at random")
+                          batch_size=config.batch_size * 2, device=device, autocast=autocast,
+                          norm=config.probe_norm)
+        log("head initialised by a linear probe on the base's features (LP-FT): weight norm "
+            f"{probe['norm']:.2f} (fitted {probe['fitted_norm']:.2f}), training accuracy {probe['train_accuracy']:.4f}"
+            if probe else "no Linear with one output per label: the head starts at random")
 
     groups = param_groups(model, config)
     params = [p for g in groups for p in g["params"]]

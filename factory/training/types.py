@@ -75,6 +75,10 @@ class TrainConfig:
     # LP-FT); better many-label models, but on the demo's quick Finance model it left the attribution index
     # without signal (an equal split, an honest contributor flagged harmful): docs/factory.md.
     head_init: str = "random"
+    # With head_init "probe": 0 keeps the probe as fitted; above 0, its weight (and bias, by the same factor) is
+    # scaled to this Frobenius norm. As fitted on MiniLM's small pooled features the weight's norm is in the
+    # hundreds (benchmarks/probe_head_scale.py); an experiment, not used by the product yet.
+    probe_norm: float = 0.0
     group_by_length: bool = True
     # Causal LMs: pack whole examples into rows of max_length tokens (fewer pad tokens, fewer steps).
     packing: bool = False
