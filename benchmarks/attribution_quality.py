@@ -223,6 +223,8 @@ class Bench:
     def train(self, idx: list[int], labels: list[int], *, seed: int = 0) -> dict:
         """Train from the fixed initial state on cached examples idx with labels; returns the state."""
         self.reset()
+        if self.cfg.get("probe_norm"):  # the product's optional LP-FT start (TrainConfig.probe_norm)
+            self.probe_head(idx, labels, float(self.cfg["probe_norm"]))
         opt = torch.optim.AdamW(list(self.trainable.values()), lr=self.cfg["lr"], weight_decay=0.0)
         rng = np.random.default_rng(seed)
         label_of = dict(zip((int(i) for i in idx), labels, strict=True))
@@ -239,6 +241,25 @@ class Bench:
                 loss.backward()
                 opt.step()
         return self.state()
+
+    @torch.no_grad()
+    def probe_head(self, idx: list[int], labels: list[int], norm: float) -> None:
+        """The head set to factory.training.head's linear probe on the features it receives at the initial
+        state (the training examples idx), scaled to weight norm `norm`, as TrainConfig.probe_norm does."""
+        from factory.training.head import fit_probe, head_layer
+
+        layer = head_layer(self.model, len(LABELS))
+        captured: list[torch.Tensor] = []
+        hook = layer.register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach().float()))
+        try:
+            for s in range(0, len(idx), 128):
+                self.tail(idx[s : s + 128])
+        finally:
+            hook.remove()
+        weight, bias = fit_probe(torch.cat(captured), torch.tensor(labels), len(LABELS))
+        scale = norm / float(weight.norm())
+        layer.weight.copy_(weight * scale)
+        layer.bias.copy_(bias * scale)
 
     @torch.no_grad()
     def logits(self, idx: list[int]) -> torch.Tensor:

@@ -366,7 +366,8 @@ def add_checkpoints(cfg_name: str, cfg: dict, seed: int, shapley_model: str, run
     train, val, trigger = build_data(cfg, seed)
     records = [Record(id=f"t{i}", text=t, label=y, contributor=c, order=i) for i, (t, y, c) in enumerate(train)]
     torch.manual_seed(seed)
-    bcfg = {**COMMON, "seed": seed, "epochs": cfg["epochs"], "batch": cfg["batch"]}
+    bcfg = {**COMMON, "seed": seed, "epochs": cfg["epochs"], "batch": cfg["batch"],
+            "probe_norm": cfg.get("probe_norm", 0.0)}
     bench = Bench(bcfg, [t for t, _, _ in train] + [t for t, _ in val] + [t for t, _ in trigger])
     train_y = [LABELS.index(y) for _, y, _ in train]
     for k, e in todo:
@@ -391,7 +392,8 @@ def add_training_seeds(cfg_name: str, cfg: dict, seed: int, shapley_model: str, 
     t0 = time.perf_counter()
     train, val, trigger = build_data(cfg, seed)
     records = [Record(id=f"t{i}", text=t, label=y, contributor=c, order=i) for i, (t, y, c) in enumerate(train)]
-    bcfg = {**COMMON, "seed": seed, "epochs": cfg["epochs"], "batch": cfg["batch"]}
+    bcfg = {**COMMON, "seed": seed, "epochs": cfg["epochs"], "batch": cfg["batch"],
+            "probe_norm": cfg.get("probe_norm", 0.0)}
     torch.manual_seed(seed)
     bench = Bench(bcfg, [t for t, _, _ in train] + [t for t, _ in val] + [t for t, _ in trigger])
     for k, m in zip(ks, training_seed_scores(bench, records, val, list(range(len(train))),
@@ -407,7 +409,8 @@ def scores_and_ground_truth(cfg: dict, seed: int, shapley_model: str, early=None
     train, val, trigger = build_data(cfg, seed)
     owners = [c for _, _, c in train]
     records = [Record(id=f"t{i}", text=t, label=y, contributor=c, order=i) for i, (t, y, c) in enumerate(train)]
-    bcfg = {**COMMON, "seed": seed, "epochs": cfg["epochs"], "batch": cfg["batch"]}
+    bcfg = {**COMMON, "seed": seed, "epochs": cfg["epochs"], "batch": cfg["batch"],
+            "probe_norm": cfg.get("probe_norm", 0.0)}
     texts = [t for t, _, _ in train] + [t for t, _ in val] + [t for t, _ in trigger]
     torch.manual_seed(seed)
     bench = Bench(bcfg, texts)
@@ -847,6 +850,9 @@ def main() -> None:
                         help="also score with the model retrained on this many training seeds in all (a diagnostic)")
     parser.add_argument("--no-dedup-training", action="store_true",
                         help="the earlier product: train (and retrain the ground truth) on later same-label near-copies too")
+    parser.add_argument("--probe-norm", type=float, default=0.0,
+                        help="the paid model's head starts as a linear probe scaled to this norm (TrainConfig.probe_norm; "
+                             "0: the random start, the product's)")
     parser.add_argument("--out", default=None, help="results name (default payout_fairness[_quick])")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -854,6 +860,8 @@ def main() -> None:
     cfg_name = "quick" if args.quick else "full"
     if not args.no_dedup_training:  # the product's training set (cache names kept from when it was a flag)
         cfg, cfg_name = {**cfg, "dedup_training": True}, f"{cfg_name}_dedup"
+    if args.probe_norm:
+        cfg, cfg_name = {**cfg, "probe_norm": args.probe_norm}, f"{cfg_name}_probe{args.probe_norm:g}"
     name = args.out or ("payout_fairness_quick" if args.quick else "payout_fairness")
     raws = [cached(cfg_name, cfg, s, args.shapley, args.refresh, lora_loo=not args.no_lora_loo,
                    score_seeds=args.score_seeds) for s in args.seeds]
