@@ -64,7 +64,8 @@ def run(name: str, base: Path, records: list[dict], *, epochs: int, every: int, 
 
     from factory.training.data import collate, encode
     from factory.training.modeling import inspect_model, wrap_lora
-    from factory.training.types import GENERATION, Example
+    from factory.training.trainer import param_groups
+    from factory.training.types import GENERATION, Example, TrainConfig
 
     rank, alpha, dropout, lr, lm_head, plus = CONFIGS[name]
     torch.manual_seed(0)
@@ -78,12 +79,10 @@ def run(name: str, base: Path, records: list[dict], *, epochs: int, every: int, 
     # The trainer's own encoding and batches: the chat template, assistant-only labels, dynamic padding.
     data = encode([Example(text=r["text"], messages=r["messages"]) for r in records], tokenizer=tok,
                   task=GENERATION, labels=[], max_length=256)
-    params = [p for p in model.parameters() if p.requires_grad]
-    # LoRA+ (Hayou et al. 2024): the B matrices learn `plus` times faster than the A matrices.
-    b_ids = {id(p) for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n}
-    groups = [{"params": [p for p in params if id(p) not in b_ids], "lr": lr},
-              {"params": [p for p in params if id(p) in b_ids], "lr": lr * plus}]
-    groups = [g for g in groups if g["params"]]
+    # The trainer's own parameter groups: LoRA+ gives the B matrices `plus` times the rate (1: plain LoRA).
+    groups = param_groups(model, TrainConfig(task=GENERATION, model_path=str(base), learning_rate=lr,
+                                             loraplus_ratio=float(plus)))
+    params = [p for g in groups for p in g["params"]]
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     steps = epochs * -(-len(data.input_ids) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=steps,
