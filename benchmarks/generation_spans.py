@@ -12,7 +12,8 @@ The product's path, step by step, without the database:
 - data: the Instructions Datanet's records as `seed_demo` uploads them (`instruction_uploads`: alice's finance
   questions, bob's and carol's "Continue this passage:" conversations), parsed as the ingest parses them;
 - fine-tune: the factory's trainer (`factory.training.train`) with the form's default preset for this base and
-  Datanet (`factory.services.preset_params`' rules: the preset's values, every linear layer when it says "all",
+  Datanet (`factory.services.preset_params`' rules: the preset's values, every linear layer when it says "all"
+  and the output layer too when it says "all+output",
   max length capped by the base's), assistant-only loss on the conversations;
 - span index: `SpanEngine` (min span SERVING_SPANS_MIN_TOKENS) over each record's assistant turns
   (`datanets.chat.conversation_answers`), tokenised with the base's tokenizer, as `serving.services` builds it;
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -90,9 +92,9 @@ def default_params(preset: str, base: Path, examples: list) -> dict:
     info = inspect_model(base)
     params = {k: v for k, v in spec.items() if k != "targets"}
     params["epochs"] = sized_epochs(n_examples=len(examples), eval_split=params["eval_split"],
-                                    batch_size=params["batch_size"], num_labels=0, min_steps=sizing["min_steps"],
-                                    steps_per_label=sizing["steps_per_label"], max_epochs=sizing["max_epochs"])
-    params["target_modules"] = list(info["target_modules"] if spec["targets"] == "all" else info["default_target_modules"])
+                                    batch_size=params["batch_size"], num_labels=0, **sizing)
+    params["target_modules"] = services.preset_targets(spec["targets"], base_model=SimpleNamespace(**info),
+                                                       task="generation")
     sample = examples[::max(1, -(-len(examples) // services.LENGTH_SAMPLE))]
     lengths = causal_lm_lengths(sample, tokenizer=load_tokenizer(str(base)))
     params["max_length"] = fitted_max_length(lengths, floor=min(params["max_length"], info["max_length"]),
@@ -241,15 +243,19 @@ def write(rows, *, base, built, preset, params, trained, n_records, n_train, ind
                           "own_passage": sum(r["own_record"] and r["longest_tokens"] >= TARGET_TOKENS for r in mine),
                           "mean_coverage": sum(r["coverage"] for r in mine) / max(1, len(mine))}
     hp = ", ".join(f"{k} {params[k]}" for k in ("epochs", "patience", "learning_rate", "batch_size", "lora_r",
-                                                "max_length") + (("loraplus_ratio",) if "loraplus_ratio" in params else ()))
+                                                "max_length") + tuple(k for k in ("loraplus_ratio", "keep_epoch")
+                                                                       if k in params))
+    from factory.training.types import OUTPUT_LAYER
+
+    layers = "every linear layer" + (" and the output layer" if OUTPUT_LAYER in params["target_modules"] else "")
     md = ["# Reused training spans in the demo's chat answers (`benchmarks/generation_spans.py`)", "",
           "Command: `" + " ".join(["benchmarks/generation_spans.py", *sys.argv[1:]]) + "`", "",
           f"Base: {'the demo chat base, built here' if built else base}"
           + (f" ({built.get('steps', '?')} pre-training steps, loss {built['first_loss']:.2f} -> {built['last_loss']:.2f}, "
              f"{built.get('cpu_s', 0):.0f} s CPU)" if built and "first_loss" in built else "")
-          + f". Fine-tune: preset `{preset}` ({hp}, every linear layer), assistant-only loss, on "
+          + f". Fine-tune: preset `{preset}` ({hp}, {layers}), assistant-only loss, on "
           f"{trained.get('train_examples', n_train)} of the {n_train} training conversations (the rest cut before their "
-          f"answer) of the Instructions Datanet's {n_records}: {trained['steps']} steps, best epoch {trained['best_epoch']}, "
+          f"answer) of the Instructions Datanet's {n_records}: {trained['steps']} steps, kept epoch {trained['best_epoch']}, "
           f"eval loss {trained['eval_loss']:.3f} (per epoch {trained['eval_losses']}), {trained['cpu_s']:.0f} s CPU. "
           f"Span index over the records' assistant turns in {index_s:.1f} s CPU. {len({r['record'] for r in rows})} "
           "continuation prompts drawn from the trained-on conversations; 40 new tokens; spans matched after the prompt.",

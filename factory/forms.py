@@ -7,6 +7,7 @@ from core.errors import ApplicationError
 from datanets.models import Datanet, DatanetVersion
 from factory import selectors, services
 from factory.models import BaseModel, FineTuneJob
+from factory.training.types import OUTPUT_LAYER
 
 PARAM_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "epochs", "patience", "learning_rate", "loraplus_ratio",
                 "batch_size",
@@ -59,6 +60,10 @@ class FineTuneForm(forms.Form):
     packing = forms.BooleanField(required=False, help_text="Generation: pack short examples into full rows of max "
                                                            "length (fewer steps; examples in a row see each other).")
     quantization = forms.ChoiceField(choices=list(services.QUANTIZATIONS.items()), required=False, initial="none")
+    keep_epoch = forms.ChoiceField(choices=list(services.KEEP_EPOCHS.items()), required=False, initial="best",
+                                   label="Adapter kept",
+                                   help_text="The best validation epoch's, or the last epoch's (to learn passages "
+                                             "by heart, whatever the held-out loss).")
 
     def __init__(self, *args, base_model: BaseModel | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -85,9 +90,11 @@ class FineTuneForm(forms.Form):
             field.choices = [("none", services.QUANTIZATIONS["none"])]
             field.help_text = "QLoRA (4-bit NF4) needs a GPU worker; none is connected."
         targets = base_model.target_modules if base_model else []
-        self.fields["target_modules"].choices = [(t, t) for t in targets]
+        self.fields["target_modules"].choices = [(t, f"{t} (output layer, generation only)" if t == OUTPUT_LAYER else t)
+                                                 for t in targets]
         self.order_fields(["name", "datanet_version", "base_model", "task", "preset", "lora_r", "lora_alpha",
-                           "lora_dropout", "target_modules", *PARAM_FIELDS[3:], "packing", "quantization"])
+                           "lora_dropout", "target_modules", *PARAM_FIELDS[3:], "keep_epoch", "packing",
+                           "quantization"])
 
     def clean(self):
         data = super().clean()
@@ -96,6 +103,7 @@ class FineTuneForm(forms.Form):
         params["target_modules"] = raw_targets
         params["packing"] = self.data.get("packing", "")
         params["quantization"] = self.data.get("quantization", "")
+        params["keep_epoch"] = self.data.get("keep_epoch", "")
         try:
             data["params"] = services.finetune_params_validate(
                 datanet_version=data.get("datanet_version"), base_model=data.get("base_model"),
@@ -137,6 +145,12 @@ def fine_tune_initial(*, query, base_model: BaseModel | None) -> dict:
     task = query.get("task") or ""
     if base_model is not None and base_model.tasks and task not in base_model.tasks:
         task = base_model.tasks[0]  # what the form will show (below); a language model's max length depends on it
+    preset_tasks = services.PRESET_TASKS.get(preset, ())
+    if preset_tasks and task not in preset_tasks:
+        # A preset for other tasks (verbatim: language models): switch to its task when the base has it.
+        usable = [t for t in preset_tasks if base_model is None or t in base_model.tasks]
+        task = initial["task"] = usable[0] if usable else task
+        preset = preset if usable else DEFAULT_PRESET
     if preset in services.PRESETS:
         initial.update(services.preset_params(preset=preset, base_model=base_model, datanet_version=_version_from(query),
                                               task=task))
@@ -145,8 +159,8 @@ def fine_tune_initial(*, query, base_model: BaseModel | None) -> dict:
         initial.update({f: query.get(f) for f in PARAM_FIELDS if query.get(f) not in (None, "")})
         initial["target_modules"] = query.getlist("target_modules") if hasattr(query, "getlist") else []
         initial["preset"] = query.get("preset", "") if query.get("preset") in services.PRESETS else ""
-    for key in ("name", "datanet_version", "task", "packing", "quantization"):
-        if query.get(key):
+    for key in ("name", "datanet_version", "task", "packing", "quantization", "keep_epoch"):
+        if query.get(key) and key not in initial:
             initial[key] = query.get(key)
     if base_model is not None:
         initial["base_model"] = base_model.pk

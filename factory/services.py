@@ -41,7 +41,14 @@ from factory.training import (
     TrainResult,
 )
 from factory.training.estimate import Estimate, estimate_run, sized_epochs
-from factory.training.presets import DEFAULT_PRESET, PRESET_HELP, PRESET_SIZING, PRESETS  # noqa: F401 - re-exported
+from factory.training.presets import (  # noqa: F401 - re-exported
+    DEFAULT_PRESET,
+    PRESET_HELP,
+    PRESET_SIZING,
+    PRESET_TASKS,
+    PRESETS,
+)
+from factory.training.types import OUTPUT_LAYER
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +65,7 @@ ERR_ONE_LABEL = "Version {version} has records of only one label ({labels}); a c
 ERR_TOO_FEW = "Version {version} has {n} records; a fine-tune needs at least {min}."
 ERR_MAX_LENGTH = "Max sequence length {value} is over {model}'s limit of {limit} tokens."
 ERR_TARGETS = "Target modules {bad} are not layers of {model}; choose from {choices}."
+ERR_PRESET_TASK = "The {preset} preset is for {tasks}, not {task}; pick another preset."
 ERR_NOT_OWNER = "Only the job's owner (or an admin) can do that."
 ERR_CANNOT_CANCEL = "Job {id} is {status}; only queued or running jobs can be cancelled."
 ERR_CANNOT_RETRY = "Job {id} is {status}; only failed or cancelled jobs can be retried."
@@ -71,6 +79,8 @@ MIN_RECORDS = 4
 
 # QLoRA: the base's Linear layers in 4-bit NF4 (bitsandbytes), trained through LoRA with gradient checkpointing.
 NF4 = "nf4"
+KEEP_EPOCHS = {"best": "The best validation epoch's", "last": "The last epoch's"}
+ERR_KEEP_EPOCH = "Keep must be best or last."
 QUANTIZATIONS = {"none": "None: the base in full precision", NF4: "4-bit NF4 (QLoRA), gradient checkpointing"}
 
 # Every hyperparameter: (type, min, max). The form, the API and the task read these; one set of rules.
@@ -94,7 +104,7 @@ PARAM_LABELS = {
     "patience": "Early stopping patience",
     "learning_rate": "Learning rate", "loraplus_ratio": "LoRA+ ratio", "batch_size": "Batch size", "max_length": "Max sequence length",
     "eval_split": "Evaluation split", "seed": "Seed", "target_modules": "Target modules", "packing": "Packing",
-    "quantization": "Quantization",
+    "quantization": "Quantization", "keep_epoch": "Adapter kept",
 }
 
 # Presets (quick / balanced / thorough) and their sizing from the data: factory/training/presets.py.
@@ -354,19 +364,32 @@ def preset_params(*, preset: str, base_model: BaseModel | None, datanet_version=
     model, the max length fitted to its records (`generation_max_length`)."""
     if preset not in PRESETS:
         raise ApplicationError(f"Unknown preset {preset!r}; choose from {', '.join(PRESETS)}.")
+    if task and task not in PRESET_TASKS.get(preset, (task,)):
+        raise ApplicationError(ERR_PRESET_TASK.format(preset=preset, task=task,
+                                                      tasks=", ".join(PRESET_TASKS[preset])))
     params = {k: v for k, v in PRESETS[preset].items() if k != "targets"}
     if datanet_version is not None:
         params["epochs"] = preset_epochs(preset=preset, datanet_version=datanet_version, task=task,
                                          batch_size=params["batch_size"], eval_split=params["eval_split"])
     if base_model is not None:
-        kind = PRESETS[preset]["targets"]
-        params["target_modules"] = list(base_model.target_modules if kind == "all" else
-                                        base_model.default_target_modules)
+        params["target_modules"] = preset_targets(PRESETS[preset]["targets"], base_model=base_model, task=task)
         params["max_length"] = min(params["max_length"], base_model.max_length)
         if task == GENERATION and datanet_version is not None:
             params["max_length"] = generation_max_length(datanet_version=datanet_version, base_model=base_model,
                                                          floor=params["max_length"])
     return params
+
+
+def preset_targets(kind: str, *, base_model: BaseModel, task: str) -> list[str]:
+    """A preset's target modules on this base: "all" = every Linear layer of the body, "all+output" = those
+    and, for a generation fine-tune, the output layer; anything else = the base's default targets."""
+    body = [t for t in base_model.target_modules if t != OUTPUT_LAYER]
+    if kind == "all":
+        return body
+    if kind == "all+output":
+        output = [OUTPUT_LAYER] if task == GENERATION and OUTPUT_LAYER in base_model.target_modules else []
+        return body + output
+    return list(base_model.default_target_modules)
 
 
 def preset_epochs(*, preset: str, datanet_version, task: str, batch_size: int, eval_split: float) -> int:
@@ -377,7 +400,7 @@ def preset_epochs(*, preset: str, datanet_version, task: str, batch_size: int, e
     labels = len(datanet_version.datanet.labels or []) if classifier else 0
     return sized_epochs(n_examples=n, eval_split=eval_split, batch_size=batch_size, num_labels=labels,
                         min_steps=sizing["min_steps"], steps_per_label=sizing["steps_per_label"],
-                        max_epochs=sizing["max_epochs"])
+                        max_epochs=sizing["max_epochs"], min_epochs=sizing.get("min_epochs", 1))
 
 
 LENGTH_SAMPLE = 500  # records tokenised to fit a language model's max length (evenly spaced by id)
@@ -460,6 +483,9 @@ def finetune_params_validate(*, datanet_version, base_model: BaseModel | None, t
     clean["packing"] = _flag(params.get("packing"))
     if clean["packing"] and task == CLASSIFICATION:
         errors["packing"] = ERR_PACKING_CLASSIFICATION
+    clean["keep_epoch"] = str(params.get("keep_epoch") or "best")
+    if clean["keep_epoch"] not in KEEP_EPOCHS:
+        errors["keep_epoch"] = ERR_KEEP_EPOCH
     clean["quantization"] = str(params.get("quantization") or "none")
     if clean["quantization"] not in QUANTIZATIONS:
         errors["quantization"] = ERR_QUANTIZATION.format(choices=", ".join(QUANTIZATIONS))
@@ -477,10 +503,10 @@ def finetune_params_validate(*, datanet_version, base_model: BaseModel | None, t
                                                          tasks=", ".join(base_model.tasks))
         if not clean["target_modules"]:
             errors["target_modules"] = "Pick at least one target module."
-        bad = sorted(set(clean["target_modules"]) - set(base_model.target_modules))
+        choices = [t for t in base_model.target_modules if task == GENERATION or t != OUTPUT_LAYER]
+        bad = sorted(set(clean["target_modules"]) - set(choices))
         if bad:
-            errors["target_modules"] = ERR_TARGETS.format(bad=bad, model=base_model.name,
-                                                          choices=", ".join(base_model.target_modules))
+            errors["target_modules"] = ERR_TARGETS.format(bad=bad, model=base_model.name, choices=", ".join(choices))
         if isinstance(clean.get("max_length"), int) and "max_length" not in errors \
                 and clean["max_length"] > base_model.max_length:
             errors["max_length"] = ERR_MAX_LENGTH.format(value=clean["max_length"], model=base_model.name,
@@ -704,6 +730,7 @@ def train_config_for(job: FineTuneJob, model_path: str) -> TrainConfig:
         labels=list(job.datanet_version.datanet.labels) if job.task == CLASSIFICATION else [],
         lora_r=hp["lora_r"], lora_alpha=hp["lora_alpha"], lora_dropout=hp["lora_dropout"],
         target_modules=list(hp["target_modules"]), epochs=hp["epochs"], patience=hp.get("patience", 0),
+        keep_epoch=hp.get("keep_epoch") or "best",
         learning_rate=hp["learning_rate"], loraplus_ratio=float(hp.get("loraplus_ratio", 1.0)),
         batch_size=hp["batch_size"], max_length=hp["max_length"], eval_split=hp["eval_split"], seed=hp["seed"],
         packing=bool(hp.get("packing", False)), chat_template=job.base_model.chat_template,

@@ -223,9 +223,14 @@ _vllm = None
 
 def vllm_for(request):
     """The vLLM client when SERVING_VLLM_URL is set and that server runs this generator's base, else None
-    (classifiers and other bases stay on the built-in engine)."""
+    (classifiers, other bases, and adapters with LoRA on the output layer, whose weights vLLM refuses as
+    "unsupported LoRA weight", stay on the built-in engine)."""
+    from factory.training.modeling import adapter_wraps_output_layer
+
     global _vllm
     if not settings.SERVING_VLLM_URL or (request.task or GENERATION) != GENERATION:
+        return None
+    if request.adapter_dir and adapter_wraps_output_layer(request.adapter_dir):
         return None
     with _engine_lock:
         if _vllm is None or _vllm.url != settings.SERVING_VLLM_URL.rstrip("/"):

@@ -42,13 +42,16 @@ class JobCreateSerializer(serializers.Serializer):
     eval_split = serializers.JSONField(required=False, help_text="0.05-0.5")
     seed = serializers.JSONField(required=False)
     packing = serializers.BooleanField(required=False, help_text="Generation only: pack examples into full rows")
+    keep_epoch = serializers.ChoiceField(
+        choices=list(services.KEEP_EPOCHS), required=False,
+        help_text="best (default): the adapter of the epoch with the best validation score; last: the last epoch's")
     quantization = serializers.ChoiceField(
         choices=list(services.QUANTIZATIONS), required=False,
         help_text="none (default) or nf4: QLoRA, a 4-bit NF4 base with gradient checkpointing; refused (400) "
                   "unless a GPU worker is connected")
 
 
-PARAM_NAMES = (*services.PARAM_RULES, "target_modules", "packing", "quantization")
+PARAM_NAMES = (*services.PARAM_RULES, "target_modules", "packing", "quantization", "keep_epoch")
 
 
 class JobMetricSerializer(serializers.ModelSerializer):

@@ -73,10 +73,10 @@ class JobListCreateApi(PaginatedApi):
         base_model = BaseModel.objects.filter(pk=data["base_model"]).first()
         params = {k: data[k] for k in PARAM_NAMES if k in data}
         preset = data.get("preset") or ""
-        if preset:
-            params = {**services.preset_params(preset=preset, base_model=base_model, datanet_version=version,
-                                               task=data["task"]), **params}
         try:
+            if preset:
+                params = {**services.preset_params(preset=preset, base_model=base_model, datanet_version=version,
+                                                   task=data["task"]), **params}
             job = services.finetune_job_create(owner=request.user, datanet_version=version, base_model=base_model,
                                                task=data["task"], params=params, preset=preset,
                                                name=data.get("name", ""))

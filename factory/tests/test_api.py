@@ -2,6 +2,7 @@
 """The factory's REST API with DRF's test client: the catalog, jobs (create with the form's rules,
 detail with metrics, cancel, retry), models and adapter download; 400/401/403/404/409 cases."""
 import io
+import json
 import zipfile
 
 import pytest
@@ -73,6 +74,11 @@ def test_create_with_a_preset_fills_missing_values(api, tiny_bert):
                         **{k: v for k, v in small_params().items()}}, format="json")
     assert r.status_code == 201 and r.json()["hyperparameters"]["patience"] == 0
     assert r.json()["hyperparameters"]["loraplus_ratio"] == 1.0  # left out: plain LoRA
+    assert r.json()["hyperparameters"]["keep_epoch"] == "best"  # left out: the best validation epoch's adapter
+    # a preset for language models only is a 400 on a classifier, naming the field-less reason
+    r = api.post(JOBS, {"datanet_version": version.pk, "base_model": tiny_bert.pk, "task": "classification",
+                        "preset": "verbatim"}, format="json")
+    assert r.status_code == 400 and "verbatim preset is for generation" in json.dumps(r.json())
 
 
 @pytest.mark.parametrize("kw, field, message", [
@@ -87,6 +93,7 @@ def test_create_with_a_preset_fills_missing_values(api, tiny_bert):
     ({"base_model": 999999}, "base_model", "Pick a base model from the catalog."),
     ({"packing": True}, "packing", "Packing is for language models"),
     ({"loraplus_ratio": 0.5}, "loraplus_ratio", "LoRA+ ratio must be between 1 and 64."),
+    ({"keep_epoch": "first"}, "keep_epoch", '"first" is not a valid choice.'),
 ])
 def test_create_returns_400_with_field_errors(api, tiny_bert, kw, field, message):
     version = make_version(n=24)

@@ -124,6 +124,7 @@ def test_presets_size_epochs_from_the_version(tiny_bert):
     ("classification", {"target_modules": []}, "target_modules", "at least one target module"),
     ("classification", {"eval_split": 0.9}, "eval_split", "between 0.05 and 0.5"),
     ("classification", {"learning_rate": "nan"}, "learning_rate", "finite"),
+    ("classification", {"keep_epoch": "first"}, "keep_epoch", "Keep must be best or last"),
     ("generation", {}, "task", "tiny-bert does not support generation"),
 ])
 def test_validation_errors_are_clear(tiny_bert, task, kw, field, message):
@@ -165,6 +166,30 @@ def test_presets_fit_the_model(tiny_bert):
     assert balanced["patience"] > 0
     with pytest.raises(ApplicationError, match="Unknown preset"):
         services.preset_params(preset="turbo", base_model=tiny_bert)
+
+
+def test_the_verbatim_preset_trains_the_output_layer_of_language_models_only(tiny_gpt2_dir):
+    call_command("register_base_model", str(tiny_gpt2_dir), "--name", "tiny-gpt2")
+    gpt = BaseModel.objects.get(name="tiny-gpt2")
+    body = [t for t in gpt.target_modules if t != "lm_head"]
+    assert "lm_head" in gpt.target_modules and "lm_head" not in gpt.default_target_modules
+    # "all" stays the body's layers for every preset, generation included.
+    assert services.preset_params(preset="balanced", base_model=gpt, task="generation")["target_modules"] == body
+    verbatim = services.preset_params(preset="verbatim", base_model=gpt, datanet_version=make_version(
+        n=40, task="generation", slug="plays"), task="generation")
+    assert verbatim["target_modules"] == body + ["lm_head"] and verbatim["loraplus_ratio"] == 16.0
+    assert verbatim["epochs"] == 40 and verbatim["patience"] == 0  # passes, whatever the size; no early stop
+    assert verbatim["keep_epoch"] == "last"  # the held-out loss rises while the passages are learnt
+    with pytest.raises(ApplicationError, match="verbatim preset is for generation, not classification"):
+        services.preset_params(preset="verbatim", base_model=gpt, task="classification")
+    # A classifier on the same base has a score head, not the output layer: refused by name.
+    with pytest.raises(ApplicationError) as info:
+        services.finetune_params_validate(datanet_version=make_version(n=12, slug="fin"), base_model=gpt, task="classification",
+                                          params=small_params(target_modules=["c_attn", "lm_head"]))
+    assert "['lm_head'] are not layers of tiny-gpt2" in info.value.extra["errors"]["target_modules"]
+    clean = services.finetune_params_validate(datanet_version=make_version(n=12, task="generation", slug="lines"), base_model=gpt,
+                                              task="generation", params=small_params(target_modules=["c_attn", "lm_head"]))
+    assert clean["target_modules"] == ["c_attn", "lm_head"]
 
 
 def test_run_in_process_makes_a_ready_model(tiny_bert, settings, tmp_path):

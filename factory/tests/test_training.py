@@ -136,7 +136,8 @@ def test_inspect_model_lists_linear_layers(tiny_bert_dir, tiny_gpt2_dir):
     assert bert["default_target_modules"] == ["query", "value"] and bert["tasks"] == ["classification"]
     assert bert["module_shapes"]["query"] == {"count": 2, "shapes": [[32, 32], [32, 32]]}
     gpt = inspect_model(tiny_gpt2_dir)
-    assert {"c_attn", "c_proj", "c_fc"} <= set(gpt["target_modules"]) and "lm_head" not in gpt["target_modules"]
+    assert {"c_attn", "c_proj", "c_fc", "lm_head"} <= set(gpt["target_modules"])  # lm_head: by name, for generation
+    assert "lm_head" not in gpt["default_target_modules"]
     assert gpt["tasks"][0] == "generation" and gpt["max_length"] == 256
     with pytest.raises(TrainingError, match="no config.json"):
         inspect_model(tiny_bert_dir.parent)
@@ -238,6 +239,23 @@ def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(tiny_bert_dir, tmp
     assert _kept_adapter_confusion(tiny_bert_dir, result.adapter_dir, cfg, examples) == best["confusion_matrix"]
     assert any(line.startswith(f"early stop after epoch {len(evals)}") for line in lines)
     assert json.loads((result.adapter_dir / "factory.json").read_text())["best_epoch"] == result.best_epoch
+
+
+def test_keep_epoch_last_keeps_the_last_epochs_adapter_whatever_its_score(tiny_bert_dir, tmp_path):
+    """The same over-fast run without early stopping: "best" keeps the peak epoch, "last" (the verbatim
+    preset's choice) keeps the final one, with that epoch's metrics, even though an earlier one scored better."""
+    kw = dict(epochs=6, learning_rate=0.3, lora_r=8, lora_alpha=16, target_modules=["query", "key", "value", "dense"])
+    examples = cls_examples()
+    evals = []
+    best = train(cls_config(tiny_bert_dir, **kw), examples, output_dir=tmp_path / "best",
+                 callbacks=Callbacks(on_eval=evals.append))
+    assert best.best_epoch < 6 and evals[-1]["confusion_matrix"] != evals[best.best_epoch - 1]["confusion_matrix"]
+    cfg = cls_config(tiny_bert_dir, keep_epoch="last", **kw)
+    last = train(cfg, examples, output_dir=tmp_path / "last")
+    assert last.best_epoch == last.epochs_run == 6 and not last.stopped_early
+    assert last.metrics["confusion_matrix"] == evals[-1]["confusion_matrix"]  # the same seeded run
+    assert _kept_adapter_confusion(tiny_bert_dir, last.adapter_dir, cfg, examples) == evals[-1]["confusion_matrix"]
+    assert json.loads((last.adapter_dir / "factory.json").read_text())["config"]["keep_epoch"] == "last"
 
 
 def test_a_flat_validation_score_stops_after_patience_and_baseline_is_reported(tiny_bert_dir, tmp_path):

@@ -63,6 +63,23 @@ def test_form_shows_presets_and_the_models_target_modules(dev_client, tiny_bert)
     assert 'type="checkbox" name="packing"' in html and "checked" not in html.split('name="packing"')[1][:40]
 
 
+def test_the_verbatim_preset_switches_to_generation_and_ticks_the_output_layer(dev_client, tiny_bert, tiny_gpt2_dir):
+    from factory import services
+
+    gpt = services.base_model_register(path=str(tiny_gpt2_dir), name="tiny-gpt2")
+    version = make_version(n=12, task="generation", slug="lines")
+    query = {**form_data(version, gpt, task="classification"), "apply_preset": "verbatim"}
+    html = dev_client.get(reverse("factory:finetune-new"), query, **HTMX).content.decode()
+    assert re.search(r'value="generation"[^>]*checked|value="generation"[^>]*selected', html)
+    assert re.search(r'value="lm_head"[^>]*checked', html) and "output layer, generation only" in html
+    assert 'name="epochs" value="40"' in html and 'name="loraplus_ratio" value="16.0"' in html
+    # A base without generation keeps its task and gets the default preset instead.
+    html = dev_client.get(reverse("factory:finetune-new"), {**form_data(make_version(n=12), tiny_bert),
+                                                           "apply_preset": "verbatim"}, **HTMX).content.decode()
+    assert 'name="lora_r" value="16"' in html and 'name="loraplus_ratio" value="1.0"' in html
+    assert 'value="lm_head"' not in html
+
+
 def test_preset_button_fills_the_form_through_htmx(dev_client, tiny_bert):
     version = make_version(n=12)
     r = dev_client.get(reverse("factory:finetune-new"), {**form_data(version, tiny_bert, lora_r="3"),

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from factory.training.types import OUTPUT_LAYER
+
 # Sustained training FLOP/s: one core of this 2-core CPU (MiniLM-L6, batch 16-32, measured by CPU time in
 # benchmarks/finetune.py; a second thread adds little to batches this small), and a data-centre GPU at ~30%
 # of its bf16 peak.
@@ -65,15 +67,15 @@ class Estimate:
 
 
 def sized_epochs(*, n_examples: int, eval_split: float, batch_size: int, num_labels: int, min_steps: int,
-                 steps_per_label: int, max_epochs: int) -> int:
+                 steps_per_label: int, max_epochs: int, min_epochs: int = 1) -> int:
     """Epochs for a preset, from the data: enough passes for `min_steps` optimizer steps, and for
     `steps_per_label` steps per label (many labels with few examples each need more passes), at most
-    `max_epochs`. A small set gets many epochs, a large one few; early stopping ends a run that has
+    `max_epochs`, at least `min_epochs`. A small set gets many epochs, a large one few; early stopping ends a run that has
     stopped improving."""
     n_train = max(1, round(n_examples * (1 - eval_split)))
     steps_per_epoch = math.ceil(n_train / max(1, batch_size))
     wanted = max(min_steps, steps_per_label * max(0, num_labels))
-    return max(1, min(max_epochs, math.ceil(wanted / steps_per_epoch)))
+    return max(1, min_epochs, min(max_epochs, math.ceil(wanted / steps_per_epoch)))
 
 
 def lora_trainable_params(module_shapes: dict, targets: list[str], r: int) -> int:
@@ -85,8 +87,10 @@ def lora_trainable_params(module_shapes: dict, targets: list[str], r: int) -> in
 
 
 def linear_params(module_shapes: dict) -> int:
-    """Weights of the body's Linear layers (every LoRA target choice): the ones bitsandbytes quantizes."""
-    return sum(fin * fout for entry in module_shapes.values() for fin, fout in entry.get("shapes", []))
+    """Weights of the body's Linear layers (every LoRA target choice but the output layer): the ones
+    bitsandbytes quantizes."""
+    return sum(fin * fout for name, entry in module_shapes.items() if name != OUTPUT_LAYER
+               for fin, fout in entry.get("shapes", []))
 
 
 def gpu_peak_memory(*, info: dict, trainable: int, task: str, batch_size: int, max_length: int,

@@ -12,7 +12,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from factory.training.modeling import load_tokenizer, read_factory_meta
+from factory.training.modeling import adapter_wraps_output_layer, load_tokenizer, read_factory_meta
 from factory.training.types import CLASSIFICATION, GENERATION, TrainingError
 
 ZIP_NAME = "merged.zip"
@@ -64,9 +64,26 @@ def merge_adapter(*, base_path: str, adapter_dir: str, chat_template: str = ""):
     base = _model_class(task).from_pretrained(base_path, **kwargs)
     if base.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         base.config.pad_token_id = tokenizer.pad_token_id
+    if task == GENERATION and adapter_wraps_output_layer(adapter_dir):
+        untie_output_layer(base)
     model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     model.eval()
     return model, tokenizer, meta
+
+
+def untie_output_layer(model) -> None:
+    """Give the output layer its own copy of the weights it shares with the input embeddings. Merging LoRA
+    into a tied output layer would change the embeddings too, which the adapter never did; the merged folder
+    then stores both matrices (config tie_word_embeddings false)."""
+    from torch import nn
+
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    if out is None or inp is None or out.weight.data_ptr() != inp.weight.data_ptr():
+        return
+    out.weight = nn.Parameter(out.weight.detach().clone())
+    model.config.tie_word_embeddings = False
 
 
 def merged_model_write(*, base_path: str, adapter_dir: str, out_dir: str | Path, name: str, chat_template: str = "",

@@ -7,9 +7,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from factory.training.types import CLASSIFICATION, GENERATION, TrainingError
+from factory.training.types import CLASSIFICATION, GENERATION, OUTPUT_LAYER, TrainingError
 
-# Output heads are trained whole (modules_to_save), never LoRA-wrapped.
+# Output heads are trained whole (modules_to_save), never LoRA-wrapped; the one exception is a language
+# model's output layer, which a generation fine-tune may wrap when asked by name (types.OUTPUT_LAYER).
 HEAD_NAMES = {"classifier", "score", "lm_head", "qa_outputs", "cls", "decoder"}
 # Preferred default targets per architecture: the attention projections.
 DEFAULT_TARGETS = {
@@ -79,11 +80,15 @@ def inspect_model(path: str | Path) -> dict:
             entry = modules.setdefault(leaf, {"count": 0, "shapes": []})
             entry["count"] += 1
             entry["shapes"].append([fin, fout])
-    tasks = [GENERATION, CLASSIFICATION] if is_causal_lm(config) else [CLASSIFICATION]
+    causal = is_causal_lm(config)
+    tasks = [GENERATION, CLASSIFICATION] if causal else [CLASSIFICATION]
     preferred = DEFAULT_TARGETS.get(config.model_type, ["q_proj", "v_proj"])
     defaults = [m for m in preferred if m in modules] or sorted(modules)[:2]
     max_len = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 512
     hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or 0
+    vocab = int(getattr(config, "vocab_size", 0) or 0)
+    if causal and hidden and vocab:  # AutoModel builds the body only; the LM head is hidden -> vocab
+        modules[OUTPUT_LAYER] = {"count": 1, "shapes": [[int(hidden), vocab]]}
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None) or 0
     return {
         "chat_template": read_chat_template(path),
@@ -93,7 +98,7 @@ def inspect_model(path: str | Path) -> dict:
         "max_length": int(max_len),
         "hidden_size": int(hidden),
         "num_layers": int(layers),
-        "vocab_size": int(getattr(config, "vocab_size", 0) or 0),
+        "vocab_size": vocab,
         # An untied LM head is a second vocab x hidden matrix that `parameter_count` (the body) leaves out.
         "tied_embeddings": bool(getattr(config, "tie_word_embeddings", True)),
         "target_modules": sorted(modules),
@@ -207,15 +212,31 @@ def wrap_lora(model, *, task: str, r: int, alpha: int, dropout: float, target_mo
     if not target_modules:
         raise TrainingError("Pick at least one target module for LoRA.")
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, _linear_like())}
-    missing = sorted(set(target_modules) - names)
+    offered = names - HEAD_NAMES | ({OUTPUT_LAYER} & names if task == GENERATION else set())
+    missing = sorted(set(target_modules) - offered)
     if missing:
-        raise TrainingError(f"The model has no layers named {missing}; choose from {sorted(names - HEAD_NAMES)}.")
+        raise TrainingError(f"The model has no layers named {missing}; choose from {sorted(offered)}.")
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS if task == CLASSIFICATION else TaskType.CAUSAL_LM,
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
         fan_in_fan_out=model.config.model_type == "gpt2", layers_to_transform=list(layers or []) or None,
     )
     return get_peft_model(model, config)
+
+
+def adapter_wraps_output_layer(adapter_dir: str | Path) -> bool:
+    """Whether a PEFT adapter puts LoRA on the output layer (its adapter_config.json's target modules, a list
+    or a regular expression). Such an adapter needs an untied output layer when merged, and vLLM does not
+    load LoRA weights on it."""
+    import re
+
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        return False
+    targets = json.loads(path.read_text()).get("target_modules") or []
+    if isinstance(targets, str):
+        return re.fullmatch(targets, OUTPUT_LAYER) is not None
+    return OUTPUT_LAYER in targets
 
 
 def read_factory_meta(adapter_dir: str | Path) -> dict:

@@ -126,11 +126,16 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# LoRA weights only. With LoRA on a tied output layer PEFT would also save that layer's whole weight (the
+# base's embeddings, vocabulary x hidden) into every adapter; the base already has it.
+ADAPTER_ONLY = {"save_embedding_layers": False}
+
+
 def _save_checkpoint(out: Path, model, optimizer, scheduler, state: _State) -> None:
     """Write a complete checkpoint beside the old one, then swap: a kill mid-write loses nothing."""
     tmp, final, old = out / f"{CHECKPOINT}.tmp", out / CHECKPOINT, out / f"{CHECKPOINT}.old"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
+    model.save_pretrained(str(tmp), **ADAPTER_ONLY)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(_rng_state(), tmp / "rng.pt")
@@ -386,12 +391,14 @@ def train(config: TrainConfig, examples: list[Example], *, output_dir: str | Pat
             entry = {"kind": "eval", "step": state.step, "epoch": state.epoch + 1, **metrics}
             state.history.append(entry)
             score = _score(config, metrics)
-            if state.best_metric is None or score > state.best_metric + MIN_DELTA:
-                state.best_metric, state.best_epoch, state.best_metrics = score, state.epoch + 1, metrics
-                state.stale_evals = 0
-                model.save_pretrained(str(out / BEST))
+            improved = state.best_metric is None or score > state.best_metric + MIN_DELTA
+            if improved:
+                state.best_metric, state.stale_evals = score, 0
             else:
                 state.stale_evals += 1
+            if improved or config.keep_epoch == "last":  # the epoch whose adapter is kept
+                state.best_epoch, state.best_metrics = state.epoch + 1, metrics
+                model.save_pretrained(str(out / BEST), **ADAPTER_ONLY)
             log(f"epoch {state.epoch + 1}: " + ", ".join(
                 f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
             if cb.on_eval:

@@ -9,6 +9,10 @@ from pathlib import Path
 
 CLASSIFICATION = "classification"
 GENERATION = "generation"
+# A causal LM's output layer (vocabulary x hidden) as a LoRA target. Never part of "all": it is offered by
+# name, for generation only (a classifier built on the same base has a `score` head instead). With it an
+# adapter can learn to reproduce its passages word for word (docs/language_models.md, "LoRA+").
+OUTPUT_LAYER = "lm_head"
 TASKS = (CLASSIFICATION, GENERATION)
 
 
@@ -58,6 +62,9 @@ class TrainConfig:
     # that is flat while a many-label head starts to learn does not end the run); 0 = train every epoch. The
     # best epoch's adapter is kept.
     patience: int = 0
+    # Which epoch's adapter is kept: "best" (the best validation score; the default) or "last" (the verbatim
+    # preset: memorising passages raises the held-out loss while the trained ones are learnt).
+    keep_epoch: str = "best"
     learning_rate: float = 5e-4
     # LoRA+ (Hayou et al., ICML 2024): each LoRA B matrix learns at learning_rate x this ratio, the A matrices
     # and a classifier's head at learning_rate. 1 is plain LoRA. B starts at zero, so a higher rate on it

@@ -126,3 +126,22 @@ def test_a_vllm_stream_closed_unread_is_hung_up_and_uncharged(vllm, setup):
     assert opened.closed
     row = Inference.objects.get(pk=stream.inference.pk)
     assert row.status == Inference.Status.FAILED and row.fee == 0 and "before the first token" in row.error
+
+
+def test_an_adapter_with_lora_on_the_output_layer_stays_on_the_built_in_engine(vllm, finetuned_gpt2, live_server,
+                                                                              tmp_path):
+    """vLLM refuses LoRA weights on lm_head ("unsupported LoRA weight"): such an adapter (the verbatim
+    preset's) is served by the built-in engine even while vLLM runs its base; the others still go to vLLM."""
+    from serving.tests.conftest import make_adapter
+
+    base, _ = finetuned_gpt2
+    adapter = make_adapter(base, tmp_path / "recite", task="generation", targets=("c_attn", "lm_head"), seed=9)
+    version = make_version(task="generation", rows=SPEECHES, contributors=2, slug="plays-recite")
+    model = make_model(base_dir=base, adapter_dir=adapter, version=version)
+    span_index_build(span_index_id=SpanIndex.objects.create(version=version, base_model=model.base_model).pk)
+    _, raw = api_key_create(user=UserFactory(), name="integrator", rate_limit_per_minute=100)
+    client = openai.OpenAI(base_url=live_server.url + "/v1", api_key=raw, max_retries=0, timeout=60)
+    whole = client.completions.create(model=model.slug, prompt=PROMPT, max_tokens=8, temperature=0)
+    assert whole.choices[0].text == greedy(base, adapter, PROMPT, 8)
+    assert vllm.loads() == 0 and vllm.completions() == []
+    assert Inference.objects.get().status == Inference.Status.DONE
