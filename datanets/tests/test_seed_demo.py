@@ -81,7 +81,7 @@ def test_seed_demo_builds_the_demo_once(settings):
     by_user = {c.contributor.username: c for c in instructions.contributions.all()}
     assert set(by_user) == {"alice", "bob", "carol"} and by_user["alice"].format == "csv"
     assert by_user["alice"].record_count == seed_demo.INSTRUCTION_FINANCE_ROWS
-    assert by_user["bob"].record_count > 500 and by_user["bob"].format == "jsonl"
+    assert by_user["bob"].record_count == seed_demo.INSTRUCTION_PASSAGES and by_user["bob"].format == "jsonl"
     question = json.loads(Record.objects.filter(contribution=by_user["alice"]).first().text)
     assert question[0]["content"].startswith("What is the sentiment") and question[1]["content"] in finance.labels
     passage = json.loads(Record.objects.filter(contribution=by_user["carol"]).first().text)

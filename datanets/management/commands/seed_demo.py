@@ -44,10 +44,11 @@ LITERATURE_CONTRIBUTORS = ("alice", "bob", "carol")
 EVALUATION_SIZE = 300
 EVALUATION_FILE = "phrasebank-evaluation.csv"
 INSTRUCTIONS = "instructions"
-# How many conversations each instruction upload holds: enough for a fine-tune to learn the format and
-# reuse passages, small enough that seeding stays a matter of seconds.
-INSTRUCTION_FINANCE_ROWS = 300
-INSTRUCTION_PASSAGES = 600
+# How many conversations each instruction upload holds: 220 in all, few enough that the verbatim preset's 40
+# passes take about 9 CPU minutes and teach the passages well enough to recite (9 of 12 prompts reuse >= 8
+# tokens: benchmarks/results/generation_spans_verbatim.md). At 1,500 no preset made the demo recite.
+INSTRUCTION_FINANCE_ROWS = 100
+INSTRUCTION_PASSAGES = 60
 
 
 def instruction_uploads(phrasebank: Path, shakespeare: Path, *, finance_rows: int = INSTRUCTION_FINANCE_ROWS,
