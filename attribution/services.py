@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
@@ -265,6 +266,47 @@ def _exact_weights(weights: dict[str, float]) -> dict[int, Decimal]:
     return exact
 
 
+@dataclass
+class ModelWeightsRun:
+    acc: object          # the ModelWeightsAccumulator, for the negative shares and per-record scores
+    paid: object         # acc.result(): weights, rule, signal
+    harms: list          # harm_findings: flagged to curators, not charged here
+    queries: int
+    query_source: str
+    seconds: float
+
+
+def model_weights_compute(*, model, engine, fitted, held: list, train: list) -> ModelWeightsRun:
+    """A model's contributor weights from its fitted gradient index: what the index build stores and pays by.
+
+    The queries are the version's curator-held evaluation set when it has one (records no contributor of the
+    training split supplied); else the held-out split (records the model did not train on), else its training
+    records. Always, a query's own record and its near-duplicates are left out of its scores (query_ids):
+    self-influence, or a copy of a query, is not payable. `paid.signal` False: no contributor beat the null,
+    an equal split (docs/attribution.md)."""
+    from attribution.engines.base import Query
+    from attribution.engines.weights import ModelWeightsAccumulator
+
+    version = model.datanet_version
+    sources, query_source = validation_examples(model, held=held, train=train)
+    queries = [Query(text=e.text, label=e.label) for e in sources]
+    query_ids = [str(e.record_id) for e in sources]
+    clusters = _near_duplicate_clusters(version)
+    acc = ModelWeightsAccumulator(fitted.contributors, record_ids=fitted.record_ids, clusters=clusters,
+                                  order=_accept_order(version, fitted.record_ids),
+                                  cluster_first_order=_cluster_first_order(version, clusters))
+    t0 = time.perf_counter()
+    for start in range(0, len(queries), VALIDATION_CHUNK):
+        result = engine.attribute(fitted, queries[start : start + VALIDATION_CHUNK], top_k=0, return_matrix=True)
+        acc.add(result.matrix, query_ids=query_ids[start : start + VALIDATION_CHUNK])
+    seconds = time.perf_counter() - t0
+    paid = acc.result()
+    harms = harm_findings(acc=acc, paid=paid, record_ids=fitted.record_ids,
+                          harm_threshold=version.datanet.harm_threshold)
+    return ModelWeightsRun(acc=acc, paid=paid, harms=harms, queries=len(queries), query_source=query_source,
+                           seconds=seconds)
+
+
 def attribution_index_build(*, index_id: int, hostname: str = "") -> AttributionIndex | None:
     """Fit the gradient index over the model's training records and store its contributor weights.
 
@@ -273,9 +315,8 @@ def attribution_index_build(*, index_id: int, hostname: str = "") -> Attribution
     """
     import torch
 
-    from attribution.engines.base import Query, Record
+    from attribution.engines.base import Record
     from attribution.engines.gradient import GradientEngine
-    from attribution.engines.weights import ModelWeightsAccumulator
 
     index = _claim(index_id, hostname)
     if index is None:
@@ -306,33 +347,17 @@ def attribution_index_build(*, index_id: int, hostname: str = "") -> Attribution
         t0 = time.perf_counter()
         fitted = engine.fit(classifier, records)
         t_fit = time.perf_counter() - t0
-        # Model-level weights over the version's curator-held evaluation set when it has one (records no
-        # contributor of the training split supplied); else over the held-out split (records the model did
-        # not train on), else over its training records. Always, a query's own record and its near-duplicates
-        # are left out of its scores (query_ids): self-influence, or a copy of a query, is not payable.
-        sources, query_source = validation_examples(model, held=held, train=train)
-        queries = [Query(text=e.text, label=e.label) for e in sources]
-        query_ids = [str(e.record_id) for e in sources]
-        clusters = _near_duplicate_clusters(model.datanet_version)
-        acc = ModelWeightsAccumulator(fitted.contributors, record_ids=fitted.record_ids, clusters=clusters,
-                                      order=_accept_order(model.datanet_version, fitted.record_ids),
-                                      cluster_first_order=_cluster_first_order(model.datanet_version, clusters))
-        t0 = time.perf_counter()
-        for start in range(0, len(queries), VALIDATION_CHUNK):
-            result = engine.attribute(fitted, queries[start : start + VALIDATION_CHUNK], top_k=0, return_matrix=True)
-            acc.add(result.matrix, query_ids=query_ids[start : start + VALIDATION_CHUNK])
-        t_weights = time.perf_counter() - t0
-        paid = acc.result()  # paid.signal False: no contributor beat the null, an equal split (docs)
+        run = model_weights_compute(model=model, engine=engine, fitted=fitted, held=held, train=train)
+        acc, paid, harms, t_weights = run.acc, run.paid, run.harms, run.seconds
+        query_source, n_queries = run.query_source, run.queries
         weights, negative = paid.weights, acc.negative()
-        harms = harm_findings(acc=acc, paid=paid, record_ids=fitted.record_ids,  # flagged to curators, not charged here
-                              harm_threshold=model.datanet_version.datanet.harm_threshold)
         record_positive = acc.record_positive()
         self_inf = engine.self_influence(fitted)
         top_influential = [int(i) for i in np.argsort(-record_positive, kind="stable")[:SUMMARY_TOP]
                            if record_positive[i] > 0]
         top_self = [int(i) for i in np.argsort(-self_inf, kind="stable")[:SUMMARY_TOP]]
         (tmp / WEIGHTS_FILE).write_text(json.dumps({"weights": weights, "negative": negative,
-                                                     "validation_queries": len(queries),
+                                                     "validation_queries": n_queries,
                                                      "validation_source": query_source, **paid.as_json()}, indent=1))
         (tmp / SUMMARY_FILE).write_text(json.dumps({
             "influential": [{"record_id": int(fitted.record_ids[i]), "score": float(record_positive[i])}
@@ -361,7 +386,7 @@ def attribution_index_build(*, index_id: int, hostname: str = "") -> Attribution
                 for uid, w in exact.items()
             ] if not ModelContributorWeight.objects.filter(model=model).exists() else [])
             current.status, current.directory = AttributionIndex.Status.READY, str(target)
-            current.record_count, current.validation_count = len(records), len(queries)
+            current.record_count, current.validation_count = len(records), n_queries
             current.settings = {**opts, "weights_rule": paid.rule, "weights_signal": paid.signal,
                                 "validation_source": query_source}
             current.timings = {"fit_s": round(t_fit, 3), "weights_s": round(t_weights, 3),
@@ -371,7 +396,7 @@ def attribution_index_build(*, index_id: int, hostname: str = "") -> Attribution
             current.save()
             # The weights file and its on-chain root, in this transaction (the outbox row with it).
             attribution_weights_publish(model=model, weights=exact)
-            harm_flags_store(model=model, findings=harms, validation_queries=len(queries))
+            harm_flags_store(model=model, findings=harms, validation_queries=n_queries)
         _index_cache_clear()
         # Apps above this one (serving: the paid calls held until the index was ready) act on it.
         attribution_index_ready.send(sender=AttributionIndex, index=current, model=model)

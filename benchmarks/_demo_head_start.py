@@ -43,10 +43,8 @@ def main() -> int:
     from peft import PeftModel
 
     from attribution import services as index_build
-    from attribution.engines.base import Query, Record
+    from attribution.engines.base import Record
     from attribution.engines.gradient import GradientEngine, TextClassifier
-    from attribution.engines.weights import ModelWeightsAccumulator
-    from attribution.harm import harm_findings
     from attribution.selectors import usernames
     from factory import services as factory_services
     from factory.models import FineTunedModel, FineTuneJob
@@ -76,26 +74,15 @@ def main() -> int:
     shutil.rmtree(out / "index", ignore_errors=True)
     engine = GradientEngine(**index_build.engine_settings(), directory=out / "index")
     fitted = engine.fit(classifier, records)
-    sources, source = index_build.validation_examples(model, held=held, train=train_ex)
-    queries = [Query(text=e.text, label=e.label) for e in sources]
-    query_ids = [str(e.record_id) for e in sources]
-    version = model.datanet_version
-    clusters = index_build._near_duplicate_clusters(version)
-    acc = ModelWeightsAccumulator(fitted.contributors, record_ids=fitted.record_ids, clusters=clusters,
-                                  order=index_build._accept_order(version, fitted.record_ids),
-                                  cluster_first_order=index_build._cluster_first_order(version, clusters))
-    for s in range(0, len(queries), index_build.VALIDATION_CHUNK):
-        part = engine.attribute(fitted, queries[s:s + index_build.VALIDATION_CHUNK], top_k=0, return_matrix=True)
-        acc.add(part.matrix, query_ids=query_ids[s:s + index_build.VALIDATION_CHUNK])
-    paid = acc.result()
+    run = index_build.model_weights_compute(model=model, engine=engine, fitted=fitted, held=held, train=train_ex)
+    paid = run.paid
     names = usernames([int(c) for c in paid.weights])
-    harms = harm_findings(acc=acc, paid=paid, record_ids=fitted.record_ids, harm_threshold=version.datanet.harm_threshold)
     print(json.dumps({
         "job": args.job, "start": start, "trained_cpu_s": round(trained_cpu),
         "accuracy": result.metrics.get("accuracy"), "macro_f1": result.metrics.get("macro_f1"),
-        "validation_source": source, "queries": len(queries), "signal": paid.signal, "rule": paid.rule,
+        "validation_source": run.query_source, "queries": run.queries, "signal": paid.signal, "rule": paid.rule,
         "weights": {names.get(int(c), c): round(float(w), 3) for c, w in paid.weights.items()},
-        "harm_flags": [names.get(h["contributor_id"], h["contributor_id"]) for h in harms],
+        "harm_flags": [names.get(h["contributor_id"], h["contributor_id"]) for h in run.harms],
     }, indent=1))
     return 0
 
