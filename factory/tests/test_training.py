@@ -201,15 +201,18 @@ def test_metrics_macro_f1():
 
 
 def test_model_card_names_data_contributors_and_hashes():
-    card = model_card_render(
+    kw = dict(
         name="fin|bert", task="classification", base_model="MiniLM-L6", base_model_source="pkg", datanet="Finance",
         version_number=3, merkle_root="0x" + "ab" * 32, hyperparameters={"lora_r": 8}, best_epoch=2,
         metrics={"macro_f1": 0.81, "accuracy": 0.85, "confusion_matrix": [[1, 0], [0, 1]], "labels": ["a", "b"]},
         contributors=[("alice", 10), ("bob", 3)], adapter_sha256="f" * 64, labels=["a", "b"], train_examples=8,
         eval_examples=2, train_seconds=12.0, device="cpu")
+    card = model_card_render(**kw)
     assert "0x" + "ab" * 32 in card and "| alice | 10 |" in card and "f" * 64 in card
     assert "macro_f1: 0.8100" in card and "fin\\|bert" in card and "PeftModel.from_pretrained" in card
-    assert json.dumps(card)
+    assert json.dumps(card) and "## Evaluation (best epoch: 2)" in card
+    last = model_card_render(**{**kw, "hyperparameters": {"keep_epoch": "last"}, "best_epoch": 40})
+    assert "## Evaluation (last epoch: 40)" in last  # the verbatim preset keeps the last epoch, not the best
 
 
 def _kept_adapter_confusion(tiny_bert_dir, adapter_dir, cfg, examples) -> list[list[int]]:

@@ -42,7 +42,8 @@ def model_card_render(*, name: str, task: str, base_model: str, base_model_sourc
     lines += [f"| {_md(who)} | {n} |" for who, n in contributors]
     lines += ["", "## Hyperparameters", "", "| name | value |", "| --- | --- |"]
     lines += [f"| {_md(k)} | {_md(v)} |" for k, v in hyperparameters.items()]
-    lines += ["", f"## Evaluation (best epoch: {best_epoch})", ""]
+    kept = "last" if (hyperparameters or {}).get("keep_epoch") == "last" else "best"
+    lines += ["", f"## Evaluation ({kept} epoch: {best_epoch})", ""]
     for key, value in metrics.items():
         if isinstance(value, float | int):
             lines.append(f"- {key}: {value:.4f}" if isinstance(value, float) else f"- {key}: {value}")
