@@ -80,7 +80,7 @@ MIN_RECORDS = 4
 # QLoRA: the base's Linear layers in 4-bit NF4 (bitsandbytes), trained through LoRA with gradient checkpointing.
 NF4 = "nf4"
 KEEP_EPOCHS = {"best": "The best validation epoch's", "last": "The last epoch's"}
-ERR_KEEP_EPOCH = "Keep must be best or last."
+ERR_KEEP_EPOCH = "Adapter kept must be best or last."
 QUANTIZATIONS = {"none": "None: the base in full precision", NF4: "4-bit NF4 (QLoRA), gradient checkpointing"}
 
 # Every hyperparameter: (type, min, max). The form, the API and the task read these; one set of rules.

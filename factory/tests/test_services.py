@@ -124,7 +124,7 @@ def test_presets_size_epochs_from_the_version(tiny_bert):
     ("classification", {"target_modules": []}, "target_modules", "at least one target module"),
     ("classification", {"eval_split": 0.9}, "eval_split", "between 0.05 and 0.5"),
     ("classification", {"learning_rate": "nan"}, "learning_rate", "finite"),
-    ("classification", {"keep_epoch": "first"}, "keep_epoch", "Keep must be best or last"),
+    ("classification", {"keep_epoch": "first"}, "keep_epoch", "Adapter kept must be best or last"),
     ("generation", {}, "task", "tiny-bert does not support generation"),
 ])
 def test_validation_errors_are_clear(tiny_bert, task, kw, field, message):
