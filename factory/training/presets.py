@@ -2,7 +2,7 @@
 from the data. Django-free (the form, the API and benchmarks/finetune.py read the same values).
 
 "all" target modules means every Linear layer of the model's body; "all+output" adds a language model's output
-layer (modeling.OUTPUT_LAYER) for a generation fine-tune. "epochs" is the value without data; with a
+layer (types.OUTPUT_LAYER) for a generation fine-tune. "epochs" is the value without data; with a
 Datanet version the epochs are sized from it (PRESET_SIZING, estimate.sized_epochs): enough passes for a
 minimum number of optimizer steps and of steps per label, at most max_epochs; early stopping (patience, in
 epochs) ends a run whose validation score has stopped improving, and the best epoch's adapter is kept. A
