@@ -141,13 +141,18 @@ def wordnet(seed: int = 0) -> tuple[list[tuple[str, str]], list[str]]:
     for text, label in pairs:
         if counts[text] == 1:  # a gloss shared by two synsets may carry two labels
             by_label[label].append(text)
+    return _per_label(by_label, sorted(by_label), seed), sorted(by_label)
+
+
+def _per_label(by_label: dict[str, list[str]], labels: list[str], seed: int) -> list[tuple[str, str]]:
+    """WORDNET_PER_LABEL texts of each label (shuffled with `seed`), the rows shuffled together."""
     rng, rows = random.Random(seed), []
-    for label in sorted(by_label):
+    for label in labels:
         texts = by_label[label]
         rng.shuffle(texts)
         rows += [(t, label) for t in texts[:WORDNET_PER_LABEL]]
     rng.shuffle(rows)
-    return rows, sorted(by_label)
+    return rows
 
 
 TREC_TRAIN_5500 = 10_000  # question_labels.txt is TREC's train_1000 ... train_5500 joined; the last is from here
@@ -170,14 +175,8 @@ def trec(seed: int = 0) -> tuple[list[tuple[str, str]], list[str]]:
     for text, labels in sorted(labels_of.items()):
         if len(labels) == 1:
             by_label[next(iter(labels))].append(text)
-    rng, rows = random.Random(seed), []
     kept = sorted(label for label, texts in by_label.items() if len(texts) >= WORDNET_PER_LABEL)
-    for label in kept:
-        texts = by_label[label]
-        rng.shuffle(texts)
-        rows += [(t, label) for t in texts[:WORDNET_PER_LABEL]]
-    rng.shuffle(rows)
-    return rows, kept
+    return _per_label(by_label, kept, seed), kept
 
 
 def load(dataset: str, examples: int, seed: int) -> tuple[list[tuple[str, str]], list[str]]:

@@ -364,7 +364,7 @@ def preset_params(*, preset: str, base_model: BaseModel | None, datanet_version=
     model, the max length fitted to its records (`generation_max_length`)."""
     if preset not in PRESETS:
         raise ApplicationError(f"Unknown preset {preset!r}; choose from {', '.join(PRESETS)}.")
-    if task and task not in PRESET_TASKS.get(preset, (task,)):
+    if task and not preset_fits_task(preset, task):
         raise ApplicationError(ERR_PRESET_TASK.format(preset=preset, task=task,
                                                       tasks=", ".join(PRESET_TASKS[preset])))
     params = {k: v for k, v in PRESETS[preset].items() if k != "targets"}
@@ -378,6 +378,11 @@ def preset_params(*, preset: str, base_model: BaseModel | None, datanet_version=
             params["max_length"] = generation_max_length(datanet_version=datanet_version, base_model=base_model,
                                                          floor=params["max_length"])
     return params
+
+
+def preset_fits_task(preset: str, task: str) -> bool:
+    """Whether a preset may train this task (PRESET_TASKS: verbatim is for generation; the others for any)."""
+    return task in PRESET_TASKS.get(preset, (task,))
 
 
 def preset_targets(kind: str, *, base_model: BaseModel, task: str) -> list[str]:

@@ -67,7 +67,7 @@ def _form_context(form: FineTuneForm, base_model: BaseModel | None) -> dict:
 def _preset_or_custom(*, preset: str, base_model: BaseModel, params: dict, datanet_version, task: str) -> str:
     """Keep the preset's name on the job only when the submitted values are still that preset's (its epochs
     sized for this version)."""
-    if preset not in services.PRESETS or task not in services.PRESET_TASKS.get(preset, (task,)):
+    if preset not in services.PRESETS or not services.preset_fits_task(preset, task):
         return ""
     expected = services.preset_params(preset=preset, base_model=base_model, datanet_version=datanet_version,
                                       task=task)

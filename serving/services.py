@@ -225,7 +225,7 @@ def vllm_for(request):
     """The vLLM client when SERVING_VLLM_URL is set and that server runs this generator's base, else None
     (classifiers, other bases, and adapters with LoRA on the output layer, whose weights vLLM refuses as
     "unsupported LoRA weight", stay on the built-in engine)."""
-    from factory.training.modeling import adapter_wraps_output_layer
+    from factory.training.modeling import adapter_wraps_output_layer  # torch: only where vLLM is configured
 
     global _vllm
     if not settings.SERVING_VLLM_URL or (request.task or GENERATION) != GENERATION:

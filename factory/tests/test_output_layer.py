@@ -3,10 +3,12 @@ only, trained by the factory's loop, merged into a plain transformers folder wit
 from the embeddings (the embeddings keep the base's weights), and served by the built-in engine with the
 same logits as PEFT, alone and batched beside an adapter without it."""
 import json
+import zipfile
 
 import pytest
 import torch
 from peft import PeftModel
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from factory.tests.test_language_models import chat_config, chats
@@ -54,8 +56,6 @@ def test_a_classifier_cannot_wrap_the_output_layer(tied_llama):
 
 def test_the_adapter_trains_the_output_layer(adapters):
     assert adapter_wraps_output_layer(adapters["output"]) and not adapter_wraps_output_layer(adapters["body"])
-    from safetensors.torch import load_file
-
     tensors = load_file(str(adapters["output"] / "adapter_model.safetensors"))
     b = next(v for k, v in tensors.items() if k.endswith(f"{OUTPUT_LAYER}.lora_B.weight"))
     assert b.abs().max() > 0  # B starts at zero: a non-zero B is a trained output layer
@@ -79,8 +79,6 @@ def test_the_merged_export_unties_the_output_layer_and_keeps_the_embeddings(tied
     assert torch.equal(embeddings, base.get_input_embeddings().weight)
     assert not torch.allclose(merged.get_output_embeddings().weight, embeddings)
     # Written, zipped, unzipped and loaded by plain transformers: the adapter's logits.
-    import zipfile
-
     zipped = merged_model_write(base_path=str(tied_llama), adapter_dir=str(adapters["output"]), out_dir=tmp_path,
                                 name="recite")
     zipfile.ZipFile(zipped).extractall(tmp_path / "unzipped")

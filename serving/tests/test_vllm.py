@@ -15,6 +15,7 @@ from factory.tests.factories import make_version
 from serving.models import Inference, SpanIndex
 from serving.openlora import InferenceRequest, ServingConfig, ServingEngine
 from serving.services import span_index_build
+from serving.tests.conftest import make_adapter
 from serving.tests.factories import make_model
 from serving.tests.fake_vllm import FakeVllm
 from serving.tests.test_api import SPEECHES
@@ -132,8 +133,6 @@ def test_an_adapter_with_lora_on_the_output_layer_stays_on_the_built_in_engine(v
                                                                               tmp_path):
     """vLLM refuses LoRA weights on lm_head ("unsupported LoRA weight"): such an adapter (the verbatim
     preset's) is served by the built-in engine even while vLLM runs its base; the others still go to vLLM."""
-    from serving.tests.conftest import make_adapter
-
     base, _ = finetuned_gpt2
     adapter = make_adapter(base, tmp_path / "recite", task="generation", targets=("c_attn", "lm_head"), seed=9)
     version = make_version(task="generation", rows=SPEECHES, contributors=2, slug="plays-recite")
